@@ -1,0 +1,44 @@
+# Home-energy edge + server. `make demo` runs the main job, `make test` the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help system-deps venv test lint demo bench-ingest bench-edge bench-train bench-server test-ansible clean
+
+help:
+	@echo "make demo          replay the real year, train, push, forecast (see README)"
+	@echo "make test          install what is needed and run the whole test suite"
+	@echo "make venv          .venv with every component's dependencies"
+	@echo "make lint          ruff"
+	@echo "make bench-ingest | bench-edge | bench-train | bench-server   benchmarks (print JSON)"
+	@echo "make test-ansible  provision a debootstrapped Debian root with ansible/site.yml"
+
+# System packages (Debian/Ubuntu). Installed only when a binary is missing.
+system-deps:
+	@missing=0; for b in mosquitto influxd chromium chromedriver docker-compose debootstrap; do \
+	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "Installing system packages: $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.installed: requirements/edge.txt requirements/training.txt requirements/server.txt requirements/dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements/dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: system-deps venv
+	$(PY) -m pytest tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build artefacts

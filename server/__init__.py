@@ -1,0 +1,1 @@
+"""Workstation server: Flask app (gunicorn), history pull, training jobs, model registry, push to edges."""

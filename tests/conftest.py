@@ -1,0 +1,66 @@
+"""Shared fixtures: a real Mosquitto and a real influxd on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import Influxd, Mosquitto
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTEFACTS = ROOT / "artefacts"
+
+
+@pytest.fixture(scope="session")
+def artefacts_dir() -> Path:
+    """Where tests keep files worth looking at afterwards (screenshots, logs)."""
+    ARTEFACTS.mkdir(exist_ok=True)
+    return ARTEFACTS
+
+
+@pytest.fixture(scope="session")
+def mosquitto_session(tmp_path_factory):
+    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def influxd_session(tmp_path_factory):
+    with Influxd(tmp_path_factory.mktemp("influxd")) as db:
+        yield db
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A fresh broker per test (for tests that stop or restart it)."""
+    with Mosquitto(tmp_path / "mosquitto") as broker:
+        yield broker
+
+
+@pytest.fixture
+def influxd(tmp_path):
+    """A fresh influxd per test (for tests that stop or restart it)."""
+    with Influxd(tmp_path / "influxd") as db:
+        yield db
+
+
+@pytest.fixture
+def influx_db_name(influxd_session, request) -> str:
+    """A new, empty database on the session influxd, named after the test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:60]
+    influxd_session.query(f'DROP DATABASE "{name}"', method="POST")
+    influxd_session.create_database(name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def influxdb_v2():
+    """Connection facts of a real InfluxDB 2.x server, or skip with the reason."""
+    url, token = os.environ.get("INFLUXDB_V2_URL"), os.environ.get("INFLUXDB_V2_TOKEN")
+    if not (url and token):
+        pytest.skip("no InfluxDB 2.x server here: set INFLUXDB_V2_URL and INFLUXDB_V2_TOKEN "
+                    "(and optionally INFLUXDB_V2_ORG, INFLUXDB_V2_BUCKET) to run the 2.x tests")
+    return {"url": url, "token": token, "org": os.environ.get("INFLUXDB_V2_ORG", "home"),
+            "bucket": os.environ.get("INFLUXDB_V2_BUCKET", "energy")}
