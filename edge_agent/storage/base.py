@@ -1,0 +1,67 @@
+"""The storage interface and its configuration."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from shared.points import Point
+
+
+class StorageError(Exception):
+    """A write or query failed. `retryable` is False for errors that retrying cannot fix (bad data)."""
+
+    def __init__(self, message: str, retryable: bool = True, status: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+def read_secret(value: str | None, file: str | None, env: str | None) -> str | None:
+    """A secret from a file (first line, stripped), else from an environment variable, else the literal value."""
+    if file:
+        return Path(file).read_text().strip()
+    if env and os.environ.get(env):
+        return os.environ[env]
+    return value
+
+
+@dataclass
+class StorageConfig:
+    """Where points go. 1.x: url, database, username/password. 2.x: url, org, bucket, token."""
+
+    version: int = 1
+    url: str = "http://127.0.0.1:8086"
+    database: str = "energy"
+    username: str | None = None
+    password: str | None = None
+    org: str | None = None
+    bucket: str | None = None
+    token: str | None = None
+    timeout_s: float = 10.0
+    create_database: bool = True
+    retention_policy: str | None = None
+
+    def __repr__(self) -> str:  # never show secrets in logs
+        return (f"StorageConfig(version={self.version}, url={self.url!r}, database={self.database!r}, "
+                f"bucket={self.bucket!r}, org={self.org!r}, username={self.username!r}, "
+                f"password={'***' if self.password else None}, token={'***' if self.token else None})")
+
+
+class Storage(Protocol):
+    """What every component needs from the database."""
+
+    def write(self, points: Sequence[Point]) -> None: ...
+
+    def query_series(self, measurement: str, field: str, start: datetime, end: datetime,
+                     tags: dict[str, str] | None = None) -> list[tuple[int, float]]: ...
+
+    def query(self, text: str) -> list[dict]: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,160 @@
+"""InfluxDB 1.x: `/write` with line protocol, `/query` with InfluxQL, over one keep-alive HTTP connection."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import threading
+import urllib.parse
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from edge_agent.storage.base import StorageConfig, StorageError
+from shared.points import Point, to_lines
+
+log = logging.getLogger(__name__)
+
+
+def _rfc3339(t: datetime) -> str:
+    if t.tzinfo is None:
+        raise ValueError("naive datetime: use timezone-aware UTC datetimes")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_str(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Influx1Storage:
+    """Thread-safe (one lock around the connection); reconnects after any connection error."""
+
+    def __init__(self, config: StorageConfig):
+        self.config = config
+        parsed = urllib.parse.urlsplit(config.url)
+        if parsed.scheme not in ("http", "https"):
+            raise ValueError(f"storage.url must be http(s)://host:port, got {config.url!r}")
+        self._https = parsed.scheme == "https"
+        self._host = parsed.hostname or "127.0.0.1"
+        self._port = parsed.port or 8086
+        self._prefix = parsed.path.rstrip("/")
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+        self._headers = {}
+        if config.username:
+            cred = f"{config.username}:{config.password or ''}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
+        self._db_ready = False
+
+    # -- HTTP --------------------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, params: dict, body: bytes | None = None,
+                 content_type: str | None = None) -> tuple[int, bytes]:
+        url = f"{self._prefix}{path}?{urllib.parse.urlencode(params)}"
+        headers = dict(self._headers)
+        if content_type:
+            headers["Content-Type"] = content_type
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None:
+                        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+                        self._conn = cls(self._host, self._port, timeout=self.config.timeout_s)
+                    self._conn.request(method, url, body=body, headers=headers)
+                    resp = self._conn.getresponse()
+                    return resp.status, resp.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    if self._conn is not None:
+                        self._conn.close()
+                    self._conn = None
+                    # A kept-alive connection may have been closed by the server: retry once on a fresh one.
+                    if attempt == 2:
+                        raise StorageError(f"InfluxDB at {self.config.url} unreachable: {exc}") from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _error_text(body: bytes) -> str:
+        try:
+            return json.loads(body).get("error", body.decode(errors="replace"))
+        except ValueError:
+            return body.decode(errors="replace")[:500]
+
+    # -- interface ---------------------------------------------------------------------------------------
+    def ensure_database(self) -> None:
+        if self._db_ready or not self.config.create_database:
+            return
+        status, body = self._request("POST", "/query", {"q": f"CREATE DATABASE {quote_ident(self.config.database)}"})
+        if status >= 300:
+            raise StorageError(f"cannot create database {self.config.database!r}: {self._error_text(body)}",
+                               retryable=status >= 500, status=status)
+        self._db_ready = True
+
+    def write(self, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        self.ensure_database()
+        params = {"db": self.config.database, "precision": "ns"}
+        if self.config.retention_policy:
+            params["rp"] = self.config.retention_policy
+        status, body = self._request("POST", "/write", params, to_lines(list(points)), "text/plain; charset=utf-8")
+        if status == 204:
+            return
+        if status == 404 and self.config.create_database:
+            self._db_ready = False  # database dropped behind our back: create it and retry once
+            self.ensure_database()
+            status, body = self._request("POST", "/write", params, to_lines(list(points)))
+            if status == 204:
+                return
+        # 400: parse/type conflict (bad data, retrying cannot help); 401/403: credentials; 5xx: server trouble.
+        raise StorageError(f"write failed ({status}): {self._error_text(body)}",
+                           retryable=status >= 500 or status in (401, 403, 404, 429), status=status)
+
+    def query(self, text: str) -> list[dict]:
+        """Run InfluxQL; rows as dicts with a `time` (ns) key and the series' tags merged in."""
+        status, body = self._request("POST", "/query", {"db": self.config.database, "q": text, "epoch": "ns"})
+        if status >= 300:
+            raise StorageError(f"query failed ({status}): {self._error_text(body)}",
+                               retryable=status >= 500, status=status)
+        doc = json.loads(body)
+        rows: list[dict] = []
+        for result in doc.get("results", []):
+            if "error" in result:
+                raise StorageError(f"query error: {result['error']}", retryable=False)
+            for series in result.get("series", []) or []:
+                tags = series.get("tags") or {}
+                for values in series.get("values", []):
+                    row = dict(zip(series["columns"], values, strict=False))
+                    row.update(tags)
+                    row.setdefault("_measurement", series.get("name"))
+                    rows.append(row)
+        return rows
+
+    def query_series(self, measurement: str, field: str, start: datetime, end: datetime,
+                     tags: dict[str, str] | None = None) -> list[tuple[int, float]]:
+        where = [f"time >= '{_rfc3339(start)}'", f"time < '{_rfc3339(end)}'"]
+        where += [f"{quote_ident(k)} = {quote_str(v)}" for k, v in (tags or {}).items()]
+        q = (f"SELECT {quote_ident(field)} FROM {quote_ident(measurement)} WHERE {' AND '.join(where)} "
+             f"ORDER BY time ASC")
+        out = []
+        for row in self.query(q):
+            value = row.get(field)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out.append((int(row["time"]), float(value)))
+        return out
+
+    def ping(self) -> bool:
+        try:
+            status, _ = self._request("GET", "/ping", {})
+            return status == 204
+        except StorageError:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -1,0 +1,86 @@
+"""InfluxDB 2.x through influxdb-client: synchronous writes (errors raise, nothing is silently dropped), Flux."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from edge_agent.storage.base import StorageConfig, StorageError
+from shared.points import Point
+
+log = logging.getLogger(__name__)
+
+
+def _flux_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Influx2Storage:
+    def __init__(self, config: StorageConfig):
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        if not (config.token and config.org and (config.bucket or config.database)):
+            raise ValueError("storage version 2 needs url, org, bucket and a token")
+        self.config = config
+        self.bucket = config.bucket or config.database
+        self._client = InfluxDBClient(url=config.url, token=config.token, org=config.org,
+                                      timeout=int(config.timeout_s * 1000))
+        # The default batching write_api swallows errors (FACTS.md): write synchronously instead.
+        self._write = self._client.write_api(write_options=SYNCHRONOUS)
+        self._query = self._client.query_api()
+
+    def write(self, points: Sequence[Point]) -> None:
+        from influxdb_client.rest import ApiException
+
+        if not points:
+            return
+        try:
+            self._write.write(bucket=self.bucket, org=self.config.org, record=[p.to_line() for p in points],
+                              write_precision="ns")
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            raise StorageError(f"write failed ({status}): {exc.body or exc.reason}",
+                               retryable=status >= 500 or status in (401, 403, 404, 429), status=status) from None
+        except Exception as exc:  # urllib3 connection errors and timeouts
+            raise StorageError(f"InfluxDB at {self.config.url} unreachable: {exc}") from None
+
+    def query(self, text: str) -> list[dict]:
+        try:
+            tables = self._query.query(text, org=self.config.org)
+        except Exception as exc:
+            raise StorageError(f"query failed: {exc}", retryable=False) from None
+        rows = []
+        for table in tables:
+            for record in table.records:
+                row = dict(record.values)
+                t = record.get_time()
+                if t is not None:
+                    row["time"] = int(t.timestamp() * 1e9)
+                rows.append(row)
+        return rows
+
+    def query_series(self, measurement: str, field: str, start: datetime, end: datetime,
+                     tags: dict[str, str] | None = None) -> list[tuple[int, float]]:
+        filters = [f"r._measurement == {_flux_str(measurement)}", f"r._field == {_flux_str(field)}"]
+        filters += [f"r[{_flux_str(k)}] == {_flux_str(v)}" for k, v in (tags or {}).items()]
+        flux = (f"from(bucket: {_flux_str(self.bucket)})"
+                f" |> range(start: {start.astimezone(UTC).isoformat()}, stop: {end.astimezone(UTC).isoformat()})"
+                f" |> filter(fn: (r) => {' and '.join(filters)})"
+                f" |> group() |> sort(columns: [\"_time\"])")
+        out = []
+        for row in self.query(flux):
+            value = row.get("_value")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out.append((row["time"], float(value)))
+        return out
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
