@@ -1,0 +1,176 @@
+"""The agent process: ingest plus optional components (flow, forecast, model API), health reporting.
+
+A component module exposes `build(config, ctx) -> Component | None`; a Component has `start()` and `stop()`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from edge_agent.config import AgentConfig
+from edge_agent.health import Health
+from edge_agent.ingest import Ingest, make_client
+from edge_agent.storage import Storage, open_storage
+from shared.points import Point
+
+log = logging.getLogger(__name__)
+
+COMPONENT_MODULES = ("edge_agent.flow", "edge_agent.forecast", "edge_agent.models.api")
+
+
+class Component(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class AgentContext:
+    """What the agent gives its components."""
+
+    config: AgentConfig
+    health: Health
+    publish: Callable[..., None]
+    state_dir: Path
+    clock: Callable[[], datetime] = utc_now
+    storage_factory: Callable[[], Storage] | None = None
+    stored_listeners: list[Callable[[list[Point]], None]] = field(default_factory=list)
+    components: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def storage(self) -> Storage:
+        """A Storage of the component's own (a fresh connection each time this is read)."""
+        assert self.storage_factory is not None
+        return self.storage_factory()
+
+    def on_stored(self, listener: Callable[[list[Point]], None]) -> None:
+        """Call `listener(points)` after each batch reaches the database (e.g. flow recomputes late slots)."""
+        self.stored_listeners.append(listener)
+
+
+class Publisher:
+    """The agent's own MQTT connection for outgoing messages (forecasts, discovery), separate from ingest."""
+
+    def __init__(self, config: AgentConfig):
+        self.client = make_client(config, f"{config.mqtt.client_id}-pub", manual_ack=False)
+        self._config = config
+
+    def start(self) -> None:
+        c = self._config.mqtt
+        self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, clock: Callable[[], datetime] = utc_now,
+                 components: tuple[str, ...] = COMPONENT_MODULES):
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.health = Health()
+        self.storage = open_storage(config.storage)
+        self.publisher = Publisher(config)
+        self.ctx = AgentContext(config=config, health=self.health, publish=self.publisher.publish,
+                                state_dir=config.state_dir, clock=clock,
+                                storage_factory=lambda: open_storage(config.storage))
+        self.ingest = Ingest(config, self.storage, self.health, on_stored=self._stored)
+        self.components: dict[str, Component] = {}
+        for name in components:
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name and name.startswith(exc.name):
+                    log.debug("component %s not installed", name)
+                    continue
+                raise
+            component = module.build(config, self.ctx)
+            if component is not None:
+                self.components[name] = component
+                self.ctx.components[name] = component
+        self._stop = threading.Event()
+        self._health_thread: threading.Thread | None = None
+
+    def _stored(self, points: list[Point]) -> None:
+        for listener in self.ctx.stored_listeners:
+            try:
+                listener(points)
+            except Exception:
+                log.exception("stored-points listener failed")
+                self.health.incr("listener_errors")
+
+    def _health_loop(self) -> None:
+        interval = self.config.health.interval_s
+        while not self._stop.wait(interval):
+            self.report_health()
+
+    def report_health(self) -> None:
+        snap = self.health.snapshot()
+        log.info("health: %s", ", ".join(f"{k}={v}" for k, v in sorted(snap.items())))
+        try:
+            self.ingest.spool.append([self.health.point(self.config.health.host_tag)])
+        except Exception as exc:  # a full spool must not stop the agent
+            log.warning("could not spool health point: %s", exc)
+
+    def start(self) -> None:
+        log.info("edge agent starting: state in %s, storage %r, components: %s", self.config.state_dir,
+                 self.config.storage, ", ".join(self.components) or "ingest only")
+        self.publisher.start()
+        self.ingest.start()
+        for name, component in self.components.items():
+            component.start()
+            log.info("component %s started", name)
+        self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
+        self._health_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for name, component in reversed(list(self.components.items())):
+            try:
+                component.stop()
+            except Exception:
+                log.exception("stopping %s failed", name)
+        self.ingest.stop()
+        self.publisher.stop()
+        self.storage.close()
+        log.info("edge agent stopped")
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM/SIGINT."""
+        import signal
+
+        def _handler(signum, frame):
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, _handler)
+        signal.signal(signal.SIGINT, _handler)
+        self.start()
+        while not self._stop.wait(1.0):
+            pass
+        self.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

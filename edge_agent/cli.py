@@ -1,0 +1,135 @@
+"""Command line: `run` the agent, `check` a configuration (and connectivity unless --offline)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+
+from edge_agent import __version__
+from edge_agent.config import AgentConfig, ConfigError, load_config
+
+
+def _check_connectivity(cfg: AgentConfig) -> list[str]:
+    """Problems reaching the broker and the database (empty list: all good)."""
+    from edge_agent.ingest import make_client
+    from edge_agent.storage import StorageError, open_storage
+
+    problems = []
+    try:
+        st = open_storage(cfg.storage)
+        if not st.ping():
+            problems.append(f"database at {cfg.storage.url} does not answer /ping")
+        else:
+            try:
+                st.query("SHOW DATABASES" if cfg.storage.version == 1 else "buckets() |> limit(n: 1)")
+            except StorageError as exc:
+                problems.append(f"database at {cfg.storage.url} refuses queries: {exc}")
+        st.close()
+    except Exception as exc:
+        problems.append(f"database: {exc}")
+    try:
+        socket.create_connection((cfg.mqtt.host, cfg.mqtt.port), timeout=5).close()
+        client = make_client(cfg, f"{cfg.mqtt.client_id}-check", manual_ack=False)
+        result: dict = {}
+        done = threading.Event()
+
+        def on_connect(c, userdata, flags, reason, properties=None):
+            result["rc"] = reason
+            done.set()
+
+        client.on_connect = on_connect
+        client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=10)
+        client.loop_start()
+        done.wait(5)
+        client.disconnect()
+        client.loop_stop()
+        reason = result.get("rc")
+        if reason is None or reason.is_failure:
+            problems.append(f"MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port} refused the connection: "
+                            f"{reason or 'no answer'}")
+    except OSError as exc:
+        problems.append(f"MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port} unreachable: {exc}")
+    return problems
+
+
+def cmd_check(args) -> int:
+    try:
+        cfg = load_config(args.config)
+        # Components validate their own sections.
+        import importlib
+
+        from edge_agent.agent import COMPONENT_MODULES
+
+        for name in COMPONENT_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError:
+                continue
+            validate = getattr(module, "validate_config", None)
+            if validate:
+                validate(cfg)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    print(f"config OK: {len(cfg.rules)} rule(s), storage InfluxDB {cfg.storage.version}.x at {cfg.storage.url}, "
+          f"broker {cfg.mqtt.host}:{cfg.mqtt.port}, state in {cfg.state_dir}")
+    if args.offline:
+        return 0
+    problems = _check_connectivity(cfg)
+    for p in problems:
+        print(f"connectivity error: {p}", file=sys.stderr)
+    if not problems:
+        print("connectivity OK: broker and database answer")
+    return 1 if problems else 0
+
+
+def cmd_run(args) -> int:
+    from edge_agent.agent import Agent
+    from edge_agent.logsetup import setup_logging
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    log_file = cfg.resolve(cfg.logging.file) if cfg.logging.file else None
+    setup_logging(args.log_level or cfg.logging.level, log_file, cfg.logging.max_bytes, cfg.logging.backups)
+    try:
+        agent = Agent(cfg)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    agent.run_forever()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m edge_agent", description="home-energy edge agent")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", required=True, help="TOML or YAML configuration file")
+    run.add_argument("--log-level", help="override logging.level (DEBUG, INFO, …)")
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="validate the configuration and connectivity")
+    check.add_argument("--config", required=True)
+    check.add_argument("--offline", action="store_true", help="validate the configuration only")
+    check.set_defaults(func=cmd_check)
+    _add_extensions(sub)
+    return parser
+
+
+def _add_extensions(sub) -> None:
+    """Subcommands contributed by other modules (e.g. `models` from edge_agent.models.cli)."""
+    try:
+        from edge_agent.models.cli import add_subcommand
+    except ModuleNotFoundError:
+        return
+    add_subcommand(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

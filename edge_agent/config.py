@@ -1,0 +1,235 @@
+"""Agent configuration: TOML or YAML, validated into dataclasses with error messages that name the key.
+
+Sections owned by other components (`flow`, `forecast`, `api`, `models`) stay in `AgentConfig.raw`; each
+component parses its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_agent.storage.base import StorageConfig, read_secret
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+@dataclass
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "edge-agent"
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = 30
+    tls: bool = False
+    ca_file: str | None = None
+    qos: int = 1
+    subscribe: list[str] = field(default_factory=list)  # default: the rules' topics
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+
+    def __repr__(self) -> str:
+        return (f"MqttConfig(host={self.host!r}, port={self.port}, client_id={self.client_id!r}, "
+                f"username={self.username!r}, password={'***' if self.password else None}, tls={self.tls})")
+
+
+@dataclass
+class SpoolConfig:
+    dir: str = "spool"
+    max_bytes: int = 512 * 1024 * 1024
+    warn_ratio: float = 0.8
+    segment_bytes: int = 16 * 1024 * 1024
+    batch_points: int = 5000
+    batch_interval_s: float = 1.0
+    commit_interval_s: float = 0.005
+
+
+@dataclass
+class IngestConfig:
+    max_payload_bytes: int = 64 * 1024
+    deadletter: str = "deadletter.jsonl"
+    deadletter_max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass
+class HealthConfig:
+    interval_s: float = 60.0
+    host_tag: str = field(default_factory=socket.gethostname)
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "INFO"
+    file: str | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
+
+
+@dataclass
+class RuleConfig:
+    topic: str
+    format: str
+    name: str = ""
+    measurement: str | None = None
+    field: str | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    timezone: str = "UTC"
+    scale: float = 1.0
+
+
+@dataclass
+class AgentConfig:
+    path: Path
+    state_dir: Path
+    mqtt: MqttConfig
+    storage: StorageConfig
+    spool: SpoolConfig
+    ingest: IngestConfig
+    health: HealthConfig
+    logging: LoggingConfig
+    rules: list[RuleConfig]
+    raw: dict[str, Any]
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the config: absolute as given, else relative to state_dir."""
+        p = Path(path)
+        return p if p.is_absolute() else self.state_dir / p
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.raw.get(name) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.path}: [{name}] must be a table/mapping")
+        return value
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            doc = yaml.safe_load(text) or {}
+        else:
+            doc = tomllib.loads(text)
+    except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError
+        raise ConfigError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'TOML'}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the top level must be a table/mapping")
+    return doc
+
+
+def build_dataclass(cls, data: Any, where: str):
+    """Fill dataclass `cls` from a mapping, rejecting unknown keys and wrong types with the key's name."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table/mapping")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in data.items():
+        expected = known[name].type if isinstance(known[name].type, str) else str(known[name].type)
+        if value is not None:
+            ok = True
+            if expected.startswith("int"):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif expected.startswith("float"):
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                value = float(value) if ok else value
+            elif expected.startswith("bool"):
+                ok = isinstance(value, bool)
+            elif expected.startswith("str"):
+                ok = isinstance(value, str)
+            elif expected.startswith("list"):
+                ok = isinstance(value, list)
+            elif expected.startswith("dict"):
+                ok = isinstance(value, dict)
+            if not ok:
+                raise ConfigError(f"{where}.{name}: expected {expected.split(' ')[0]}, got {value!r}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _secret(section: dict, key: str, where: str) -> str | None:
+    """`key`, `key_file` or `key_env`: the secret's value, read from a file or the environment."""
+    file, env = section.pop(f"{key}_file", None), section.pop(f"{key}_env", None)
+    try:
+        return read_secret(section.pop(key, None), file, env)
+    except OSError as exc:
+        raise ConfigError(f"{where}.{key}_file: cannot read {file}: {exc.strerror}") from None
+
+
+FORMATS = ("seed_json", "tasmota", "shelly_gen1", "shelly_gen2", "number")
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Parse and validate the agent's configuration file."""
+    path = Path(path)
+    doc = _read_document(path)
+    where = str(path)
+    agent = dict(doc.get("agent") or {})
+    state_dir = Path(agent.pop("state_dir", None) or os.environ.get("EDGE_AGENT_STATE_DIR") or "/var/lib/edge-agent")
+    if not state_dir.is_absolute():
+        state_dir = (path.parent / state_dir).resolve()
+    if agent:
+        raise ConfigError(f"{where}: [agent] unknown key(s) {', '.join(sorted(agent))}; known: state_dir")
+
+    mqtt_doc = dict(doc.get("mqtt") or {})
+    password = _secret(mqtt_doc, "password", f"{where}: [mqtt]")
+    mqtt = build_dataclass(MqttConfig, mqtt_doc, f"{where}: [mqtt]")
+    mqtt.password = password
+    if mqtt.qos not in (0, 1, 2):
+        raise ConfigError(f"{where}: [mqtt].qos must be 0, 1 or 2")
+
+    st_doc = dict(doc.get("storage") or {})
+    secrets = {k: _secret(st_doc, k, f"{where}: [storage]") for k in ("password", "token")}
+    storage = build_dataclass(StorageConfig, st_doc, f"{where}: [storage]")
+    storage.password, storage.token = secrets["password"], secrets["token"]
+    if storage.version not in (1, 2):
+        raise ConfigError(f"{where}: [storage].version must be 1 or 2")
+    if storage.version == 2 and not (storage.token and storage.org):
+        raise ConfigError(f"{where}: [storage] version 2 needs org and token (token_file or token_env)")
+
+    rules_doc = doc.get("rules") or []
+    if not isinstance(rules_doc, list) or not rules_doc:
+        raise ConfigError(f"{where}: at least one [[rules]] entry is needed")
+    rules = []
+    for i, r in enumerate(rules_doc):
+        rule = build_dataclass(RuleConfig, r, f"{where}: rules[{i}]")
+        if rule.format not in FORMATS:
+            raise ConfigError(f"{where}: rules[{i}].format {rule.format!r} unknown; one of {', '.join(FORMATS)}")
+        rule.name = rule.name or f"{rule.format}:{rule.topic}"
+        rules.append(rule)
+
+    cfg = AgentConfig(
+        path=path, state_dir=state_dir, mqtt=mqtt, storage=storage,
+        spool=build_dataclass(SpoolConfig, doc.get("spool"), f"{where}: [spool]"),
+        ingest=build_dataclass(IngestConfig, doc.get("ingest"), f"{where}: [ingest]"),
+        health=build_dataclass(HealthConfig, doc.get("health"), f"{where}: [health]"),
+        logging=build_dataclass(LoggingConfig, doc.get("logging"), f"{where}: [logging]"),
+        rules=rules, raw=doc,
+    )
+    # Compile the rules now so that a bad pattern is a config error, not a runtime surprise.
+    from edge_agent.rules import RuleError, compile_rules
+
+    try:
+        compile_rules(cfg.rules)
+    except RuleError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return cfg

@@ -1,0 +1,24 @@
+"""Logging to stderr and, when configured, to a size-rotated file."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+
+def setup_logging(level: str = "INFO", file: Path | None = None, max_bytes: int = 10 << 20, backups: int = 5) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    stream = logging.StreamHandler()
+    stream.setFormatter(fmt)
+    root.addHandler(stream)
+    if file:
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        rotating = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups)
+        rotating.setFormatter(fmt)
+        root.addHandler(rotating)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -1,0 +1,113 @@
+"""Helpers for agent tests: write a config for the fixture services, run the agent in-process or as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edge_agent.agent import Agent
+from edge_agent.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RULES = """
+[[rules]]
+name = "hackathon"
+topic = "hack/+device/+channel"
+format = "seed_json"
+
+[[rules]]
+topic = "tele/+device/SENSOR"
+format = "tasmota"
+measurement = "tasmota"
+timezone = "Europe/Berlin"
+
+[[rules]]
+topic = "shellies/+device/emeter/+channel/+field"
+format = "shelly_gen1"
+measurement = "shelly_emeter"
+
+[[rules]]
+topic = "+device/status/+component"
+format = "shelly_gen2"
+measurement = "shelly"
+
+[[rules]]
+topic = "+device/events/rpc"
+format = "shelly_gen2"
+measurement = "shelly"
+
+[[rules]]
+topic = "home/+room/temperature"
+format = "number"
+measurement = "sensor"
+field = "temperature"
+"""
+
+
+def write_config(tmp: Path, mqtt_port: int, influx_url: str, database: str, extra: str = "",
+                 client_id: str = "edge-agent-test", subscribe: str = '["hack/#", "tele/#", "shellies/#", '
+                 '"+/status/+", "+/events/rpc", "home/#", "junk/#"]', spool: str = "") -> Path:
+    state = tmp / "state"
+    cfg = tmp / "agent.toml"
+    cfg.write_text(f"""
+[agent]
+state_dir = "{state}"
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+client_id = "{client_id}"
+subscribe = {subscribe}
+reconnect_max_s = 2
+[storage]
+url = "{influx_url}"
+database = "{database}"
+[spool]
+batch_interval_s = 0.2
+{spool}
+[ingest]
+max_payload_bytes = 2048
+[health]
+interval_s = 0.5
+host_tag = "test"
+[logging]
+level = "INFO"
+file = "agent.log"
+{extra}
+{RULES}
+""")
+    return cfg
+
+
+def start_agent(cfg_path: Path, components: tuple[str, ...] = ()) -> Agent:
+    agent = Agent(load_config(cfg_path), components=components)
+    agent.start()
+    if not agent.ingest.connected.wait(10):
+        raise RuntimeError("agent did not connect to the broker")
+    return agent
+
+
+def spawn_agent(cfg_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg_path)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last: {last!r})")
+
+
+def count(influxd, db: str, measurement: str, field: str) -> int:
+    res = influxd.query(f'SELECT count("{field}") FROM "{measurement}"', db=db)["results"][0]
+    return res["series"][0]["values"][0][1] if "series" in res else 0
