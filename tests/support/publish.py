@@ -65,9 +65,8 @@ class Publisher:
         sent = 0
         start_acked = self.acked
         for topic, payload in messages:
-            if qos > 0:
-                if not self._slots.acquire(timeout=timeout):
-                    raise TimeoutError("broker stopped acknowledging")
+            if qos > 0 and not self._slots.acquire(timeout=timeout):
+                raise TimeoutError("broker stopped acknowledging")
             info = self.client.publish(topic, payload, qos=qos)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 raise RuntimeError(f"publish failed: {mqtt.error_string(info.rc)}")
