@@ -40,5 +40,8 @@ test: system-deps venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+bench-ingest: venv system-deps
+	$(PY) tests/benchmarks/bench_ingest.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache build artefacts

@@ -19,7 +19,6 @@ from edge_agent.config import AgentConfig
 from edge_agent.health import Health
 from edge_agent.ingest import Ingest, make_client
 from edge_agent.storage import Storage, open_storage
-from shared.points import Point
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class AgentContext:
     state_dir: Path
     clock: Callable[[], datetime] = utc_now
     storage_factory: Callable[[], Storage] | None = None
-    stored_listeners: list[Callable[[list[Point]], None]] = field(default_factory=list)
+    stored_listeners: list[Callable[[list[bytes]], None]] = field(default_factory=list)
     components: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -55,8 +54,9 @@ class AgentContext:
         assert self.storage_factory is not None
         return self.storage_factory()
 
-    def on_stored(self, listener: Callable[[list[Point]], None]) -> None:
-        """Call `listener(points)` after each batch reaches the database (e.g. flow recomputes late slots)."""
+    def on_stored(self, listener: Callable[[list[bytes]], None]) -> None:
+        """Call `listener(lines)` with the line-protocol lines of each batch that reached the database
+        (e.g. flow recomputes slots that got late data; `shared.points.line_head` parses a line's head)."""
         self.stored_listeners.append(listener)
 
 
@@ -108,10 +108,10 @@ class Agent:
         self._stop = threading.Event()
         self._health_thread: threading.Thread | None = None
 
-    def _stored(self, points: list[Point]) -> None:
+    def _stored(self, lines: list[bytes]) -> None:
         for listener in self.ctx.stored_listeners:
             try:
-                listener(points)
+                listener(lines)
             except Exception:
                 log.exception("stored-points listener failed")
                 self.health.incr("listener_errors")

@@ -49,7 +49,7 @@ class SpoolConfig:
     segment_bytes: int = 16 * 1024 * 1024
     batch_points: int = 5000
     batch_interval_s: float = 1.0
-    commit_interval_s: float = 0.005
+    commit_interval_s: float = 0.1
 
 
 @dataclass

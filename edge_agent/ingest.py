@@ -27,7 +27,7 @@ from edge_agent.payloads import Reject
 from edge_agent.rules import Router, compile_rules
 from edge_agent.spool import Spool, SpoolFull
 from edge_agent.storage import Storage, StorageError
-from shared.points import Point
+from shared.points import Point, line_head
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Ingest:
     """The ingest pipeline; `start()` connects and starts its threads, `stop()` drains and disconnects."""
 
     def __init__(self, config: AgentConfig, storage: Storage, health: Health,
-                 on_stored: Callable[[list[Point]], None] | None = None):
+                 on_stored: Callable[[list[bytes]], None] | None = None):
         self.config = config
         self.storage = storage
         self.health = health
@@ -92,17 +92,21 @@ class Ingest:
 
     # -- spooler ------------------------------------------------------------------------------------------
     def _gather(self) -> list[mqtt.MQTTMessage]:
+        """The next group of messages to commit with one fsync.
+
+        Busy: whatever arrived while the previous group was being fsynced (groups form by themselves).
+        Idle: after the first message, wait `commit_interval_s` for company, so that a trickle of messages
+        does not cost one fsync each (acks are delayed by at most that long).
+        """
         try:
-            first = self._queue.get(timeout=0.2)
+            batch = [self._queue.get(timeout=0.5)]
         except queue.Empty:
             return []
-        batch = [first]
-        deadline = time.monotonic() + self.config.spool.commit_interval_s
+        if self._queue.empty() and self.config.spool.commit_interval_s > 0:
+            time.sleep(self.config.spool.commit_interval_s)
         while len(batch) < 2000:
-            remaining = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=max(0.0, remaining)) if remaining > 0
-                             else self._queue.get_nowait())
+                batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         return batch
@@ -167,25 +171,25 @@ class Ingest:
             self._warned_full = now
 
     # -- drainer ------------------------------------------------------------------------------------------
-    def _write_isolating_bad(self, points: list[Point]) -> None:
-        """Write points; on a permanent error split the batch and dead-letter the points the database rejects."""
+    def _write_isolating_bad(self, lines: list[bytes]) -> None:
+        """Write lines; on a permanent error split the batch and dead-letter the points the database rejects."""
         try:
-            self.storage.write(points)
+            self.storage.write_lines(b"".join(lines))
             return
         except StorageError as exc:
             if exc.retryable:
                 raise
-            if len(points) == 1:
-                p = points[0]
-                self.deadletter.write([DeadLetter.entry(p.measurement, p.to_line().encode(), "storage_rejected",
+            if len(lines) == 1:
+                measurement = line_head(lines[0])[0]
+                self.deadletter.write([DeadLetter.entry(measurement, lines[0].rstrip(b"\n"), "storage_rejected",
                                                         str(exc), None)])
                 self.health.incr("rejected_storage_rejected")
                 self.health.incr("rejected")
                 log.warning("database rejected a point (dead-lettered): %s", exc)
                 return
-        mid = len(points) // 2
-        self._write_isolating_bad(points[:mid])
-        self._write_isolating_bad(points[mid:])
+        mid = len(lines) // 2
+        self._write_isolating_bad(lines[:mid])
+        self._write_isolating_bad(lines[mid:])
 
     def _drain_loop(self) -> None:
         cfg = self.config.spool
@@ -199,9 +203,14 @@ class Ingest:
             if self.spool.pending_points < cfg.batch_points and not self._stop.is_set():
                 self._stop.wait(cfg.batch_interval_s)  # let a batch fill up, bounded by time
             records, pos = self.spool.peek(cfg.batch_points)
-            points = [p for r in records for p in r]
+            body = b"".join(records)
             try:
-                self._write_isolating_bad(points)
+                try:
+                    self.storage.write_lines(body)
+                except StorageError as exc:
+                    if exc.retryable:
+                        raise
+                    self._write_isolating_bad(body.splitlines(keepends=True))
             except StorageError as exc:
                 self.health.incr("retries")
                 log.warning("database write failed (%s); %d points stay spooled, retry in %.1f s",
@@ -211,12 +220,13 @@ class Ingest:
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 0.5
-            self.spool.commit(pos, len(points))
-            self.health.incr("stored", len(points))
+            n = body.count(b"\n")
+            self.spool.commit(pos, n)
+            self.health.incr("stored", n)
             self._update_spool_gauges()
             if self.on_stored:
                 try:
-                    self.on_stored(points)
+                    self.on_stored(body.splitlines())
                 except Exception:
                     log.exception("on_stored hook failed")
 

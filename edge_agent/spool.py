@@ -1,6 +1,7 @@
 """A durable on-disk FIFO of points between MQTT and the database.
 
-Segments `NNNNNNNNNNNN.seg` hold records `[u32 length][u32 crc32][JSON list of points]`, appended and fsynced
+Segments `NNNNNNNNNNNN.seg` hold records `[u32 length][u32 crc32][line protocol, one point per line]`, appended
+and fsynced
 before the MQTT messages they came from are acknowledged. A `cursor` file (atomically replaced) records how far
 the drainer has written to the database; fully drained segments are deleted. On start, a torn last record
 (crash mid-append, never acknowledged) is truncated away and draining resumes at the cursor, so points after
@@ -10,7 +11,6 @@ stored once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import struct
@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.points import Point
+from shared.points import Point, to_lines
 
 log = logging.getLogger(__name__)
 HEADER = struct.Struct("<II")
@@ -98,7 +98,7 @@ class Spool:
             records, pos = self._read_records(pos, 1 << 62)
             if not records:
                 return n
-            n += sum(len(r) for r in records)
+            n += sum(r.count(b"\n") for r in records)
 
     # -- writer --------------------------------------------------------------------------------------------
     @property
@@ -117,7 +117,7 @@ class Spool:
         """Durably append one record (write + fsync). Raises SpoolFull when over the bound."""
         if not points:
             return
-        body = json.dumps([p.to_dict() for p in points], separators=(",", ":"), ensure_ascii=False).encode()
+        body = to_lines(points)
         record = HEADER.pack(len(body), zlib.crc32(body)) + body
         with self._lock:
             if self._pending_bytes_locked() + len(record) > self.max_bytes:
@@ -138,8 +138,8 @@ class Spool:
         _fsync_dir(self.dir)
 
     # -- reader --------------------------------------------------------------------------------------------
-    def _read_records(self, pos: Position, max_points: int) -> tuple[list[list[Point]], Position]:
-        records: list[list[Point]] = []
+    def _read_records(self, pos: Position, max_points: int) -> tuple[list[bytes], Position]:
+        records: list[bytes] = []
         n = 0
         while n < max_points:
             size = self._sizes.get(pos.segment)
@@ -159,16 +159,16 @@ class Spool:
                 end = off + HEADER.size + length
                 if end > len(chunk):
                     break
-                record = [Point.from_dict(d) for d in json.loads(chunk[off + HEADER.size:end])]
+                record = chunk[off + HEADER.size:end]
                 records.append(record)
-                n += len(record)
+                n += record.count(b"\n")
                 off = end
             if off == 0:  # a record larger than the chunk: read it whole
                 with open(self._seg_path(pos.segment), "rb") as f:
                     f.seek(pos.offset)
                     length, _crc = HEADER.unpack(f.read(HEADER.size))
-                    records.append([Point.from_dict(d) for d in json.loads(f.read(length))])
-                    n += len(records[-1])
+                    records.append(f.read(length))
+                    n += records[-1].count(b"\n")
                     off = HEADER.size + length
             pos = Position(pos.segment, pos.offset + off)
         return records, pos
@@ -181,8 +181,9 @@ class Spool:
             self._data_ready.wait(timeout)
             return self._pending_points > 0
 
-    def peek(self, max_points: int) -> tuple[list[list[Point]], Position]:
-        """Records from the cursor on (at least one record, about `max_points` points), and where they end."""
+    def peek(self, max_points: int) -> tuple[list[bytes], Position]:
+        """Records (line-protocol bytes, each line ending in a newline) from the cursor on — at least one
+        record, about `max_points` points — and where they end."""
         with self._lock:
             return self._read_records(self._cursor, max_points)
 

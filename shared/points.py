@@ -73,3 +73,12 @@ class Point:
 def to_lines(points: list[Point]) -> bytes:
     """A write body: one line per point."""
     return ("\n".join(p.to_line() for p in points) + "\n").encode("utf-8")
+
+
+def line_head(line: bytes) -> tuple[str, int]:
+    """Measurement and timestamp (ns) of one line-protocol line (for listeners that only need those)."""
+    text = line.decode("utf-8")
+    i = 0
+    while i < len(text) and text[i] not in ", ":
+        i += 2 if text[i] == "\\" else 1
+    return text[:i].replace("\\", ""), int(text.rsplit(" ", 1)[1])

@@ -94,23 +94,26 @@ class Influx1Storage:
         self._db_ready = True
 
     def write(self, points: Sequence[Point]) -> None:
-        if not points:
-            return
+        if points:
+            self.write_lines(to_lines(list(points)))
+
+    def write_lines(self, body: bytes) -> None:
+        """Write a line-protocol body (one point per line)."""
         self.ensure_database()
         params = {"db": self.config.database, "precision": "ns"}
         if self.config.retention_policy:
             params["rp"] = self.config.retention_policy
-        status, body = self._request("POST", "/write", params, to_lines(list(points)), "text/plain; charset=utf-8")
+        status, answer = self._request("POST", "/write", params, body, "text/plain; charset=utf-8")
         if status == 204:
             return
         if status == 404 and self.config.create_database:
             self._db_ready = False  # database dropped behind our back: create it and retry once
             self.ensure_database()
-            status, body = self._request("POST", "/write", params, to_lines(list(points)))
+            status, answer = self._request("POST", "/write", params, body)
             if status == 204:
                 return
         # 400: parse/type conflict (bad data, retrying cannot help); 401/403: credentials; 5xx: server trouble.
-        raise StorageError(f"write failed ({status}): {self._error_text(body)}",
+        raise StorageError(f"write failed ({status}): {self._error_text(answer)}",
                            retryable=status >= 500 or status in (401, 403, 404, 429), status=status)
 
     def query(self, text: str) -> list[dict]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from edge_agent.storage.base import StorageConfig, StorageError
-from shared.points import Point
+from shared.points import Point, to_lines
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,14 @@ class Influx2Storage:
         self._query = self._client.query_api()
 
     def write(self, points: Sequence[Point]) -> None:
+        if points:
+            self.write_lines(to_lines(list(points)))
+
+    def write_lines(self, body: bytes) -> None:
         from influxdb_client.rest import ApiException
 
-        if not points:
-            return
         try:
-            self._write.write(bucket=self.bucket, org=self.config.org, record=[p.to_line() for p in points],
+            self._write.write(bucket=self.bucket, org=self.config.org, record=body.decode("utf-8"),
                               write_precision="ns")
         except ApiException as exc:
             status = int(exc.status or 0)
