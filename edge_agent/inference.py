@@ -1,0 +1,93 @@
+"""Run a bundle's int8 TFLite model on a window — the edge's inference path (the backtest uses it too)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.interpreter import Runtime, runtime
+from shared import manifest as mf
+from shared.series import SlotSeries
+from shared.window import WindowSpec, build_input, unscale_output
+
+
+class ModelError(Exception):
+    """The model does not match its manifest or fails to run. `code` is a short machine-readable reason."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Forecast:
+    values: np.ndarray  # kWh for the slots after the issue time
+    complete: bool  # False: the window had too many gaps (the caller should fall back to a baseline)
+
+
+class LoadedModel:
+    """One bundle loaded in an interpreter; `predict` is thread-safe."""
+
+    def __init__(self, manifest: dict, model_bytes: bytes, rt: Runtime | None = None):
+        self.manifest = manifest
+        self.spec: WindowSpec = mf.window_spec(manifest)
+        self.runtime = rt or runtime()
+        if model_bytes[4:8] != b"TFL3":
+            raise ModelError("not_tflite", "model.tflite is not a TFLite flatbuffer (no TFL3 identifier)")
+        try:
+            self._interp = self.runtime.load(model_bytes)
+        except Exception as exc:
+            raise ModelError("load_failed", f"{self.runtime} cannot load the model: {exc}") from None
+        self._lock = threading.Lock()
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        self._check_tensor("input", self._in, manifest["input"])
+        self._check_tensor("output", self._out, manifest["output"])
+
+    @classmethod
+    def from_dir(cls, bundle_dir: Path, rt: Runtime | None = None) -> LoadedModel:
+        bundle_dir = Path(bundle_dir)
+        doc = mf.load(bundle_dir)
+        return cls(doc, (bundle_dir / mf.MODEL_FILE).read_bytes(), rt)
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @staticmethod
+    def _check_tensor(which: str, detail: dict, expected: dict) -> None:
+        shape = [int(d) for d in detail["shape"]]
+        dtype = np.dtype(detail["dtype"]).name
+        if shape != list(expected["shape"]) or dtype != expected["dtype"]:
+            raise ModelError("shape_mismatch", f"{which} tensor is {dtype}{shape}, the manifest says "
+                                               f"{expected['dtype']}{expected['shape']}")
+        if dtype == "int8":
+            scale, zp = detail["quantization"]
+            if not np.isclose(scale, expected["scale"], rtol=1e-5) or zp != expected["zero_point"]:
+                raise ModelError("shape_mismatch", f"{which} quantization ({scale}, {zp}) differs from the "
+                                                   f"manifest ({expected['scale']}, {expected['zero_point']})")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Float input [1, steps, F] → float model output (before unscaling)."""
+        if self._in["dtype"] == np.int8:
+            scale, zp = self._in["quantization"]
+            xq = np.clip(np.round(x / scale + zp), -128, 127).astype(np.int8)
+        else:
+            xq = x.astype(np.float32)
+        with self._lock:
+            self._interp.set_tensor(self._in["index"], xq)
+            self._interp.invoke()
+            y = self._interp.get_tensor(self._out["index"]).copy()
+        if self._out["dtype"] == np.int8:
+            scale, zp = self._out["quantization"]
+            return (y.astype(np.float32) - zp) * scale
+        return y.astype(np.float32)
+
+    def predict(self, series: SlotSeries, issue_ns: int) -> Forecast:
+        """kWh forecast for the `horizon` slots after issue_ns, from slots ending at or before issue_ns."""
+        x, complete = build_input(self.spec, series.until(issue_ns), issue_ns)
+        values = unscale_output(self.spec, self.run(x))
+        return Forecast(values, complete)

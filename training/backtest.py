@@ -1,0 +1,99 @@
+"""Walk-forward backtest through the edge's own inference code, and evaluation against the baselines."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from shared.baselines import BASELINES
+from shared.schema import SLOT_NS, SLOTS_PER_DAY
+from shared.series import SlotSeries, iso, parse_time_ns
+
+COLUMNS = ["issued_at", "target_time", "horizon_steps", "value_kwh"]
+DAY_NS = SLOTS_PER_DAY * SLOT_NS
+
+
+def issue_times_for(horizon: int, start_ns: int, end_ns: int) -> np.ndarray:
+    """Next-slot bundles issue at every slot boundary, day-ahead bundles at 00:00 UTC, within [start, end)."""
+    step = SLOT_NS if horizon == 1 else DAY_NS
+    first = -(-start_ns // step) * step
+    return np.arange(first, end_ns, step, dtype=np.int64)
+
+
+def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, out: Path) -> dict:
+    """Write the forecasts CSV. Issue times whose input window is incomplete (gaps) are skipped and counted."""
+    from edge_agent.inference import LoadedModel
+
+    model = LoadedModel.from_dir(bundle_dir)
+    h = model.spec.horizon
+    written = skipped = 0
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for t in issue_times_for(h, start_ns, end_ns).tolist():
+            fc = model.predict(series, t)  # uses only slots ending at or before t
+            if not fc.complete:
+                skipped += 1
+                continue
+            for k, v in enumerate(fc.values, start=1):
+                w.writerow([iso(t), iso(t + k * SLOT_NS), k, f"{v:.6f}"])
+            written += 1
+    return {"bundle": model.name, "version": model.manifest["version"], "issues": written,
+            "skipped_incomplete": skipped, "runtime": str(model.runtime)}
+
+
+def read_forecasts(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    issued, target, steps, values = [], [], [], []
+    with open(path, newline="") as f:
+        r = csv.DictReader(f)
+        missing = set(COLUMNS) - set(r.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: missing columns {sorted(missing)}")
+        for row in r:
+            issued.append(parse_time_ns(row["issued_at"]))
+            target.append(parse_time_ns(row["target_time"]))
+            steps.append(int(row["horizon_steps"]))
+            values.append(float(row["value_kwh"]))
+    return np.array(issued), np.array(target), np.array(steps), np.array(values)
+
+
+def evaluate(forecasts: Path, series: SlotSeries) -> dict:
+    """RMSE and MAE of the model and of every baseline on the same slots (where the actual value is known)."""
+    issued, target, steps, values = read_forecasts(forecasts)
+    idx = np.array([series.index_of(int(t)) for t in target])
+    inside = (idx >= 0) & (idx < len(series.values))
+    actual = np.full(len(target), np.nan)
+    actual[inside] = series.values[idx[inside]]
+    horizon = int(steps.max()) if len(steps) else 1
+    base = {name: np.full(len(target), np.nan) for name in BASELINES}
+    cache: dict[tuple[str, int], np.ndarray] = {}
+    for i, (t, k) in enumerate(zip(issued.tolist(), steps.tolist(), strict=True)):
+        for name, fn in BASELINES.items():
+            key = (name, t)
+            if key not in cache:
+                cache[key] = fn(series, t, horizon)
+            base[name][i] = cache[key][k - 1]
+    ok = np.isfinite(actual) & np.all(np.isfinite(np.stack(list(base.values()))), axis=0)
+
+    def m(pred):
+        e = pred[ok] - actual[ok]
+        return {"rmse": round(float(np.sqrt(np.mean(e ** 2))), 5), "mae": round(float(np.mean(np.abs(e))), 5)}
+
+    result = {"slots": int(ok.sum()), "forecasts": int(len(target)), "model": m(values),
+              "baselines": {name: m(p) for name, p in base.items()}}
+    best = min(result["baselines"], key=lambda n: result["baselines"][n]["mae"] if horizon > 1
+               else result["baselines"][n]["rmse"])
+    result["best_baseline"] = best
+    key = "rmse" if horizon == 1 else "mae"
+    result[f"ratio_{key}_vs_{best}"] = round(result["model"][key] / result["baselines"][best][key], 4)
+    if horizon == 1:
+        result["ratio_rmse_vs_persistence"] = round(result["model"]["rmse"] /
+                                                    result["baselines"]["persistence"]["rmse"], 4)
+    return result
+
+
+def dumps(doc: dict) -> str:
+    return json.dumps(doc, indent=2)

@@ -1,0 +1,84 @@
+"""`python -m training train|backtest|evaluate` (run from the workstation's .venv)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from shared.series import parse_time_ns
+
+
+def _series(args):
+    from training.data import load
+
+    return load(args.data, args.input_kind)
+
+
+def cmd_train(args) -> int:
+    from training.train import TrainOptions, train_all
+
+    t0 = time.time()
+    series = _series(args)
+    opts = TrainOptions(until_ns=parse_time_ns(args.until) if args.until else None, quick=args.quick,
+                        max_epochs=args.epochs, only=tuple(args.only or ()))
+    docs = train_all(series, Path(args.out), opts)
+    print(json.dumps({"seconds": round(time.time() - t0, 1), "bundles": {
+        n: {"dir": str(Path(args.out) / n), "bytes": d["model"]["bytes"],
+            "validation_int8": d["metrics"]["validation"]["int8"]} for n, d in docs.items()}}))
+    return 0
+
+
+def cmd_backtest(args) -> int:
+    from training.backtest import backtest
+
+    summary = backtest(Path(args.bundle), _series(args), parse_time_ns(args.start), parse_time_ns(args.end),
+                       Path(args.out))
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from training.backtest import dumps, evaluate
+
+    print(dumps(evaluate(Path(args.forecasts), _series(args))))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training", description="train, backtest and evaluate bundles")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def data_args(p):
+        p.add_argument("--data", action="append", required=True,
+                       help="CSV file (annotated Flux export, plain Flux CSV, or time,value); repeatable, merged")
+        p.add_argument("--input-kind", choices=("counter", "power"), default="counter",
+                       help="cumulative counter in kWh (default) or power in W")
+
+    t = sub.add_parser("train", help="train cnn-1, lstm-1, cnn-96, lstm-96 bundles")
+    data_args(t)
+    t.add_argument("--until", help="train on data before this ISO time (default: all)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--only", action="append", help="train only this bundle (repeatable)")
+    t.add_argument("--quick", action="store_true", help="tiny training for tests: not a useful model")
+    t.set_defaults(func=cmd_train)
+    b = sub.add_parser("backtest", help="walk-forward forecasts through the edge's inference code")
+    b.add_argument("--bundle", required=True)
+    data_args(b)
+    b.add_argument("--start", required=True)
+    b.add_argument("--end", required=True)
+    b.add_argument("--out", required=True)
+    b.set_defaults(func=cmd_backtest)
+    e = sub.add_parser("evaluate", help="model vs baselines on the same slots, as JSON")
+    e.add_argument("--forecasts", required=True)
+    data_args(e)
+    e.set_defaults(func=cmd_evaluate)
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,39 @@
+"""Samples (inputs, targets) for a window spec, built with the edge's own shared.window code."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.schema import SLOT_NS
+from shared.series import SlotSeries
+from shared.window import WindowSpec, build_input, target
+
+
+def issue_times(series: SlotSeries, start_ns: int, end_ns: int, every: int = 1) -> np.ndarray:
+    """Slot boundaries in [start, end) with enough history before them."""
+    first = max(start_ns, series.start_ns + SLOT_NS * (7 * 96 + 100))
+    first = -(-first // SLOT_NS) * SLOT_NS
+    return np.arange(first, end_ns, SLOT_NS * every, dtype=np.int64)
+
+
+def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, require_target: bool = True
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X [n, steps, F] float32, Y [n, horizon] kWh (NaN where unknown), and the issue times kept.
+
+    Samples whose window is incomplete are skipped; targets are never filled in: a sample is kept only when
+    all its target slots are known (when `require_target`)."""
+    xs, ys, kept = [], [], []
+    for t in issues.tolist():
+        y = target(series, t, spec.horizon)
+        if require_target and not np.isfinite(y).all():
+            continue
+        x, complete = build_input(spec, series, t)
+        if not complete:
+            continue
+        xs.append(x[0])
+        ys.append(y)
+        kept.append(t)
+    if not xs:
+        return (np.zeros((0, spec.steps, spec.n_features), np.float32), np.zeros((0, spec.horizon)),
+                np.zeros(0, np.int64))
+    return np.stack(xs).astype(np.float32), np.stack(ys), np.array(kept, dtype=np.int64)

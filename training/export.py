@@ -1,0 +1,85 @@
+"""Full-int8 TFLite export with a representative dataset, and which runtimes load the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from training.tf_setup import tf
+
+ROOT = Path(__file__).resolve().parent.parent
+TFLITE_RUNTIME_PYTHON = os.environ.get("TFLITE_RUNTIME_PYTHON", str(ROOT / ".venv-tflite" / "bin" / "python"))
+
+
+def to_int8(export_model, representative: np.ndarray) -> bytes:
+    """Quantize weights and activations to int8, with int8 input and output tensors."""
+
+    def rep():
+        for x in representative:
+            yield [x[None].astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(export_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def tensor_manifest(model_bytes: bytes) -> tuple[dict, dict]:
+    """The manifest's `input` and `output` entries, read from the converted model."""
+    from edge_agent.interpreter import runtime
+
+    interp = runtime().load(model_bytes)
+
+    def entry(d: dict) -> dict:
+        scale, zp = d["quantization"]
+        return {"shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                "scale": float(scale), "zero_point": int(zp)}
+
+    return entry(interp.get_input_details()[0]), entry(interp.get_output_details()[0])
+
+
+_PROBE = """
+import json, sys
+import numpy as np
+from tflite_runtime.interpreter import Interpreter
+import importlib.metadata as m
+i = Interpreter(model_path=sys.argv[1]); i.allocate_tensors()
+d = i.get_input_details()[0]
+i.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"])); i.invoke()
+print(json.dumps({"version": m.version("tflite-runtime")}))
+"""
+
+
+def check_runtimes(model_bytes: bytes) -> dict[str, str]:
+    """{"ai-edge-litert": "2.3.0", "tflite-runtime": "2.14.0" | "not tested: …" | "fails: …"}."""
+    from edge_agent.interpreter import runtime
+
+    result = {}
+    rt = runtime("ai-edge-litert")
+    interp = rt.load(model_bytes)
+    d = interp.get_input_details()[0]
+    interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    interp.invoke()
+    result["ai-edge-litert"] = rt.version
+    if not Path(TFLITE_RUNTIME_PYTHON).exists():
+        result["tflite-runtime"] = "not tested: no tflite-runtime venv (make venv-tflite)"
+        return result
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(model_bytes)
+        f.flush()
+        # A separate process: tflite-runtime needs numpy<2 and must not share a process with TensorFlow.
+        r = subprocess.run([TFLITE_RUNTIME_PYTHON, "-c", _PROBE, f.name], capture_output=True, text=True,
+                           timeout=60)
+    if r.returncode == 0:
+        result["tflite-runtime"] = json.loads(r.stdout.strip().splitlines()[-1])["version"]
+    else:
+        result["tflite-runtime"] = "fails: " + (r.stderr.strip().splitlines() or ["?"])[-1][:200]
+    return result

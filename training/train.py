@@ -1,0 +1,187 @@
+"""Train the four bundles (cnn-1, lstm-1, cnn-96, lstm-96) on slots before `until`.
+
+Time-ordered split: the last `validation_fraction` of the issue times is validation; training issues whose
+targets reach into the validation period are dropped (no leakage). Early stopping on the validation loss,
+fixed seeds, progress printed as `progress: <percent> <stage>` lines (the server parses them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from shared import manifest as mf
+from shared.baselines import BASELINES
+from shared.schema import SLOT_NS
+from shared.series import SlotSeries, iso
+from shared.window import WindowSpec, unscale_output
+from training import dataset
+
+
+@dataclass(frozen=True)
+class BundlePlan:
+    kind: str
+    layout: str
+    steps: int
+    horizon: int
+    loss: str
+    every: int  # use every n-th issue time for training (day-ahead samples overlap heavily)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.horizon}"
+
+
+PLANS = (
+    BundlePlan("cnn", "next", 32, 1, "mse", 1),
+    BundlePlan("lstm", "next", 16, 1, "mse", 1),
+    BundlePlan("cnn", "day", 96, 96, "mae", 3),
+    BundlePlan("lstm", "day", 96, 96, "mae", 6),
+)
+
+SEED_REFERENCE = {  # the original project's figures on the seed test split (data/seed_house/README.md)
+    "seed_lstm_rmse": 0.12, "seed_cnn_rmse": 0.14, "persistence_rmse": 0.079, "persistence_mae": 0.045,
+}
+
+
+@dataclass
+class TrainOptions:
+    until_ns: int | None = None
+    validation_fraction: float = 0.15
+    max_epochs: int = 40
+    patience: int = 5
+    batch_size: int = 128
+    seed: int = 42
+    quick: bool = False  # tiny epochs/samples: for tests only
+    only: tuple[str, ...] = ()
+
+
+def progress(percent: float, stage: str) -> None:
+    print(f"progress: {percent:.0f} {stage}", flush=True)
+
+
+def metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    err = pred.reshape(-1) - actual.reshape(-1)
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))), "n": int(err.size)}
+
+
+def _split(issues: np.ndarray, horizon: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    if len(issues) == 0:
+        return issues, issues
+    cut = issues[int(len(issues) * (1 - fraction))]
+    train = issues[issues + horizon * SLOT_NS < cut]
+    return train, issues[issues >= cut]
+
+
+def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str, opts: TrainOptions,
+              pct: tuple[float, float]) -> dict:
+    from edge_agent.inference import LoadedModel
+    from training import export
+    from training.models import build
+    from training.tf_setup import keras, seed_everything
+
+    t_start = time.time()
+    until = opts.until_ns or series.last_ns + SLOT_NS
+    issues = dataset.issue_times(series, series.start_ns, until - plan.horizon * SLOT_NS + 1)
+    train_issues, val_issues = _split(issues, plan.horizon, opts.validation_fraction)
+    train_issues = train_issues[::plan.every]
+    if opts.quick:
+        train_issues, val_issues = train_issues[-600:], val_issues[:200]
+    spec = WindowSpec(layout=plan.layout, steps=plan.steps, horizon=plan.horizon)
+    # scaling from the training targets only
+    y_all = series.values[series.index_of(int(train_issues[0])):series.index_of(int(train_issues[-1])) + 1]
+    spec.mean = float(np.nanmean(y_all))
+    spec.std = float(np.nanstd(y_all)) or 1.0
+    progress(pct[0], f"{plan.name}: building samples")
+    xt, yt, kt = dataset.build(spec, series, train_issues)
+    xv, yv, kv = dataset.build(spec, series, val_issues)
+    if len(xt) < 50 or len(xv) < 10:
+        raise ValueError(f"{plan.name}: not enough complete samples (train {len(xt)}, validation {len(xv)}): "
+                         f"need about 8 days of history plus training data")
+    print(f"[{plan.name}] {len(xt)} training and {len(xv)} validation samples, "
+          f"train {iso(int(kt[0]))} … {iso(int(kt[-1]))}, validation {iso(int(kv[0]))} … {iso(int(kv[-1]))}",
+          flush=True)
+    seed_everything(opts.seed)
+    model = build(plan.kind, plan.steps, spec.n_features, plan.horizon)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=plan.loss)
+    scale = lambda y: ((y - spec.mean) / spec.std).astype(np.float32)  # noqa: E731
+    epochs = 2 if opts.quick else opts.max_epochs
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            done = pct[0] + (pct[1] - pct[0]) * 0.8 * (epoch + 1) / epochs
+            print(f"[{plan.name}] epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.4f} "
+                  f"val_loss {logs.get('val_loss', 0):.4f}", flush=True)
+            progress(done, f"{plan.name}: epoch {epoch + 1}")
+
+    model.fit(xt, scale(yt), validation_data=(xv, scale(yv)), epochs=epochs, batch_size=opts.batch_size,
+              verbose=0, shuffle=True,
+              callbacks=[keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True),
+                         Progress()])
+    progress(pct[0] + (pct[1] - pct[0]) * 0.85, f"{plan.name}: int8 export")
+    export_model = build(plan.kind, plan.steps, spec.n_features, plan.horizon, batch_size=1)
+    export_model.set_weights(model.get_weights())
+    rng = np.random.default_rng(opts.seed)
+    rep = xt[rng.choice(len(xt), size=min(300, len(xt)), replace=False)]
+    model_bytes = export.to_int8(export_model, rep)
+    input_entry, output_entry = export.tensor_manifest(model_bytes)
+
+    # validation metrics: float model, int8 through the edge's inference code, baselines on the same slots
+    float_pred = np.stack([unscale_output(spec, p) for p in model.predict(xv, verbose=0, batch_size=512)])
+    doc = {
+        "schema_version": mf.SCHEMA_VERSION, "name": plan.name, "kind": plan.kind, "horizon_steps": plan.horizon,
+        "version": version, "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "window": spec.to_dict(), "input": input_entry, "output": {**output_entry, "unit": "kWh"},
+        "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)},
+    }
+    loaded = LoadedModel(doc, model_bytes)
+    int8_pred = np.stack([unscale_output(spec, loaded.run(x[None])) for x in xv])
+    base = {name: np.stack([fn(series, int(t), plan.horizon) for t in kv]) for name, fn in BASELINES.items()}
+    ok = np.all(np.isfinite(np.stack(list(base.values()))), axis=(0, 2))  # slots every baseline covers
+    m_float, m_int8 = metrics(float_pred[ok], yv[ok]), metrics(int8_pred[ok], yv[ok])
+    doc["metrics"] = {
+        "validation": {"float": m_float, "int8": m_int8,
+                       "baselines": {n: metrics(p[ok], yv[ok]) for n, p in base.items()}},
+        "int8_vs_float": {"mae_rel": abs(m_int8["mae"] - m_float["mae"]) / max(m_float["mae"], 1e-9),
+                          "mean_abs_diff_kwh": float(np.mean(np.abs(int8_pred - float_pred)))},
+        "seed_reference": SEED_REFERENCE,
+    }
+    doc["data"] = {"start": iso(int(kt[0])), "end": iso(int(kv[-1]) + plan.horizon * SLOT_NS),
+                   "train_samples": int(len(xt)), "validation_samples": int(len(xv)),
+                   "validation_start": iso(int(kv[0]))}
+    doc["runtimes"] = export.check_runtimes(model_bytes)
+    doc["training"] = {"seconds": round(time.time() - t_start, 1), "loss": plan.loss, "seed": opts.seed,
+                       "epochs_max": epochs}
+    mf.validate(doc)
+    bundle = out_dir / plan.name
+    bundle.mkdir(parents=True, exist_ok=True)
+    (bundle / mf.MODEL_FILE).write_bytes(model_bytes)
+    (bundle / mf.MANIFEST_FILE).write_bytes(mf.dump(doc))
+    best = min(doc["metrics"]["validation"]["baselines"].items(), key=lambda kv_: kv_[1]["mae"])
+    print(f"[{plan.name}] int8 rmse {m_int8['rmse']:.4f} mae {m_int8['mae']:.4f} | float mae {m_float['mae']:.4f}"
+          f" | best baseline {best[0]} mae {best[1]['mae']:.4f} | {len(model_bytes)} bytes, "
+          f"{doc['training']['seconds']} s", flush=True)
+    return doc
+
+
+def train_all(series: SlotSeries, out_dir: Path, opts: TrainOptions) -> dict[str, dict]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if opts.until_ns is not None:
+        series = series.until(opts.until_ns - 1)
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    plans = [p for p in PLANS if not opts.only or p.name in opts.only]
+    docs = {}
+    for i, plan in enumerate(plans):
+        docs[plan.name] = train_one(plan, series, out_dir, version, opts,
+                                    (100 * i / len(plans), 100 * (i + 1) / len(plans)))
+    progress(100, "done")
+    (out_dir / "summary.json").write_text(json.dumps(
+        {n: d["metrics"]["validation"] for n, d in docs.items()}, indent=2) + "\n")
+    return docs
