@@ -89,5 +89,5 @@ class LoadedModel:
     def predict(self, series: SlotSeries, issue_ns: int) -> Forecast:
         """kWh forecast for the `horizon` slots after issue_ns, from slots ending at or before issue_ns."""
         x, complete = build_input(self.spec, series.until(issue_ns), issue_ns)
-        values = unscale_output(self.spec, self.run(x))
+        values = unscale_output(self.spec, self.run(x), x)
         return Forecast(values, complete)

@@ -37,6 +37,9 @@ class WindowSpec:
     max_missing: float = 0.2
     step_seconds: int = 900
     features: list[str] = field(default_factory=list)
+    # The model predicts the difference to this input feature (scaled by std): "value" = the last slot
+    # (persistence) for next-slot models, "median7" = the 7-day median per target slot for day-ahead models.
+    residual: str | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in ("next", "day"):
@@ -153,9 +156,24 @@ def scale_features(spec: WindowSpec, raw: np.ndarray) -> np.ndarray:
     return x
 
 
-def unscale_output(spec: WindowSpec, y: np.ndarray) -> np.ndarray:
-    """Model output → kWh per slot (never negative)."""
-    return np.maximum(np.asarray(y, dtype=np.float64).reshape(-1) * spec.std + spec.mean, 0.0)
+def residual_base(spec: WindowSpec, x: np.ndarray) -> np.ndarray:
+    """kWh the model's output is added to (zeros when the spec has no residual); x is one scaled input."""
+    if spec.residual is None:
+        return np.full(spec.horizon, spec.mean)
+    x = np.asarray(x).reshape(spec.steps, spec.n_features)
+    col = x[:, spec.features.index(spec.residual)].astype(np.float64) * spec.std + spec.mean
+    return np.repeat(col[-1], spec.horizon) if spec.layout == "next" else col[:spec.horizon]
+
+
+def scale_target(spec: WindowSpec, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """kWh targets [n, horizon] → what the model learns, for inputs x [n, steps, F]."""
+    base = np.stack([residual_base(spec, xi) for xi in x])
+    return ((y - base) / spec.std).astype(np.float32)
+
+
+def unscale_output(spec: WindowSpec, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Model output for input x → kWh per slot (never negative)."""
+    return np.maximum(np.asarray(y, dtype=np.float64).reshape(-1) * spec.std + residual_base(spec, x), 0.0)
 
 
 def target(series: SlotSeries, issue_ns: int, horizon: int) -> np.ndarray:

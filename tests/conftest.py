@@ -55,6 +55,26 @@ def influx_db_name(influxd_session, request) -> str:
     return name
 
 
+SEED_CSV = ROOT / "data" / "seed_house" / "raw_data.csv"
+
+
+@pytest.fixture(scope="session")
+def seed_bundles(tmp_path_factory) -> Path:
+    """The four bundles (cnn-1, lstm-1, cnn-96, lstm-96) trained quickly on a slice of the real data.
+
+    Trained once per session with `python -m training train --quick` (a real, loadable int8 model that is not
+    meant to be accurate). Directory DIR/<name>/{manifest.json, model.tflite}."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("bundles")
+    r = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(SEED_CSV),
+                        "--until", "2023-05-10T00:00:00Z", "--out", str(out), "--quick"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out
+
+
 @pytest.fixture(scope="session")
 def influxdb_v2():
     """Connection facts of a real InfluxDB 2.x server, or skip with the reason."""

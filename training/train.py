@@ -19,7 +19,7 @@ from shared import manifest as mf
 from shared.baselines import BASELINES
 from shared.schema import SLOT_NS
 from shared.series import SlotSeries, iso
-from shared.window import WindowSpec, unscale_output
+from shared.window import WindowSpec, scale_target, unscale_output
 from training import dataset
 
 
@@ -31,6 +31,7 @@ class BundlePlan:
     horizon: int
     loss: str
     every: int  # use every n-th issue time for training (day-ahead samples overlap heavily)
+    residual: str | None = None
 
     @property
     def name(self) -> str:
@@ -38,10 +39,10 @@ class BundlePlan:
 
 
 PLANS = (
-    BundlePlan("cnn", "next", 32, 1, "mse", 1),
-    BundlePlan("lstm", "next", 16, 1, "mse", 1),
-    BundlePlan("cnn", "day", 96, 96, "mae", 3),
-    BundlePlan("lstm", "day", 96, 96, "mae", 6),
+    BundlePlan("cnn", "next", 32, 1, "mse", 1, "value"),
+    BundlePlan("lstm", "next", 16, 1, "mse", 1, "value"),
+    BundlePlan("cnn", "day", 96, 96, "mae", 3, "median7"),
+    BundlePlan("lstm", "day", 96, 96, "mae", 6, "median7"),
 )
 
 SEED_REFERENCE = {  # the original project's figures on the seed test split (data/seed_house/README.md)
@@ -92,7 +93,7 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
     train_issues = train_issues[::plan.every]
     if opts.quick:
         train_issues, val_issues = train_issues[-600:], val_issues[:200]
-    spec = WindowSpec(layout=plan.layout, steps=plan.steps, horizon=plan.horizon)
+    spec = WindowSpec(layout=plan.layout, steps=plan.steps, horizon=plan.horizon, residual=plan.residual)
     # scaling from the training targets only
     y_all = series.values[series.index_of(int(train_issues[0])):series.index_of(int(train_issues[-1])) + 1]
     spec.mean = float(np.nanmean(y_all))
@@ -109,7 +110,6 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
     seed_everything(opts.seed)
     model = build(plan.kind, plan.steps, spec.n_features, plan.horizon)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=plan.loss)
-    scale = lambda y: ((y - spec.mean) / spec.std).astype(np.float32)  # noqa: E731
     epochs = 2 if opts.quick else opts.max_epochs
 
     class Progress(keras.callbacks.Callback):
@@ -120,10 +120,10 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
                   f"val_loss {logs.get('val_loss', 0):.4f}", flush=True)
             progress(done, f"{plan.name}: epoch {epoch + 1}")
 
-    model.fit(xt, scale(yt), validation_data=(xv, scale(yv)), epochs=epochs, batch_size=opts.batch_size,
-              verbose=0, shuffle=True,
-              callbacks=[keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True),
-                         Progress()])
+    st, sv = scale_target(spec, yt, xt), scale_target(spec, yv, xv)
+    stop = keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True)
+    model.fit(xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size,
+              verbose=0, shuffle=True, callbacks=[stop, Progress()])
     progress(pct[0] + (pct[1] - pct[0]) * 0.85, f"{plan.name}: int8 export")
     export_model = build(plan.kind, plan.steps, spec.n_features, plan.horizon, batch_size=1)
     export_model.set_weights(model.get_weights())
@@ -133,7 +133,8 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
     input_entry, output_entry = export.tensor_manifest(model_bytes)
 
     # validation metrics: float model, int8 through the edge's inference code, baselines on the same slots
-    float_pred = np.stack([unscale_output(spec, p) for p in model.predict(xv, verbose=0, batch_size=512)])
+    float_pred = np.stack([unscale_output(spec, p, x) for p, x in zip(model.predict(xv, verbose=0, batch_size=512),
+                                                                       xv, strict=True)])
     doc = {
         "schema_version": mf.SCHEMA_VERSION, "name": plan.name, "kind": plan.kind, "horizon_steps": plan.horizon,
         "version": version, "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -141,7 +142,7 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
         "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)},
     }
     loaded = LoadedModel(doc, model_bytes)
-    int8_pred = np.stack([unscale_output(spec, loaded.run(x[None])) for x in xv])
+    int8_pred = np.stack([unscale_output(spec, loaded.run(x[None]), x) for x in xv])
     base = {name: np.stack([fn(series, int(t), plan.horizon) for t in kv]) for name, fn in BASELINES.items()}
     ok = np.all(np.isfinite(np.stack(list(base.values()))), axis=(0, 2))  # slots every baseline covers
     m_float, m_int8 = metrics(float_pred[ok], yv[ok]), metrics(int8_pred[ok], yv[ok])
