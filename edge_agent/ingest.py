@@ -246,10 +246,10 @@ class Ingest:
 
     def stop(self, drain_timeout: float = 10.0) -> None:
         """Disconnect, spool what was received, and drain to the database for at most `drain_timeout` s."""
-        self.client.disconnect()
-        self.client.loop_stop()
         self._stop_deadline = time.monotonic() + drain_timeout
         self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
         for t in self._threads:
             t.join(drain_timeout + 5)
         self.spool.close()

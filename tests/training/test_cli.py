@@ -43,11 +43,11 @@ def test_backtest_and_evaluate_formats(seed_bundles, tmp_path):
          "--start", "2023-06-18T02:00:00Z", "--end", "2023-06-19T02:00:00Z", "--out", str(out1))
     _run("backtest", "--bundle", str(seed_bundles / "lstm-96"), "--data", str(SEED_CSV),
          "--start", "2023-06-18T02:00:00Z", "--end", "2023-06-21T00:00:00Z", "--out", str(out96))
-    rows1 = list(csv.DictReader(open(out1)))
+    rows1 = list(csv.DictReader(out1.read_text().splitlines()))
     assert list(rows1[0]) == ["issued_at", "target_time", "horizon_steps", "value_kwh"]
     assert rows1[0]["issued_at"] == "2023-06-18T02:00:00Z" and rows1[0]["target_time"] == "2023-06-18T02:15:00Z"
     assert len(rows1) == 96 and all(r["horizon_steps"] == "1" for r in rows1)
-    rows96 = list(csv.DictReader(open(out96)))
+    rows96 = list(csv.DictReader(out96.read_text().splitlines()))
     issued = sorted({r["issued_at"] for r in rows96})
     assert issued == ["2023-06-19T00:00:00Z", "2023-06-20T00:00:00Z"]  # day-ahead: 00:00 UTC only
     first_day = [r for r in rows96 if r["issued_at"] == issued[0]]
