@@ -43,5 +43,11 @@ lint: venv
 bench-ingest: venv system-deps
 	$(PY) tests/benchmarks/bench_ingest.py
 
+bench-edge: venv system-deps
+	$(PY) tests/benchmarks/bench_edge.py $(if $(BUNDLES),--bundles $(BUNDLES))
+
+bench-train: venv
+	$(PY) tests/benchmarks/bench_train.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache build artefacts
