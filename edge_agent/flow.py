@@ -111,7 +111,7 @@ class Flow:
                                          dev.tags or None)
         readings = Readings.from_rows(rows)
         if dev.input == "counter":
-            s = counter_to_slots(readings, start_ns=start_ns, end_ns=end_ns)
+            s = counter_to_slots(readings, start_ns=start_ns, end_ns=end_ns, mask_quantised=False)
         else:
             s = power_to_slots(readings, start_ns=start_ns, end_ns=end_ns)
         n = (end_ns - start_ns) // SLOT_NS + 1

@@ -8,11 +8,15 @@ import time
 from shared.points import Point
 from shared.schema import AGENT
 
+# Always reported (0 until they happen), so dashboards and alerts see a series from the start.
+STANDARD_COUNTERS = ("received", "spooled", "stored", "rejected", "retries", "mqtt_disconnects", "forecast_cycles",
+                     "forecast_errors", "inference_errors", "flow_slots_written", "flow_errors")
+
 
 class Health:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
+        self._counts: dict[str, int] = dict.fromkeys(STANDARD_COUNTERS, 0)
         self._gauges: dict[str, float] = {}
         self.started = time.time()
 

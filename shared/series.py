@@ -165,7 +165,10 @@ def counter_at(readings: Readings, grid: np.ndarray, max_interp_s: float) -> np.
 
 
 def counter_to_slots(readings: Readings, start_ns: int | None = None, end_ns: int | None = None,
-                     max_interp_s: float = 1800, max_slot_kwh: float = MAX_SLOT_KWH) -> SlotSeries:
+                     max_interp_s: float = 1800, max_slot_kwh: float = MAX_SLOT_KWH,
+                     mask_quantised: bool = True) -> SlotSeries:
+    """Counter readings → slots; `mask_quantised=False` keeps slots between integer readings (for counters that
+    legitimately stand still at a whole number, such as a PV production counter at night)."""
     if len(readings.times) == 0:
         return SlotSeries(start_ns or 0, np.zeros(0))
     first, last = grid_bounds(readings.times)
@@ -175,7 +178,7 @@ def counter_to_slots(readings: Readings, start_ns: int | None = None, end_ns: in
     ends = start_ns + SLOT_NS * np.arange(-1, n, dtype=np.int64)  # one extra: the start of the first slot
     c = counter_at(readings, ends, max_interp_s)
     diff = c[1:] - c[:-1]
-    quantised = (c[1:] == np.round(c[1:])) & (c[:-1] == np.round(c[:-1]))
+    quantised = (c[1:] == np.round(c[1:])) & (c[:-1] == np.round(c[:-1])) & mask_quantised
     bad = ~np.isfinite(diff) | (diff < 0) | quantised | (diff > max_slot_kwh)
     values = np.where(bad, np.nan, diff)
     return SlotSeries(start_ns, values)
