@@ -51,6 +51,7 @@ field = "temperature"
 def write_config(tmp: Path, mqtt_port: int, influx_url: str, database: str, extra: str = "",
                  client_id: str = "edge-agent-test", subscribe: str = '["hack/#", "tele/#", "shellies/#", '
                  '"+/status/+", "+/events/rpc", "home/#", "junk/#"]', spool: str = "") -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
     state = tmp / "state"
     cfg = tmp / "agent.toml"
     cfg.write_text(f"""

@@ -1,0 +1,51 @@
+"""`python -m server run|worker|hash-password`."""
+
+import argparse
+import getpass
+import logging
+import sys
+
+from werkzeug.security import generate_password_hash
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m server")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="development server with an in-process job worker (production: gunicorn)")
+    r.add_argument("--config")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, default=8000)
+    w = sub.add_parser("worker", help="run the job worker alone")
+    w.add_argument("--config")
+    h = sub.add_parser("hash-password", help="print a password hash for admin_password_hash")
+    h.add_argument("--password", help="(default: prompt)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.cmd == "hash-password":
+        print(generate_password_hash(args.password or getpass.getpass("password: ")))
+        return 0
+    from server.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.cmd == "worker":
+        from server.app import State
+        from server.db import Database
+        from server.jobs import Worker
+        from server.registry import Registry
+        from shared.signing import load_or_create_keypair
+
+        db = Database(cfg.db_path)
+        keys = load_or_create_keypair(cfg.key_path)
+        Worker(State(cfg, db, keys, Registry(cfg.data_dir / "registry", db, keys))).run_forever()
+        return 0
+    from server.app import create_app
+
+    create_app(cfg, start_worker=True).run(host=args.host, port=args.port)
+    return 0
+
+
+sys.exit(main())

@@ -1,0 +1,237 @@
+"""Background jobs (pull history, train) run by a worker, never inside a request.
+
+Design: jobs are rows in SQLite. A worker claims the oldest queued job with one atomic UPDATE, so however many
+workers run (one per gunicorn master via the `when_ready` hook, or a thread in development), a job runs once.
+A partial unique index allows one queued/running job per node. Progress (percent, stage), log, result and a
+cancel flag live in the row, so the page survives reloads. Training runs `python -m training train` as a
+subprocess (its `progress:` lines update the row; cancel kills it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from server.db import Database
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class JobRefused(Exception):
+    pass
+
+
+class Cancelled(Exception):
+    pass
+
+
+def enqueue(db: Database, node_id: int | None, kind: str, params: dict) -> int:
+    try:
+        return db.run("INSERT INTO jobs(node_id, kind, params, state, created) VALUES (?,?,?,?,?)", node_id, kind,
+                      json.dumps(params), "queued", time.time())
+    except sqlite3.IntegrityError:
+        raise JobRefused("this node already has a queued or running job; wait for it or cancel it") from None
+
+
+def public(job: dict) -> dict:
+    out = dict(job)
+    for k in ("params", "result"):
+        if isinstance(out.get(k), str):
+            out[k] = json.loads(out[k])
+    return out
+
+
+class Worker:
+    def __init__(self, app_state):
+        self.s = app_state  # server.app.State: config, db, registry, keys
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self._stop = threading.Event()
+        self._last_schedule = 0.0
+        self._last_poll = 0.0
+
+    # -- loop -----------------------------------------------------------------------------------------
+    def run_forever(self, poll_s: float = 0.5) -> None:
+        log.info("job worker %s started", self.name)
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("worker tick failed")
+            self._stop.wait(poll_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def tick(self) -> None:
+        now = time.time()
+        if now - self._last_schedule > 60:
+            self._last_schedule = now
+            self.schedule_retrains()
+        if now - self._last_poll > self.s.config.status_poll_s:
+            self._last_poll = now
+            from server.nodes import poll
+
+            for node in self.s.db.all("SELECT * FROM nodes"):
+                poll(self.s.db, node)
+        job = self.s.db.claim_job(self.name)
+        if job:
+            self.run_job(job)
+
+    def schedule_retrains(self) -> None:
+        """Nodes with retrain_days > 0 get a training job when their last one is that old."""
+        for node in self.s.db.all("SELECT * FROM nodes WHERE retrain_days > 0"):
+            last = self.s.db.one("SELECT max(created) AS t FROM jobs WHERE node_id=? AND kind='train'", node["id"])
+            if last["t"] is None or time.time() - last["t"] > node["retrain_days"] * 86400:
+                try:
+                    enqueue(self.s.db, node["id"], "train", {"pull_days": 60, "auto_push": True, "scheduled": True})
+                    log.info("scheduled retrain queued for %s", node["name"])
+                except JobRefused:
+                    pass
+
+    def run_job(self, job: dict) -> None:
+        db, jid = self.s.db, job["id"]
+        params = json.loads(job["params"])
+        log.info("job %d (%s) started", jid, job["kind"])
+        try:
+            if job["kind"] == "pull":
+                result = self.pull(jid, job["node_id"], params)
+            elif job["kind"] == "train":
+                result = self.train(jid, job["node_id"], params)
+            else:
+                raise ValueError(f"unknown job kind {job['kind']!r}")
+            db.job_update(jid, state="done", percent=100, stage="done", result=result, finished=time.time())
+        except Cancelled:
+            db.job_update(jid, state="cancelled", stage="cancelled", finished=time.time())
+        except Exception as exc:
+            log.exception("job %d failed", jid)
+            db.job_log(jid, f"error: {exc}")
+            db.job_update(jid, state="failed", stage="failed", error=str(exc), finished=time.time())
+
+    def _progress(self, jid: int, percent: float, stage: str) -> None:
+        self.s.db.job_update(jid, percent=round(percent, 1), stage=stage)
+        row = self.s.db.one("SELECT cancel FROM jobs WHERE id=?", jid)
+        if row and row["cancel"]:
+            raise Cancelled()
+
+    # -- pull -----------------------------------------------------------------------------------------
+    def pull(self, jid: int, node_id: int, params: dict) -> dict:
+        """History from the node's InfluxDB into a local CSV (time,value), week by week with progress."""
+        from edge_agent.storage import StorageConfig, open_storage
+
+        node = self.s.db.one("SELECT * FROM nodes WHERE id=?", node_id)
+        influx = json.loads(node["influx"] or "{}")
+        if not influx.get("url"):
+            raise ValueError(f"node {node['name']} has no InfluxDB connection configured")
+        st = open_storage(StorageConfig(**{k: v for k, v in influx.items() if k in StorageConfig.__dataclass_fields__
+                                           and k not in ("measurement", "field", "tags")}))
+        start = datetime.fromisoformat(params["start"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(params["end"].replace("Z", "+00:00"))
+        measurement = params.get("measurement") or influx.get("measurement", "EnergyMeter")
+        field = params.get("field") or influx.get("field", "EnergyIn")
+        tags = params.get("tags") or influx.get("tags") or None
+        out = self.s.config.data_dir / "cache" / f"node-{node_id}" / (
+            f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows, t, total = 0, start, (end - start).total_seconds()
+        tmp = out.with_suffix(".part")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["time", "value"])
+            while t < end:
+                t2 = min(end, t + timedelta(days=7))
+                for ns, v in st.query_series(measurement, field, t, t2, tags):
+                    w.writerow([datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z"), v])
+                    rows += 1
+                t = t2
+                self._progress(jid, 100 * (t - start).total_seconds() / total, f"pulled to {t:%Y-%m-%d}")
+        os.replace(tmp, out)
+        st.close()
+        self.s.db.job_log(jid, f"{rows} readings of {measurement}.{field} → {out.name}")
+        if rows == 0:
+            raise ValueError(f"no {measurement}.{field} readings between {params['start']} and {params['end']}")
+        return {"file": str(out), "rows": rows}
+
+    # -- train ----------------------------------------------------------------------------------------
+    def _data_files(self, node_id: int | None, params: dict) -> list[str]:
+        if params.get("data"):
+            files = [str(Path(p)) for p in params["data"]]
+        else:
+            last = self.s.db.one("SELECT result FROM jobs WHERE node_id=? AND kind='pull' AND state='done' "
+                                 "ORDER BY id DESC LIMIT 1", node_id) if node_id else None
+            if not last:
+                raise ValueError("no data: pull history from the node first (or give data files)")
+            files = [json.loads(last["result"])["file"]]
+        for f in files:
+            if not Path(f).exists():
+                raise ValueError(f"data file {f} does not exist")
+        return files
+
+    def train(self, jid: int, node_id: int | None, params: dict) -> dict:
+        files = self._data_files(node_id, params)
+        self._progress(jid, 1, "training")
+        with tempfile.TemporaryDirectory(prefix="train-") as out:
+            cmd = [self.s.config.python, "-m", "training", "train", "--out", out]
+            for f in files:
+                cmd += ["--data", f]
+            if params.get("until"):
+                cmd += ["--until", params["until"]]
+            if params.get("quick"):
+                cmd.append("--quick")
+            cmd += ["--epochs", str(int(params.get("epochs") or self.s.config.training_epochs))]
+            self.s.db.job_log(jid, "$ " + " ".join(cmd))
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+            try:
+                for line in proc.stdout:
+                    line = line.rstrip()
+                    if line.startswith("progress: "):
+                        pct, _, stage = line[len("progress: "):].partition(" ")
+                        self._progress(jid, 2 + 0.9 * float(pct), stage)
+                    elif line.startswith("[") or line.startswith("error"):
+                        self.s.db.job_log(jid, line)
+            except Cancelled:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            if proc.wait() != 0:
+                raise RuntimeError(f"training failed (exit {proc.returncode}); see the job log")
+            self._progress(jid, 93, "registering")
+            from training.data import load
+
+            series = load(files)
+            versions = [self.s.registry.add(Path(out) / n, series, jid)
+                        for n in ("cnn-1", "lstm-1", "cnn-96", "lstm-96")]
+        result = {"versions": {v["name"]: v["version"] for v in versions}}
+        if params.get("auto_push") and node_id:
+            self._progress(jid, 96, "gate and push")
+            result["pushes"] = self.auto_push(node_id, versions, series)
+        return result
+
+    def auto_push(self, node_id: int, versions: list[dict], series) -> list[dict]:
+        from server.nodes import gate, poll, push
+
+        node = self.s.db.one("SELECT * FROM nodes WHERE id=?", node_id)
+        status = poll(self.s.db, node)
+        if not status.get("reachable"):
+            return [{"ok": False, "message": f"node unreachable: {status.get('error')}"}]
+        results = []
+        for v in versions:
+            ok, why = gate(self.s.registry, status, v, series)
+            if ok:
+                results.append(push(self.s.db, self.s.registry, node, v["name"], v["version"]) | {"gate": why})
+            else:
+                results.append({"ok": False, "name": v["name"], "version": v["version"], "gate": why})
+        poll(self.s.db, node)
+        return results

@@ -1,0 +1,92 @@
+"""Model registry: bundle files under data_dir/registry/<name>/<version>/ (signed) + the SQLite index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from server.db import Database
+from server.plots import forecast_vs_actual_svg
+from shared import manifest as mf
+from shared import signing
+from shared.schema import SLOT_NS
+from shared.series import SlotSeries, parse_time_ns
+
+NAMES = ("cnn-1", "lstm-1", "cnn-96", "lstm-96")
+
+
+class Registry:
+    def __init__(self, root: Path, db: Database, keys: signing.KeyPair):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db = db
+        self.keys = keys
+
+    def add(self, bundle_dir: Path, series: SlotSeries | None = None, job_id: int | None = None) -> dict:
+        """Copy a bundle in, sign it, index it; returns the version row."""
+        doc = mf.load(bundle_dir)
+        if mf.sha256_file(Path(bundle_dir) / mf.MODEL_FILE) != doc["model"]["sha256"]:
+            raise ValueError(f"{bundle_dir}: model.tflite does not match its manifest")
+        dest = self.root / doc["name"] / doc["version"]
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for f in (mf.MANIFEST_FILE, mf.MODEL_FILE):
+            shutil.copy2(Path(bundle_dir) / f, dest / f)
+        signing.sign_bundle_dir(dest, self.keys)
+        plot = self._plot(dest, doc, series) if series is not None else None
+        self.db.run("INSERT OR REPLACE INTO versions(name, version, kind, horizon, path, sha256, bytes, metrics, data, "
+                    "plot, job_id, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", doc["name"], doc["version"],
+                    doc["kind"], doc["horizon_steps"], str(dest), doc["model"]["sha256"], doc["model"]["bytes"],
+                    json.dumps(doc["metrics"]), json.dumps(doc["data"]), plot, job_id, time.time())
+        return self.get(doc["name"], doc["version"])
+
+    def _plot(self, path: Path, doc: dict, series: SlotSeries) -> str | None:
+        """Forecast vs actual over the last two days of the validation part, through the edge's inference."""
+        from edge_agent.inference import LoadedModel
+
+        model = LoadedModel.from_dir(path)
+        end = parse_time_ns(doc["data"]["end"]) - doc["horizon_steps"] * SLOT_NS
+        h = doc["horizon_steps"]
+        if h == 1:
+            issues = np.arange(end - 2 * 96 * SLOT_NS, end, SLOT_NS)
+            fc = [model.predict(series, int(t)) for t in issues]
+            forecast = np.array([f.values[0] if f.complete else np.nan for f in fc])
+            actual = np.array([series.window(int(t) + SLOT_NS, 1)[0] for t in issues])
+        else:
+            issue = (end - 96 * SLOT_NS) // (96 * SLOT_NS) * (96 * SLOT_NS)
+            f = model.predict(series, int(issue))
+            forecast = f.values if f.complete else np.full(96, np.nan)
+            actual = series.window(int(issue) + 96 * SLOT_NS, 96)
+        return forecast_vs_actual_svg(actual, forecast, f"{doc['name']} {doc['version']} (validation)")
+
+    def get(self, name: str, version: str) -> dict | None:
+        row = self.db.one("SELECT * FROM versions WHERE name=? AND version=?", name, version)
+        return self._decode(row) if row else None
+
+    def list(self, limit: int = 200) -> list[dict]:
+        rows = self.db.all("SELECT id, name, version, kind, horizon, sha256, bytes, metrics, data, job_id, created "
+                           "FROM versions ORDER BY version DESC, name LIMIT ?", limit)
+        return [self._decode(r) for r in rows]
+
+    def latest(self, version: str | None = None) -> dict[str, dict]:
+        """The newest version of each bundle name (or all four of one training run)."""
+        out = {}
+        for name in NAMES:
+            row = (self.db.one("SELECT * FROM versions WHERE name=? AND version=?", name, version) if version else
+                   self.db.one("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", name))
+            if row:
+                out[name] = self._decode(row)
+        return out
+
+    @staticmethod
+    def _decode(row: dict) -> dict:
+        row = dict(row)
+        for k in ("metrics", "data"):
+            if isinstance(row.get(k), str):
+                row[k] = json.loads(row[k])
+        return row
