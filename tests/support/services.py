@@ -198,3 +198,47 @@ bind-address = "{LOOPBACK}:{self.rpc_port}"
 
     def create_database(self, db: str) -> None:
         self.query(f'CREATE DATABASE "{db}"', method="POST")
+
+
+class Gunicorn(_Process):
+    """The workstation server under gunicorn (config file written here) on 127.0.0.1:port."""
+
+    name = "gunicorn"
+
+    def __init__(self, workdir: Path, password_hash: str, api_token: str, data_dir: Path | None = None,
+                 port: int | None = None, workers: int = 2, extra_env: dict | None = None, extra_config: str = ""):
+        super().__init__(workdir, port)
+        self.data_dir = data_dir or self.workdir / "data"
+        self.config = self.workdir / "server.toml"
+        self.config.write_text(f'data_dir = "{self.data_dir}"\nadmin_password_hash = "{password_hash}"\n'
+                               f'api_token = "{api_token}"\n{extra_config}')
+        self.env = dict(os.environ, SERVER_CONFIG=str(self.config), SERVER_BIND=f"{LOOPBACK}:{self.port}",
+                        SERVER_WORKERS=str(workers), PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+                        **(extra_env or {}))
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def _command(self) -> list[str]:
+        import sys
+
+        return [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi:app"]
+
+    def start(self, timeout: float = 60.0) -> Gunicorn:
+        logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(self._command(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=Path(__file__).resolve().parents[2], env=self.env, start_new_session=True)
+        logf.close()
+        _wait(self._ready, timeout, self.name, self.proc, self.log)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        super().stop(timeout)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/login", timeout=1) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False

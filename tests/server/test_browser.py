@@ -1,0 +1,97 @@
+"""The page in a real headless Chromium against a real gunicorn: log in, train on a slice of the real data,
+watch the progress bar finish, push to a real running edge agent, see its active version change."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import pytest
+from werkzeug.security import generate_password_hash
+
+from shared import signing
+from tests.conftest import SEED_CSV
+from tests.edge.agentutil import start_agent
+from tests.edge_models.conftest import TOKEN as AGENT_TOKEN
+from tests.edge_models.conftest import agent_config
+from tests.server.conftest import API_TOKEN, PASSWORD
+from tests.support.services import Gunicorn
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture
+def stack(tmp_path, mosquitto_session, influxd_session, influx_db_name):
+    data_dir = tmp_path / "server"
+    keys = signing.load_or_create_keypair(data_dir / "keys" / "signing.key")  # the server reuses it
+    agent = start_agent(agent_config(tmp_path / "agent", mosquitto_session.port, influxd_session.url,
+                                     influx_db_name, keys), components=("edge_agent.forecast", "edge_agent.models.api"))
+    with Gunicorn(tmp_path / "gunicorn", generate_password_hash(PASSWORD), API_TOKEN, data_dir=data_dir,
+                  extra_config="status_poll_s = 2\n") as server:
+        yield f"http://localhost:{server.port}", agent
+    agent.stop()
+
+
+def api(url: str, path: str, doc: dict | None = None) -> dict:
+    import json
+
+    req = urllib.request.Request(url.replace("localhost", "127.0.0.1") + path,
+                                 data=json.dumps(doc).encode() if doc is not None else None,
+                                 headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.timeout(400)
+def test_login_train_watch_push_in_chromium(stack, artefacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, agent = stack
+    api(url, "/api/v1/nodes", {"name": "pi", "api_url": agent.components["edge_agent.models.api"].url,
+                               "api_token": AGENT_TOKEN})
+    shots = artefacts_dir / "browser"
+    shots.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/")
+        expect(page.locator("h2")).to_have_text("Log in")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", "wrong")
+        page.click("#login")
+        expect(page.locator(".flash.error")).to_contain_text("Wrong user name or password")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("#login")
+        expect(page.locator("#nodes")).to_contain_text("pi")
+        expect(page.locator("#nodes")).to_contain_text("ai-edge-litert")
+        page.screenshot(path=str(shots / "1-logged-in.png"), full_page=True)
+
+        train = page.locator("form:has(button.train)")
+        train.locator("input[name=data]").fill(str(SEED_CSV))
+        train.locator("input[name=until]").fill("2023-04-15T00:00:00Z")
+        train.locator("input[name=quick]").check()
+        train.locator("button.train").click()
+        expect(page.locator(".flash.ok")).to_contain_text("Training started")
+        bar = page.locator("tr[data-job] progress").first
+        expect(bar).to_be_visible()
+        time.sleep(2)
+        page.screenshot(path=str(shots / "2-training.png"), full_page=True)
+        # the page polls the job; when it finishes the page reloads with the new versions
+        expect(page.locator("#versions")).to_contain_text("cnn-1", timeout=300_000)
+        expect(page.locator("tr[data-job] .state").first).to_have_text("done")
+        version = page.locator("form:has(button.push) select[name=version] option").first.inner_text()
+        page.screenshot(path=str(shots / "3-trained.png"), full_page=True)
+
+        push = page.locator("form:has(button.push)")
+        push.locator("input[name=override]").check()
+        push.locator("button.push").click()
+        expect(page.locator(".flash.ok").first).to_contain_text("accepted by the node")
+        expect(page.locator("b[data-active='cnn-1']")).to_have_text(version)
+        expect(page.locator("b[data-active='lstm-96']")).to_have_text(version)
+        page.screenshot(path=str(shots / "4-pushed.png"), full_page=True)
+        browser.close()
+    status = agent.components["edge_agent.models.api"].status()
+    assert status["models"]["cnn-1"]["active"]["version"] == version
