@@ -49,5 +49,8 @@ bench-edge: venv system-deps
 bench-train: venv
 	$(PY) tests/benchmarks/bench_train.py
 
+bench-server: venv
+	$(PY) tests/benchmarks/bench_server.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache build artefacts

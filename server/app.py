@@ -203,10 +203,23 @@ def api_cancel(job_id):
     return jsonify(actions.cancel(state(), job_id))
 
 
+_models_cache: dict[tuple, bytes] = {}
+
+
 @api.get("/models")
 @api_auth
 def api_models():
-    return jsonify(versions=state().registry.list(int(request.args.get("limit", 200))), seed=SEED_FIGURES)
+    """The version list; its JSON is cached per process until a version is added (one cheap query per request)."""
+    s = state()
+    limit = int(request.args.get("limit", 200))
+    mark = s.db.one("SELECT count(*) AS n, max(id) AS last, max(created) AS t FROM versions")
+    key = (str(s.config.db_path), limit, mark["n"], mark["last"], mark["t"])
+    body = _models_cache.get(key)
+    if body is None:
+        body = json.dumps({"versions": s.registry.list(limit), "seed": SEED_FIGURES}).encode()
+        _models_cache.clear()
+        _models_cache[key] = body
+    return current_app.response_class(body, mimetype="application/json")
 
 
 @api.get("/models/<name>/<version>")
