@@ -40,6 +40,9 @@ test: system-deps venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+demo: system-deps venv
+	$(PY) tests/support/demo.py $(ARGS)
+
 bench-ingest: venv system-deps
 	$(PY) tests/benchmarks/bench_ingest.py
 
