@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps venv test lint demo bench-ingest bench-edge bench-train bench-server test-ansible clean
+.PHONY: help system-deps venv venv-ansible test lint demo bench-ingest bench-edge bench-train bench-server test-ansible clean
 
 help:
 	@echo "make demo          replay the real year, train, push, forecast (see README)"
@@ -54,6 +54,17 @@ bench-train: venv
 
 bench-server: venv
 	$(PY) tests/benchmarks/bench_server.py
+
+$(VENV)-ansible/.installed: requirements/ansible.txt
+	$(PYTHON) -m venv $(VENV)-ansible
+	$(VENV)-ansible/bin/pip install -q -r requirements/ansible.txt
+	touch $@
+
+venv-ansible: $(VENV)-ansible/.installed
+
+test-ansible: system-deps venv venv-ansible
+	$(VENV)-ansible/bin/ansible-lint ansible/site.yml
+	$(PY) tests/deploy/chroot_provision.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build artefacts
