@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps venv venv-ansible test lint demo bench-ingest bench-edge bench-train bench-server test-ansible clean
+.PHONY: help system-deps venv venv-ansible venv-tflite test lint demo bench-ingest bench-edge bench-train bench-server test-ansible clean
 
 help:
 	@echo "make demo          replay the real year, train, push, forecast (see README)"
@@ -34,7 +34,7 @@ $(VENV)/.installed: requirements/edge.txt requirements/training.txt requirements
 
 venv: $(VENV)/.installed
 
-test: system-deps venv
+test: system-deps venv venv-tflite venv-ansible
 	$(PY) -m pytest tests
 
 lint: venv
@@ -61,6 +61,14 @@ $(VENV)-ansible/.installed: requirements/ansible.txt
 	touch $@
 
 venv-ansible: $(VENV)-ansible/.installed
+
+# Optional: tflite-runtime 2.14 (numpy<2, Python 3.11) in its own venv, so training records whether bundles load there.
+$(VENV)-tflite/.installed:
+	$(PYTHON) -m venv $(VENV)-tflite
+	$(VENV)-tflite/bin/pip install -q "tflite-runtime==2.14.0" "numpy<2"
+	touch $@
+
+venv-tflite: $(VENV)-tflite/.installed
 
 test-ansible: system-deps venv venv-ansible
 	$(VENV)-ansible/bin/ansible-lint ansible/site.yml

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "debootstrap-bookworm.tar"
 ANSIBLE = ROOT / ".venv-ansible" / "bin" / "ansible-playbook"
+HOST_CA = "/etc/ssl/host-ca-bundle.crt"
 PACKAGES = "python3,python3-venv,python3-pip,python3-apt,systemd,ca-certificates"
 
 
@@ -54,10 +55,14 @@ def playbook(root: Path, workdir: Path) -> tuple[str, float]:
              "home_energy_manage_services": False, "influxdb_flavour": 1, "server_install_python_deps": False,
              "ansible_python_interpreter": "/usr/bin/python3"}
     t = time.time()
+    # Modules run inside the root with this environment: point TLS clients (pip) at the host's CA bundle, copied
+    # into the root, so that a TLS-intercepting proxy on this machine is trusted there too.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PIP_CERT=HOST_CA, SSL_CERT_FILE=HOST_CA,
+               REQUESTS_CA_BUNDLE=HOST_CA, PIP_DISABLE_PIP_VERSION_CHECK="1")
     r = subprocess.run([str(ANSIBLE), "-i", str(inv), str(ROOT / "ansible" / "site.yml"),
                         "-e", f"@{ROOT / 'ansible' / 'group_vars' / 'vault.example.yml'}", "-e", json.dumps(extra)],
-                       cwd=ROOT / "ansible", capture_output=True, text=True,
-                       env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"))
+                       cwd=ROOT / "ansible", capture_output=True, text=True, env=env)
     if r.returncode != 0:
         print(r.stdout[-6000:], r.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"ansible-playbook failed ({r.returncode})")
@@ -119,6 +124,7 @@ def main() -> int:
         (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\n# nothing starts inside the test root\nexit 101\n")
         (root / "usr/sbin/policy-rc.d").chmod(0o755)
         shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+        shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / HOST_CA.lstrip("/"))
         run(["mount", "-t", "proc", "proc", str(root / "proc")])
         mounted.append(root / "proc")
         out1, t1 = playbook(root, work)

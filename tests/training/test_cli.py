@@ -20,6 +20,10 @@ def test_quick_training_writes_four_valid_int8_bundles(seed_bundles):
         assert doc["model"]["sha256"] == mf.sha256_file(b / "model.tflite")
         assert doc["input"]["dtype"] == "int8" and doc["output"]["dtype"] == "int8"
         assert doc["runtimes"]["ai-edge-litert"] == "2.3.0"
+        if (ROOT / ".venv-tflite" / "bin" / "python").exists():  # make venv-tflite: checked in a subprocess
+            assert doc["runtimes"]["tflite-runtime"] == "2.14.0"
+        else:
+            assert doc["runtimes"]["tflite-runtime"].startswith("not tested")
         assert doc["data"]["end"] <= "2023-05-10T00:00:00Z"
         val = doc["metrics"]["validation"]
         assert set(val["baselines"]) == {"persistence", "same_slot_yesterday", "same_slot_last_week",
