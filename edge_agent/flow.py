@@ -170,8 +170,9 @@ class Flow:
             values = {k: float(v[i]) for k, v in fields.items() if np.isfinite(v[i])}
             if not values:
                 continue
-            if flags[i]:
-                values["flags"] = flags[i]
+            # always written: a rewrite of the slot must clear flags of an earlier, incomplete computation
+            # (InfluxDB merges the fields of points with the same series and time)
+            values["flags"] = flags[i]
             points.append(Point(ENERGY_FLOW, {}, values, int(t)))
         for k in range(0, len(points), 5000):
             self.storage.write(points[k:k + 5000])

@@ -99,7 +99,7 @@ def check_root(root: Path) -> list[str]:
         problems.append("mosquitto max_queued_messages not raised")
     if "tensorflow" in " ".join(os.listdir(root / "opt/home-energy/venv-edge/lib/python3.11/site-packages")).lower():
         problems.append("TensorFlow in the edge venv")
-    r = subprocess.run(["chroot", str(root), "/opt/home-energy/venv-edge/bin/python", "-m", "edge_agent", "check",
+    r = subprocess.run([shutil.which("chroot") or "/usr/sbin/chroot", str(root), "/opt/home-energy/venv-edge/bin/python", "-m", "edge_agent", "check",
                         "--offline", "--config", "/etc/edge-agent/agent.toml"],
                        env={"PYTHONPATH": "/opt/home-energy/app", "PATH": "/usr/bin:/bin"}, capture_output=True,
                        text=True, cwd="/")

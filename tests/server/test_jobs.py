@@ -1,0 +1,74 @@
+"""Jobs: history pull from a real influxd with progress and a cached file, atomic claims across workers,
+scheduled retrains."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from edge_agent.storage import StorageConfig, open_storage
+from server import jobs
+from shared.points import Point
+from tests.server.test_api import AUTH
+
+
+def test_history_pull_from_the_nodes_influxdb(app, worker, influxd_session, influx_db_name):
+    st = open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name))
+    t0 = datetime(2023, 3, 1, tzinfo=UTC)
+    st.write([Point("EnergyMeter", {"device_id": "meter-1"}, {"EnergyIn": 100 + 0.25 * i},
+                    int((t0 + timedelta(minutes=15 * i)).timestamp() * 1e9)) for i in range(20 * 96)])
+    c = app.test_client()
+    node = c.post("/api/v1/nodes", headers=AUTH, json={
+        "name": "pi", "api_url": "http://127.0.0.1:9", "api_token": "t" * 20,
+        "influx": {"version": 1, "url": influxd_session.url, "database": influx_db_name,
+                   "measurement": "EnergyMeter", "field": "EnergyIn", "tags": {"device_id": "meter-1"}}}).json
+    job = c.post(f"/api/v1/nodes/{node['id']}/pull", headers=AUTH,
+                 json={"start": "2023-03-01T00:00:00Z", "end": "2023-03-15T00:00:00Z"}).json
+    seen = set()
+    for _ in range(200):
+        job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
+        seen.add(job["percent"])
+        if job["state"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert job["state"] == "done", job
+    rows = list(csv.DictReader(open(job["result"]["file"])))  # noqa: SIM115
+    assert job["result"]["rows"] == len(rows) == 14 * 96
+    assert rows[0] == {"time": "2023-03-01T00:00:00Z", "value": "100.0"}
+    assert "influx" in node and "password" not in node["influx"]
+
+
+def test_a_job_is_claimed_by_one_worker_only(app):
+    s = app.extensions["home_energy"]
+    ids = [jobs.enqueue(s.db, None, "train", {"n": i}) for i in range(20)]
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claim(name):
+        from server.db import Database
+
+        db = Database(s.config.db_path)  # its own connection, like another process
+        while (job := db.claim_job(name)) is not None:
+            with lock:
+                claimed.append(job["id"])
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == ids  # each exactly once
+
+
+def test_scheduled_retrain_is_queued_once(app):
+    s = app.extensions["home_energy"]
+    c = app.test_client()
+    node = c.post("/api/v1/nodes", headers=AUTH, json={"name": "pi", "api_url": "http://127.0.0.1:9",
+                                                        "api_token": "t" * 20, "retrain_days": 7}).json
+    w = jobs.Worker(s)
+    w.schedule_retrains()
+    w.schedule_retrains()  # still queued: not duplicated
+    rows = s.db.all("SELECT * FROM jobs WHERE node_id=?", node["id"])
+    assert len(rows) == 1 and rows[0]["kind"] == "train" and '"scheduled": true' in rows[0]["params"]
