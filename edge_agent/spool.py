@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.durable import fsync_dir, write_file
 from shared.points import Point, to_lines
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,6 @@ class SpoolFull(Exception):
 class Position:
     segment: int
     offset: int
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -135,7 +128,7 @@ class Spool:
         self._write_seg += 1
         self._sizes[self._write_seg] = 0
         self._fd = os.open(self._seg_path(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     # -- reader --------------------------------------------------------------------------------------------
     def _read_records(self, pos: Position, max_points: int) -> tuple[list[bytes], Position]:
@@ -191,10 +184,7 @@ class Spool:
         """Everything before `pos` is in the database: move the cursor durably, delete drained segments."""
         with self._lock:
             tmp = self.dir / "cursor.tmp"
-            with open(tmp, "w") as f:
-                f.write(f"{pos.segment} {pos.offset}\n")
-                f.flush()
-                os.fsync(f.fileno())
+            write_file(tmp, f"{pos.segment} {pos.offset}\n".encode())
             os.replace(tmp, self.dir / "cursor")
             self._cursor = pos
             self._pending_points = max(0, self._pending_points - points)

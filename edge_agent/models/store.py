@@ -21,23 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from edge_agent.durable import fsync_dir, write_file
 from shared import manifest as mf
 from shared.signing import SIGNATURE_FILE
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 @dataclass(frozen=True)
@@ -93,9 +79,9 @@ class ModelStore:
     def _write_state(self, name: str, state: dict) -> None:
         d = self.root / name
         tmp = d / "state.json.tmp"
-        _write_file(tmp, (json.dumps(state, indent=2) + "\n").encode())
+        write_file(tmp, (json.dumps(state, indent=2) + "\n").encode())
         os.replace(tmp, d / "state.json")
-        _fsync_dir(d)
+        fsync_dir(d)
 
     def activate(self, name: str, version: str, manifest_bytes: bytes, model_bytes: bytes,
                  signature_bytes: bytes) -> StoredVersion:
@@ -107,12 +93,12 @@ class ModelStore:
             if not final.exists():
                 tmp = d / f".tmp-{uuid.uuid4().hex}"
                 tmp.mkdir()
-                _write_file(tmp / mf.MANIFEST_FILE, manifest_bytes)
-                _write_file(tmp / mf.MODEL_FILE, model_bytes)
-                _write_file(tmp / SIGNATURE_FILE, signature_bytes)
-                _fsync_dir(tmp)
+                write_file(tmp / mf.MANIFEST_FILE, manifest_bytes)
+                write_file(tmp / mf.MODEL_FILE, model_bytes)
+                write_file(tmp / SIGNATURE_FILE, signature_bytes)
+                fsync_dir(tmp)
                 os.rename(tmp, final)
-                _fsync_dir(d)
+                fsync_dir(d)
             state = self._state(name)
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             new = {"version": version, "sha256": mf.sha256_bytes(model_bytes), "activated_at": now}
