@@ -91,7 +91,10 @@ def check_root(root: Path) -> list[str]:
               "/opt/home-energy/venv-edge/bin/python", "/opt/home-energy/app/edge_agent/agent.py"):
         exists(p)
     for unit in ("edge-agent", "home-energy-server", "mosquitto", "influxdb"):
-        exists(f"/etc/systemd/system/multi-user.target.wants/{unit}.service")
+        link = root / f"etc/systemd/system/multi-user.target.wants/{unit}.service"
+        # an enabled unit is a symlink whose (absolute) target exists inside the root, not on this host
+        if not link.is_symlink() or not (root / os.readlink(link).lstrip("/")).exists():
+            problems.append(f"unit {unit} not enabled")
     mode = (root / "etc/edge-agent/api-token").stat().st_mode & 0o777
     if mode != 0o640:
         problems.append(f"api-token mode {oct(mode)}")
