@@ -45,10 +45,15 @@ def _text(payload: bytes) -> str:
         raise Reject("not_utf8", f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
+# One decoder for all messages (json.loads with keyword arguments builds a new decoder per call).
+# NaN/Infinity parse as floats and are then rejected as not_finite.
+_DECODER = json.JSONDecoder(parse_constant=float)
+
+
 def _json(payload: bytes) -> object:
     text = _text(payload)
     try:
-        return json.loads(text, parse_constant=lambda c: float(c))  # NaN/Infinity parse, then fail as not_finite
+        return _DECODER.decode(text)
     except ValueError as exc:
         raise Reject("not_json", f"payload is not JSON: {exc}") from None
 
