@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.flowmath import RoleEnergy, compute
+from edge_agent.schedule import floor_slot, next_run
 from shared.points import Point, line_head
 from shared.schema import ENERGY_FLOW, SLOT_NS
 from shared.series import Readings, SlotSeries, counter_to_slots, iso, power_to_slots
@@ -182,7 +183,7 @@ class Flow:
 
     def run_once(self, now: datetime | None = None) -> int:
         now = now or self.ctx.clock()
-        end = int(now.timestamp()) * 1_000_000_000 // SLOT_NS * SLOT_NS
+        end = floor_slot(now)
         with self._lock:
             dirty, self._dirty_from = self._dirty_from, None
         start = end - (self.fc.lookback_slots - 1) * SLOT_NS
@@ -200,7 +201,7 @@ class Flow:
         return written
 
     def _loop(self) -> None:
-        next_due = self._next_due(self.ctx.clock())
+        next_due = next_run(self.ctx.clock(), self.fc.delay_s)
         while not self._stop.is_set():
             timeout = max(0.05, min(1.0, (next_due - self.ctx.clock()).total_seconds()))
             woke = self._wake.wait(timeout)
@@ -216,12 +217,7 @@ class Flow:
                     self.ctx.health.incr("flow_errors")
                     log.error("flow computation failed: %s", exc)
                 if self.ctx.clock() >= next_due:
-                    next_due = self._next_due(self.ctx.clock())
-
-    def _next_due(self, now: datetime) -> datetime:
-        boundary = datetime.fromtimestamp(int(now.timestamp()) // 900 * 900, UTC)
-        t = boundary + timedelta(seconds=self.fc.delay_s)
-        return t if t > now else t + timedelta(seconds=900)
+                    next_due = next_run(self.ctx.clock(), self.fc.delay_s)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="flow", daemon=True)

@@ -22,6 +22,7 @@ from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.inference import LoadedModel
 from edge_agent.interpreter import runtime
 from edge_agent.models.store import ModelStore
+from edge_agent.schedule import floor_slot, next_run
 from shared import schema
 from shared.baselines import fallback
 from shared.points import Point
@@ -57,11 +58,6 @@ def parse_config(cfg: AgentConfig) -> ForecastConfig:
 def validate_config(cfg: AgentConfig) -> None:
     if "forecast" in cfg.raw:
         parse_config(cfg)
-
-
-def floor_slot(t: datetime) -> int:
-    ns = int(t.timestamp()) * 1_000_000_000
-    return ns // SLOT_NS * SLOT_NS
 
 
 @dataclass
@@ -238,17 +234,9 @@ class Forecaster:
         return out
 
     # -- schedule -----------------------------------------------------------------------------------------
-    def next_run(self, now: datetime) -> datetime:
-        """The next slot boundary plus the delay, strictly after now."""
-        boundary = datetime.fromtimestamp(floor_slot(now) / 1e9, UTC)
-        t = boundary + timedelta(seconds=self.fc.delay_s)
-        while t <= now:
-            t += timedelta(seconds=900)
-        return t
-
     def _loop(self) -> None:
         while not self._stop.is_set():
-            due = self.next_run(self.ctx.clock())
+            due = next_run(self.ctx.clock(), self.fc.delay_s)
             while not self._stop.is_set() and self.ctx.clock() < due:
                 self._stop.wait(min(1.0, max(0.01, (due - self.ctx.clock()).total_seconds())))
             if self._stop.is_set():

@@ -173,43 +173,22 @@ def agent_health() -> Board:
 
 BOARDS = (energy_flow, power_by_device, forecast_vs_actual, agent_health)
 
-DATASOURCES_V1 = f"""# InfluxDB 1.x (InfluxQL). Installed by the grafana role; credentials come from the environment.
-apiVersion: 1
-datasources:
-  - name: InfluxDB energy
-    uid: {DS_UID}
-    type: influxdb
-    access: proxy
-    url: ${{INFLUXDB_URL}}
-    jsonData:
-      dbName: energy
-      httpMode: POST
-    basicAuth: false
-    user: ${{INFLUXDB_USER}}
-    secureJsonData:
-      password: ${{INFLUXDB_PASSWORD}}
-    isDefault: true
-    editable: false
-"""
+def datasource(version: int) -> str:
+    """Provisioning for the one InfluxQL datasource: 1.x directly, 2.x through its v1 compatibility API."""
+    if version == 1:
+        head = "# InfluxDB 1.x (InfluxQL). Installed by the grafana role; credentials come from the environment.\n"
+        auth = ("    basicAuth: false\n    user: ${INFLUXDB_USER}\n    secureJsonData:\n"
+                "      password: ${INFLUXDB_PASSWORD}\n")
+        extra = ""
+    else:
+        head = ("# InfluxDB 2.x through its v1 compatibility API (InfluxQL): the same dashboards as 1.x.\n"
+                "# Needs a DBRP mapping database \"energy\" -> the bucket (the influxdb role creates it) and a read token.\n")
+        auth = "    secureJsonData:\n      httpHeaderValue1: Token ${INFLUXDB_TOKEN}\n"
+        extra = "      httpHeaderName1: Authorization\n"
+    return (f"{head}apiVersion: 1\ndatasources:\n  - name: InfluxDB energy\n    uid: {DS_UID}\n    type: influxdb\n"
+            f"    access: proxy\n    url: ${{INFLUXDB_URL}}\n    jsonData:\n      dbName: energy\n      httpMode: POST\n"
+            f"{extra}{auth}    isDefault: true\n    editable: false\n")
 
-DATASOURCES_V2 = f"""# InfluxDB 2.x through its v1 compatibility API (InfluxQL): the same dashboards as 1.x.
-# Needs a DBRP mapping database "energy" -> the bucket (the influxdb role creates it) and a read token.
-apiVersion: 1
-datasources:
-  - name: InfluxDB energy
-    uid: {DS_UID}
-    type: influxdb
-    access: proxy
-    url: ${{INFLUXDB_URL}}
-    jsonData:
-      dbName: energy
-      httpMode: POST
-      httpHeaderName1: Authorization
-    secureJsonData:
-      httpHeaderValue1: Token ${{INFLUXDB_TOKEN}}
-    isDefault: true
-    editable: false
-"""
 
 DASHBOARD_PROVIDER = """apiVersion: 1
 providers:
@@ -224,7 +203,7 @@ providers:
 
 
 def files() -> dict[str, str]:
-    out = {"datasources/influxdb-v1.yaml": DATASOURCES_V1, "datasources/influxdb-v2.yaml": DATASOURCES_V2,
+    out = {"datasources/influxdb-v1.yaml": datasource(1), "datasources/influxdb-v2.yaml": datasource(2),
            "dashboards/home-energy.yaml": DASHBOARD_PROVIDER}
     for make in BOARDS:
         board = make()

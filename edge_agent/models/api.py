@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from edge_agent import __version__
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.models.bundle import Bundle, BundleRejected, verify
+from edge_agent.schedule import floor_slot
 from edge_agent.storage.base import read_secret
 from shared import manifest as mf
 from shared.signing import public_key_from_text
@@ -103,8 +104,6 @@ class ModelApi:
         issue_ns = None
         recent = None
         try:
-            from edge_agent.forecast import floor_slot
-
             issue_ns = floor_slot(self.ctx.clock())
             recent = f.read_series(issue_ns)
         except Exception as exc:  # no database: smoke run on a typical window instead
