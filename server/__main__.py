@@ -32,15 +32,10 @@ def main() -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     if args.cmd == "worker":
-        from server.app import State
-        from server.db import Database
+        from server.app import build_state
         from server.jobs import Worker
-        from server.registry import Registry
-        from shared.signing import load_or_create_keypair
 
-        db = Database(cfg.db_path)
-        keys = load_or_create_keypair(cfg.key_path)
-        Worker(State(cfg, db, keys, Registry(cfg.data_dir / "registry", db, keys))).run_forever()
+        Worker(build_state(cfg)).run_forever()
         return 0
     from server.app import create_app
 

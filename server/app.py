@@ -17,7 +17,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     jsonify,
     redirect,
     render_template,
@@ -43,6 +42,13 @@ class State:
     db: Database
     keys: signing.KeyPair
     registry: Registry
+
+
+def build_state(config: ServerConfig) -> State:
+    """Open the database, signing key and registry that the pages, the API and the job worker share."""
+    db = Database(config.db_path)
+    keys = signing.load_or_create_keypair(config.key_path)
+    return State(config, db, keys, Registry(config.data_dir / "registry", db, keys))
 
 
 def state() -> State:
@@ -351,9 +357,7 @@ def create_app(config: ServerConfig | None = None, start_worker: bool = False) -
     app.config.update(SECRET_KEY=config.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=bool(config.session_cookie_secure), PERMANENT_SESSION_LIFETIME=12 * 3600,
                       MAX_CONTENT_LENGTH=1 << 20)
-    db = Database(config.db_path)
-    keys = signing.load_or_create_keypair(config.key_path)
-    st = State(config, db, keys, Registry(config.data_dir / "registry", db, keys))
+    st = build_state(config)
     app.extensions["home_energy"] = st
     app.register_blueprint(api)
     app.register_blueprint(pages)
@@ -367,13 +371,9 @@ def create_app(config: ServerConfig | None = None, start_worker: bool = False) -
                                                            "style-src 'self' 'unsafe-inline'")
         return resp
 
-    @app.before_request
-    def remember_state():
-        g.s = st
-
     if start_worker:
         start_worker_thread(st)
-    log.info("server ready: data in %s, signing key %s", config.data_dir, keys.key_id)
+    log.info("server ready: data in %s, signing key %s", config.data_dir, st.keys.key_id)
     return app
 
 

@@ -6,7 +6,7 @@ import os
 import secrets
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -41,7 +41,6 @@ class ServerConfig:
     status_poll_s: float = 60.0
     login_attempts: int = 5
     login_window_s: float = 300.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:

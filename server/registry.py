@@ -73,16 +73,6 @@ class Registry:
                            "FROM versions ORDER BY version DESC, name LIMIT ?", limit)
         return [self._decode(r) for r in rows]
 
-    def latest(self, version: str | None = None) -> dict[str, dict]:
-        """The newest version of each bundle name (or all four of one training run)."""
-        out = {}
-        for name in NAMES:
-            row = (self.db.one("SELECT * FROM versions WHERE name=? AND version=?", name, version) if version else
-                   self.db.one("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", name))
-            if row:
-                out[name] = self._decode(row)
-        return out
-
     @staticmethod
     def _decode(row: dict) -> dict:
         row = dict(row)

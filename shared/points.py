@@ -62,13 +62,6 @@ class Point:
         body = ",".join(f"{_escape_key(k)}={_field_value(v)}" for k, v in self.fields.items())
         return f"{head} {body} {int(self.time_ns)}"
 
-    def to_dict(self) -> dict:
-        return {"m": self.measurement, "t": self.tags, "f": self.fields, "ns": self.time_ns}
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> Point:
-        return cls(doc["m"], dict(doc.get("t") or {}), dict(doc["f"]), int(doc["ns"]))
-
 
 def to_lines(points: list[Point]) -> bytes:
     """A write body: one line per point."""
