@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps venv venv-ansible venv-tflite test lint demo bench-ingest bench-edge bench-train bench-server test-ansible clean
+.PHONY: help system-deps venv venv-ansible venv-tflite test lint demo bench-ingest bench-edge bench-train bench-server eval-seed test-ansible clean
 
 help:
 	@echo "make demo          replay the real year, train, push, forecast (see README)"
@@ -15,6 +15,7 @@ help:
 	@echo "make venv          .venv with every component's dependencies"
 	@echo "make lint          ruff"
 	@echo "make bench-ingest | bench-edge | bench-train | bench-server   benchmarks (print JSON)"
+	@echo "make eval-seed     train on the seed split, backtest, print the README accuracy table"
 	@echo "make test-ansible  provision a debootstrapped Debian root with ansible/site.yml"
 
 # System packages (Debian/Ubuntu). Installed only when a binary is missing.
@@ -51,6 +52,9 @@ bench-edge: venv system-deps
 
 bench-train: venv
 	$(PY) tests/benchmarks/bench_train.py
+
+eval-seed: venv
+	$(PY) tests/benchmarks/eval_seed_split.py $(ARGS)
 
 bench-server: venv
 	$(PY) tests/benchmarks/bench_server.py

@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 from edge_agent.config import AgentConfig
 from edge_agent.deadletter import DeadLetter
 from edge_agent.health import Health
+from edge_agent.mqtt_socket import BufferedClient
 from edge_agent.payloads import Reject
 from edge_agent.rules import Router, compile_rules
 from edge_agent.spool import Spool, SpoolFull
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 def make_client(config: AgentConfig, client_id: str, manual_ack: bool) -> mqtt.Client:
     """A paho client for the configured broker (persistent session when `manual_ack`)."""
     c = config.mqtt
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+    client = BufferedClient(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=False, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
     if c.username:
         client.username_pw_set(c.username, c.password)

@@ -6,7 +6,13 @@ Two layouts, both a sequence `[1, steps, features]` of float features:
   before T) and the slot after it: [v(s_i), v(s_i+1 − 1 day), v(s_i+1 − 7 days), median of the slot s_i+1 over
   the previous 7 days, calendar of s_i+1]. The last step therefore holds what is known about the target.
 - `day` (horizon 96): one step per target slot t_j = T + j·15 min, j = 1…96: [v(t_j − k days) for k = 1…7,
-  their median, calendar of t_j, mean of the last day up to T, v(T), j / 96].
+  their median, quantiles of *pools* (`pool<D>d<H>_q<P>`: the P % quantile of the slots within ±H slots of
+  t_j's time of day over the previous D days, only slots ending at or before T), calendar of t_j, mean of the
+  last day up to T, v(T), j / 96]. A pooled median is a steadier estimate of the slot's typical (median) use
+  than the median of seven single values.
+
+Each feature has a name (the manifest lists them); `build_raw` computes exactly the listed columns, so a bundle
+trained with an older feature list keeps working as long as its names are known.
 
 Values are scaled as (v − mean) / std with the training statistics (the manifest's `window.scaling`). Missing
 values are filled with the step's 7-day median, else the mean (scaled 0). The window is *complete* when v(T)
@@ -16,6 +22,7 @@ training and make the edge fall back to a baseline.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -46,6 +53,11 @@ class WindowSpec:
             raise ValueError(f"unknown window layout {self.layout!r}")
         if not self.features:
             self.features = feature_names(self.layout)
+        unknown = sorted(n for n in self.features if not is_known_feature(self.layout, n))
+        if unknown:
+            raise ValueError(f"unknown {self.layout!r} window features: {', '.join(unknown)}")
+        if self.residual is not None and self.residual not in self.features:
+            raise ValueError(f"residual feature {self.residual!r} is not among the window's features")
 
     @property
     def n_features(self) -> int:
@@ -54,7 +66,10 @@ class WindowSpec:
     @property
     def history_slots(self) -> int:
         """How many slots up to the issue time the window reads."""
-        return (self.steps if self.layout == "next" else 0) + WEEK + 1
+        if self.layout == "next":
+            return self.steps + WEEK + 1
+        pools = [pool_params(n) for n in self.features if POOL.match(n)]
+        return max([WEEK] + [days * SLOTS_PER_DAY + half for days, half, _ in pools]) + 1
 
     def to_dict(self) -> dict:
         return asdict(self) | {"scaling": {"mean": self.mean, "std": self.std}}
@@ -65,10 +80,41 @@ class WindowSpec:
         return cls(**doc)
 
 
+NEXT_VALUES = ("value", "next_yesterday", "next_last_week", "next_median7")
+DAY_VALUES = (*(f"lag_{k}d" for k in range(1, 8)), "median7", "level_1d", "last")
+POOL = re.compile(r"^pool(\d+)d(\d+)_q(\d+)$")
+DAY_POOLS = ("pool3d8_q50", "pool7d4_q50", "pool7d8_q50", "pool7d16_q50", "pool14d4_q25", "pool14d4_q50", "pool14d4_q75",
+             "pool28d8_q50")
+
+
 def feature_names(layout: str) -> list[str]:
+    """The default (current) feature list of a layout."""
     if layout == "next":
-        return ["value", "next_yesterday", "next_last_week", "next_median7", *CALENDAR]
-    return [f"lag_{k}d" for k in range(1, 8)] + ["median7", *CALENDAR, "level_1d", "last", "step"]
+        return [*NEXT_VALUES, *CALENDAR]
+    return [*DAY_VALUES[:-2], *DAY_POOLS, *CALENDAR, "level_1d", "last", "step"]
+
+
+def pool_params(name: str) -> tuple[int, int, float]:
+    """`pool<D>d<H>_q<P>` → (days, half-width in slots, quantile)."""
+    m = POOL.match(name)
+    if not m:
+        raise ValueError(f"not a pool feature: {name!r}")
+    return int(m[1]), int(m[2]), int(m[3]) / 100
+
+
+def is_known_feature(layout: str, name: str) -> bool:
+    if layout == "next":
+        return name in NEXT_VALUES or name in CALENDAR
+    if POOL.match(name):
+        days, half, q = pool_params(name)
+        return 1 <= days <= 60 and 0 <= half < SLOTS_PER_DAY // 2 and 0 <= q <= 1
+    return name in DAY_VALUES or name in CALENDAR or name == "step"
+
+
+def is_kwh_feature(layout: str, name: str) -> bool:
+    if layout == "next":
+        return name in NEXT_VALUES
+    return name in DAY_VALUES or bool(POOL.match(name))
 
 
 def calendar(end_ns: np.ndarray) -> np.ndarray:
@@ -90,17 +136,45 @@ def _lags(values: np.ndarray, idx: np.ndarray, days: range) -> np.ndarray:
 
 
 def _nanmedian_rows(a: np.ndarray) -> np.ndarray:
-    out = np.full(a.shape[0], np.nan)
-    ok = ~np.all(np.isnan(a), axis=1)
-    if ok.any():
-        out[ok] = np.nanmedian(a[ok], axis=1)
+    return nan_quantiles(a, [0.5])[:, 0]
+
+
+def _pool_quantiles(values: np.ndarray, idx: np.ndarray, last: int, days: int, half: int,
+                    qs: list[float]) -> np.ndarray:
+    """Quantiles of values[i − k·96 + h] (k = 1…days, |h| ≤ half, only indices ≤ last) per idx: (len(idx), len(qs))."""
+    offsets = (-SLOTS_PER_DAY * np.arange(1, days + 1)[:, None] + np.arange(-half, half + 1)[None, :]).reshape(-1)
+    j = idx[:, None] + offsets[None, :]
+    ok = (j >= 0) & (j <= last) & (j < len(values))
+    pool = np.full(j.shape, np.nan)
+    pool[ok] = values[j[ok]]
+    return nan_quantiles(pool, qs)
+
+
+def nan_quantiles(a: np.ndarray, qs: list[float]) -> np.ndarray:
+    """Per row of a 2-D array, the quantiles of its finite values (numpy's linear method; NaN for an empty row).
+
+    Same result as np.nanquantile(a, qs, axis=1).T, vectorised (nanquantile loops over rows in Python)."""
+    s = np.sort(a, axis=1)  # NaN sorts last
+    n = np.sum(~np.isnan(a), axis=1)
+    out = np.full((a.shape[0], len(qs)), np.nan)
+    rows = np.nonzero(n)[0]
+    if len(rows) == 0:
+        return out
+    s, n = s[rows], n[rows]
+    for c, q in enumerate(qs):
+        pos = q * (n - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n - 1)
+        r = np.arange(len(rows))
+        out[rows, c] = s[r, lo] + (s[r, hi] - s[r, lo]) * (pos - lo)
     return out
 
 
 def build_raw(spec: WindowSpec, series: SlotSeries, issue_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unscaled features (steps, F) and a mask of the value features that were missing (steps, n_values)."""
+    """Unscaled features (steps, F) in `spec.features` order, and a mask of the value features that were missing."""
     v = series.values
     last = series.index_of(issue_ns)  # index of the slot ending at the issue time
+    cols: dict[str, np.ndarray] = {}
     if spec.layout == "next":
         idx = np.arange(last - spec.steps + 1, last + 1)
         cur = np.full(len(idx), np.nan)
@@ -108,21 +182,29 @@ def build_raw(spec: WindowSpec, series: SlotSeries, issue_ns: int) -> tuple[np.n
         cur[ok] = v[idx[ok]]
         nxt = idx + 1
         lags = _lags(v, nxt, range(1, 8))
-        med = _nanmedian_rows(lags)
-        values = np.column_stack([cur, lags[:, 0], lags[:, 6], med])
-        cal = calendar(series.start_ns + SLOT_NS * nxt)
-        raw = np.column_stack([values, cal])
-        return raw, np.isnan(values)
-    idx = np.arange(last + 1, last + 1 + spec.steps)
-    lags = _lags(v, idx, range(1, 8))
-    med = _nanmedian_rows(lags)
-    recent = v[max(0, last - SLOTS_PER_DAY + 1):last + 1] if 0 <= last < len(v) else np.array([np.nan])
-    level = np.nanmean(recent) if np.isfinite(recent).any() else np.nan
-    cur = v[last] if 0 <= last < len(v) else np.nan
-    n = len(idx)
-    values = np.column_stack([lags, med, np.full(n, level), np.full(n, cur)])
-    cal = calendar(series.start_ns + SLOT_NS * idx)
-    raw = np.column_stack([lags, med, cal, np.full(n, level), np.full(n, cur), np.arange(1, n + 1) / n])
+        cols.update(value=cur, next_yesterday=lags[:, 0], next_last_week=lags[:, 6], next_median7=_nanmedian_rows(lags))
+        cal_ns = series.start_ns + SLOT_NS * nxt
+    else:
+        idx = np.arange(last + 1, last + 1 + spec.steps)
+        n = len(idx)
+        lags = _lags(v, idx, range(1, 8))
+        cols.update({f"lag_{k}d": lags[:, k - 1] for k in range(1, 8)}, median7=_nanmedian_rows(lags))
+        pools: dict[tuple[int, int], dict[str, float]] = {}
+        for name in spec.features:
+            if POOL.match(name):
+                days, half, q = pool_params(name)
+                pools.setdefault((days, half), {})[name] = q
+        for (days, half), wanted in pools.items():
+            q = _pool_quantiles(v, idx, last, days, half, list(wanted.values()))
+            cols.update({name: q[:, c] for c, name in enumerate(wanted)})
+        recent = v[max(0, last - SLOTS_PER_DAY + 1):last + 1] if 0 <= last < len(v) else np.array([np.nan])
+        level = np.nanmean(recent) if np.isfinite(recent).any() else np.nan
+        cur = v[last] if 0 <= last < len(v) else np.nan
+        cols.update(level_1d=np.full(n, level), last=np.full(n, cur), step=np.arange(1, n + 1) / n)
+        cal_ns = series.start_ns + SLOT_NS * idx
+    cols.update(zip(CALENDAR, calendar(cal_ns).T, strict=True))
+    raw = np.column_stack([cols[name] for name in spec.features])
+    values = raw[:, value_columns(spec)]
     return raw, np.isnan(values)
 
 
@@ -137,10 +219,8 @@ def build_input(spec: WindowSpec, series: SlotSeries, issue_ns: int) -> tuple[np
 
 
 def value_columns(spec: WindowSpec) -> list[int]:
-    names = spec.features
-    if spec.layout == "next":
-        return [names.index(n) for n in ("value", "next_yesterday", "next_last_week", "next_median7")]
-    return [i for i, n in enumerate(names) if n.startswith("lag_") or n in ("median7", "level_1d", "last")]
+    """Indices of the kWh-valued features (scaled, and filled when missing)."""
+    return [i for i, n in enumerate(spec.features) if is_kwh_feature(spec.layout, n)]
 
 
 def scale_features(spec: WindowSpec, raw: np.ndarray) -> np.ndarray:

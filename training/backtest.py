@@ -23,11 +23,25 @@ def issue_times_for(horizon: int, start_ns: int, end_ns: int) -> np.ndarray:
     return np.arange(first, end_ns, step, dtype=np.int64)
 
 
-def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, out: Path) -> dict:
-    """Write the forecasts CSV. Issue times whose input window is incomplete (gaps) are skipped and counted."""
+def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, out: Path,
+             float_model: Path | None = None) -> dict:
+    """Write the forecasts CSV. Issue times whose input window is incomplete (gaps) are skipped and counted.
+
+    `float_model`: run this float TFLite file (written by `train` to DIR/float/) with the bundle's window
+    instead of the bundle's int8 model, to compare the two on the same issue times."""
     from edge_agent.inference import LoadedModel
+    from shared import manifest as mf
 
     model = LoadedModel.from_dir(bundle_dir)
+    if float_model is not None:
+        model_bytes = Path(float_model).read_bytes()
+        probe = model.runtime.load(model_bytes)
+        doc = dict(model.manifest)
+        for key, detail in (("input", probe.get_input_details()[0]), ("output", probe.get_output_details()[0])):
+            doc[key] = {"shape": [int(d) for d in detail["shape"]], "dtype": detail["dtype"].__name__,
+                        "scale": 0.0, "zero_point": 0}
+        doc["model"] = {**doc["model"], "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)}
+        model = LoadedModel(doc, model_bytes, model.runtime)
     h = model.spec.horizon
     written = skipped = 0
     with open(out, "w", newline="") as f:
@@ -41,7 +55,8 @@ def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, o
             for k, v in enumerate(fc.values, start=1):
                 w.writerow([iso(t), iso(t + k * SLOT_NS), k, f"{v:.6f}"])
             written += 1
-    return {"bundle": model.name, "version": model.manifest["version"], "issues": written,
+    return {"bundle": model.name, "version": model.manifest["version"], "model": "float" if float_model else "int8",
+            "issues": written,
             "skipped_incomplete": skipped, "runtime": str(model.runtime)}
 
 

@@ -35,7 +35,7 @@ def cmd_backtest(args) -> int:
     from training.backtest import backtest
 
     summary = backtest(Path(args.bundle), _series(args), parse_time_ns(args.start), parse_time_ns(args.end),
-                       Path(args.out))
+                       Path(args.out), Path(args.float_model) if args.float_model else None)
     print(json.dumps(summary))
     return 0
 
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--start", required=True)
     b.add_argument("--end", required=True)
     b.add_argument("--out", required=True)
+    b.add_argument("--float-model", help="run this float reference model (DIR/float/NAME.tflite from train) "
+                                         "instead of the bundle's int8 model")
     b.set_defaults(func=cmd_backtest)
     e = sub.add_parser("evaluate", help="model vs baselines on the same slots, as JSON")
     e.add_argument("--forecasts", required=True)

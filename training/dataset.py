@@ -16,16 +16,16 @@ def issue_times(series: SlotSeries, start_ns: int, end_ns: int, every: int = 1) 
     return np.arange(first, end_ns, SLOT_NS * every, dtype=np.int64)
 
 
-def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, require_target: bool = True
+def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: float = 1.0
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """X [n, steps, F] float32, Y [n, horizon] kWh (NaN where unknown), and the issue times kept.
 
-    Samples whose window is incomplete are skipped; targets are never filled in: a sample is kept only when
-    all its target slots are known (when `require_target`)."""
+    Samples whose window is incomplete are skipped. Targets are never filled in: unknown target slots stay NaN
+    (the loss masks them) and a sample is kept only when at least `min_known` of its target slots are known."""
     xs, ys, kept = [], [], []
     for t in issues.tolist():
         y = target(series, t, spec.horizon)
-        if require_target and not np.isfinite(y).all():
+        if np.isfinite(y).mean() < min_known or not np.isfinite(y).any():
             continue
         x, complete = build_input(spec, series, t)
         if not complete:

@@ -32,6 +32,11 @@ def to_int8(export_model, representative: np.ndarray) -> bytes:
     return conv.convert()
 
 
+def to_float(export_model) -> bytes:
+    """The same weights as a float32 TFLite model (the reference the int8 model is compared with)."""
+    return tf.lite.TFLiteConverter.from_keras_model(export_model).convert()
+
+
 def tensor_manifest(model_bytes: bytes) -> tuple[dict, dict]:
     """The manifest's `input` and `output` entries, read from the converted model."""
     from edge_agent.interpreter import runtime

@@ -32,6 +32,9 @@ class BundlePlan:
     loss: str
     every: int  # use every n-th issue time for training (day-ahead samples overlap heavily)
     residual: str | None = None
+    members: int = 1  # independently seeded copies averaged in one graph
+    min_known: float = 1.0  # keep training samples with at least this fraction of known target slots
+    learning_rate: float = 2e-3
 
     @property
     def name(self) -> str:
@@ -41,8 +44,8 @@ class BundlePlan:
 PLANS = (
     BundlePlan("cnn", "next", 32, 1, "mse", 1, "value"),
     BundlePlan("lstm", "next", 16, 1, "mse", 1, "value"),
-    BundlePlan("cnn", "day", 96, 96, "mae", 3, "median7"),
-    BundlePlan("lstm", "day", 96, 96, "mae", 6, "median7"),
+    BundlePlan("cnn", "day", 96, 96, "masked_mae", 3, "pool7d8_q50", members=5, min_known=0.5, learning_rate=1e-3),
+    BundlePlan("lstm", "day", 96, 96, "masked_mae", 3, "pool7d8_q50", members=5, min_known=0.5, learning_rate=1e-3),
 )
 
 SEED_REFERENCE = {  # the original project's figures on the seed test split (data/seed_house/README.md)
@@ -68,6 +71,7 @@ def progress(percent: float, stage: str) -> None:
 
 def metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     err = pred.reshape(-1) - actual.reshape(-1)
+    err = err[np.isfinite(err)]
     return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))), "n": int(err.size)}
 
 
@@ -79,11 +83,33 @@ def _split(issues: np.ndarray, horizon: int, fraction: float) -> tuple[np.ndarra
     return train, issues[issues >= cut]
 
 
+_SAMPLES: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def samples(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: float):
+    """dataset.build, remembered for the run: bundles with the same window and issue times share samples."""
+    key = (json.dumps(spec.to_dict(), sort_keys=True), id(series), issues.tobytes(), min_known)
+    if key not in _SAMPLES:
+        _SAMPLES[key] = dataset.build(spec, series, issues, min_known)
+    return _SAMPLES[key]
+
+
+def _progress_callback(keras, label: str, epochs: int, start: float, share: float):
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            print(f"[{label}] epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.4f} "
+                  f"val_loss {logs.get('val_loss', 0):.4f}", flush=True)
+            progress(start + share * (epoch + 1) / epochs, f"{label}: epoch {epoch + 1}")
+
+    return Progress()
+
+
 def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str, opts: TrainOptions,
               pct: tuple[float, float]) -> dict:
     from edge_agent.inference import LoadedModel
     from training import export
-    from training.models import build
+    from training.models import build, ensemble, masked_mae
     from training.tf_setup import keras, seed_everything
 
     t_start = time.time()
@@ -99,37 +125,43 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
     spec.mean = float(np.nanmean(y_all))
     spec.std = float(np.nanstd(y_all)) or 1.0
     progress(pct[0], f"{plan.name}: building samples")
-    xt, yt, kt = dataset.build(spec, series, train_issues)
-    xv, yv, kv = dataset.build(spec, series, val_issues)
+    xt, yt, kt = samples(spec, series, train_issues, plan.min_known)
+    xv, yv, kv = samples(spec, series, val_issues, plan.min_known)
     if len(xt) < 50 or len(xv) < 10:
         raise ValueError(f"{plan.name}: not enough complete samples (train {len(xt)}, validation {len(xv)}): "
                          f"need about 8 days of history plus training data")
     print(f"[{plan.name}] {len(xt)} training and {len(xv)} validation samples, "
           f"train {iso(int(kt[0]))} … {iso(int(kt[-1]))}, validation {iso(int(kv[0]))} … {iso(int(kv[-1]))}",
           flush=True)
-    seed_everything(opts.seed)
-    model = build(plan.kind, plan.steps, spec.n_features, plan.horizon)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=plan.loss)
     epochs = 2 if opts.quick else opts.max_epochs
-
-    class Progress(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            done = pct[0] + (pct[1] - pct[0]) * 0.8 * (epoch + 1) / epochs
-            print(f"[{plan.name}] epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.4f} "
-                  f"val_loss {logs.get('val_loss', 0):.4f}", flush=True)
-            progress(done, f"{plan.name}: epoch {epoch + 1}")
-
+    members = 1 if opts.quick else plan.members
+    loss = masked_mae if plan.loss == "masked_mae" else plan.loss
     st, sv = scale_target(spec, yt, xt), scale_target(spec, yv, xv)
-    stop = keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True)
-    model.fit(xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size,
-              verbose=0, shuffle=True, callbacks=[stop, Progress()])
+    trained = []
+    for m in range(members):
+        label = plan.name if members == 1 else f"{plan.name} member {m + 1}/{members}"
+        share = (pct[1] - pct[0]) * 0.8 / members
+        seed_everything(opts.seed + m)
+        model = build(plan.kind, spec)
+        model.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
+        stop = keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True)
+        model.fit(xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size, verbose=0,
+                  shuffle=True, callbacks=[stop, _progress_callback(keras, label, epochs, pct[0] + m * share, share)])
+        trained.append(model)
+    model = ensemble(trained, spec)
     progress(pct[0] + (pct[1] - pct[0]) * 0.85, f"{plan.name}: int8 export")
-    export_model = build(plan.kind, plan.steps, spec.n_features, plan.horizon, batch_size=1)
-    export_model.set_weights(model.get_weights())
+    export_members = []
+    for member in trained:
+        em = build(plan.kind, spec, batch_size=1)
+        em.set_weights(member.get_weights())
+        export_members.append(em)
+    export_model = ensemble(export_members, spec, batch_size=1)
     rng = np.random.default_rng(opts.seed)
     rep = xt[rng.choice(len(xt), size=min(300, len(xt)), replace=False)]
     model_bytes = export.to_int8(export_model, rep)
+    reference = out_dir / "float" / f"{plan.name}.tflite"  # not part of the bundle: for `backtest --float-model`
+    reference.parent.mkdir(parents=True, exist_ok=True)
+    reference.write_bytes(export.to_float(export_model))
     input_entry, output_entry = export.tensor_manifest(model_bytes)
 
     # validation metrics: float model, int8 through the edge's inference code, baselines on the same slots
@@ -144,7 +176,7 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
     loaded = LoadedModel(doc, model_bytes)
     int8_pred = np.stack([unscale_output(spec, loaded.run(x[None]), x) for x in xv])
     base = {name: np.stack([fn(series, int(t), plan.horizon) for t in kv]) for name, fn in BASELINES.items()}
-    ok = np.all(np.isfinite(np.stack(list(base.values()))), axis=(0, 2))  # slots every baseline covers
+    ok = np.all(np.isfinite(np.stack(list(base.values()))), axis=0) & np.isfinite(yv)  # slots all cover
     m_float, m_int8 = metrics(float_pred[ok], yv[ok]), metrics(int8_pred[ok], yv[ok])
     doc["metrics"] = {
         "validation": {"float": m_float, "int8": m_int8,
@@ -179,9 +211,12 @@ def train_all(series: SlotSeries, out_dir: Path, opts: TrainOptions) -> dict[str
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     plans = [p for p in PLANS if not opts.only or p.name in opts.only]
     docs = {}
-    for i, plan in enumerate(plans):
-        docs[plan.name] = train_one(plan, series, out_dir, version, opts,
-                                    (100 * i / len(plans), 100 * (i + 1) / len(plans)))
+    try:
+        for i, plan in enumerate(plans):
+            docs[plan.name] = train_one(plan, series, out_dir, version, opts,
+                                        (100 * i / len(plans), 100 * (i + 1) / len(plans)))
+    finally:
+        _SAMPLES.clear()
     progress(100, "done")
     (out_dir / "summary.json").write_text(json.dumps(
         {n: d["metrics"]["validation"] for n, d in docs.items()}, indent=2) + "\n")
