@@ -28,6 +28,13 @@ class Forecast:
     complete: bool  # False: the window had too many gaps (the caller should fall back to a baseline)
 
 
+def tensor_entry(detail: dict) -> dict:
+    """A manifest `input`/`output` entry from an interpreter's tensor details."""
+    scale, zp = detail["quantization"]
+    return {"shape": [int(s) for s in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name,
+            "scale": float(scale), "zero_point": int(zp)}
+
+
 class LoadedModel:
     """One bundle loaded in an interpreter; `predict` is thread-safe."""
 

@@ -81,7 +81,8 @@ class WindowSpec:
 
 
 NEXT_VALUES = ("value", "next_yesterday", "next_last_week", "next_median7")
-DAY_VALUES = (*(f"lag_{k}d" for k in range(1, 8)), "median7", "level_1d", "last")
+DAY_LAGS = (*(f"lag_{k}d" for k in range(1, 8)), "median7")
+DAY_VALUES = (*DAY_LAGS, "level_1d", "last")
 POOL = re.compile(r"^pool(\d+)d(\d+)_q(\d+)$")
 DAY_POOLS = ("pool3d8_q50", "pool7d4_q50", "pool7d8_q50", "pool7d16_q50", "pool14d4_q25", "pool14d4_q50", "pool14d4_q75",
              "pool28d8_q50")
@@ -91,7 +92,7 @@ def feature_names(layout: str) -> list[str]:
     """The default (current) feature list of a layout."""
     if layout == "next":
         return [*NEXT_VALUES, *CALENDAR]
-    return [*DAY_VALUES[:-2], *DAY_POOLS, *CALENDAR, "level_1d", "last", "step"]
+    return [*DAY_LAGS, *DAY_POOLS, *CALENDAR, "level_1d", "last", "step"]
 
 
 def pool_params(name: str) -> tuple[int, int, float]:

@@ -29,7 +29,7 @@ def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, o
 
     `float_model`: run this float TFLite file (written by `train` to DIR/float/) with the bundle's window
     instead of the bundle's int8 model, to compare the two on the same issue times."""
-    from edge_agent.inference import LoadedModel
+    from edge_agent.inference import LoadedModel, tensor_entry
     from shared import manifest as mf
 
     model = LoadedModel.from_dir(bundle_dir)
@@ -37,9 +37,8 @@ def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, o
         model_bytes = Path(float_model).read_bytes()
         probe = model.runtime.load(model_bytes)
         doc = dict(model.manifest)
-        for key, detail in (("input", probe.get_input_details()[0]), ("output", probe.get_output_details()[0])):
-            doc[key] = {"shape": [int(d) for d in detail["shape"]], "dtype": detail["dtype"].__name__,
-                        "scale": 0.0, "zero_point": 0}
+        doc["input"] = tensor_entry(probe.get_input_details()[0])
+        doc["output"] = tensor_entry(probe.get_output_details()[0])
         doc["model"] = {**doc["model"], "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)}
         model = LoadedModel(doc, model_bytes, model.runtime)
     h = model.spec.horizon

@@ -39,16 +39,11 @@ def to_float(export_model) -> bytes:
 
 def tensor_manifest(model_bytes: bytes) -> tuple[dict, dict]:
     """The manifest's `input` and `output` entries, read from the converted model."""
+    from edge_agent.inference import tensor_entry
     from edge_agent.interpreter import runtime
 
     interp = runtime().load(model_bytes)
-
-    def entry(d: dict) -> dict:
-        scale, zp = d["quantization"]
-        return {"shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
-                "scale": float(scale), "zero_point": int(zp)}
-
-    return entry(interp.get_input_details()[0]), entry(interp.get_output_details()[0])
+    return tensor_entry(interp.get_input_details()[0]), tensor_entry(interp.get_output_details()[0])
 
 
 _PROBE = """
