@@ -85,3 +85,21 @@ def test_bad_data_file_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(bad), "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no _time/_value or time/value columns" in r.stderr
+
+
+def test_a_reused_model_forgets_the_previous_window(seed_bundles):
+    """The fused TFLite LSTM keeps its state between invocations unless reset: a model that has run other
+    windows must give exactly what a freshly loaded one gives."""
+    from training.data import load
+
+    series = load([SEED_CSV])
+    issues = [series.start_ns + (30 * 96 + k * 37) * 900 * 10**9 for k in range(60)]
+    for name in ("lstm-1", "lstm-96", "cnn-1"):
+        reused = LoadedModel.from_dir(seed_bundles / name)
+        extreme = np.full(reused.manifest["input"]["shape"], 6.0, np.float32)
+        for _ in range(20):
+            reused.run(extreme)
+        for t in issues:
+            got = reused.predict(series, t).values
+            fresh = LoadedModel.from_dir(seed_bundles / name).predict(series, t).values
+            np.testing.assert_array_equal(got, fresh, err_msg=f"{name} at {t}")
