@@ -48,6 +48,8 @@ PLANS = (
     BundlePlan("lstm", "day", 96, 96, "masked_mae", 3, "pool7d8_q50", members=5, min_known=0.5, learning_rate=1e-3),
 )
 
+INT8_GAP_WARN = 0.02  # the int8 model may differ from the float one by at most this much validation MAE
+
 SEED_REFERENCE = {  # the original project's figures on the seed test split (data/seed_house/README.md)
     "seed_lstm_rmse": 0.12, "seed_cnn_rmse": 0.14, "persistence_rmse": 0.079, "persistence_mae": 0.045,
 }
@@ -196,6 +198,10 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
     bundle.mkdir(parents=True, exist_ok=True)
     (bundle / mf.MODEL_FILE).write_bytes(model_bytes)
     (bundle / mf.MANIFEST_FILE).write_bytes(mf.dump(doc))
+    gap = doc["metrics"]["int8_vs_float"]["mae_rel"]
+    if gap > INT8_GAP_WARN:
+        print(f"[{plan.name}] WARNING: the int8 model's validation MAE is {100 * gap:.1f} % away from the float "
+              f"model's (more than {100 * INT8_GAP_WARN:.0f} %): check the bundle before deploying it", flush=True)
     best = min(doc["metrics"]["validation"]["baselines"].items(), key=lambda kv_: kv_[1]["mae"])
     print(f"[{plan.name}] int8 rmse {m_int8['rmse']:.4f} mae {m_int8['mae']:.4f} | float mae {m_float['mae']:.4f}"
           f" | best baseline {best[0]} mae {best[1]['mae']:.4f} | {len(model_bytes)} bytes, "
