@@ -35,6 +35,7 @@ class MqttConfig:
     subscribe: list[str] = field(default_factory=list)  # default: the rules' topics
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
+    read_coalesce_s: float = 0.1  # messages trickling in are read in groups (see edge_agent/mqtt_socket.py)
 
     def __repr__(self) -> str:
         return (f"MqttConfig(host={self.host!r}, port={self.port}, client_id={self.client_id!r}, "
@@ -196,6 +197,8 @@ def load_config(path: str | Path) -> AgentConfig:
     mqtt.password = password
     if mqtt.qos not in (0, 1, 2):
         raise ConfigError(f"{where}: [mqtt].qos must be 0, 1 or 2")
+    if not 0 <= mqtt.read_coalesce_s <= 1:
+        raise ConfigError(f"{where}: [mqtt].read_coalesce_s must be between 0 and 1 (seconds)")
 
     st_doc = dict(doc.get("storage") or {})
     secrets = {k: _secret(st_doc, k, f"{where}: [storage]") for k in ("password", "token")}

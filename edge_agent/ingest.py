@@ -44,6 +44,7 @@ def make_client(config: AgentConfig, client_id: str, manual_ack: bool) -> mqtt.C
         client.tls_set(ca_certs=c.ca_file, cert_reqs=ssl.CERT_REQUIRED)
     client.reconnect_delay_set(min_delay=max(1, int(c.reconnect_min_s)), max_delay=max(1, int(c.reconnect_max_s)))
     client.max_queued_messages_set(0)
+    client.read_coalesce_s = c.read_coalesce_s if manual_ack else 0.0
     return client
 
 
@@ -153,12 +154,22 @@ class Ingest:
                     self.health.incr("spool_full_waits")
                     if self._stop.wait(0.5):
                         return  # not acknowledged: the broker redelivers after restart
-            for msg in messages:
-                if msg.qos > 0:
-                    self.client.ack(msg.mid, msg.qos)
+            self._ack(messages)
             self.health.incr("received", len(messages))
             self.health.incr("spooled", len(points))
             self._update_spool_gauges()
+
+    def _ack(self, messages: list[mqtt.MQTTMessage]) -> None:
+        """Acknowledge in arrival order; runs of QoS 1 messages go out as one write."""
+        run: list[int] = []
+        for msg in messages:
+            if msg.qos == 1:
+                run.append(msg.mid)
+            elif msg.qos == 2:
+                self.client.ack_many(run)
+                run = []
+                self.client.ack(msg.mid, msg.qos)
+        self.client.ack_many(run)
 
     def _update_spool_gauges(self) -> None:
         pending = self.spool.pending_bytes
