@@ -23,7 +23,7 @@ def cmd_train(args) -> int:
     t0 = time.time()
     series = _series(args)
     opts = TrainOptions(until_ns=parse_time_ns(args.until) if args.until else None, quick=args.quick,
-                        max_epochs=args.epochs, only=tuple(args.only or ()))
+                        max_epochs=args.epochs, only=tuple(args.only or ()), seed=args.seed)
     docs = train_all(series, Path(args.out), opts)
     print(json.dumps({"seconds": round(time.time() - t0, 1), "bundles": {
         n: {"dir": str(Path(args.out) / n), "bytes": d["model"]["bytes"],
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", required=True)
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--only", action="append", help="train only this bundle (repeatable)")
+    t.add_argument("--seed", type=int, default=42, help="base random seed (ensemble members use seed, seed+1, …)")
     t.add_argument("--quick", action="store_true", help="tiny training for tests: not a useful model")
     t.set_defaults(func=cmd_train)
     b = sub.add_parser("backtest", help="walk-forward forecasts through the edge's inference code")

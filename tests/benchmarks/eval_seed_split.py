@@ -56,10 +56,11 @@ def table(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="keep bundles and forecasts here (default: a temporary directory)")
+    ap.add_argument("--seed", type=int, default=42, help="training's base random seed")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="eval-seed-") as tmp:
         out = Path(args.out or tmp)
-        cli("train", "--data", CSV, "--until", UNTIL, "--out", str(out))
+        cli("train", "--data", CSV, "--until", UNTIL, "--out", str(out), "--seed", str(args.seed))
         results = {n: {w: evaluate(out, n, w) for w in ("int8", "float")} for n in NAMES}
     print(table(results))
     summary = {n: {"int8_rmse": r["int8"]["model"]["rmse"], "int8_mae": r["int8"]["model"]["mae"],
