@@ -35,6 +35,7 @@ class BundlePlan:
     members: int = 1  # independently seeded copies averaged in one graph
     min_known: float = 1.0  # keep training samples with at least this fraction of known target slots
     learning_rate: float = 2e-3
+    refit_epochs: int = 0  # after early stopping: epochs on training + validation data (see _refit)
 
     @property
     def name(self) -> str:
@@ -42,12 +43,15 @@ class BundlePlan:
 
 
 PLANS = (
-    BundlePlan("cnn", "next", 32, 1, "mse", 1, "value"),
+    BundlePlan("cnn", "next", 32, 1, "mse", 1, "value", members=3),
     BundlePlan("lstm", "next", 16, 1, "mse", 1, "value"),
-    BundlePlan("cnn", "day", 96, 96, "masked_mae", 3, "pool7d8_q50", members=5, min_known=0.5, learning_rate=1e-3),
-    BundlePlan("lstm", "day", 96, 96, "masked_mae", 3, "pool7d8_q50", members=5, min_known=0.5, learning_rate=1e-3),
+    BundlePlan("cnn", "day", 96, 96, "masked_mae", 3, "pool7d8_q50", members=5, min_known=0.5, learning_rate=1e-3,
+               refit_epochs=2),
+    BundlePlan("lstm", "day", 96, 96, "masked_mae", 3, "pool7d8_q50", members=8, min_known=0.5, learning_rate=1e-3,
+               refit_epochs=2),
 )
 
+REFIT_LR_FACTOR = 0.3  # refit learning rate relative to the plan's
 INT8_GAP_WARN = 0.02  # the int8 model may differ from the float one by at most this much validation MAE
 
 SEED_REFERENCE = {  # the original project's figures on the seed test split (data/seed_house/README.md)
@@ -107,12 +111,74 @@ def _progress_callback(keras, label: str, epochs: int, start: float, share: floa
     return Progress()
 
 
+def _fit_members(plan: BundlePlan, spec: WindowSpec, data: tuple, opts: TrainOptions, pct: tuple[float, float]):
+    """Train `members` independently seeded copies with early stopping on the validation loss."""
+    from training.models import build, masked_mae
+    from training.tf_setup import keras, seed_everything
+
+    xt, st, xv, sv = data
+    epochs = 2 if opts.quick else opts.max_epochs
+    members = 1 if opts.quick else plan.members
+    loss = masked_mae if plan.loss == "masked_mae" else plan.loss
+    trained = []
+    for m in range(members):
+        label = plan.name if members == 1 else f"{plan.name} member {m + 1}/{members}"
+        share = (pct[1] - pct[0]) * 0.75 / members
+        seed_everything(opts.seed + m)
+        model = build(plan.kind, spec)
+        model.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
+        stop = keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True)
+        model.fit(xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size, verbose=0,
+                  shuffle=True, callbacks=[stop, _progress_callback(keras, label, epochs, pct[0] + m * share, share)])
+        trained.append(model)
+    return trained
+
+
+def _refit(plan: BundlePlan, trained: list, x: np.ndarray, y: np.ndarray, opts: TrainOptions) -> None:
+    """A few more epochs on training + validation data at a lower learning rate (the newest weeks matter most)."""
+    from training.tf_setup import keras
+
+    epochs = 1 if opts.quick else plan.refit_epochs
+    print(f"[{plan.name}] refit: {epochs} epochs on training + validation data "
+          f"({len(x)} samples, learning rate {plan.learning_rate * REFIT_LR_FACTOR:g})", flush=True)
+    for model in trained:
+        keras.backend.set_value(model.optimizer.learning_rate, plan.learning_rate * REFIT_LR_FACTOR)
+        model.fit(x, y, epochs=epochs, batch_size=opts.batch_size, verbose=0, shuffle=True)
+
+
+def _to_int8(plan: BundlePlan, spec: WindowSpec, trained: list, rep: np.ndarray, float_file: Path | None = None):
+    """Convert the averaged members to int8 TFLite (batch 1, as the edge runs them); optionally the float twin."""
+    from training import export
+    from training.models import build, ensemble
+
+    members = []
+    for member in trained:
+        em = build(plan.kind, spec, batch_size=1)
+        em.set_weights(member.get_weights())
+        members.append(em)
+    export_model = ensemble(members, spec, batch_size=1)
+    if float_file is not None:
+        float_file.parent.mkdir(parents=True, exist_ok=True)
+        float_file.write_bytes(export.to_float(export_model))
+    return export.to_int8(export_model, rep)
+
+
+def _scores(spec: WindowSpec, doc: dict, model_bytes: bytes, float_model, xv: np.ndarray, yv: np.ndarray,
+            ok: np.ndarray) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """Float and int8 (through the edge's inference code) metrics on the validation windows `ok`."""
+    from edge_agent.inference import LoadedModel
+
+    float_pred = np.stack([unscale_output(spec, p, x) for p, x in
+                           zip(float_model.predict(xv, verbose=0, batch_size=512), xv, strict=True)])
+    loaded = LoadedModel(doc, model_bytes)
+    int8_pred = np.stack([unscale_output(spec, loaded.run(x[None]), x) for x in xv])
+    return metrics(float_pred[ok], yv[ok]), metrics(int8_pred[ok], yv[ok]), float_pred, int8_pred
+
+
 def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str, opts: TrainOptions,
               pct: tuple[float, float]) -> dict:
-    from edge_agent.inference import LoadedModel
     from training import export
-    from training.models import build, ensemble, masked_mae
-    from training.tf_setup import keras, seed_everything
+    from training.models import ensemble
 
     t_start = time.time()
     until = opts.until_ns or series.last_ns + SLOT_NS
@@ -135,54 +201,45 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
     print(f"[{plan.name}] {len(xt)} training and {len(xv)} validation samples, "
           f"train {iso(int(kt[0]))} … {iso(int(kt[-1]))}, validation {iso(int(kv[0]))} … {iso(int(kv[-1]))}",
           flush=True)
-    epochs = 2 if opts.quick else opts.max_epochs
-    members = 1 if opts.quick else plan.members
-    loss = masked_mae if plan.loss == "masked_mae" else plan.loss
     st, sv = scale_target(spec, yt, xt), scale_target(spec, yv, xv)
-    trained = []
-    for m in range(members):
-        label = plan.name if members == 1 else f"{plan.name} member {m + 1}/{members}"
-        share = (pct[1] - pct[0]) * 0.8 / members
-        seed_everything(opts.seed + m)
-        model = build(plan.kind, spec)
-        model.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
-        stop = keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True)
-        model.fit(xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size, verbose=0,
-                  shuffle=True, callbacks=[stop, _progress_callback(keras, label, epochs, pct[0] + m * share, share)])
-        trained.append(model)
-    model = ensemble(trained, spec)
-    progress(pct[0] + (pct[1] - pct[0]) * 0.85, f"{plan.name}: int8 export")
-    export_members = []
-    for member in trained:
-        em = build(plan.kind, spec, batch_size=1)
-        em.set_weights(member.get_weights())
-        export_members.append(em)
-    export_model = ensemble(export_members, spec, batch_size=1)
+    trained = _fit_members(plan, spec, (xt, st, xv, sv), opts, pct)
+
     rng = np.random.default_rng(opts.seed)
     rep = xt[rng.choice(len(xt), size=min(300, len(xt)), replace=False)]
-    model_bytes = export.to_int8(export_model, rep)
-    reference = out_dir / "float" / f"{plan.name}.tflite"  # not part of the bundle: for `backtest --float-model`
-    reference.parent.mkdir(parents=True, exist_ok=True)
-    reference.write_bytes(export.to_float(export_model))
-    input_entry, output_entry = export.tensor_manifest(model_bytes)
-
-    # validation metrics: float model, int8 through the edge's inference code, baselines on the same slots
-    float_pred = np.stack([unscale_output(spec, p, x) for p, x in zip(model.predict(xv, verbose=0, batch_size=512),
-                                                                       xv, strict=True)])
     doc = {
         "schema_version": mf.SCHEMA_VERSION, "name": plan.name, "kind": plan.kind, "horizon_steps": plan.horizon,
         "version": version, "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "window": spec.to_dict(), "input": input_entry, "output": {**output_entry, "unit": "kWh"},
-        "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)},
+        "window": spec.to_dict(),
     }
-    loaded = LoadedModel(doc, model_bytes)
-    int8_pred = np.stack([unscale_output(spec, loaded.run(x[None]), x) for x in xv])
     base = {name: np.stack([fn(series, int(t), plan.horizon) for t in kv]) for name, fn in BASELINES.items()}
     ok = np.all(np.isfinite(np.stack(list(base.values()))), axis=0) & np.isfinite(yv)  # slots all cover
-    m_float, m_int8 = metrics(float_pred[ok], yv[ok]), metrics(int8_pred[ok], yv[ok])
+    validation = {"baselines": {n: metrics(p[ok], yv[ok]) for n, p in base.items()}}
+    refit = {}
+    if plan.refit_epochs:
+        # held-out scores come from the early-stopped members: the refit sees the validation part
+        progress(pct[0] + (pct[1] - pct[0]) * 0.75, f"{plan.name}: int8 check before refit")
+        held_out = _to_int8(plan, spec, trained, rep)
+        in_out = export.tensor_manifest(held_out)
+        validation["float"], validation["int8"], *_ = _scores(
+            spec, {**doc, "input": in_out[0], "output": in_out[1],
+                   "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(held_out), "bytes": len(held_out)}},
+            held_out, ensemble(trained, spec), xv, yv, ok)
+        _refit(plan, trained, np.concatenate([xt, xv]), np.concatenate([st, sv]), opts)
+        refit = {"epochs": 1 if opts.quick else plan.refit_epochs,
+                 "learning_rate": plan.learning_rate * REFIT_LR_FACTOR, "samples": int(len(xt) + len(xv))}
+    progress(pct[0] + (pct[1] - pct[0]) * 0.85, f"{plan.name}: int8 export")
+    model_bytes = _to_int8(plan, spec, trained, rep, float_file=out_dir / "float" / f"{plan.name}.tflite")
+    input_entry, output_entry = export.tensor_manifest(model_bytes)  # float/: for `backtest --float-model` only
+    doc.update({"input": input_entry, "output": {**output_entry, "unit": "kWh"},
+                "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)}})
+    # the shipped model: float vs int8 through the edge's inference code, baselines on the same slots
+    m_float, m_int8, float_pred, int8_pred = _scores(spec, doc, model_bytes, ensemble(trained, spec), xv, yv, ok)
+    if refit:
+        refit["validation_seen"] = {"float": m_float, "int8": m_int8}
+    else:
+        validation.update({"float": m_float, "int8": m_int8})
     doc["metrics"] = {
-        "validation": {"float": m_float, "int8": m_int8,
-                       "baselines": {n: metrics(p[ok], yv[ok]) for n, p in base.items()}},
+        "validation": validation,
         "int8_vs_float": {"mae_rel": abs(m_int8["mae"] - m_float["mae"]) / max(m_float["mae"], 1e-9),
                           "mean_abs_diff_kwh": float(np.mean(np.abs(int8_pred - float_pred)))},
         "seed_reference": SEED_REFERENCE,
@@ -192,7 +249,7 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
                    "validation_start": iso(int(kv[0]))}
     doc["runtimes"] = export.check_runtimes(model_bytes)
     doc["training"] = {"seconds": round(time.time() - t_start, 1), "loss": plan.loss, "seed": opts.seed,
-                       "epochs_max": epochs}
+                       "epochs_max": 2 if opts.quick else opts.max_epochs, "refit": refit or None}
     mf.validate(doc)
     bundle = out_dir / plan.name
     bundle.mkdir(parents=True, exist_ok=True)
@@ -202,10 +259,10 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
     if gap > INT8_GAP_WARN:
         print(f"[{plan.name}] WARNING: the int8 model's validation MAE is {100 * gap:.1f} % away from the float "
               f"model's (more than {100 * INT8_GAP_WARN:.0f} %): check the bundle before deploying it", flush=True)
-    best = min(doc["metrics"]["validation"]["baselines"].items(), key=lambda kv_: kv_[1]["mae"])
-    print(f"[{plan.name}] int8 rmse {m_int8['rmse']:.4f} mae {m_int8['mae']:.4f} | float mae {m_float['mae']:.4f}"
-          f" | best baseline {best[0]} mae {best[1]['mae']:.4f} | {len(model_bytes)} bytes, "
-          f"{doc['training']['seconds']} s", flush=True)
+    best = min(validation["baselines"].items(), key=lambda kv_: kv_[1]["mae"])
+    print(f"[{plan.name}] int8 rmse {validation['int8']['rmse']:.4f} mae {validation['int8']['mae']:.4f} | float mae "
+          f"{validation['float']['mae']:.4f} | best baseline {best[0]} mae {best[1]['mae']:.4f} | "
+          f"{len(model_bytes)} bytes, {doc['training']['seconds']} s", flush=True)
     return doc
 
 

@@ -1,8 +1,9 @@
 """`make eval-seed`: the README's accuracy table, reproduced through the acceptance CLI.
 
 Trains the four bundles on the seed data before 2023-06-18T02:00Z, backtests each int8 bundle (and its float
-reference model) walk-forward over the test period, evaluates against the baselines on the same slots, and
-prints a Markdown table and, as the last line, one JSON object. `--out DIR` keeps the bundles and CSVs.
+reference model) walk-forward over the test period, evaluates against the baselines on the same slots, scores the
+int8 forecasts again with score_independently.py (pandas only, no project code), and prints a Markdown table and,
+as the last line, one JSON object. `--out DIR` keeps the bundles and CSVs.
 """
 
 from __future__ import annotations
@@ -62,17 +63,25 @@ def main() -> None:
         out = Path(args.out or tmp)
         cli("train", "--data", CSV, "--until", UNTIL, "--out", str(out), "--seed", str(args.seed))
         results = {n: {w: evaluate(out, n, w) for w in ("int8", "float")} for n in NAMES}
+        scorer = Path(__file__).with_name("score_independently.py")
+        independent = json.loads(subprocess.run(
+            [sys.executable, str(scorer), CSV, *(str(out / f"{n}.int8.csv") for n in NAMES)],
+            check=True, text=True, stdout=subprocess.PIPE).stdout)
     print(table(results))
     summary = {n: {"int8_rmse": r["int8"]["model"]["rmse"], "int8_mae": r["int8"]["model"]["mae"],
                    "float_mae": r["float"]["model"]["mae"],
                    "int8_vs_float_mae": round(r["int8"]["model"]["mae"] / r["float"]["model"]["mae"] - 1, 4),
                    "slots": r["int8"]["slots"]} for n, r in results.items()}
+    independent = {n: independent[str(out / f"{n}.int8.csv")] for n in NAMES}
     for n in ("cnn-1", "lstm-1"):
         summary[n]["rmse_vs_persistence"] = round(
             results[n]["int8"]["model"]["rmse"] / results[n]["int8"]["baselines"]["persistence"]["rmse"], 4)
+        summary[n]["independent_rmse_vs_persistence"] = independent[n]["persistence"]["rmse_ratio"]
     for n in ("cnn-96", "lstm-96"):
         summary[n]["mae_vs_median_7_days"] = round(
             results[n]["int8"]["model"]["mae"] / results[n]["int8"]["baselines"]["median_7_days"]["mae"], 4)
+        summary[n]["independent_mae_vs_median_7_days"] = {
+            k: independent[n][f"median_7_days_{k}"]["mae_ratio"] for k in ("strict", "nan_skip")}
     print(json.dumps(summary))
 
 

@@ -29,6 +29,14 @@ def test_quick_training_writes_four_valid_int8_bundles(seed_bundles):
         assert set(val["baselines"]) == {"persistence", "same_slot_yesterday", "same_slot_last_week",
                                          "median_7_days"}
         assert val["int8"]["n"] == val["baselines"]["persistence"]["n"] > 0
+        refit = doc["training"]["refit"]
+        if name.endswith("-96"):  # refit on training + validation: held-out scores are from before the refit
+            assert refit["epochs"] == 1 and refit["samples"] == doc["data"]["train_samples"] + \
+                doc["data"]["validation_samples"]
+            assert refit["validation_seen"]["int8"]["n"] == val["int8"]["n"]
+            assert refit["validation_seen"]["int8"]["mae"] != val["int8"]["mae"]  # a different model was shipped
+        else:
+            assert refit is None
         m = LoadedModel.from_dir(b)
         assert m.runtime.name == "ai-edge-litert"
         assert doc["model"]["bytes"] < 200_000
