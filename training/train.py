@@ -104,8 +104,8 @@ def _progress_callback(keras, label: str, epochs: int, start: float, share: floa
     class Progress(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            print(f"[{label}] epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.4f} "
-                  f"val_loss {logs.get('val_loss', 0):.4f}", flush=True)
+            val = f" val_loss {logs['val_loss']:.4f}" if "val_loss" in logs else ""
+            print(f"[{label}] epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.4f}{val}", flush=True)
             progress(start + share * (epoch + 1) / epochs, f"{label}: epoch {epoch + 1}")
 
     return Progress()
@@ -134,16 +134,20 @@ def _fit_members(plan: BundlePlan, spec: WindowSpec, data: tuple, opts: TrainOpt
     return trained
 
 
-def _refit(plan: BundlePlan, trained: list, x: np.ndarray, y: np.ndarray, opts: TrainOptions) -> None:
+def _refit(plan: BundlePlan, trained: list, x: np.ndarray, y: np.ndarray, opts: TrainOptions,
+           pct: tuple[float, float]) -> None:
     """A few more epochs on training + validation data at a lower learning rate (the newest weeks matter most)."""
     from training.tf_setup import keras
 
     epochs = 1 if opts.quick else plan.refit_epochs
     print(f"[{plan.name}] refit: {epochs} epochs on training + validation data "
           f"({len(x)} samples, learning rate {plan.learning_rate * REFIT_LR_FACTOR:g})", flush=True)
-    for model in trained:
+    share = (pct[1] - pct[0]) / len(trained)
+    for m, model in enumerate(trained):
         keras.backend.set_value(model.optimizer.learning_rate, plan.learning_rate * REFIT_LR_FACTOR)
-        model.fit(x, y, epochs=epochs, batch_size=opts.batch_size, verbose=0, shuffle=True)
+        label = f"{plan.name} refit {m + 1}/{len(trained)}"
+        model.fit(x, y, epochs=epochs, batch_size=opts.batch_size, verbose=0, shuffle=True,
+                  callbacks=[_progress_callback(keras, label, epochs, pct[0] + m * share, share)])
 
 
 def _to_int8(plan: BundlePlan, spec: WindowSpec, trained: list, rep: np.ndarray, float_file: Path | None = None):
@@ -217,14 +221,16 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
     refit = {}
     if plan.refit_epochs:
         # held-out scores come from the early-stopped members: the refit sees the validation part
-        progress(pct[0] + (pct[1] - pct[0]) * 0.75, f"{plan.name}: int8 check before refit")
+        span = pct[1] - pct[0]
+        progress(pct[0] + span * 0.75, f"{plan.name}: int8 check before refit")
         held_out = _to_int8(plan, spec, trained, rep)
         in_out = export.tensor_manifest(held_out)
         validation["float"], validation["int8"], *_ = _scores(
             spec, {**doc, "input": in_out[0], "output": in_out[1],
                    "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(held_out), "bytes": len(held_out)}},
             held_out, ensemble(trained, spec), xv, yv, ok)
-        _refit(plan, trained, np.concatenate([xt, xv]), np.concatenate([st, sv]), opts)
+        _refit(plan, trained, np.concatenate([xt, xv]), np.concatenate([st, sv]), opts,
+               (pct[0] + span * 0.77, pct[0] + span * 0.85))
         refit = {"epochs": 1 if opts.quick else plan.refit_epochs,
                  "learning_rate": plan.learning_rate * REFIT_LR_FACTOR, "samples": int(len(xt) + len(xv))}
     progress(pct[0] + (pct[1] - pct[0]) * 0.85, f"{plan.name}: int8 export")
