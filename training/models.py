@@ -58,7 +58,7 @@ def ensemble(members: list, spec: WindowSpec, batch_size: int | None = None):
         return members[0]
     inp = keras.Input(shape=(spec.steps, spec.n_features), batch_size=batch_size, name="window")
     for i, m in enumerate(members):
-        m._name = f"{m.name.split('_member')[0]}_member{i + 1}"  # nested models need unique names
+        m._name = f"{m.name}_member{i + 1}"  # nested models need unique names
     return keras.Model(inp, L.Average()([m(inp) for m in members]), name=f"{members[0].name}_ensemble")
 
 

@@ -70,6 +70,10 @@ class TrainOptions:
     quick: bool = False  # tiny epochs/samples: for tests only
     only: tuple[str, ...] = ()
 
+    @property
+    def epochs(self) -> int:
+        return 2 if self.quick else self.max_epochs
+
 
 def progress(percent: float, stage: str) -> None:
     print(f"progress: {percent:.0f} {stage}", flush=True)
@@ -117,7 +121,7 @@ def _fit_members(plan: BundlePlan, spec: WindowSpec, data: tuple, opts: TrainOpt
     from training.tf_setup import keras, seed_everything
 
     xt, st, xv, sv = data
-    epochs = 2 if opts.quick else opts.max_epochs
+    epochs = opts.epochs
     members = 1 if opts.quick else plan.members
     loss = masked_mae if plan.loss == "masked_mae" else plan.loss
     trained = []
@@ -135,19 +139,21 @@ def _fit_members(plan: BundlePlan, spec: WindowSpec, data: tuple, opts: TrainOpt
 
 
 def _refit(plan: BundlePlan, trained: list, x: np.ndarray, y: np.ndarray, opts: TrainOptions,
-           pct: tuple[float, float]) -> None:
-    """A few more epochs on training + validation data at a lower learning rate (the newest weeks matter most)."""
+           pct: tuple[float, float]) -> dict:
+    """A few more epochs on training + validation data at a lower learning rate (the newest weeks matter most).
+    Returns the manifest's record of it."""
     from training.tf_setup import keras
 
-    epochs = 1 if opts.quick else plan.refit_epochs
-    print(f"[{plan.name}] refit: {epochs} epochs on training + validation data "
-          f"({len(x)} samples, learning rate {plan.learning_rate * REFIT_LR_FACTOR:g})", flush=True)
+    epochs, lr = (1 if opts.quick else plan.refit_epochs), plan.learning_rate * REFIT_LR_FACTOR
+    print(f"[{plan.name}] refit: {epochs} epochs on training + validation data ({len(x)} samples, "
+          f"learning rate {lr:g})", flush=True)
     share = (pct[1] - pct[0]) / len(trained)
     for m, model in enumerate(trained):
-        keras.backend.set_value(model.optimizer.learning_rate, plan.learning_rate * REFIT_LR_FACTOR)
+        keras.backend.set_value(model.optimizer.learning_rate, lr)
         label = f"{plan.name} refit {m + 1}/{len(trained)}"
         model.fit(x, y, epochs=epochs, batch_size=opts.batch_size, verbose=0, shuffle=True,
                   callbacks=[_progress_callback(keras, label, epochs, pct[0] + m * share, share)])
+    return {"epochs": epochs, "learning_rate": lr, "samples": int(len(x))}
 
 
 def _to_int8(plan: BundlePlan, spec: WindowSpec, trained: list, rep: np.ndarray, float_file: Path | None = None):
@@ -167,6 +173,15 @@ def _to_int8(plan: BundlePlan, spec: WindowSpec, trained: list, rep: np.ndarray,
     return export.to_int8(export_model, rep)
 
 
+def _model_entries(model_bytes: bytes) -> dict:
+    """The manifest's `input`, `output` and `model` entries for an int8 model."""
+    from training import export
+
+    input_entry, output_entry = export.tensor_manifest(model_bytes)
+    return {"input": input_entry, "output": {**output_entry, "unit": "kWh"},
+            "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)}}
+
+
 def _scores(spec: WindowSpec, doc: dict, model_bytes: bytes, float_model, xv: np.ndarray, yv: np.ndarray,
             ok: np.ndarray) -> tuple[dict, dict, np.ndarray, np.ndarray]:
     """Float and int8 (through the edge's inference code) metrics on the validation windows `ok`."""
@@ -174,7 +189,7 @@ def _scores(spec: WindowSpec, doc: dict, model_bytes: bytes, float_model, xv: np
 
     float_pred = np.stack([unscale_output(spec, p, x) for p, x in
                            zip(float_model.predict(xv, verbose=0, batch_size=512), xv, strict=True)])
-    loaded = LoadedModel(doc, model_bytes)
+    loaded = LoadedModel({**doc, **_model_entries(model_bytes)}, model_bytes)
     int8_pred = np.stack([unscale_output(spec, loaded.run(x[None]), x) for x in xv])
     return metrics(float_pred[ok], yv[ok]), metrics(int8_pred[ok], yv[ok]), float_pred, int8_pred
 
@@ -207,6 +222,7 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
           flush=True)
     st, sv = scale_target(spec, yt, xt), scale_target(spec, yv, xv)
     trained = _fit_members(plan, spec, (xt, st, xv, sv), opts, pct)
+    model = ensemble(trained, spec)  # the members' layers, shared: it follows the refit
 
     rng = np.random.default_rng(opts.seed)
     rep = xt[rng.choice(len(xt), size=min(300, len(xt)), replace=False)]
@@ -224,22 +240,15 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
         span = pct[1] - pct[0]
         progress(pct[0] + span * 0.75, f"{plan.name}: int8 check before refit")
         held_out = _to_int8(plan, spec, trained, rep)
-        in_out = export.tensor_manifest(held_out)
-        validation["float"], validation["int8"], *_ = _scores(
-            spec, {**doc, "input": in_out[0], "output": in_out[1],
-                   "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(held_out), "bytes": len(held_out)}},
-            held_out, ensemble(trained, spec), xv, yv, ok)
-        _refit(plan, trained, np.concatenate([xt, xv]), np.concatenate([st, sv]), opts,
-               (pct[0] + span * 0.77, pct[0] + span * 0.85))
-        refit = {"epochs": 1 if opts.quick else plan.refit_epochs,
-                 "learning_rate": plan.learning_rate * REFIT_LR_FACTOR, "samples": int(len(xt) + len(xv))}
+        validation["float"], validation["int8"], *_ = _scores(spec, doc, held_out, model, xv, yv, ok)
+        refit = _refit(plan, trained, np.concatenate([xt, xv]), np.concatenate([st, sv]), opts,
+                       (pct[0] + span * 0.77, pct[0] + span * 0.85))
     progress(pct[0] + (pct[1] - pct[0]) * 0.85, f"{plan.name}: int8 export")
+    # float/: not part of the bundle, for `backtest --float-model` only
     model_bytes = _to_int8(plan, spec, trained, rep, float_file=out_dir / "float" / f"{plan.name}.tflite")
-    input_entry, output_entry = export.tensor_manifest(model_bytes)  # float/: for `backtest --float-model` only
-    doc.update({"input": input_entry, "output": {**output_entry, "unit": "kWh"},
-                "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)}})
+    doc.update(_model_entries(model_bytes))
     # the shipped model: float vs int8 through the edge's inference code, baselines on the same slots
-    m_float, m_int8, float_pred, int8_pred = _scores(spec, doc, model_bytes, ensemble(trained, spec), xv, yv, ok)
+    m_float, m_int8, float_pred, int8_pred = _scores(spec, doc, model_bytes, model, xv, yv, ok)
     if refit:
         refit["validation_seen"] = {"float": m_float, "int8": m_int8}
     else:
@@ -255,7 +264,7 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
                    "validation_start": iso(int(kv[0]))}
     doc["runtimes"] = export.check_runtimes(model_bytes)
     doc["training"] = {"seconds": round(time.time() - t_start, 1), "loss": plan.loss, "seed": opts.seed,
-                       "epochs_max": 2 if opts.quick else opts.max_epochs, "refit": refit or None}
+                       "epochs_max": opts.epochs, "refit": refit or None}
     mf.validate(doc)
     bundle = out_dir / plan.name
     bundle.mkdir(parents=True, exist_ok=True)
