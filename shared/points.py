@@ -1,20 +1,67 @@
-"""A time-series point and its InfluxDB line-protocol encoding (used by the edge, the server and the tests)."""
+"""A time-series point and its InfluxDB line-protocol encoding (used by the edge, the server and the tests).
+
+Names are checked before they are encoded, because line protocol cannot carry everything a device may send,
+and what it cannot carry does not fail loudly: a newline splits one point into two (an injection), a leading
+`#` turns the line into a comment (counted as stored, never stored), a trailing backslash escapes the separator
+after it. The rules below were checked against a real InfluxDB 1.6.7 (tests/shared/test_points_fuzz.py):
+
+- measurement, tag keys, tag values, field keys: 1-256 characters, no control characters (U+0000-U+001F, U+007F),
+  no backslash (InfluxDB 1.x keeps escape backslashes literally while 2.x removes them: no encoding round-trips
+  on both); a measurement must not start with `#`; `time` is not a tag or field key (1.x refuses it).
+- string field values: no control characters (a line is then always exactly one point).
+- time: within InfluxDB's range (±9,223,372,036,854,775,806 ns).
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 FieldValue = float | int | str | bool
 
+MAX_NAME_CHARS = 256
+MAX_TIME_NS = 9_223_372_036_854_775_806
+RESERVED_KEYS = frozenset({"time"})
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class InvalidPoint(ValueError):
+    """A point InfluxDB would reject or misread. `reason` is `invalid_name`, `invalid_value` or `bad_timestamp`."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def name_problem(text: object, what: str = "name") -> str | None:
+    """Why `text` cannot be a measurement, tag or field name in line protocol (None: it can)."""
+    if not isinstance(text, str):
+        return f"{what} must be a string, got {type(text).__name__}"
+    if not text:
+        return f"{what} is empty"
+    if len(text) > MAX_NAME_CHARS:
+        return f"{what} has {len(text)} characters, at most {MAX_NAME_CHARS}"
+    bad = _FORBIDDEN.search(text)
+    if bad:
+        return f"{what} {text[:40]!r} contains {bad.group()!r} (control characters and backslashes are refused)"
+    return None
+
+
+def _check_name(text: object, what: str) -> None:
+    problem = name_problem(text, what)
+    if problem:
+        raise InvalidPoint("invalid_name", problem)
+
 
 def _escape_key(text: str) -> str:
-    """Escape a measurement-free key (tag key, tag value, field key): commas, equals signs, spaces."""
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    """Escape a tag key, tag value or field key: commas, equals signs, spaces."""
+    return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def _escape_measurement(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+    return text.replace(",", "\\,").replace(" ", "\\ ")
 
 
 def _field_value(value: FieldValue) -> str:
@@ -41,18 +88,31 @@ class Point:
     time_ns: int = 0
 
     def validate(self) -> None:
-        """Raise ValueError if InfluxDB would reject this point (empty names, no fields, non-finite floats)."""
-        if not self.measurement:
-            raise ValueError("empty measurement name")
+        """Raise InvalidPoint (a ValueError) if InfluxDB would reject or misread this point."""
+        _check_name(self.measurement, "measurement")
+        if self.measurement.startswith("#"):
+            raise InvalidPoint("invalid_name", f"measurement {self.measurement[:40]!r} starts with '#' "
+                                               "(a comment in line protocol)")
         if not self.fields:
-            raise ValueError(f"point {self.measurement!r} has no fields")
+            raise InvalidPoint("invalid_value", f"point {self.measurement!r} has no fields")
         for key, value in self.tags.items():
-            if not key or value == "" or "\n" in key or "\n" in str(value):
-                raise ValueError(f"invalid tag {key!r}={value!r}")
+            _check_name(key, "tag key")
+            _check_name(value, f"tag {key!r}")
+            if key in RESERVED_KEYS:
+                raise InvalidPoint("invalid_name", f"{key!r} cannot be a tag key")
         for key, value in self.fields.items():
-            if not key or "\n" in key:
-                raise ValueError(f"invalid field key {key!r}")
-            _field_value(value)
+            _check_name(key, "field key")
+            if key in RESERVED_KEYS:
+                raise InvalidPoint("invalid_name", f"{key!r} cannot be a field key")
+            if isinstance(value, str) and _CONTROL.search(value):
+                raise InvalidPoint("invalid_value", f"field {key!r} holds control characters")
+            try:
+                _field_value(value)
+            except (TypeError, ValueError) as exc:
+                raise InvalidPoint("invalid_value", f"field {key!r}: {exc}") from None
+        if not isinstance(self.time_ns, int) or isinstance(self.time_ns, bool) \
+                or not -MAX_TIME_NS <= self.time_ns <= MAX_TIME_NS:
+            raise InvalidPoint("bad_timestamp", f"time {self.time_ns!r} ns is outside InfluxDB's range")
 
     def to_line(self) -> str:
         """InfluxDB line protocol; tags sorted by key (the order InfluxDB prefers)."""
@@ -68,10 +128,43 @@ def to_lines(points: list[Point]) -> bytes:
     return ("\n".join(p.to_line() for p in points) + "\n").encode("utf-8")
 
 
-def line_head(line: bytes) -> tuple[str, int]:
-    """Measurement and timestamp (ns) of one line-protocol line (for listeners that only need those)."""
-    text = line.decode("utf-8")
+def split_lines(body: bytes) -> list[bytes]:
+    """The lines of a write body, each ending in b"\\n". Only `\\n` separates points (not `\\r`, which
+    `bytes.splitlines` would also split on)."""
+    return [line + b"\n" for line in body.split(b"\n") if line]
+
+
+# One line-protocol line that cannot run into the next: quoted strings closed on the line, no escaped newline.
+_SELF_CONTAINED = re.compile(rb'(?:[^"\\\n]|\\[^\n]|"(?:[^"\\\n]|\\[^\n])*")*\n?')
+
+
+def contained_lines(body: bytes) -> tuple[bytes, list[bytes]]:
+    """Split a write body into the lines that are self-contained and those that are not.
+
+    InfluxDB reads a backslash before a newline as an escaped newline and lets a quoted string run over line
+    ends, so one damaged line (from an older agent's spool, say) can swallow the good line after it. The points
+    this agent writes hold no quotes and no backslashes at all, so the check costs two scans of the body."""
+    if b'"' not in body and b"\\\n" not in body:
+        return body, []
+    good, bad = [], []
+    for line in split_lines(body):
+        (good if _SELF_CONTAINED.fullmatch(line) else bad).append(line)
+    return b"".join(good), bad
+
+
+def line_head(line: bytes) -> tuple[str, int | None] | None:
+    """Measurement and timestamp (ns, None if absent) of one line-protocol line; None if it has no measurement.
+
+    Never raises: the drainer calls it on whatever the database refused."""
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    if not text or text.startswith("#"):
+        return None
     i = 0
     while i < len(text) and text[i] not in ", ":
         i += 2 if text[i] == "\\" else 1
-    return text[:i].replace("\\", ""), int(text.rsplit(" ", 1)[1])
+    measurement = text[:min(i, len(text))].replace("\\,", ",").replace("\\ ", " ")
+    if not measurement:
+        return None
+    last = text.rsplit(" ", 1)[-1] if " " in text[i:] else ""
+    time_ns = int(last) if re.fullmatch(r"-?\d{1,19}", last) else None
+    return measurement, time_ns

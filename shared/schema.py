@@ -27,5 +27,9 @@ FORECAST_ISSUED_FIELD = "issued_at"
 BASELINE_MODEL = "baseline"
 
 AGENT = "agent"
+FORECAST_SKILL = "forecast_skill"
+
+# Written by the agent itself: device rules may not write them unless a rule says so (`allow_reserved`).
+RESERVED_MEASUREMENTS = frozenset({ENERGY_FLOW, FORECAST, AGENT, FORECAST_SKILL})
 
 BUNDLE_NAMES = ("cnn-1", "lstm-1", "cnn-96", "lstm-96")

@@ -199,6 +199,15 @@ bind-address = "{LOOPBACK}:{self.rpc_port}"
     def create_database(self, db: str) -> None:
         self.query(f'CREATE DATABASE "{db}"', method="POST")
 
+    def write_raw(self, db: str, body: bytes) -> int:
+        """POST raw line protocol; returns the HTTP status (204 = written)."""
+        req = urllib.request.Request(f"{self.url}/write?db={db}&precision=ns", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
 
 class Gunicorn(_Process):
     """The workstation server under gunicorn (config file written here) on 127.0.0.1:port."""
