@@ -18,6 +18,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.health import Health
 from edge_agent.ingest import Ingest, make_client
 from edge_agent.storage import Storage, open_storage
+from edge_agent.supervise import Watchdog, notify, watchdog_interval_s
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,21 @@ class Agent:
                 self.ctx.components[name] = component
         self._stop = threading.Event()
         self._health_thread: threading.Thread | None = None
+        self.exit_code = 0
+        self.ingest.on_fatal = self._fatal
+        self.watchdog: Watchdog | None = None
+
+    def _fatal(self, worker: str) -> None:
+        """A worker gave up: stop, and exit non-zero so that the service manager restarts the process."""
+        self.exit_code = 70  # EX_SOFTWARE
+        self._stop.set()
+
+    def problem(self) -> str | None:
+        """Why the agent should not tell the watchdog it is healthy (None: it is)."""
+        if self.exit_code:
+            return "a worker thread gave up"
+        max_age = max(2 * self.watchdog.interval_s, 5.0) if self.watchdog else 30.0
+        return self.ingest.stalled(max_age)
 
     def _stored(self, lines: list[bytes]) -> None:
         for listener in self.ctx.stored_listeners:
@@ -138,9 +154,16 @@ class Agent:
             log.info("component %s started", name)
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
         self._health_thread.start()
+        interval = watchdog_interval_s()
+        if interval:
+            self.watchdog = Watchdog(interval / 2, self.problem, self._stop)
+            self.watchdog.start()
+            log.info("systemd watchdog: beating every %.1f s while ingest makes progress", interval / 2)
+        notify("READY=1")
 
     def stop(self) -> None:
         self._stop.set()
+        notify("STOPPING=1")
         for name, component in reversed(list(self.components.items())):
             try:
                 component.stop()
@@ -151,8 +174,9 @@ class Agent:
         self.storage.close()
         log.info("edge agent stopped")
 
-    def run_forever(self) -> None:
-        """Run until SIGTERM/SIGINT."""
+    def run_forever(self) -> int:
+        """Run until SIGTERM/SIGINT (exit code 0) or until a worker gives up (non-zero, after a bounded stop)."""
+        import os
         import signal
 
         def _handler(signum, frame):
@@ -163,5 +187,11 @@ class Agent:
         self.start()
         while not self._stop.wait(1.0):
             pass
+        if self.exit_code:
+            # a stuck thread must not keep a broken agent alive: exit even if stopping hangs
+            timer = threading.Timer(30.0, lambda: os._exit(self.exit_code))
+            timer.daemon = True
+            timer.start()
         self.stop()
+        return self.exit_code
 

@@ -101,8 +101,7 @@ def cmd_run(args) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    agent.run_forever()
-    return 0
+    return agent.run_forever()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.storage.base import StorageConfig, read_secret
+from shared.points import name_problem
+from shared.schema import RESERVED_MEASUREMENTS
 
 
 class ConfigError(ValueError):
@@ -57,7 +59,12 @@ class SpoolConfig:
 class IngestConfig:
     max_payload_bytes: int = 64 * 1024
     deadletter: str = "deadletter.jsonl"
-    deadletter_max_bytes: int = 64 * 1024 * 1024
+    deadletter_max_bytes: int = 64 * 1024 * 1024  # rotate the dead-letter file at this size …
+    deadletter_keep: int = 5  # … keeping this many rotated files (what rotation deletes is counted)
+    # Messages received but not yet spooled. QoS 1/2 beyond the bound wait (the broker holds them);
+    # QoS 0 beyond it are dropped and counted (`dropped_qos0`): at-most-once by definition.
+    queue_max_messages: int = 10_000
+    queue_max_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass
@@ -84,6 +91,7 @@ class RuleConfig:
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     timezone: str = "UTC"
     scale: float = 1.0
+    allow_reserved: list[str] = dataclasses.field(default_factory=list)  # e.g. ["forecast"]: see schema.py
 
 
 @dataclass
@@ -176,6 +184,24 @@ def _secret(section: dict, key: str, where: str) -> str | None:
         raise ConfigError(f"{where}.{key}_file: cannot read {file}: {exc.strerror}") from None
 
 
+def _check_rule_names(rule: RuleConfig, where: str) -> None:
+    """Names a rule writes must be storable, and only measurements the agent writes may be reserved."""
+    if rule.measurement is not None:
+        problem = name_problem(rule.measurement, "measurement")
+        if problem or rule.measurement.startswith("#"):
+            raise ConfigError(f"{where}.measurement: {problem or 'must not start with #'}")
+    if rule.field is not None and (problem := name_problem(rule.field, "field")):
+        raise ConfigError(f"{where}.field: {problem}")
+    for key, value in rule.tags.items():
+        problem = name_problem(key, "tag key") or name_problem(value, f"tag {key!r}")
+        if problem:
+            raise ConfigError(f"{where}.tags: {problem}")
+    unknown = sorted(set(rule.allow_reserved) - RESERVED_MEASUREMENTS)
+    if unknown:
+        raise ConfigError(f"{where}.allow_reserved: {', '.join(unknown)} not reserved; reserved: "
+                          f"{', '.join(sorted(RESERVED_MEASUREMENTS))}")
+
+
 FORMATS = ("seed_json", "tasmota", "shelly_gen1", "shelly_gen2", "number")
 
 
@@ -218,12 +244,18 @@ def load_config(path: str | Path) -> AgentConfig:
         if rule.format not in FORMATS:
             raise ConfigError(f"{where}: rules[{i}].format {rule.format!r} unknown; one of {', '.join(FORMATS)}")
         rule.name = rule.name or f"{rule.format}:{rule.topic}"
+        _check_rule_names(rule, f"{where}: rules[{i}]")
         rules.append(rule)
 
+    ingest = build_dataclass(IngestConfig, doc.get("ingest"), f"{where}: [ingest]")
+    for key in ("queue_max_messages", "queue_max_bytes", "deadletter_keep", "deadletter_max_bytes",
+                "max_payload_bytes"):
+        if getattr(ingest, key) < 1:
+            raise ConfigError(f"{where}: [ingest].{key} must be at least 1")
     cfg = AgentConfig(
         path=path, state_dir=state_dir, mqtt=mqtt, storage=storage,
         spool=build_dataclass(SpoolConfig, doc.get("spool"), f"{where}: [spool]"),
-        ingest=build_dataclass(IngestConfig, doc.get("ingest"), f"{where}: [ingest]"),
+        ingest=ingest,
         health=build_dataclass(HealthConfig, doc.get("health"), f"{where}: [health]"),
         logging=build_dataclass(LoggingConfig, doc.get("logging"), f"{where}: [logging]"),
         rules=rules, raw=doc,

@@ -7,12 +7,17 @@
   stops sending (its in-flight window is the back-pressure).
 - The drainer thread writes spooled points to the database in batches bounded by size and time, retries with
   backoff while the database is down, and isolates points the database rejects as bad data (dead-lettered).
+- Every message is handled in isolation: whatever goes wrong while turning one message into line protocol
+  dead-letters that message (a reason from the parser, or `internal_error: <exception type>`), never the thread.
+  Both threads are supervised (edge_agent/supervise.py): restarted with backoff if they die anyway.
+- A disk that refuses the spool or the dead-letter file (full, I/O error) is treated like a full spool: the
+  messages stay unacknowledged and the write is retried.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import ssl
 import threading
 import time
@@ -21,14 +26,15 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import AgentConfig
+from edge_agent.convert import Converter, count_rejects
 from edge_agent.deadletter import DeadLetter
 from edge_agent.health import Health
 from edge_agent.mqtt_socket import BufferedClient
-from edge_agent.payloads import Reject
 from edge_agent.rules import Router, compile_rules
 from edge_agent.spool import Spool, SpoolFull
 from edge_agent.storage import Storage, StorageError
-from shared.points import Point, line_head
+from edge_agent.supervise import Worker
+from shared.points import contained_lines, line_head, split_lines
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,89 @@ def make_client(config: AgentConfig, client_id: str, manual_ack: bool) -> mqtt.C
     return client
 
 
+def write_isolating(storage: Storage, lines: list[bytes], rejected: Callable[[bytes, str], None]) -> None:
+    """Write lines; on a permanent error split the batch in halves until each refused line stands alone, and
+    hand those to `rejected(line, error)`. Raises only retryable StorageErrors (the database is away)."""
+    try:
+        storage.write_lines(b"".join(lines))
+        return
+    except StorageError as exc:
+        if exc.retryable:
+            raise
+        if len(lines) == 1:
+            rejected(lines[0], str(exc))
+            return
+    mid = len(lines) // 2
+    write_isolating(storage, lines[:mid], rejected)
+    write_isolating(storage, lines[mid:], rejected)
+
+
+def write_body(storage: Storage, body: bytes) -> list[tuple[bytes, str]]:
+    """Write a spooled body; returns the lines that were not stored, with the reason (to dead-letter).
+
+    Lines that could run into the next one are held back (shared.points.contained_lines); lines the database
+    refuses are isolated. Raises only retryable StorageErrors (the database is away)."""
+    body, damaged = contained_lines(body)
+    refused = [(line, "not a self-contained line-protocol line (it would run into the next line)")
+               for line in damaged]
+    try:
+        storage.write_lines(body)
+    except StorageError as exc:
+        if exc.retryable:
+            raise
+        write_isolating(storage, split_lines(body), lambda line, error: refused.append((line, error)))
+    return refused
+
+
+class MessageQueue:
+    """Received messages waiting for the spooler, bounded in count and payload bytes.
+
+    `put(block=True)` (QoS 1/2) waits for room: the network thread stops reading, the broker holds the rest.
+    `put(block=False)` (QoS 0) returns False when full: the caller drops and counts the message."""
+
+    def __init__(self, max_messages: int, max_bytes: int):
+        self.max_messages, self.max_bytes = max_messages, max_bytes
+        self._items: collections.deque[mqtt.MQTTMessage] = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _full(self, size: int) -> bool:
+        return bool(self._items) and (len(self._items) >= self.max_messages or self._bytes + size > self.max_bytes)
+
+    def put(self, msg: mqtt.MQTTMessage, block: bool) -> bool:
+        size = len(msg.payload)
+        with self._cond:
+            while self._full(size):
+                if not block or self.closed:
+                    return False
+                self._cond.wait(0.5)
+            self._items.append(msg)
+            self._bytes += size
+            self._cond.notify_all()
+        return True
+
+    def get_batch(self, timeout: float, linger: float, max_n: int) -> list[mqtt.MQTTMessage]:
+        """Up to max_n messages; waits `timeout` for the first, then (if it came alone) `linger` for company."""
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: self._items, timeout):
+                return []
+            if len(self._items) == 1 and linger > 0:
+                self._cond.wait_for(lambda: len(self._items) >= max_n, linger)
+            batch = [self._items.popleft() for _ in range(min(max_n, len(self._items)))]
+            self._bytes -= sum(len(m.payload) for m in batch)
+            self._cond.notify_all()
+            return batch
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
 class Ingest:
     """The ingest pipeline; `start()` connects and starts its threads, `stop()` drains and disconnects."""
 
@@ -58,12 +147,18 @@ class Ingest:
         self.health = health
         self.on_stored = on_stored
         self.router = Router(compile_rules(config.rules))
+        self.converter = Converter(self.router, config.ingest.max_payload_bytes)
         self.spool = Spool(config.resolve(config.spool.dir), config.spool.max_bytes, config.spool.segment_bytes)
-        self.deadletter = DeadLetter(config.resolve(config.ingest.deadletter), config.ingest.deadletter_max_bytes)
-        self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.deadletter = DeadLetter(config.resolve(config.ingest.deadletter), config.ingest.deadletter_max_bytes,
+                                     config.ingest.deadletter_keep,
+                                     on_deleted=lambda n: health.incr("deadletter_rotated_away", n))
+        self._queue = MessageQueue(config.ingest.queue_max_messages, config.ingest.queue_max_bytes)
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.on_fatal: Callable[[str], None] | None = None
+        self.spooler = Worker("spooler", self._spool_loop, self._stop, self._worker_failed, self._fatal)
+        self.drainer = Worker("drainer", self._drain_loop, self._stop, self._worker_failed, self._fatal)
         self._warned_full = 0.0
+        self._warned_drop = 0.0
         self.connected = threading.Event()
         self.client = make_client(config, config.mqtt.client_id, manual_ack=True)
         self.client.on_connect = self._on_connect
@@ -90,7 +185,31 @@ class Ingest:
             log.warning("MQTT disconnected (%s); reconnecting with backoff", reason_code)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage):
-        self._queue.put(msg)
+        if self._queue.put(msg, block=msg.qos > 0):
+            return
+        if msg.qos == 0:
+            self.health.incr("dropped_qos0")
+            now = time.monotonic()
+            if now - self._warned_drop > 30:
+                log.warning("ingest queue full (%d messages): dropping QoS 0 messages (counter dropped_qos0); "
+                            "use QoS 1 for data that must not be lost", len(self._queue))
+                self._warned_drop = now
+
+    @property
+    def queued_messages(self) -> int:
+        return len(self._queue)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [self.spooler.thread, self.drainer.thread]
+
+    def _worker_failed(self, name: str, exc: BaseException) -> None:
+        self.health.incr("thread_restarts")
+        self.health.incr(f"thread_restarts_{name}")
+
+    def _fatal(self, name: str) -> None:
+        if self.on_fatal:
+            self.on_fatal(name)
 
     # -- spooler ------------------------------------------------------------------------------------------
     def _gather(self) -> list[mqtt.MQTTMessage]:
@@ -100,64 +219,62 @@ class Ingest:
         Idle: after the first message, wait `commit_interval_s` for company, so that a trickle of messages
         does not cost one fsync each (acks are delayed by at most that long).
         """
-        try:
-            batch = [self._queue.get(timeout=0.5)]
-        except queue.Empty:
-            return []
-        if self._queue.empty() and self.config.spool.commit_interval_s > 0:
-            time.sleep(self.config.spool.commit_interval_s)
-        while len(batch) < 2000:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
-    def handle(self, messages: list[mqtt.MQTTMessage]) -> tuple[list[Point], list[dict]]:
-        """Points and dead-letter entries for a batch of messages (pure: no I/O)."""
-        points: list[Point] = []
-        rejects: list[dict] = []
-        now_ns = time.time_ns()
-        limit = self.config.ingest.max_payload_bytes
-        for msg in messages:
-            payload = msg.payload
-            try:
-                if len(payload) > limit:
-                    raise Reject("too_large", f"payload has {len(payload)} bytes, limit {limit}")
-                _rule, pts = self.router.route(msg.topic, payload, now_ns)
-                points.extend(pts)
-            except Reject as rej:
-                self.health.incr(f"rejected_{rej.reason}")
-                self.health.incr("rejected")
-                rejects.append(DeadLetter.entry(msg.topic, payload, rej.reason, rej.detail, rej.rule))
-                log.debug("rejected message on %s: %s", msg.topic, rej)
-        return points, rejects
+        return self._queue.get_batch(0.5, self.config.spool.commit_interval_s, 2000)
 
     def _spool_loop(self) -> None:
-        while not self._stop.is_set() or not self._queue.empty():
-            messages = self._gather()
-            if not messages:
-                continue
-            points, rejects = self.handle(messages)
-            while True:
-                try:
-                    self.deadletter.write(rejects)
-                    self.spool.append(points)
-                    break
-                except SpoolFull as exc:
-                    rejects = []  # already written
-                    now = time.monotonic()
-                    if now - self._warned_full > 30:
-                        log.error("spool full (%s): holding %d messages unacknowledged until the database "
-                                  "catches up", exc, len(messages))
-                        self._warned_full = now
-                    self.health.incr("spool_full_waits")
-                    if self._stop.wait(0.5):
-                        return  # not acknowledged: the broker redelivers after restart
-            self._ack(messages)
-            self.health.incr("received", len(messages))
-            self.health.incr("spooled", len(points))
-            self._update_spool_gauges()
+        while not self._stop.is_set() or len(self._queue):
+            self.spooler.beat()
+            groups = [self._gather()]
+            while groups:
+                group = groups.pop(0)
+                if not group:
+                    continue
+                outcome = self._commit_group(group)
+                if outcome == "stopped":
+                    return  # not acknowledged: the broker redelivers after restart
+                if outcome == "split":  # the disk has no room for this group's record: try halves
+                    half = len(group) // 2
+                    groups[:0] = [group[:half], group[half:]]
+
+    def _commit_group(self, messages: list[mqtt.MQTTMessage]) -> str:
+        """Convert, spool (write + fsync), dead-letter the rejects, then acknowledge.
+
+        Returns "done", "split" (the disk refused a record of more than one message) or "stopped" (the agent
+        stopped while the disk refused)."""
+        converted = self.converter.convert(messages)
+        while True:
+            try:
+                self.spool.append_lines(converted.body, converted.points)
+                break
+            except SpoolFull as exc:
+                self._hold(messages, f"spool full ({exc})", "spool_full_waits")
+            except OSError as exc:
+                self._hold(messages, f"cannot write to disk ({exc})", "spool_write_errors")
+                if len(messages) > 1:
+                    return "split"
+            if self.spooler.wait(self._stop, 0.5):
+                return "stopped"
+        while converted.rejects:
+            try:
+                self.deadletter.write(converted.rejects)
+                break
+            except OSError as exc:
+                self._hold(messages, f"cannot write the dead-letter file ({exc})", "spool_write_errors")
+            if self.spooler.wait(self._stop, 0.5):
+                return "stopped"
+        count_rejects(self.health, converted.rejects)
+        self._ack(messages)
+        self.health.incr("received", len(messages))
+        self.health.incr("spooled", converted.points)
+        self._update_spool_gauges()
+        return "done"
+
+    def _hold(self, messages: list, why: str, counter: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_full > 30:
+            log.error("%s: holding %d messages unacknowledged until it clears", why, len(messages))
+            self._warned_full = now
+        self.health.incr(counter)
 
     def _ack(self, messages: list[mqtt.MQTTMessage]) -> None:
         """Acknowledge in arrival order; runs of QoS 1 messages go out as one write."""
@@ -183,30 +300,24 @@ class Ingest:
             self._warned_full = now
 
     # -- drainer ------------------------------------------------------------------------------------------
-    def _write_isolating_bad(self, lines: list[bytes]) -> None:
-        """Write lines; on a permanent error split the batch and dead-letter the points the database rejects."""
-        try:
-            self.storage.write_lines(b"".join(lines))
+    def _storage_rejected(self, refused: list[tuple[bytes, str]]) -> None:
+        """Dead-letter the lines the database refused (or that could not be sent safely)."""
+        if not refused:
             return
-        except StorageError as exc:
-            if exc.retryable:
-                raise
-            if len(lines) == 1:
-                measurement = line_head(lines[0])[0]
-                self.deadletter.write([DeadLetter.entry(measurement, lines[0].rstrip(b"\n"), "storage_rejected",
-                                                        str(exc), None)])
-                self.health.incr("rejected_storage_rejected")
-                self.health.incr("rejected")
-                log.warning("database rejected a point (dead-lettered): %s", exc)
-                return
-        mid = len(lines) // 2
-        self._write_isolating_bad(lines[:mid])
-        self._write_isolating_bad(lines[mid:])
+        entries = []
+        for line, error in refused:
+            head = line_head(line)
+            entries.append(DeadLetter.entry(head[0] if head else "", line.rstrip(b"\n"), "storage_rejected",
+                                            error[:500], None))
+            log.warning("database refused a point (dead-lettered): %s", error[:200])
+        self.deadletter.write(entries)
+        count_rejects(self.health, entries)
 
     def _drain_loop(self) -> None:
         cfg = self.config.spool
         backoff = 0.5
         while True:
+            self.drainer.beat()
             has_data = self.spool.wait_for_data(cfg.batch_interval_s)
             if self._stop.is_set() and (not has_data or self._drain_deadline_passed()):
                 return
@@ -217,28 +328,28 @@ class Ingest:
             records, pos = self.spool.peek(cfg.batch_points)
             body = b"".join(records)
             try:
-                try:
-                    self.storage.write_lines(body)
-                except StorageError as exc:
-                    if exc.retryable:
-                        raise
-                    self._write_isolating_bad(body.splitlines(keepends=True))
+                refused = write_body(self.storage, body)
             except StorageError as exc:
                 self.health.incr("retries")
                 log.warning("database write failed (%s); %d points stay spooled, retry in %.1f s",
                             exc, self.spool.pending_points, backoff)
-                if self._stop.wait(backoff) and self._drain_deadline_passed():
+                if self._stop.is_set():  # stopping: keep trying until the drain deadline, without spinning
+                    time.sleep(min(backoff, 0.5))
+                    if self._drain_deadline_passed():
+                        return
+                elif self.drainer.wait(self._stop, backoff) and self._drain_deadline_passed():
                     return
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 0.5
+            self._storage_rejected(refused)
             n = body.count(b"\n")
             self.spool.commit(pos, n)
-            self.health.incr("stored", n)
+            self.health.incr("stored", n - len(refused))
             self._update_spool_gauges()
             if self.on_stored:
                 try:
-                    self.on_stored(body.splitlines())
+                    self.on_stored(split_lines(body))
                 except Exception:
                     log.exception("on_stored hook failed")
 
@@ -246,12 +357,22 @@ class Ingest:
         return time.monotonic() > self._stop_deadline
 
     # -- lifecycle ----------------------------------------------------------------------------------------
+    def stalled(self, max_age_s: float) -> str | None:
+        """Why ingest is not healthy (a worker that has not beaten for max_age_s, or has given up); None if it is."""
+        for w in (self.spooler, self.drainer):
+            if w.fatal or not w.is_alive():
+                return f"worker thread {w.name} is not running"
+            if w.age() > max_age_s:
+                return f"worker thread {w.name} made no progress for {w.age():.0f} s"
+        net = getattr(self.client, "_thread", None)
+        if net is not None and not net.is_alive() and not self._stop.is_set():
+            return "the MQTT network thread is not running"
+        return None
+
     def start(self) -> None:
         self._stop_deadline = float("inf")
-        self._threads = [threading.Thread(target=self._spool_loop, name="spooler", daemon=True),
-                         threading.Thread(target=self._drain_loop, name="drainer", daemon=True)]
-        for t in self._threads:
-            t.start()
+        self.spooler.start()
+        self.drainer.start()
         c = self.config.mqtt
         self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
         self.client.loop_start()
@@ -260,9 +381,10 @@ class Ingest:
         """Disconnect, spool what was received, and drain to the database for at most `drain_timeout` s."""
         self._stop_deadline = time.monotonic() + drain_timeout
         self._stop.set()
+        self._queue.close()
         self.client.disconnect()
         self.client.loop_stop()
-        for t in self._threads:
-            t.join(drain_timeout + 5)
+        for w in (self.spooler, self.drainer):
+            w.join(drain_timeout + 5)
         self.spool.close()
         self.deadletter.close()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from shared.points import Point
+from shared.points import MAX_TIME_NS, Point
 
 TIME_KEYS = ("time", "timestamp", "Timestamp", "Time", "ts")
 SEED_TAG_KEYS = {"device_id": "device_id", "DeviceId": "device_id", "device_name": "device_name",
@@ -56,12 +56,17 @@ def _json(payload: bytes) -> object:
         return _DECODER.decode(text)
     except ValueError as exc:
         raise Reject("not_json", f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise Reject("not_json", "payload is nested too deeply") from None
 
 
 def _number(value: object, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Reject("wrong_type", f"{key} must be a number, got {type(value).__name__} {str(value)[:40]!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise Reject("not_finite", f"{key} is too large for a float ({len(str(value))} digits)") from None
     if not math.isfinite(value):
         raise Reject("not_finite", f"{key} is {value}")
     return value
@@ -72,8 +77,11 @@ def parse_time(value: object, tz: str = "UTC") -> int:
     if isinstance(value, bool):
         raise Reject("bad_timestamp", f"timestamp {value!r}")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value <= 0:
-            raise Reject("bad_timestamp", f"timestamp {value!r}")
+        try:
+            if not math.isfinite(value) or value <= 0 or value > MAX_TIME_NS:
+                raise Reject("bad_timestamp", f"timestamp {str(value)[:40]} is not a time InfluxDB can store")
+        except OverflowError:  # an int too large to compare with a float
+            raise Reject("bad_timestamp", f"timestamp of {len(str(value))} digits") from None
         for limit, factor in ((1e11, 1e9), (1e14, 1e6), (1e17, 1e3)):
             if value < limit:
                 return int(round(value * factor))
@@ -82,11 +90,11 @@ def parse_time(value: object, tz: str = "UTC") -> int:
         text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
         try:
             t = datetime.fromisoformat(text)
-        except ValueError:
+            if t.tzinfo is None:
+                t = t.replace(tzinfo=ZoneInfo(tz))
+            return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
+        except (ValueError, OverflowError, OSError):
             raise Reject("bad_timestamp", f"timestamp {value[:40]!r} is not ISO 8601") from None
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=ZoneInfo(tz))
-        return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
     raise Reject("bad_timestamp", f"timestamp of type {type(value).__name__}")
 
 
@@ -160,14 +168,19 @@ def parse_number(rule, named: dict[str, str], payload: bytes, received_ns: int) 
     return [Point(measurement, _static_tags(rule, named), {field: value * rule.scale}, received_ns)]
 
 
-def _component_fields(obj: dict, prefix: str) -> dict[str, float]:
+MAX_DEPTH = 8
+
+
+def _component_fields(obj: dict, prefix: str, depth: int = 0) -> dict[str, float]:
     """Numbers of a Shelly gen2 component object; nested objects (e.g. `aenergy`) flattened with `_`."""
+    if depth > MAX_DEPTH:
+        raise Reject("too_deep", f"objects nested more than {MAX_DEPTH} levels deep")
     fields: dict[str, float] = {}
     for key, value in obj.items():
         if key == "id" or value is None:
             continue
         if isinstance(value, dict):
-            fields.update(_component_fields(value, f"{prefix}{key}_"))
+            fields.update(_component_fields(value, f"{prefix}{key}_", depth + 1))
         elif isinstance(value, int | float) and not isinstance(value, bool):
             fields[f"{prefix}{key}"] = _number(value, f"{prefix}{key}")
         elif isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from edge_agent.config import RuleConfig
 from edge_agent.payloads import PARSERS, Parser, Reject
-from shared.points import Point
+from shared.points import InvalidPoint, Point
+from shared.schema import RESERVED_MEASUREMENTS
 
 
 class RuleError(ValueError):
@@ -29,6 +30,10 @@ class TopicPattern:
         if not text or "\x00" in text:
             raise RuleError(f"empty or invalid topic pattern {text!r}")
         levels = tuple(text.split("/"))
+        names = [lv[1:] for lv in levels if lv[:1] in ("+", "#") and lv[1:]]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise RuleError(f"topic pattern {text!r}: level name(s) {', '.join(duplicates)} used twice")
         for i, level in enumerate(levels):
             if level.startswith("#") and i != len(levels) - 1:
                 raise RuleError(f"topic pattern {text!r}: '#' must be the last level")
@@ -44,6 +49,8 @@ class TopicPattern:
     def match(self, topic: str) -> dict[str, str] | None:
         """Named levels of `topic` if it matches, else None."""
         parts = topic.split("/")
+        if topic.startswith("$") and self.levels[0][:1] in ("+", "#"):
+            return None  # MQTT: wildcards at the first level do not match $SYS-style topics
         named: dict[str, str] = {}
         for i, level in enumerate(self.levels):
             if level.startswith("#"):
@@ -111,7 +118,11 @@ class Router:
             for p in points:
                 try:
                     p.validate()
-                except ValueError as exc:
-                    raise Reject("invalid_value", str(exc), rule.name) from None
+                except InvalidPoint as exc:
+                    raise Reject(exc.reason, str(exc), rule.name) from None
+                if p.measurement in RESERVED_MEASUREMENTS and p.measurement not in rule.config.allow_reserved:
+                    raise Reject("reserved_measurement", f"measurement {p.measurement!r} is written by the agent "
+                                                         "itself (a rule may allow it with allow_reserved)",
+                                 rule.name)
             return rule, points
         raise Reject("unknown_topic", f"no rule matches topic {topic!r}")

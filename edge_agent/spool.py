@@ -2,8 +2,11 @@
 
 Segments `NNNNNNNNNNNN.seg` hold records `[u32 length][u32 crc32][line protocol, one point per line]`, appended
 and fsynced
-before the MQTT messages they came from are acknowledged. A `cursor` file (atomically replaced) records how far
-the drainer has written to the database; fully drained segments are deleted. On start, a torn last record
+before the MQTT messages they came from are acknowledged. The `cursor` file records how far the drainer has
+written to the database; fully drained segments are deleted. The cursor is two fixed slots
+`[u64 sequence][u64 segment][u64 offset][u32 crc32]`, written alternately in place and fsynced: moving it never
+needs a new disk block, so a full disk cannot stop the drainer from freeing space (a torn slot fails its crc and
+the other one is used). On start, a torn last record
 (crash mid-append, never acknowledged) is truncated away and draining resumes at the cursor, so points after
 the cursor may be written twice — InfluxDB overwrites a point with the same series and time, so they are
 stored once.
@@ -24,6 +27,8 @@ from shared.points import Point, to_lines
 
 log = logging.getLogger(__name__)
 HEADER = struct.Struct("<II")
+CURSOR_SLOT = struct.Struct("<QQQI")
+DRAINED_ROTATE_BYTES = 64 << 10
 
 
 class SpoolFull(Exception):
@@ -39,7 +44,7 @@ class Position:
 class Spool:
     def __init__(self, directory: Path, max_bytes: int = 512 << 20, segment_bytes: int = 16 << 20):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
@@ -51,6 +56,7 @@ class Spool:
         self._sizes.setdefault(self._write_seg, 0)
         self._fd = os.open(self._seg_path(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._pending_points = self._count_pending_points()
+        self._torn = False
 
     # -- files ---------------------------------------------------------------------------------------------
     def _seg_path(self, seg: int) -> Path:
@@ -75,15 +81,56 @@ class Spool:
                     os.fsync(f.fileno())
             self._sizes[seg] = good
 
+    def _read_cursor(self) -> tuple[int, int, int] | None:
+        """(sequence, segment, offset) of the newest valid cursor slot, or None."""
+        try:
+            data = (self.dir / "cursor").read_bytes()
+        except OSError:
+            return None
+        if data[:1].isdigit():  # the first release's text format: "SEGMENT OFFSET"
+            try:
+                seg, off = (int(x) for x in data.split())
+                return 0, seg, off
+            except ValueError:
+                return None
+        best = None
+        for k in range(2):
+            chunk = data[k * CURSOR_SLOT.size:(k + 1) * CURSOR_SLOT.size]
+            if len(chunk) < CURSOR_SLOT.size:
+                continue
+            seq, seg, off, crc = CURSOR_SLOT.unpack(chunk)
+            if zlib.crc32(chunk[:-4]) == crc and (best is None or seq > best[0]):
+                best = (seq, seg, off)
+        return best
+
     def _load_cursor(self) -> Position:
         first = min(self._sizes) if self._sizes else 1
-        try:
-            seg, off = (int(x) for x in (self.dir / "cursor").read_text().split())
-        except (OSError, ValueError):
+        found = self._read_cursor()
+        self._cursor_seq = found[0] if found else 0
+        if found is None:
             return Position(first, 0)
+        _seq, seg, off = found
         if seg not in self._sizes:  # drained segment already deleted
             return Position(first, 0) if seg < first else Position(seg, 0)
         return Position(seg, min(off, self._sizes[seg]))
+
+    def _write_cursor(self, pos: Position) -> None:
+        path = self.dir / "cursor"
+        if not path.exists() or path.stat().st_size != 2 * CURSOR_SLOT.size:
+            # create (or convert) the file once, at full size, then rename it into place
+            tmp = self.dir / "cursor.tmp"
+            write_file(tmp, bytes(2 * CURSOR_SLOT.size))
+            os.replace(tmp, path)
+            fsync_dir(self.dir)
+        self._cursor_seq += 1
+        packed = CURSOR_SLOT.pack(self._cursor_seq, pos.segment, pos.offset, 0)[:-4]
+        slot = packed + struct.pack("<I", zlib.crc32(packed))
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, slot, (self._cursor_seq % 2) * CURSOR_SLOT.size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _count_pending_points(self) -> int:
         n, pos = 0, self._cursor
@@ -108,26 +155,46 @@ class Spool:
 
     def append(self, points: list[Point]) -> None:
         """Durably append one record (write + fsync). Raises SpoolFull when over the bound."""
-        if not points:
+        if points:
+            self.append_lines(to_lines(points), len(points))
+
+    def append_lines(self, body: bytes, n_points: int) -> None:
+        """Durably append line protocol (each line ending in a newline) as one record.
+
+        Raises SpoolFull when over the bound, OSError when the disk refuses (full, I/O error): then the segment
+        is cut back to its last durable record, so nothing half-written is ever read back."""
+        if not body:
             return
-        body = to_lines(points)
         record = HEADER.pack(len(body), zlib.crc32(body)) + body
         with self._lock:
             if self._pending_bytes_locked() + len(record) > self.max_bytes:
                 raise SpoolFull(f"spool holds {self._pending_bytes_locked()} bytes, bound {self.max_bytes}")
+            if self._torn:  # an earlier failed append could not be cut back: do it before writing after it
+                os.ftruncate(self._fd, self._sizes[self._write_seg])
+                self._torn = False
             if self._sizes[self._write_seg] >= self.segment_bytes:
                 self._rotate()
-            os.write(self._fd, record)
-            os.fsync(self._fd)
+            try:
+                written = os.write(self._fd, record)
+                if written != len(record):
+                    raise OSError(28, f"short write ({written} of {len(record)} bytes)")
+                os.fsync(self._fd)
+            except OSError:
+                try:
+                    os.ftruncate(self._fd, self._sizes[self._write_seg])
+                except OSError:
+                    self._torn = True
+                raise
             self._sizes[self._write_seg] += len(record)
-            self._pending_points += len(points)
+            self._pending_points += n_points
             self._data_ready.notify_all()
 
     def _rotate(self) -> None:
+        fd = os.open(self._seg_path(self._write_seg + 1), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.close(self._fd)
+        self._fd = fd
         self._write_seg += 1
         self._sizes[self._write_seg] = 0
-        self._fd = os.open(self._seg_path(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fsync_dir(self.dir)
 
     # -- reader --------------------------------------------------------------------------------------------
@@ -181,16 +248,28 @@ class Spool:
             return self._read_records(self._cursor, max_points)
 
     def commit(self, pos: Position, points: int) -> None:
-        """Everything before `pos` is in the database: move the cursor durably, delete drained segments."""
+        """Everything before `pos` is in the database: delete fully drained segments (first, so that a full disk
+        gets space back), then move the cursor durably. A crash in between resumes at the first remaining
+        segment's start: points there may be written again, which InfluxDB stores once."""
         with self._lock:
-            tmp = self.dir / "cursor.tmp"
-            write_file(tmp, f"{pos.segment} {pos.offset}\n".encode())
-            os.replace(tmp, self.dir / "cursor")
-            self._cursor = pos
-            self._pending_points = max(0, self._pending_points - points)
-            for seg in [s for s in self._sizes if s < pos.segment]:
+            for seg in sorted(s for s in self._sizes if s < pos.segment):
                 self._seg_path(seg).unlink(missing_ok=True)
                 del self._sizes[seg]
+            if pos.segment == self._write_seg and pos.offset == self._sizes[pos.segment] \
+                    and pos.offset >= DRAINED_ROTATE_BYTES:
+                # all drained: start a new segment so that the old one's space comes back now (a full disk
+                # may be waiting for it), not when the segment would have been full
+                self._rotate()
+                self._seg_path(pos.segment).unlink(missing_ok=True)
+                del self._sizes[pos.segment]
+                pos = Position(self._write_seg, 0)
+            self._cursor = pos
+            self._pending_points = max(0, self._pending_points - points)
+            try:
+                self._write_cursor(pos)
+            except OSError as exc:  # the next commit tries again; until then a crash means some rewrites
+                log.warning("spool: cannot persist the cursor (%s); after a crash some points would be written "
+                            "to the database again (stored once)", exc)
 
     def close(self) -> None:
         with self._lock:

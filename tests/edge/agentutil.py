@@ -91,8 +91,8 @@ def start_agent(cfg_path: Path, components: tuple[str, ...] = ()) -> Agent:
     return agent
 
 
-def spawn_agent(cfg_path: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def spawn_agent(cfg_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
     proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg_path)], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc

@@ -7,6 +7,7 @@ session so that messages in flight survive a broker restart (paho resends them a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -51,7 +52,8 @@ class Publisher:
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
         with self._lock:
             self._acked += 1
-        self._slots.release()
+        with contextlib.suppress(ValueError):  # QoS 0 messages never took a slot
+            self._slots.release()
 
     @property
     def acked(self) -> int:
