@@ -1,58 +1,79 @@
-"""What the page and the JSON API can do (one implementation for both); errors are ActionError with a status."""
+"""What the page and the JSON API can do (one implementation for both); errors are ActionError with a status.
+
+Every action checks its fields first (server.validate): unknown fields and wrong types are a 400 naming the field.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
-from server import jobs, nodes
+from server import datafiles, jobs, nodes
+from server.validate import (
+    NAMES,
+    ActionError,
+    bad,
+    flag,
+    integer,
+    iso_time,
+    json_object,
+    only,
+    str_list,
+    str_map,
+    text,
+    token,
+    url,
+)
 
-
-class ActionError(Exception):
-    def __init__(self, message: str, status: int = 400, code: str = "bad_request"):
-        super().__init__(message)
-        self.message, self.status, self.code = message, status, code
-
-
-def _iso(value, name: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ActionError(f"{name}: {value!r} is not an ISO 8601 time (e.g. 2023-06-01T00:00:00Z)") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+__all__ = ["ActionError", "add_node", "cancel", "node_or_404", "pull", "push", "rollback", "train"]
+MAX_ID = 2**63 - 1
 
 
 def node_or_404(s, node_id) -> dict:
-    node = s.db.one("SELECT * FROM nodes WHERE id=?", int(node_id))
+    node = s.db.one("SELECT * FROM nodes WHERE id=?", int(node_id)) if 0 < int(node_id) <= MAX_ID else None
     if node is None:
         raise ActionError(f"no node {node_id}", 404, "not_found")
     return node
 
 
+def job_or_404(s, job_id) -> dict:
+    job = s.db.one("SELECT * FROM jobs WHERE id=?", int(job_id)) if 0 < int(job_id) <= MAX_ID else None
+    if job is None:
+        raise ActionError(f"no job {job_id}", 404, "not_found")
+    return job
+
+
+def influx_settings(raw: dict) -> dict:
+    """The node's InfluxDB connection (read-only credentials), checked field by field."""
+    only(raw, ("version", "url", "database", "org", "bucket", "token", "username", "password", "measurement",
+               "field", "tags"), "influx.")
+    if not raw:
+        return {}
+    out: dict = {"version": integer(raw, "version", 1, 2, 1, "influx.version"),
+                 "url": url(raw, "url", True, "influx.url")}
+    for key in ("database", "org", "bucket", "username", "measurement", "field"):
+        if (v := text(raw, key, name=f"influx.{key}")) is not None:
+            out[key] = v
+    for key in ("token", "password"):
+        if (v := text(raw, key, max_len=512, name=f"influx.{key}")) is not None:
+            out[key] = v
+    if (tags := str_map(raw, "tags", "influx.tags")) is not None:
+        out["tags"] = tags
+    return out
+
+
 def add_node(s, doc: dict) -> dict:
-    name, url, token = (str(doc.get(k) or "").strip() for k in ("name", "api_url", "api_token"))
-    if not name or not url or not token:
-        raise ActionError("name, api_url and api_token are required")
-    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-        raise ActionError(f"api_url {url!r} must be http(s)://host:port")
-    influx = doc.get("influx") or {}
-    if isinstance(influx, str):
-        try:
-            influx = json.loads(influx) if influx.strip() else {}
-        except ValueError:
-            raise ActionError("influx must be a JSON object") from None
-    if influx and urlsplit(str(influx.get("url", ""))).scheme not in ("http", "https"):
-        raise ActionError("influx.url must be http(s)://host:port")
-    try:
-        retrain = int(doc.get("retrain_days") or 0)
-    except ValueError:
-        raise ActionError("retrain_days must be a whole number") from None
+    only(doc, ("name", "api_url", "api_token", "influx", "retrain_days"))
+    name = text(doc, "name", True, 64)
+    api_url = url(doc, "api_url", True)
+    api_token = token(doc, "api_token", True)
+    influx = influx_settings(json_object(doc, "influx"))
+    retrain = integer(doc, "retrain_days", 0, 3650, 0)
     if s.db.one("SELECT id FROM nodes WHERE name=?", name):
         raise ActionError(f"a node named {name!r} exists already", 409, "exists")
     nid = s.db.run("INSERT INTO nodes(name, api_url, api_token, influx, retrain_days, created) VALUES (?,?,?,?,?,?)",
-                   name, url.rstrip("/"), token, json.dumps(influx), retrain, time.time())
+                   name, api_url, api_token, json.dumps(influx), retrain, time.time())
     node = s.db.one("SELECT * FROM nodes WHERE id=?", nid)
     nodes.poll(s.db, node)
     return nodes.public(s.db.one("SELECT * FROM nodes WHERE id=?", nid))
@@ -60,28 +81,32 @@ def add_node(s, doc: dict) -> dict:
 
 def pull(s, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id)
-    start, end = _iso(doc.get("start"), "start"), _iso(doc.get("end"), "end")
+    only(doc, ("start", "end", "measurement", "field", "tags"))
+    start, end = iso_time(doc, "start", True), iso_time(doc, "end", True)
+    extra = {k: v for k, v in (("measurement", text(doc, "measurement")), ("field", text(doc, "field")),
+                               ("tags", str_map(doc, "tags"))) if v}
     if end <= start:
-        raise ActionError("invalid time range: end must be after start")
+        raise ActionError("invalid time range: end must be after start", field="end")
     if end > datetime.now(UTC).replace(microsecond=0) and (end - datetime.now(UTC)).days > 1:
-        raise ActionError("invalid time range: end is in the future")
+        raise ActionError("invalid time range: end is in the future", field="end")
     if not json.loads(node["influx"] or "{}").get("url"):
         raise ActionError(f"node {node['name']} has no InfluxDB connection configured")
-    params = {"start": start.isoformat(), "end": end.isoformat()}
-    params.update({k: doc[k] for k in ("measurement", "field", "tags") if doc.get(k)})
-    return _enqueue(s, node["id"], "pull", params)
+    return _enqueue(s, node["id"], "pull", {"start": start.isoformat(), "end": end.isoformat(), **extra})
 
 
 def train(s, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id) if node_id is not None else None
-    params: dict = {"auto_push": bool(doc.get("auto_push")), "quick": bool(doc.get("quick"))}
-    if doc.get("until"):
-        params["until"] = _iso(doc["until"], "until").strftime("%Y-%m-%dT%H:%M:%SZ")
-    if doc.get("data"):
-        data = doc["data"] if isinstance(doc["data"], list) else [doc["data"]]
-        params["data"] = [str(p) for p in data]
-    if doc.get("epochs"):
-        params["epochs"] = int(doc["epochs"])
+    only(doc, ("data", "until", "epochs", "quick", "auto_push"))
+    params: dict = {"auto_push": flag(doc, "auto_push"), "quick": flag(doc, "quick")}
+    if (until := iso_time(doc, "until")) is not None:
+        params["until"] = until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if (data := str_list(doc, "data")) is not None:
+        try:
+            params["data"] = [str(datafiles.resolve(s.config, p)) for p in data]
+        except datafiles.DataFileError as exc:
+            raise bad("data", str(exc)) from None
+    if (epochs := integer(doc, "epochs", 1, 1000)) is not None:
+        params["epochs"] = epochs
     return _enqueue(s, node["id"] if node else None, "train", params)
 
 
@@ -93,10 +118,9 @@ def _enqueue(s, node_id, kind: str, params: dict) -> dict:
     return jobs.public(s.db.one("SELECT * FROM jobs WHERE id=?", jid))
 
 
-def cancel(s, job_id) -> dict:
-    job = s.db.one("SELECT * FROM jobs WHERE id=?", int(job_id))
-    if job is None:
-        raise ActionError(f"no job {job_id}", 404, "not_found")
+def cancel(s, job_id, doc: dict | None = None) -> dict:
+    only(doc or {}, ())
+    job = job_or_404(s, job_id)
     if job["state"] == "queued":
         s.db.job_update(job["id"], state="cancelled", stage="cancelled", finished=time.time())
     elif job["state"] == "running":
@@ -109,13 +133,12 @@ def cancel(s, job_id) -> dict:
 def push(s, node_id, doc: dict) -> dict:
     """Push a training run's versions (or given names) to a node. Without `override`, the gate decides."""
     node = node_or_404(s, node_id)
-    version = str(doc.get("version") or "")
-    names = doc.get("names") or ["cnn-1", "lstm-1", "cnn-96", "lstm-96"]
-    if isinstance(names, str):
-        names = [names]
-    override = bool(doc.get("override"))
+    only(doc, ("version", "names", "override", "allow_older"))
+    version = text(doc, "version", True, 64)
+    names = str_list(doc, "names", len(NAMES), NAMES) or list(NAMES)
+    override, allow_older = flag(doc, "override"), flag(doc, "allow_older")
     rows = [s.registry.get(n, version) for n in names]
-    if not version or not any(rows):
+    if not any(rows):
         raise ActionError(f"no registered version {version!r}", 404, "not_found")
     status = nodes.poll(s.db, node)
     if not status.get("reachable"):
@@ -132,8 +155,7 @@ def push(s, node_id, doc: dict) -> dict:
             if not ok:
                 results.append({"ok": False, "name": row["name"], "version": version, "gate": why})
                 continue
-        results.append(nodes.push(s.db, s.registry, node, row["name"], version,
-                                  allow_older=bool(doc.get("allow_older"))))
+        results.append(nodes.push(s.db, s.registry, node, row["name"], version, allow_older=allow_older))
     nodes.poll(s.db, node)
     return {"node": node["name"], "results": results}
 
@@ -150,15 +172,23 @@ def _recent_series(s, node):
 
 def rollback(s, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id)
-    name = str(doc.get("name") or "")
-    if name not in ("cnn-1", "lstm-1", "cnn-96", "lstm-96"):
-        raise ActionError("name must be cnn-1, lstm-1, cnn-96 or lstm-96")
+    only(doc, ("name",))
+    name = text(doc, "name", True, 20)
+    if name not in NAMES:
+        raise bad("name", f"must be {', '.join(NAMES[:-1])} or {NAMES[-1]}")
+    status = nodes.poll(s.db, node)  # only an answer with the agent's documented status is talked to further
+    if not status.get("reachable"):
+        raise ActionError(f"node {node['name']} is unreachable: {status.get('error')}", 502, "unreachable")
     from edge_agent.models.client import ApiError
 
     try:
         result = nodes.client(node).rollback(name)
     except ApiError as exc:
-        raise ActionError(f"node {node['name']} refused the rollback ({exc.code}): {exc.message}",
-                          502 if exc.status == 0 else 409, exc.code) from None
+        raise ActionError(f"node {node['name']} refused the rollback ({nodes.safe_code(exc.code)}): "
+                          f"{nodes.safe_message(exc.message)}", 502 if exc.status == 0 else 409,
+                          nodes.safe_code(exc.code)) from None
+    except ValueError:
+        raise ActionError(f"node {node['name']} gave an answer that is not the agent's", 502, "bad_response") from None
     nodes.poll(s.db, node)
-    return result
+    return {"name": name, "version": str(result.get("version", ""))[:64], "status": str(result.get("status", ""))[:20]} \
+        if isinstance(result, dict) else {"name": name}

@@ -1,4 +1,8 @@
-"""Server configuration: a TOML file plus environment overrides; secrets from files or the environment."""
+"""Server configuration: a TOML file plus environment overrides; secrets from files or the environment.
+
+Every key is checked: an unknown key (a typo) or a value of the wrong type is a ConfigError naming the key, so a
+setting is never silently ignored.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,91 @@ import os
 import secrets
 import sys
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from server.files import locked, private_dir, private_file, write_private
 
 
 class ConfigError(ValueError):
     pass
+
+
+SECRETS = ("admin_password_hash", "api_token", "secret_key")
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+# key → (type name, extra check or None, what the check wants)
+KEYS: dict[str, tuple[str, Callable | None, str]] = {
+    "data_dir": ("str", bool, "a directory"),
+    "admin_user": ("str", lambda v: bool(v.strip()), "a non-empty name"),
+    "session_cookie_secure": ("bool", None, ""),
+    "python": ("str", bool, "a Python executable"),
+    "training_epochs": ("int", _positive, "≥ 1"),
+    "status_poll_s": ("float", _positive, "> 0"),
+    "login_attempts": ("int", _positive, "≥ 1"),
+    "login_account_attempts": ("int", lambda v: v >= 0, "≥ 0 (0: off)"),
+    "login_window_s": ("float", _positive, "> 0"),
+    "trusted_proxies": ("int", lambda v: 0 <= v <= 5, "between 0 and 5"),
+    "training_data_dirs": ("list[str]", lambda v: all(v), "a list of directories"),
+} | {f"{k}{suffix}": ("str", None, "") for k in SECRETS for suffix in ("", "_file", "_env")}
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    admin_user: str = "admin"
+    admin_password_hash: str | None = None
+    api_token: str | None = None
+    secret_key: str = ""
+    session_cookie_secure: bool = True
+    python: str = sys.executable
+    training_epochs: int = 40
+    status_poll_s: float = 60.0
+    login_attempts: int = 5
+    login_account_attempts: int = 20
+    login_window_s: float = 300.0
+    trusted_proxies: int = 0
+    training_data_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "server.sqlite"
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "keys" / "signing.key"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where an operator puts CSV files to train on (besides the pulled ones in cache/)."""
+        return self.data_dir / "uploads"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+def _checked(key: str, value, where: str):
+    """The value converted to its key's type, or a ConfigError naming the key."""
+    if key not in KEYS:
+        raise ConfigError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(KEYS))}")
+    kind, check, wants = KEYS[key]
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, int | float) and not isinstance(value, bool),
+          "bool": isinstance(value, bool),
+          "str": isinstance(value, str),
+          "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
+    if not ok:
+        raise ConfigError(f"{where}: {key} must be {kind.replace('str', 'a string')}, got {value!r}")
+    value = float(value) if kind == "float" else value
+    if check is not None and not check(value):
+        raise ConfigError(f"{where}: {key} must be {wants}, got {value!r}")
+    return value
 
 
 def _secret(doc: dict, key: str, base: Path) -> str | None:
@@ -28,68 +111,53 @@ def _secret(doc: dict, key: str, base: Path) -> str | None:
     return doc.get(key)
 
 
-@dataclass
-class ServerConfig:
-    data_dir: Path
-    admin_user: str = "admin"
-    admin_password_hash: str | None = None
-    api_token: str | None = None
-    secret_key: str = ""
-    session_cookie_secure: bool = True
-    python: str = sys.executable
-    training_epochs: int = 40
-    status_poll_s: float = 60.0
-    login_attempts: int = 5
-    login_window_s: float = 300.0
-
-    @property
-    def db_path(self) -> Path:
-        return self.data_dir / "server.sqlite"
-
-    @property
-    def key_path(self) -> Path:
-        return self.data_dir / "keys" / "signing.key"
-
-
 def load_config(path: str | Path | None = None, **overrides) -> ServerConfig:
     """Read the TOML file (or only the environment/overrides when path is None)."""
     doc: dict = {}
     base = Path.cwd()
     path = path or os.environ.get("SERVER_CONFIG")
+    where = "server config"
     if path:
         path = Path(path)
-        base = path.parent
+        base, where = path.parent, f"server config {path}"
         try:
             doc = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"server config {path}: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None
     doc.update(overrides)
+    doc = {k: _checked(k, v, where) for k, v in doc.items()}
     data_dir = Path(os.environ.get("SERVER_DATA_DIR") or doc.get("data_dir") or "var/server")
     data_dir = data_dir if data_dir.is_absolute() else (base / data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        private_dir(data_dir)
+    except OSError as exc:
+        raise ConfigError(f"data_dir: cannot create {data_dir}: {exc.strerror}") from None
     cfg = ServerConfig(data_dir=data_dir.resolve())
-    cfg.admin_user = doc.get("admin_user", cfg.admin_user)
+    for key in KEYS:
+        if key in doc and key not in ("data_dir", "training_data_dirs") and not key.startswith(SECRETS):
+            setattr(cfg, key, doc[key])
+    cfg.training_data_dirs = [(p if p.is_absolute() else base / p).resolve()
+                              for p in map(Path, doc.get("training_data_dirs", []))]
     cfg.admin_password_hash = _secret(doc, "admin_password_hash", base)
     cfg.api_token = _secret(doc, "api_token", base)
-    for key in ("session_cookie_secure", "python", "training_epochs", "status_poll_s", "login_attempts",
-                "login_window_s"):
-        if key in doc:
-            setattr(cfg, key, doc[key])
     if not cfg.admin_password_hash:
         raise ConfigError("admin_password_hash is required (python -m server hash-password; put the hash in the "
                           "config, a file named by admin_password_hash_file, or SERVER_ADMIN_PASSWORD_HASH)")
     if cfg.api_token is not None and len(cfg.api_token) < 16:
         raise ConfigError("api_token must have at least 16 characters")
-    cfg.secret_key = _secret(doc, "secret_key", base) or _generated_secret(data_dir / "secret_key")
+    secret_key = _secret(doc, "secret_key", base)
+    if secret_key is not None and len(secret_key) < 16:
+        raise ConfigError("secret_key must have at least 16 characters (or leave it out: one is generated)")
+    cfg.secret_key = secret_key or _generated_secret(cfg.data_dir / "secret_key")
     return cfg
 
 
 def _generated_secret(path: Path) -> str:
-    """The session signing key: generated on first start (mode 0600), reused afterwards."""
-    if path.exists():
-        return path.read_text().strip()
-    value = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
+    """The session signing key: generated once (mode 0600) under a lock, so that gunicorn workers starting
+    together on an empty data dir all read the same key; reused afterwards."""
+    with locked(path.with_name(path.name + ".lock")):
+        value = private_file(path).read_text().strip() if path.exists() else ""
+        if not value:
+            value = secrets.token_hex(32)
+            write_private(path, (value + "\n").encode())
     return value

@@ -1,4 +1,7 @@
-"""SQLite index: nodes, model versions, jobs, login attempts. One connection per thread; WAL mode."""
+"""SQLite index: nodes, model versions, jobs, login tries, sessions. One connection per thread; WAL mode.
+
+The file holds node tokens and InfluxDB credentials: it is created 0600 (SQLite gives its -wal and -shm files the
+same mode)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from server.files import private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -26,7 +31,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_active_job_per_node ON jobs(node_id) WHERE
 CREATE TABLE IF NOT EXISTS pushes (
   id INTEGER PRIMARY KEY, node_id INTEGER NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, ok INTEGER NOT NULL,
   code TEXT, message TEXT, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS login_attempts (ip TEXT NOT NULL, at REAL NOT NULL);
+DROP TABLE IF EXISTS login_attempts;
+CREATE TABLE IF NOT EXISTS login_tries (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, account TEXT NOT NULL,
+  at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS login_tries_at ON login_tries(at);
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, user TEXT NOT NULL, created REAL NOT NULL,
+  expires REAL NOT NULL);
 """
 
 
@@ -34,6 +44,9 @@ class Database:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._local = threading.local()
+        for p in (self.path, self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")):
+            if p == self.path or p.exists():
+                private_file(p)
         with self.connect() as c:
             c.executescript(SCHEMA)
 

@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -23,10 +24,40 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from server import datafiles
 from server.db import Database
+from server.files import open_private, private_dir
+from shared.series import read_csv
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def redact(line: str, max_len: int = 300) -> str:
+    """A training error line for the job log without quoted or bracketed text (which could echo file content)."""
+    return re.sub(r"\[[^\]]*\]?|'[^']*'?|\"[^\"]*\"?", "…", line)[:max_len]
+
+
+def _influx_rows(st, url: str, measurement: str, field: str, start, end, tags):
+    """query_series, with errors that say what went wrong but show nothing of the answer (the URL may point at
+    another service than InfluxDB)."""
+    from edge_agent.storage import StorageError
+
+    try:
+        return st.query_series(measurement, field, start, end, tags)
+    except StorageError as exc:
+        if exc.status in (401, 403):
+            raise ValueError(f"InfluxDB at {url} refused the credentials (HTTP {exc.status})") from None
+        if exc.status == 404:
+            raise ValueError(f"InfluxDB at {url}: database not found (HTTP 404)") from None
+        if exc.status:
+            raise ValueError(f"InfluxDB at {url}: query failed (HTTP {exc.status})") from None
+        reason = re.search(r"\[Errno \d+\][\w ]+|timed out", str(exc))
+        if "unreachable" in str(exc):
+            raise ValueError(f"InfluxDB at {url} unreachable" + (f": {reason.group(0)}" if reason else "")) from None
+        raise ValueError(f"InfluxDB at {url} refused the query (check measurement, field and tags)") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        raise ValueError(f"InfluxDB at {url}: the answer is not an InfluxDB query result") from None
 
 
 class JobRefused(Exception):
@@ -141,23 +172,25 @@ class Worker:
         measurement = params.get("measurement") or influx.get("measurement", "EnergyMeter")
         field = params.get("field") or influx.get("field", "EnergyIn")
         tags = params.get("tags") or influx.get("tags") or None
-        out = self.s.config.data_dir / "cache" / f"node-{node_id}" / (
-            f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        folder = private_dir(private_dir(self.s.config.cache_dir) / f"node-{node_id}")
+        out = folder / f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv"
         rows, t, total = 0, start, (end - start).total_seconds()
         tmp = out.with_suffix(".part")
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["time", "value"])
-            while t < end:
-                t2 = min(end, t + timedelta(days=7))
-                for ns, v in st.query_series(measurement, field, t, t2, tags):
-                    w.writerow([datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z"), v])
-                    rows += 1
-                t = t2
-                self._progress(jid, 100 * (t - start).total_seconds() / total, f"pulled to {t:%Y-%m-%d}")
-        os.replace(tmp, out)
-        st.close()
+        try:
+            with open_private(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["time", "value"])
+                while t < end:
+                    t2 = min(end, t + timedelta(days=7))
+                    for ns, v in _influx_rows(st, influx["url"], measurement, field, t, t2, tags):
+                        w.writerow([datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z"), v])
+                        rows += 1
+                    t = t2
+                    self._progress(jid, 100 * (t - start).total_seconds() / total, f"pulled to {t:%Y-%m-%d}")
+            os.replace(tmp, out)
+        finally:
+            st.close()
+            tmp.unlink(missing_ok=True)
         self.s.db.job_log(jid, f"{rows} readings of {measurement}.{field} → {out.name}")
         if rows == 0:
             raise ValueError(f"no {measurement}.{field} readings between {params['start']} and {params['end']}")
@@ -165,17 +198,23 @@ class Worker:
 
     # -- train ----------------------------------------------------------------------------------------
     def _data_files(self, node_id: int | None, params: dict) -> list[str]:
+        """The job's CSV files, each checked again to lie in the server's data areas (server.datafiles)."""
         if params.get("data"):
-            files = [str(Path(p)) for p in params["data"]]
+            given = [str(p) for p in params["data"]]
         else:
             last = self.s.db.one("SELECT result FROM jobs WHERE node_id=? AND kind='pull' AND state='done' "
                                  "ORDER BY id DESC LIMIT 1", node_id) if node_id else None
             if not last:
                 raise ValueError("no data: pull history from the node first (or give data files)")
-            files = [json.loads(last["result"])["file"]]
-        for f in files:
-            if not Path(f).exists():
-                raise ValueError(f"data file {f} does not exist")
+            given = [json.loads(last["result"])["file"]]
+        files = [str(datafiles.resolve(self.s.config, f)) for f in given]
+        for f in files:  # read here, so that a bad file fails with its name only, never with its content
+            try:
+                ok = len(read_csv(f).times) > 0
+            except (ValueError, OSError, UnicodeError):
+                ok = False
+            if not ok:
+                raise ValueError(f"data file {f} is not a readable time,value CSV with readings")
         return files
 
     def train(self, jid: int, node_id: int | None, params: dict) -> dict:
@@ -199,8 +238,10 @@ class Worker:
                     if line.startswith("progress: "):
                         pct, _, stage = line[len("progress: "):].partition(" ")
                         self._progress(jid, 2 + 0.9 * float(pct), stage)
-                    elif line.startswith("[") or line.startswith("error"):
+                    elif line.startswith("["):
                         self.s.db.job_log(jid, line)
+                    elif line.startswith("error"):
+                        self.s.db.job_log(jid, redact(line))
             except Cancelled:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import time
 from pathlib import Path
 
@@ -32,13 +34,84 @@ def public(node: dict) -> dict:
     return out
 
 
+# -- the agent's status: only the documented fields, checked, are stored and shown ------------------------------------
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_VERSION = re.compile(r"\d{8}T\d{6}Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_COUNTER = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class BadStatus(ValueError):
+    """The answer does not have the shape of the agent's documented status (architecture.md)."""
+
+
+def _short(value, max_len: int = 64) -> str:
+    if not isinstance(value, str) or len(value) > max_len or _CONTROL.search(value):
+        raise BadStatus("not a short string")
+    return value
+
+
+def _version_entry(entry) -> dict | None:
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("version"), str) or \
+            not _VERSION.fullmatch(entry["version"]) or not _SHA256.fullmatch(_short(entry.get("sha256"))):
+        raise BadStatus("bad model version entry")
+    return {"version": entry["version"], "sha256": entry["sha256"], "activated_at": _short(entry.get("activated_at"), 40)}
+
+
+def clean_status(doc) -> dict:
+    """The documented status fields of an answer, checked; BadStatus if it is not an agent's status.
+
+    Counters that are not plain numbers are dropped; nothing else of the answer is kept."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("interpreter"), dict) or \
+            not isinstance(doc.get("models"), dict) or len(doc["models"]) > 16:
+        raise BadStatus("not an agent status")
+    models = {}
+    for name, m in doc["models"].items():
+        if not _MODEL_NAME.fullmatch(name) or not isinstance(m, dict):
+            raise BadStatus("bad model entry")
+        models[name] = {"active": _version_entry(m.get("active")), "previous": _version_entry(m.get("previous"))}
+    last = doc.get("last_forecast")
+    counters = doc.get("counters") if isinstance(doc.get("counters"), dict) else {}
+    return {"agent_version": _short(doc.get("agent_version"), 40),
+            "interpreter": {"name": _short(doc["interpreter"].get("name")),
+                            "version": _short(doc["interpreter"].get("version"))},
+            "models": models,
+            "last_forecast": None if last is None else _short(last, 40),
+            "counters": {k: v for k, v in list(counters.items())[:200] if _COUNTER.fullmatch(k)
+                         and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}}
+
+
+def safe_code(code) -> str:
+    return code if isinstance(code, str) and re.fullmatch(r"[a-z0-9_]{1,40}", code) else "http_error"
+
+
+def safe_message(message, max_len: int = 300) -> str:
+    """An agent's error message as shown on the page: one line, no control characters, bounded."""
+    return _CONTROL.sub(" ", str(message))[:max_len]
+
+
 def poll(db: Database, node: dict) -> dict:
-    """Ask the agent for its status and remember it (reachable or not)."""
+    """Ask the agent for its status and remember its documented fields (reachable or not).
+
+    A URL that is not an agent (another service on the LAN) gives `reachable: false, code: bad_response` and
+    nothing of its answer is stored or shown; HTTP errors are shown as status and code only."""
     try:
-        st = client(node).status()
-        status = {"reachable": True, **st}
+        status = {"reachable": True, **clean_status(client(node).status())}
     except ApiError as exc:
-        status = {"reachable": False, "error": exc.message, "code": exc.code}
+        code = safe_code(exc.code)
+        if exc.status == 0:
+            error = safe_message(exc.message)  # built by the client from the URL and the OS error
+        elif code == "bad_response":
+            error = "the answer is not an agent's status (wrong URL?)"
+        else:
+            error = f"the agent answered HTTP {int(exc.status)} ({code})"
+        status = {"reachable": False, "error": error, "code": code}
+    except Exception:  # not JSON, wrong shape, anything else in the answer
+        status = {"reachable": False, "error": "the answer is not an agent's status (wrong URL?)",
+                  "code": "bad_response"}
     db.run("UPDATE nodes SET status=?, status_at=? WHERE id=?", json.dumps(status), time.time(), node["id"])
     return status
 
@@ -88,9 +161,12 @@ def push(db: Database, registry: Registry, node: dict, name: str, version: str, 
         raise LookupError(f"no version {name} {version} in the registry")
     try:
         result = client(node).push_archive(bundle_archive(Path(row["path"])), allow_older=allow_older)
-        ok, code, message = True, result.get("status"), f"{name} {version} {result.get('status')}"
+        answer = safe_code(result.get("status")) if isinstance(result, dict) else "bad_response"
+        ok, code, message = answer in ("active", "unchanged"), answer, f"{name} {version} {answer}"
     except ApiError as exc:
-        ok, code, message, result = False, exc.code, exc.message, None
+        ok, code, message = False, safe_code(exc.code), safe_message(exc.message)
+    except ValueError:
+        ok, code, message = False, "bad_response", "the answer is not the agent's"
     db.run("INSERT INTO pushes(node_id, name, version, ok, code, message, created) VALUES (?,?,?,?,?,?,?)",
            node["id"], name, version, int(ok), code, message, time.time())
     log.info("push %s %s to %s: %s (%s)", name, version, node["name"], "accepted" if ok else "rejected", message)

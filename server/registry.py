@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from server.db import Database
+from server.files import private_dir
 from server.plots import forecast_vs_actual_svg
 from shared import manifest as mf
 from shared import signing
@@ -21,8 +22,7 @@ NAMES = ("cnn-1", "lstm-1", "cnn-96", "lstm-96")
 
 class Registry:
     def __init__(self, root: Path, db: Database, keys: signing.KeyPair):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(Path(root))
         self.db = db
         self.keys = keys
 
@@ -31,13 +31,15 @@ class Registry:
         doc = mf.load(bundle_dir)
         if mf.sha256_file(Path(bundle_dir) / mf.MODEL_FILE) != doc["model"]["sha256"]:
             raise ValueError(f"{bundle_dir}: model.tflite does not match its manifest")
-        dest = self.root / doc["name"] / doc["version"]
+        dest = private_dir(self.root / doc["name"]) / doc["version"]
         if dest.exists():
             shutil.rmtree(dest)
-        dest.mkdir(parents=True)
+        dest.mkdir(mode=0o700)
         for f in (mf.MANIFEST_FILE, mf.MODEL_FILE):
-            shutil.copy2(Path(bundle_dir) / f, dest / f)
+            shutil.copyfile(Path(bundle_dir) / f, dest / f)
         signing.sign_bundle_dir(dest, self.keys)
+        for f in dest.iterdir():
+            f.chmod(0o600)
         plot = self._plot(dest, doc, series) if series is not None else None
         self.db.run("INSERT OR REPLACE INTO versions(name, version, kind, horizon, path, sha256, bytes, metrics, data, "
                     "plot, job_id, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", doc["name"], doc["version"],

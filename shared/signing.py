@@ -106,13 +106,29 @@ def load_private_key(path: Path) -> KeyPair:
 
 
 def load_or_create_keypair(path: Path) -> KeyPair:
-    """The server's key pair: generated on first start, reused afterwards."""
+    """The server's key pair: generated on first start, reused afterwards.
+
+    Several processes (gunicorn workers) may start together on an empty data dir: the key is created once, under
+    an exclusive lock on `<path>.lock`, so every process gets the same key pair and none sees a half-written file.
+    The key's directory is made 0700."""
+    import fcntl
+
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.parent.stat().st_mode & 0o777 != 0o700:
+        path.parent.chmod(0o700)
     if path.exists():
         return load_private_key(path)
-    pair = generate_keypair()
-    save_private_key(pair, path)
-    return pair
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if path.exists():  # another process made it while we waited
+            return load_private_key(path)
+        pair = generate_keypair()
+        save_private_key(pair, path)
+        return pair
+    finally:
+        os.close(fd)
 
 
 def sign_manifest(manifest_bytes: bytes, pair: KeyPair) -> dict:

@@ -127,3 +127,24 @@ def test_cancel_a_running_training(app, worker):
         time.sleep(0.1)
     assert state == "cancelled"
     assert json.loads(json.dumps(c.get("/api/v1/models", headers=AUTH).json))["versions"] == []
+
+
+def test_failed_logins_are_counted_per_account_too(tmp_path):
+    """Guessing from many addresses: the account's own limit stops it (login_account_attempts)."""
+    from server.app import create_app
+    from tests.server.conftest import server_config
+
+    app = create_app(server_config(tmp_path, login_attempts=5, login_account_attempts=8))
+    codes = []
+    for i in range(10):
+        c = app.test_client()
+        c.environ_base["REMOTE_ADDR"] = f"203.0.113.{i}"
+        csrf = csrf_of(c.get("/login").get_data(as_text=True))
+        codes.append(c.post("/login", data={"username": "admin", "password": f"guess-{i}", "csrf_token": csrf})
+                     .status_code)
+    assert codes == [401] * 8 + [429, 429], codes
+    # another account name is not locked (nor revealed: the answer is the same as for a wrong password)
+    c = app.test_client()
+    c.environ_base["REMOTE_ADDR"] = "198.51.100.1"
+    csrf = csrf_of(c.get("/login").get_data(as_text=True))
+    assert c.post("/login", data={"username": "root", "password": "x", "csrf_token": csrf}).status_code == 401

@@ -29,7 +29,7 @@ def stack(tmp_path, mosquitto_session, influxd_session, influx_db_name):
     agent = start_agent(agent_config(tmp_path / "agent", mosquitto_session.port, influxd_session.url,
                                      influx_db_name, keys), components=("edge_agent.forecast", "edge_agent.models.api"))
     with Gunicorn(tmp_path / "gunicorn", generate_password_hash(PASSWORD), API_TOKEN, data_dir=data_dir,
-                  extra_config="status_poll_s = 2\n") as server:
+                  extra_config=f'status_poll_s = 2\ntraining_data_dirs = ["{SEED_CSV.parent}"]\n') as server:
         yield f"http://localhost:{server.port}", agent
     agent.stop()
 

@@ -7,6 +7,7 @@ import csv
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from edge_agent.storage import StorageConfig, open_storage
 from server import jobs
@@ -72,3 +73,52 @@ def test_scheduled_retrain_is_queued_once(app):
     w.schedule_retrains()  # still queued: not duplicated
     rows = s.db.all("SELECT * FROM jobs WHERE node_id=?", node["id"])
     assert len(rows) == 1 and rows[0]["kind"] == "train" and '"scheduled": true' in rows[0]["params"]
+
+
+def test_a_pull_from_a_foreign_url_shows_nothing_of_its_answer(app, worker):
+    """A node's InfluxDB URL that points at another service: the job fails without echoing its answer."""
+    from tests.server.conftest import ForeignService
+
+    c = app.test_client()
+    for status, body in ((500, b'{"error": "TOPSECRET from the LAN"}'), (200, b'{"results": [{"error": "TOPSECRET"}]}'),
+                         (401, b"TOPSECRET page")):
+        foreign = ForeignService(status, body)
+        try:
+            node = c.post("/api/v1/nodes", headers=AUTH, json={
+                "name": f"pi-{status}-{len(body)}", "api_url": "http://127.0.0.1:9", "api_token": "t" * 20,
+                "influx": {"version": 1, "url": foreign.url, "database": "energy"}}).json
+            job = c.post(f"/api/v1/nodes/{node['id']}/pull", headers=AUTH,
+                         json={"start": "2023-03-01T00:00:00Z", "end": "2023-03-02T00:00:00Z"}).json
+            for _ in range(200):
+                job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
+                if job["state"] not in ("queued", "running"):
+                    break
+                time.sleep(0.05)
+            assert job["state"] == "failed" and "TOPSECRET" not in str(job), job
+            assert "InfluxDB" in job["error"]
+        finally:
+            foreign.close()
+
+
+def test_pulled_files_are_private(app, worker, influxd_session, influx_db_name):
+    import stat
+
+    st = open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name))
+    t0 = datetime(2023, 3, 1, tzinfo=UTC)
+    st.write([Point("EnergyMeter", {}, {"EnergyIn": 1.0 + i}, int((t0 + timedelta(minutes=15 * i)).timestamp() * 1e9))
+              for i in range(96)])
+    c = app.test_client()
+    node = c.post("/api/v1/nodes", headers=AUTH, json={"name": "pi", "api_url": "http://127.0.0.1:9",
+                                                        "api_token": "t" * 20, "influx": {
+                                                            "url": influxd_session.url, "database": influx_db_name}}).json
+    job = c.post(f"/api/v1/nodes/{node['id']}/pull", headers=AUTH,
+                 json={"start": "2023-03-01T00:00:00Z", "end": "2023-03-02T00:00:00Z"}).json
+    for _ in range(200):
+        job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
+        if job["state"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert job["state"] == "done", job
+    f = Path(job["result"]["file"])
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert stat.S_IMODE(f.parent.stat().st_mode) == 0o700 and stat.S_IMODE(f.parent.parent.stat().st_mode) == 0o700

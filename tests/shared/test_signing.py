@@ -49,3 +49,25 @@ def test_public_key_text_rejects_bad_input():
         signing.public_key_from_text("AAAA")
     with pytest.raises(ValueError):
         signing.public_key_from_text("not base64!")
+
+
+def _create(args):
+    path, barrier = args
+    barrier.wait()
+    return signing.load_or_create_keypair(path).public_text
+
+
+def test_parallel_first_starts_create_one_key_pair(tmp_path):
+    """Several server processes starting at once on an empty dir: one key pair, no crash, no temp file left."""
+    import multiprocessing
+
+    path = tmp_path / "keys" / "signing.key"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as m:
+        barrier = m.Barrier(8)
+        with ctx.Pool(8) as pool:
+            keys = pool.map(_create, [(path, barrier)] * 8)
+    assert len(set(keys)) == 1
+    assert signing.load_private_key(path).public_text == keys[0]
+    assert not list(path.parent.glob("*.tmp"))
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

@@ -1,0 +1,76 @@
+"""Server configuration: unknown keys and wrong types are refused with the key's name; the generated session key is
+created once even when several processes start together."""
+
+from __future__ import annotations
+
+import multiprocessing
+import stat
+
+import pytest
+from werkzeug.security import generate_password_hash
+
+from server.config import ConfigError, load_config
+
+HASH = generate_password_hash("pw")
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "server.toml"
+    path.write_text(f'data_dir = "{tmp_path / "data"}"\nadmin_password_hash = "{HASH}"\n' + text)
+    return path
+
+
+def test_a_valid_file_loads(tmp_path):
+    cfg = load_config(write(tmp_path, 'login_attempts = 3\nstatus_poll_s = 5\nsession_cookie_secure = false\n'
+                                      'trusted_proxies = 1\ntraining_data_dirs = ["/srv/csv"]\n'))
+    assert cfg.login_attempts == 3 and cfg.status_poll_s == 5.0 and isinstance(cfg.status_poll_s, float)
+    assert cfg.session_cookie_secure is False and cfg.trusted_proxies == 1
+    assert [str(p) for p in cfg.training_data_dirs] == ["/srv/csv"]
+
+
+@pytest.mark.parametrize("text, key", [
+    ("login_attemps = 3\n", "login_attemps"),                 # a typo is not silently ignored
+    ("[server]\nport = 1\n", "server"),
+    ('login_attempts = "5"\n', "login_attempts"),
+    ("login_attempts = true\n", "login_attempts"),
+    ("login_attempts = 1.5\n", "login_attempts"),
+    ('status_poll_s = "60"\n', "status_poll_s"),
+    ('session_cookie_secure = "false"\n', "session_cookie_secure"),
+    ("session_cookie_secure = 0\n", "session_cookie_secure"),
+    ("training_epochs = 0\n", "training_epochs"),
+    ("login_window_s = -1\n", "login_window_s"),
+    ("trusted_proxies = -1\n", "trusted_proxies"),
+    ('training_data_dirs = "/srv"\n', "training_data_dirs"),
+    ("training_data_dirs = [1]\n", "training_data_dirs"),
+    ("admin_user = 1\n", "admin_user"),
+    ("python = []\n", "python"),
+    ("api_token = 12345678901234567890\n", "api_token"),
+    ('api_token = "short"\n', "api_token"),
+])
+def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert key in str(err.value)
+
+
+def test_unknown_override_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="login_attemps"):
+        load_config(None, data_dir=str(tmp_path / "d"), admin_password_hash=HASH, login_attemps=3)
+
+
+def _load(args):
+    path, barrier = args
+    barrier.wait()
+    return load_config(path).secret_key
+
+
+def test_the_generated_session_key_is_created_once_by_parallel_starts(tmp_path):
+    path = write(tmp_path, "")
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as m:
+        barrier = m.Barrier(8)
+        with ctx.Pool(8) as pool:
+            keys = pool.map(_load, [(path, barrier)] * 8)
+    assert len(set(keys)) == 1 and len(keys[0]) == 64
+    assert stat.S_IMODE((tmp_path / "data" / "secret_key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
