@@ -1,7 +1,10 @@
 """The agent's model API: upload a signed bundle, read status, roll back, run a forecast (docs/edge-models.md).
 
 Every request needs `Authorization: Bearer <token>` (compared in constant time). Bodies above the size limit
-are refused before they are read.
+are refused before they are read. The HTTP server (edge_agent/models/httpserver.py) caps connections, drops idle
+and slow ones and limits request heads, so nobody who reaches the port can exhaust the agent; TLS when
+`tls_cert_file`/`tls_key_file` are set. Activation is all-or-nothing: a stored version that does not load from disk
+is rolled back to the state before and answered with an error.
 """
 
 from __future__ import annotations
@@ -9,15 +12,17 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import ssl
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.models.bundle import Bundle, BundleRejected, verify
+from edge_agent.models.httpserver import BoundedHTTPServer, LimitedHandler, Limits
+from edge_agent.models.store import StoredVersion
 from edge_agent.schedule import floor_slot
 from edge_agent.storage.base import read_secret
 from shared import manifest as mf
@@ -34,9 +39,47 @@ class ApiConfig:
     public_key: str | None = None
     max_bundle_bytes: int = 2 * 1024 * 1024
     allow_older: bool = False  # accept a version older than the active one without ?allow_older=1
+    max_connections: int = 8  # open connections; beyond, the oldest one still sending its head is dropped
+    timeout_s: float = 10.0  # to finish the TLS handshake and the request head; also for each send
+    body_timeout_s: float = 60.0  # to send the body (a bundle) once the head is in
+    max_header_bytes: int = 8192  # request line + headers
+    tls_cert_file: str | None = None  # PEM certificate (chain); with tls_key_file: serve HTTPS
+    tls_key_file: str | None = None
 
     def __repr__(self) -> str:
-        return f"ApiConfig(bind={self.bind!r}, port={self.port}, token=***, max_bundle_bytes={self.max_bundle_bytes})"
+        return (f"ApiConfig(bind={self.bind!r}, port={self.port}, token=***, tls={bool(self.tls_cert_file)}, "
+                f"max_bundle_bytes={self.max_bundle_bytes}, max_connections={self.max_connections}, "
+                f"timeout_s={self.timeout_s})")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_connections, self.timeout_s, self.body_timeout_s, self.max_header_bytes)
+
+
+def tls_context(api: ApiConfig, where: str) -> ssl.SSLContext | None:
+    """The server-side TLS context, or None without TLS; errors name the key."""
+    if not api.tls_cert_file and not api.tls_key_file:
+        return None
+    if not (api.tls_cert_file and api.tls_key_file):
+        missing = "tls_key_file" if api.tls_cert_file else "tls_cert_file"
+        raise ConfigError(f"{where}.{missing}: TLS needs both tls_cert_file and tls_key_file")
+    for key in ("tls_cert_file", "tls_key_file"):
+        try:
+            Path(getattr(api, key)).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{where}.{key}: cannot read {getattr(api, key)}: {exc.strerror}") from None
+    try:
+        ssl.create_default_context(cafile=api.tls_cert_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{where}.tls_cert_file: {api.tls_cert_file} is not a PEM certificate: {exc}") from None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(api.tls_cert_file, api.tls_key_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{where}.tls_key_file: {api.tls_key_file} is not the private key of tls_cert_file "
+                          f"({exc})") from None
+    return ctx
 
 
 def parse_config(cfg: AgentConfig) -> ApiConfig:
@@ -58,6 +101,16 @@ def parse_config(cfg: AgentConfig) -> ApiConfig:
         public_key_from_text(api.public_key)
     except ValueError as exc:
         raise ConfigError(f"{where}.public_key: {exc}") from None
+    checks = [("port", 0 <= api.port <= 65535, "between 0 and 65535"),
+              ("max_connections", 1 <= api.max_connections <= 1024, "between 1 and 1024"),
+              ("timeout_s", 0 < api.timeout_s <= 3600, "between 0 and 3600 (seconds)"),
+              ("body_timeout_s", 0 < api.body_timeout_s <= 3600, "between 0 and 3600 (seconds)"),
+              ("max_header_bytes", 1024 <= api.max_header_bytes <= 65536, "between 1024 and 65536"),
+              ("max_bundle_bytes", 1024 <= api.max_bundle_bytes <= 64 * 2**20, "between 1 KiB and 64 MiB")]
+    for name, ok, what in checks:
+        if not ok:
+            raise ConfigError(f"{where}.{name}: must be {what}, not {getattr(api, name)!r}")
+    tls_context(api, where)
     return api
 
 
@@ -80,14 +133,20 @@ class ModelApi:
             self._own_forecaster = False
         self.forecaster: Forecaster = forecaster
         self._upload_lock = threading.Lock()
-        self.server = ThreadingHTTPServer((api.bind, api.port), self._handler())
-        self.server.daemon_threads = True
+        where = f"{config.path}: [api]"
+        tls = tls_context(api, where)
+        try:
+            self.server = BoundedHTTPServer((api.bind, api.port), self._handler(), api.limits, tls,
+                                            on_event=ctx.health.incr)
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot listen on {api.bind}:{api.port} (bind, port): {exc.strerror}") from None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        scheme = "https" if self.server.ssl_context else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     # -- actions ------------------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -97,6 +156,33 @@ class ModelApi:
         return {"agent_version": __version__,
                 "interpreter": {"name": f.runtime.name, "version": f.runtime.version},
                 "models": models, "last_forecast": f.last_forecast, "counters": self.ctx.health.snapshot()}
+
+    def _loaded(self, entry: StoredVersion) -> bool:
+        """The forecaster holds exactly this version in memory."""
+        model = self.forecaster.models.get(entry.name)
+        return model is not None and model.manifest.get("version") == entry.version \
+            and model.manifest["model"]["sha256"] == entry.sha256
+
+    def _intact(self, entry: StoredVersion) -> bool:
+        try:
+            self.forecaster.store.check(entry)
+        except ValueError as exc:
+            log.warning("active %s %s is damaged on disk: %s", entry.name, entry.version, exc)
+            return False
+        return self._loaded(entry)
+
+    def _switch(self, name: str, before: dict, entry: StoredVersion, what: str) -> None:
+        """After the store switched `name` to `entry`: load it, or put the state `before` back and refuse."""
+        f = self.forecaster
+        f.reload(name)
+        if self._loaded(entry):
+            f.store.prune(name)
+            return
+        f.store.restore(name, before)
+        f.reload(name)
+        kept = (before.get("active") or {}).get("version") or "no version"
+        raise BundleRejected("activation_failed", f"{name} {entry.version} was {what} but does not load from disk "
+                                                  f"(see the agent's log); {kept} stays active", 500)
 
     def upload(self, body: bytes, allow_older: bool) -> dict:
         bundle = Bundle.from_archive(body, self.api.max_bundle_bytes)
@@ -112,14 +198,20 @@ class ModelApi:
             doc, _model = verify(bundle, self.trusted, f.runtime, recent, issue_ns)
             name, version = doc["name"], doc["version"]
             active = f.store.active(name)
-            if active and active.version == version:
+            if active and active.version == version and active.sha256 == doc["model"]["sha256"] \
+                    and self._intact(active):
                 return {"name": name, "version": version, "status": "unchanged"}
             if active and version < active.version and not (allow_older or self.api.allow_older):
                 raise BundleRejected("older_version", f"{name} {version} is older than the active {active.version}; "
                                                       "push with ?allow_older=1 to install it anyway (or roll back)",
                                      409)
-            f.store.activate(name, version, bundle.manifest_bytes, bundle.model_bytes, bundle.signature_bytes or b"")
-            f.reload(name)
+            before = f.store.state(name)
+            try:
+                entry = f.store.activate(name, version, bundle.manifest_bytes, bundle.model_bytes,
+                                         bundle.signature_bytes or b"", prune=False)
+            except OSError as exc:  # nothing switched: the state is replaced last, atomically
+                raise BundleRejected("activation_failed", f"cannot store {name} {version}: {exc}", 500) from None
+            self._switch(name, before, entry, "stored")
         self.ctx.health.incr("models_activated")
         log.info("model %s version %s activated", name, version)
         self._forecast_soon()
@@ -130,10 +222,15 @@ class ModelApi:
         if name not in f.store.names():
             raise BundleRejected("unknown_model", f"no model named {name!r}", 404)
         with self._upload_lock:
-            entry = f.store.rollback(name)
+            before = f.store.state(name)
+            try:
+                entry = f.store.rollback(name)
+            except ValueError as exc:
+                raise BundleRejected("previous_damaged", f"cannot roll back: {exc}; the active version stays (push "
+                                                         "the previous version again to repair it)", 409) from None
             if entry is None:
                 raise BundleRejected("no_previous", f"{name} has no previous version to roll back to", 409)
-            f.reload(name)
+            self._switch(name, before, entry, "made active again")
         log.info("model %s rolled back to %s", name, entry.version)
         self._forecast_soon()
         return {"name": name, "version": entry.version, "status": "active"}
@@ -155,21 +252,18 @@ class ModelApi:
             log.exception("forecast after activation failed")
 
     # -- HTTP ---------------------------------------------------------------------------------------------
-    def _handler(self):
+    def _handler(self) -> type[LimitedHandler]:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(LimitedHandler):
             server_version = "edge-agent"
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):  # requests at debug level, never the token
-                log.debug("%s %s", self.address_string(), fmt % args)
 
             def _send(self, status: int, doc: dict) -> None:
                 body = (json.dumps(doc) + "\n").encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -185,6 +279,17 @@ class ModelApi:
                 self._error(401, "unauthorized", "missing or wrong bearer token")
                 return False
 
+            def _body(self, length: int) -> bytes | None:
+                try:
+                    body = self.rfile.read(length)
+                except TimeoutError:
+                    self._error(408, "timeout", f"the body did not arrive within {api.api.body_timeout_s} s")
+                    return None
+                if len(body) < length:
+                    self._error(400, "bad_request", f"the body ended after {len(body)} of {length} bytes")
+                    return None
+                return body
+
             def _route(self, method: str) -> None:
                 path = urlsplit(self.path)
                 query = parse_qs(path.query)
@@ -193,20 +298,19 @@ class ModelApi:
                 except ValueError:
                     length = -1
                 if length < 0:
-                    self.close_connection = True
                     return self._error(400, "bad_request", "invalid Content-Length")
                 if not self._authorized():
-                    self.close_connection = True
                     return None
                 try:
                     if method == "GET" and path.path == "/api/v1/status":
                         return self._send(200, api.status())
                     if method == "POST" and path.path == "/api/v1/models":
                         if length > api.api.max_bundle_bytes:
-                            self.close_connection = True
                             return self._error(413, "too_large", f"bundle of {length} bytes exceeds the limit of "
                                                                  f"{api.api.max_bundle_bytes}")
-                        body = self.rfile.read(length)
+                        body = self._body(length)
+                        if body is None:
+                            return None
                         allow = query.get("allow_older", ["0"])[0] in ("1", "true")
                         return self._send(200, api.upload(body, allow))
                     parts = path.path.strip("/").split("/")
@@ -235,11 +339,15 @@ class ModelApi:
     def start(self) -> None:
         self._thread = threading.Thread(target=self.server.serve_forever, name="model-api", daemon=True)
         self._thread.start()
-        log.info("model API listening on %s", self.url)
+        log.info("model API listening on %s (at most %d connections, %g s to send a request)", self.url,
+                 self.api.max_connections, self.api.timeout_s)
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self._thread is not None:
+            self.server.shutdown()
+            self._thread = None
         self.server.server_close()
+        self.server.close_all()
 
 
 def build(config: AgentConfig, ctx) -> ModelApi | None:

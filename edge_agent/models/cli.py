@@ -9,14 +9,18 @@ from pathlib import Path
 
 
 def _client(args):
-    from edge_agent.models.client import AgentClient
+    from edge_agent.models.client import AgentClient, ApiError
 
     token = (Path(args.token_file).read_text().strip() if args.token_file
              else os.environ.get("EDGE_AGENT_API_TOKEN", ""))
     if not token:
         print("error: give --token-file or set EDGE_AGENT_API_TOKEN", file=sys.stderr)
         raise SystemExit(2)
-    return AgentClient(args.url, token)
+    try:
+        return AgentClient(args.url, token, ca_file=args.ca_file)
+    except ApiError as exc:
+        print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def run(args) -> int:
@@ -43,6 +47,7 @@ def add_subcommand(sub) -> None:
     p = sub.add_parser("models", help="push, roll back and inspect models through the agent's API")
     p.add_argument("--url", default="http://127.0.0.1:8750", help="the agent's API (default %(default)s)")
     p.add_argument("--token-file", help="file holding the API token (else $EDGE_AGENT_API_TOKEN)")
+    p.add_argument("--ca-file", help="https: the agent's certificate (self-signed) or its CA (default: system CAs)")
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("status", help="active/previous versions, interpreter, counters")
     push = actions.add_parser("push", help="upload signed bundle directories")

@@ -41,7 +41,8 @@ def signed(seed_bundles, server_keys, tmp_path):
     return make
 
 
-def agent_config(tmp_path, mosquitto_port, influx_url, db, keys, forecast_extra: str = "", api: bool = True):
+def agent_config(tmp_path, mosquitto_port, influx_url, db, keys, forecast_extra: str = "", api: bool = True,
+                 api_extra: str = ""):
     extra = f"""
 [forecast]
 measurement = "EnergyMeter"
@@ -60,6 +61,7 @@ port = 0
 token = "{TOKEN}"
 public_key = "{keys.public_text}"
 max_bundle_bytes = 300000
+{api_extra}
 """
     return write_config(tmp_path, mosquitto_port, influx_url, db, extra=extra, client_id=f"agent-{db}")
 
