@@ -1,0 +1,90 @@
+"""The systemd units the roles install: rendered by ansible from the role templates, then checked by
+`systemd-analyze verify` (warnings count) and for the keys the agent's lifecycle depends on (notify, watchdog,
+restart) and the hardening."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.ansible_local import AVAILABLE, SKIP_REASON, render
+
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
+needs_systemd = pytest.mark.skipif(not shutil.which("systemd-analyze"),
+                                   reason="systemd-analyze not installed (apt-get install systemd)")
+
+HARDENING = {"NoNewPrivileges": "true", "ProtectSystem": "strict", "ProtectHome": "true", "PrivateTmp": "true",
+             "PrivateDevices": "true", "ProtectKernelTunables": "true", "ProtectKernelModules": "true",
+             "ProtectControlGroups": "true", "RestrictSUIDSGID": "true", "LockPersonality": "true",
+             "RestrictRealtime": "true", "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+             "CapabilityBoundingSet": "", "UMask": "0077"}
+
+
+def service_keys(unit: str) -> dict[str, str]:
+    """The [Service] section as key -> value (the last one wins, as in systemd for these keys)."""
+    keys, section = {}, None
+    for line in unit.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            keys[k] = v
+    return keys
+
+
+def fake_venv(tmp: Path, *binaries: str) -> Path:
+    """A directory whose bin/ holds this interpreter under the given names: verify checks that ExecStart exists."""
+    venv = tmp / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    for name in binaries:
+        (venv / "bin" / name).symlink_to(sys.executable)
+    return venv
+
+
+def verify(tmp: Path, name: str, text: str) -> str:
+    """systemd-analyze verify's complaints about the unit (empty when it is clean)."""
+    unit = tmp / "units" / name
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True)
+    return (r.stdout + r.stderr).strip() + ("" if r.returncode == 0 else f" (exit {r.returncode})")
+
+
+def agent_unit(tmp: Path, **extra) -> str:
+    return render(tmp, "edge_agent", "edge-agent.service.j2",
+                  {"edge_agent_venv": str(fake_venv(tmp, "python")), **extra})
+
+
+@needs_systemd
+def test_agent_unit_is_notify_with_a_watchdog_and_restarts_always(tmp_path):
+    unit = agent_unit(tmp_path)
+    assert verify(tmp_path, "edge-agent.service", unit) == ""
+    keys = service_keys(unit)
+    assert {k: keys.get(k) for k in ("Type", "NotifyAccess", "WatchdogSec", "Restart")} == {
+        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60", "Restart": "always"}
+    assert {k: keys.get(k) for k in HARDENING} == HARDENING
+    assert keys["ReadWritePaths"] == "/var/lib/edge-agent" and keys["User"] == "edge-agent"
+    assert "edge_agent check --offline" in keys["ExecStartPre"]
+
+
+@needs_systemd
+def test_watchdog_follows_its_variable_and_verify_catches_a_bad_value(tmp_path):
+    assert service_keys(agent_unit(tmp_path / "a", edge_agent_watchdog_sec=30))["WatchdogSec"] == "30"
+    # the check can fail: a value systemd cannot parse is reported
+    bad = agent_unit(tmp_path / "b", edge_agent_watchdog_sec="sixty")
+    assert "Failed to parse sec value" in verify(tmp_path / "b", "edge-agent.service", bad)
+
+
+@needs_systemd
+def test_server_unit_verifies_and_keeps_its_files_private(tmp_path):
+    unit = render(tmp_path, "server", "home-energy-server.service.j2",
+                  {"server_venv": str(fake_venv(tmp_path, "gunicorn"))})
+    assert verify(tmp_path, "home-energy-server.service", unit) == ""
+    keys = service_keys(unit)
+    assert keys["UMask"] == "0077" and keys["ProtectSystem"] == "strict" and keys["NoNewPrivileges"] == "true"
+    assert keys["ReadWritePaths"] == "/var/lib/home-energy-server"
