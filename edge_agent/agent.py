@@ -5,6 +5,7 @@ A component module exposes `build(config, ctx) -> Component | None`; a Component
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
@@ -54,6 +55,10 @@ class AgentContext:
         assert self.storage_factory is not None
         return self.storage_factory()
 
+    @property
+    def topic_prefix(self) -> str:
+        return self.config.publish.topic_prefix
+
     def on_stored(self, listener: Callable[[list[bytes]], None]) -> None:
         """Call `listener(lines)` with the line-protocol lines of each batch that reached the database
         (e.g. flow recomputes slots that got late data; `shared.points.line_head` parses a line's head)."""
@@ -61,11 +66,21 @@ class AgentContext:
 
 
 class Publisher:
-    """The agent's own MQTT connection for outgoing messages (forecasts, discovery), separate from ingest."""
+    """The agent's own MQTT connection for outgoing messages (forecasts, the flow, discovery), separate from
+    ingest. Its last will marks the agent `offline` on `<topic_prefix>/status` (retained) when the connection
+    drops; it says `online` on every connect and `offline` when it stops, so Home Assistant shows the agent's
+    sensors unavailable instead of an old retained forecast as current."""
 
     def __init__(self, config: AgentConfig):
         self.client = make_client(config, f"{config.mqtt.client_id}-pub", manual_ack=False)
         self._config = config
+        self.availability_topic = config.publish.availability_topic
+        self.client.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        if not reason_code.is_failure:
+            client.publish(self.availability_topic, "online", qos=1, retain=True)
 
     def start(self) -> None:
         c = self._config.mqtt
@@ -76,6 +91,9 @@ class Publisher:
         self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def stop(self) -> None:
+        info = self.client.publish(self.availability_topic, "offline", qos=1, retain=True)
+        with contextlib.suppress(Exception):
+            info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()
 

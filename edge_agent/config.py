@@ -82,6 +82,21 @@ class LoggingConfig:
 
 
 @dataclass
+class PublishConfig:
+    """What the agent publishes on MQTT (forecasts, the energy flow, its availability) and Home Assistant
+    discovery. Until 0.2 these keys lived in [forecast]; they are still read from there when [publish] is absent."""
+
+    topic_prefix: str = "home-energy"
+    node_id: str = "edge"
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+
+    @property
+    def availability_topic(self) -> str:
+        return f"{self.topic_prefix}/status"
+
+
+@dataclass
 class RuleConfig:
     topic: str
     format: str
@@ -106,6 +121,7 @@ class AgentConfig:
     logging: LoggingConfig
     rules: list[RuleConfig]
     raw: dict[str, Any]
+    publish: PublishConfig = field(default_factory=PublishConfig)
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the config: absolute as given, else relative to state_dir."""
@@ -252,13 +268,24 @@ def load_config(path: str | Path) -> AgentConfig:
                 "max_payload_bytes"):
         if getattr(ingest, key) < 1:
             raise ConfigError(f"{where}: [ingest].{key} must be at least 1")
+    publish_doc = doc.get("publish")
+    if publish_doc is None:  # the first release kept these in [forecast]
+        legacy = doc.get("forecast") if isinstance(doc.get("forecast"), dict) else {}
+        names = {"topic_prefix": "topic_prefix", "node_id": "node_id", "ha_discovery": "discovery",
+                 "discovery_prefix": "discovery_prefix"}
+        publish_doc = {new: legacy[old] for old, new in names.items() if old in legacy}
+    publish = build_dataclass(PublishConfig, publish_doc, f"{where}: [publish]")
+    for key in ("topic_prefix", "node_id", "discovery_prefix"):
+        value = getattr(publish, key)
+        if not value or any(c in value for c in "#+\0") or value.startswith("/") or value.endswith("/"):
+            raise ConfigError(f"{where}: [publish].{key} {value!r} is not a usable MQTT topic part")
     cfg = AgentConfig(
         path=path, state_dir=state_dir, mqtt=mqtt, storage=storage,
         spool=build_dataclass(SpoolConfig, doc.get("spool"), f"{where}: [spool]"),
         ingest=ingest,
         health=build_dataclass(HealthConfig, doc.get("health"), f"{where}: [health]"),
         logging=build_dataclass(LoggingConfig, doc.get("logging"), f"{where}: [logging]"),
-        rules=rules, raw=doc,
+        rules=rules, raw=doc, publish=publish,
     )
     # Compile the rules now so that a bad pattern is a config error, not a runtime surprise.
     from edge_agent.rules import RuleError, compile_rules

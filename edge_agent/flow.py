@@ -1,29 +1,48 @@
 """Energy-flow component: per 15-minute slot, from the devices' readings in InfluxDB to `energy_flow` points.
 
-Runs at every slot boundary (+ delay) over the last `lookback_slots`, and again, a few seconds later, for any
-older slots that late data reached (the ingest reports what it stored). Rewrites are idempotent: a slot's point
-has the slot's end time, so recomputing overwrites it. See edge_agent/flowmath.py for the maths and
-docs/energy-flow.md for the configuration.
+When: at every slot boundary + `delay_s`, the slots that ended since the last run (and the recent ones still
+missing a reading) are computed; a slot needs its devices' first reading after its end, which is why the delay
+exists. Data that arrives out of order (a device's buffer, a replayed year, a redelivery after a reconnect)
+marks the slots it can change — up to `max_interp_s` before the reading — and they are recomputed after
+`late_debounce_s`. Data arriving in order touches nothing computed and wakes nothing (issue 18: every stored
+batch used to recompute the whole look-back window from raw readings).
+
+How: counters are read at slot boundaries only (edge_agent/boundaries.py: the two readings around each boundary,
+cached once settled); power inputs are read raw for the slots being computed. edge_agent/flowmath.py does the
+maths. A slot whose counter value at a boundary bridged a missing reading (interpolated across more than
+`gap_s`) is flagged `interpolated`; if that makes it, or the slot sharing the boundary, impossible (a negative
+balance), the role is left unknown in both rather than split by invention. Rewrites are idempotent: a slot's
+point has the slot's end time. The battery's origin state is carried from slot to slot through the database
+(fields battery_content_kwh / battery_pv_share), so it survives restarts and recomputes.
+
+See docs/energy-flow.md for the configuration.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from edge_agent.boundaries import CounterBoundaries
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
-from edge_agent.flowmath import RoleEnergy, compute
+from edge_agent.flowmath import BatteryState, RoleEnergy, compute
 from edge_agent.schedule import floor_slot, next_run
-from shared.points import Point, line_head
+from shared.points import Point, escape_measurement
 from shared.schema import ENERGY_FLOW, SLOT_NS
-from shared.series import Readings, SlotSeries, counter_to_slots, iso, power_to_slots
+from shared.series import Readings, iso, power_to_slots, slots_from_counter
 
 log = logging.getLogger(__name__)
+
+ROLES = ("grid", "pv", "battery", "consumer")
+TOTALS = ("grid_import", "grid_export", "pv", "battery_charge", "battery_discharge", "house", "self_supplied")
 
 
 @dataclass
@@ -35,14 +54,18 @@ class FlowDevice:
     import_field: str | None = None  # grid: import counter; pv: production; battery: charge counter
     export_field: str | None = None  # grid: export counter; battery: discharge counter
     power_field: str | None = None  # input=power: grid + import/− export; battery + charge/− discharge; pv +
+    capacity_kwh: float | None = None  # battery: usable capacity (bounds the tracked content; optional)
 
 
 @dataclass
 class FlowConfig:
     enabled: bool = True
-    delay_s: float = 30.0
-    lookback_slots: int = 8
-    late_debounce_s: float = 2.0
+    delay_s: float = 30.0  # after each boundary: time for the devices' first reading after it to arrive
+    lookback_slots: int = 8  # computed at start, and how far back slots still missing a reading are retried
+    late_debounce_s: float = 2.0  # out-of-order data is collected this long before the slots it changes are redone
+    max_interp_s: float = 1800.0  # a counter is interpolated between readings at most this far apart …
+    gap_s: float = 300.0  # … and a slot whose value bridged more than this is flagged `interpolated`
+    publish: bool = True  # retained MQTT: <topic_prefix>/flow/slot and /flow/totals (Home Assistant sensors)
     devices: list = dataclasses.field(default_factory=list)
 
 
@@ -52,17 +75,22 @@ def parse_config(cfg: AgentConfig) -> FlowConfig:
     devices = []
     for i, d in enumerate(fc.devices):
         dev = build_dataclass(FlowDevice, d, f"{where}.devices[{i}]")
-        if dev.role not in ("grid", "pv", "battery", "consumer"):
+        if dev.role not in ROLES:
             raise ConfigError(f"{where}.devices[{i}].role must be grid, pv, battery or consumer")
+        if dev.input not in ("counter", "power"):
+            raise ConfigError(f"{where}.devices[{i}].input must be counter or power")
         if dev.input == "counter" and not (dev.import_field or dev.export_field):
             raise ConfigError(f"{where}.devices[{i}]: a counter device needs import_field and/or export_field")
         if dev.input == "power" and not dev.power_field:
             raise ConfigError(f"{where}.devices[{i}]: a power device needs power_field")
-        if dev.input not in ("counter", "power"):
-            raise ConfigError(f"{where}.devices[{i}].input must be counter or power")
         devices.append(dev)
     if not any(d.role == "grid" for d in devices):
         raise ConfigError(f"{where}: a device with role = \"grid\" (the grid meter) is required")
+    for key in ("delay_s", "late_debounce_s", "max_interp_s", "gap_s"):
+        if getattr(fc, key) < 0:
+            raise ConfigError(f"{where}.{key} must not be negative")
+    if fc.lookback_slots < 1:
+        raise ConfigError(f"{where}.lookback_slots must be at least 1")
     fc.devices = devices
     return fc
 
@@ -72,84 +100,153 @@ def validate_config(cfg: AgentConfig) -> None:
         parse_config(cfg)
 
 
+_SERIES = re.compile(rb"(?:[^ \\\n]|\\.)*")
+
+
+@dataclass
+class RoleSlots:
+    """One role's kWh per slot: (import-like, export-like or None) and the interpolation spans (s) at the
+    n + 1 boundaries of the n slots."""
+
+    a: np.ndarray
+    b: np.ndarray | None
+    spans: np.ndarray
+
+
 class Flow:
     def __init__(self, config: AgentConfig, fc: FlowConfig, ctx):
         self.config, self.fc, self.ctx = config, fc, ctx
         self.storage = ctx.storage
-        self._measurements = {d.measurement for d in fc.devices}
-        self._dirty_from: int | None = None
+        self._boundaries: dict[tuple[int, str], CounterBoundaries] = {}
+        for i, d in enumerate(fc.devices):
+            for f in (d.import_field, d.export_field) if d.input == "counter" else ():
+                if f:
+                    self._boundaries[(i, f)] = CounterBoundaries(self.storage, d.measurement, f, d.tags,
+                                                                 fc.max_interp_s)
+        self._prefixes = sorted({escape_measurement(d.measurement).encode() for d in fc.devices})
+        self._capacity = sum(d.capacity_kwh or 0 for d in fc.devices if d.role == "battery") or None
         self._lock = threading.Lock()
+        self._computed_until: int | None = None  # newest slot end computed
+        self._incomplete: set[int] = set()  # recent slot ends computed with a reading missing
+        self._dirty: tuple[int, int] | None = None  # slot ends to recompute (late data)
+        self._newest: dict[bytes, int] = {}  # newest reading time per series (measurement + tags)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._totals_path = config.state_dir / "flow_totals.json"
+        self.totals = self._load_totals()
         ctx.on_stored(self._on_stored)
 
     # -- late data ----------------------------------------------------------------------------------------
     def _on_stored(self, lines: list[bytes]) -> None:
-        """Remember the oldest slot that new device data touched; recompute from there soon."""
-        oldest = None
+        """Find readings that arrived out of order and can change slots already computed (cheap: runs in the
+        drainer for every stored batch)."""
+        # before the first computation, everything up to now counts as computed (the first run covers only the
+        # look-back window: older data must still mark its slots)
+        computed = self._computed_until if self._computed_until is not None else floor_slot(self.ctx.clock())
+        late_lo = late_hi = None
+        touched_incomplete = False
+        first_incomplete = min(self._incomplete) if self._incomplete else None
         for line in lines:
+            if not any(line.startswith(p) and line[len(p):len(p) + 1] in (b",", b" ") for p in self._prefixes):
+                continue
             try:
-                measurement, t = line_head(line)
+                t = int(line.rstrip(b"\n").rsplit(b" ", 1)[1])
             except (ValueError, IndexError):
                 continue
-            if measurement in self._measurements and (oldest is None or t < oldest):
-                oldest = t
-        if oldest is None:
-            return
-        slot_end = -(-oldest // SLOT_NS) * SLOT_NS
+            key = _SERIES.match(line).group()
+            newest = self._newest.get(key)
+            in_order = newest is None or t > newest
+            if in_order:
+                self._newest[key] = t
+            # A reading before the newest computed boundary changes computed slots; so does one shortly after it
+            # that arrived out of order (it may be closer to the boundary than what was used). Fresh readings
+            # in order touch nothing computed — except slots still missing their reading after the end.
+            if t <= computed or (not in_order and t <= computed + self.fc.max_interp_s * 1e9):
+                late_lo = t if late_lo is None else min(late_lo, t)
+                late_hi = t if late_hi is None else max(late_hi, t)
+            elif first_incomplete is not None and t > first_incomplete:
+                touched_incomplete = True
+        if late_lo is not None:
+            self._mark_late(late_lo, late_hi)
+        elif touched_incomplete:
+            self._wake.set()
+
+    def _mark_late(self, t_lo: int, t_hi: int) -> None:
+        window = int(self.fc.max_interp_s * 1e9)
+        for cache in self._boundaries.values():
+            cache.invalidate_from(t_lo)
+        lo = -(-(t_lo - window) // SLOT_NS) * SLOT_NS  # first boundary the reading can change …
+        hi = (t_hi + window) // SLOT_NS * SLOT_NS + SLOT_NS  # … and the slot starting at the last one
         with self._lock:
-            if self._dirty_from is None or slot_end < self._dirty_from:
-                self._dirty_from = slot_end
+            if self._dirty:
+                lo, hi = min(lo, self._dirty[0]), max(hi, self._dirty[1])
+            self._dirty = (lo, hi)
         self._wake.set()
 
+    def mark_history(self, start_ns: int, end_ns: int) -> None:
+        """Recompute the slots ending in [start_ns, end_ns] soon (e.g. after a bulk import)."""
+        self._mark_late(start_ns + int(self.fc.max_interp_s * 1e9), end_ns - int(self.fc.max_interp_s * 1e9))
+
     # -- reading ------------------------------------------------------------------------------------------
-    def _slots(self, dev: FlowDevice, field: str, start_ns: int, end_ns: int) -> np.ndarray:
-        margin = 2 * SLOT_NS if dev.input == "counter" else SLOT_NS
-        rows = self.storage.query_series(dev.measurement, field,
-                                         datetime.fromtimestamp((start_ns - SLOT_NS - margin) / 1e9, UTC),
-                                         datetime.fromtimestamp(end_ns / 1e9, UTC) + timedelta(microseconds=1),
-                                         dev.tags or None)
-        readings = Readings.from_rows(rows)
-        if dev.input == "counter":
-            s = counter_to_slots(readings, start_ns=start_ns, end_ns=end_ns, mask_quantised=False)
-        else:
-            s = power_to_slots(readings, start_ns=start_ns, end_ns=end_ns)
-        n = (end_ns - start_ns) // SLOT_NS + 1
-        return s.values if len(s.values) == n else np.full(n, np.nan)
+    def _counter(self, i: int, field: str, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """kWh per slot and the boundary spans for one counter field."""
+        bounds = np.concatenate([[ends[0] - SLOT_NS], ends])
+        c, spans = self._boundaries[(i, field)].values(bounds)
+        return slots_from_counter(c, mask_quantised=False), spans
 
-    def _power_split(self, dev: FlowDevice, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    def _power(self, d: FlowDevice, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A signed power series → (positive part, negative part) in kWh per slot."""
-        rows = self.storage.query_series(dev.measurement, dev.power_field,
-                                         datetime.fromtimestamp((start_ns - 2 * SLOT_NS) / 1e9, UTC),
-                                         datetime.fromtimestamp(end_ns / 1e9, UTC) + timedelta(microseconds=1),
-                                         dev.tags or None)
-        pos = Readings.from_rows([(t, max(v, 0.0)) for t, v in rows])
-        neg = Readings.from_rows([(t, max(-v, 0.0)) for t, v in rows])
-        n = (end_ns - start_ns) // SLOT_NS + 1
-        a = power_to_slots(pos, start_ns=start_ns, end_ns=end_ns).values if rows else np.full(n, np.nan)
-        b = power_to_slots(neg, start_ns=start_ns, end_ns=end_ns).values if rows else np.full(n, np.nan)
-        return (a if len(a) == n else np.full(n, np.nan)), (b if len(b) == n else np.full(n, np.nan))
+        start, end = int(ends[0]), int(ends[-1])
+        rows = self.storage.query_series(d.measurement, d.power_field,
+                                         datetime.fromtimestamp((start - SLOT_NS - 300e9) / 1e9, UTC),
+                                         datetime.fromtimestamp(end / 1e9, UTC) + timedelta(microseconds=1),
+                                         d.tags or None)
+        n = len(ends)
+        if not rows:
+            return np.full(n, np.nan), np.full(n, np.nan)
+        pos = power_to_slots(Readings.from_rows([(t, max(v, 0.0)) for t, v in rows]), start, end).values
+        neg = power_to_slots(Readings.from_rows([(t, max(-v, 0.0)) for t, v in rows]), start, end).values
+        fit = lambda a: a if len(a) == n else np.full(n, np.nan)  # noqa: E731
+        return fit(pos), fit(neg)
 
-    def _role(self, role: str, start_ns: int, end_ns: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _role(self, role: str, ends: np.ndarray) -> RoleSlots | None:
         """Summed (import-like, export-like) kWh per slot over the devices with this role; None: none."""
-        devices = [d for d in self.fc.devices if d.role == role]
+        devices = [(i, d) for i, d in enumerate(self.fc.devices) if d.role == role]
         if not devices:
-            return None, None
-        n = (end_ns - start_ns) // SLOT_NS + 1
+            return None
+        n = len(ends)
         a_sum, b_sum, has_b = np.zeros(n), np.zeros(n), False
-        for d in devices:
+        spans = np.zeros(n + 1)
+        for i, d in devices:
             if d.input == "power":
-                a, b = self._power_split(d, start_ns, end_ns)
+                a, b = self._power(d, ends)
                 has_b = has_b or role != "pv"
             else:
-                a = self._slots(d, d.import_field, start_ns, end_ns) if d.import_field else np.zeros(n)
-                b = np.zeros(n)
+                a, b = np.zeros(n), np.zeros(n)
+                if d.import_field:
+                    a, sp = self._counter(i, d.import_field, ends)
+                    spans = np.fmax(spans, sp)
                 if d.export_field:
-                    b, has_b = self._slots(d, d.export_field, start_ns, end_ns), True
+                    b, sp = self._counter(i, d.export_field, ends)
+                    spans = np.fmax(spans, sp)
+                    has_b = True
             a_sum += a
             b_sum += b
-        return a_sum, (b_sum if has_b else None)
+        return RoleSlots(a_sum, b_sum if has_b else None, spans)
+
+    def _battery_state(self, before_ns: int) -> BatteryState:
+        """The battery's origin state at the last computed slot before `before_ns` (two days back at most)."""
+        q = (f'SELECT last("battery_content_kwh") AS c, last("battery_pv_share") AS s FROM "{ENERGY_FLOW}" '
+             f"WHERE time < {before_ns} AND time >= {before_ns - 2 * 96 * SLOT_NS}")
+        try:
+            rows = self.storage.query(q)
+        except Exception as exc:  # a fresh database, or 2.x (Flux): start from an empty battery
+            log.debug("flow: no battery state before %s: %s", iso(before_ns), exc)
+            return BatteryState()
+        if rows and isinstance(rows[0].get("c"), int | float) and isinstance(rows[0].get("s"), int | float):
+            return BatteryState(float(rows[0]["c"]), float(rows[0]["s"]))
+        return BatteryState()
 
     # -- computing ----------------------------------------------------------------------------------------
     def compute_range(self, start_ns: int, end_ns: int) -> int:
@@ -158,64 +255,176 @@ class Flow:
         end_ns = end_ns // SLOT_NS * SLOT_NS
         if end_ns < start_ns:
             return 0
-        grid_imp, grid_exp = self._role("grid", start_ns, end_ns)
-        pv, _ = self._role("pv", start_ns, end_ns)
-        chg, dis = self._role("battery", start_ns, end_ns)
-        has_battery = any(d.role == "battery" for d in self.fc.devices)
-        fields, flags = compute(RoleEnergy(grid_imp, grid_exp, pv, chg if has_battery else None,
-                                           (dis if dis is not None else np.zeros(len(grid_imp)))
-                                           if has_battery else None))
-        ends = SlotSeries(start_ns, grid_imp).end_ns
-        points = []
+        ends = start_ns + SLOT_NS * np.arange((end_ns - start_ns) // SLOT_NS + 1, dtype=np.int64)
+        roles = {r: self._role(r, ends) for r in ("grid", "pv", "battery")}
+        self._unknown_where_interpolation_invents(roles)
+        grid, pv, bat = roles["grid"], roles["pv"], roles["battery"]
+        has_battery = bat is not None
+        energy = RoleEnergy(grid.a, grid.b, pv.a if pv else None, bat.a if bat else None,
+                            (bat.b if bat.b is not None else np.zeros(len(ends))) if bat else None)
+        state = self._battery_state(int(ends[0])) if has_battery else None
+        fields, flags, _state = compute(energy, state, self._capacity)
+        interpolated = self._interpolated(roles)
+        points, incomplete = [], set()
         for i, t in enumerate(ends.tolist()):
+            flag = flags[i]
+            if interpolated[i]:
+                flag = ",".join(filter(None, [flag, "interpolated"]))
+            if "missing" in flag:
+                incomplete.add(t)
             values = {k: float(v[i]) for k, v in fields.items() if np.isfinite(v[i])}
             if not values:
                 continue
             # always written: a rewrite of the slot must clear flags of an earlier, incomplete computation
             # (InfluxDB merges the fields of points with the same series and time)
-            values["flags"] = flags[i]
+            values["flags"] = flag
             points.append(Point(ENERGY_FLOW, {}, values, int(t)))
         for k in range(0, len(points), 5000):
             self.storage.write(points[k:k + 5000])
         self.ctx.health.incr("flow_slots_written", len(points))
-        self.ctx.health.incr("flow_slots_flagged", sum(1 for f in flags if f))
+        self.ctx.health.incr("flow_slots_flagged", sum(1 for p in points if p.fields["flags"]))
+        with self._lock:
+            self._incomplete = {t for t in self._incomplete if not start_ns <= t <= end_ns} | incomplete
+        self._count_totals(ends, fields, flags)
+        if points and self.fc.publish:
+            self._publish(points[-1])
         return len(points)
 
+    def _interpolated(self, roles: dict[str, RoleSlots | None]) -> np.ndarray:
+        """Slots with a boundary value that bridged more than gap_s."""
+        n = len(roles["grid"].a)
+        out = np.zeros(n, bool)
+        for r in roles.values():
+            if r is None:
+                continue
+            wide = np.nan_to_num(r.spans, nan=0.0) > self.fc.gap_s
+            out |= wide[:-1] | wide[1:]
+        return out
+
+    def _unknown_where_interpolation_invents(self, roles: dict[str, RoleSlots | None]) -> None:
+        """Where a value interpolated across a missing reading makes a slot's balance negative, leave that role
+        unknown in both slots sharing the boundary instead of inventing a split (issue 18: a 0.75/0.05 charge
+        came out 0.40/0.40 and forced the next slot into imbalance)."""
+        grid, pv, bat = roles["grid"], roles["pv"], roles["battery"]
+        n = len(grid.a)
+        z = np.zeros(n)
+        with np.errstate(invalid="ignore"):
+            balance = (grid.a - (grid.b if grid.b is not None else z) + (pv.a if pv else z)
+                       + (bat.b if bat and bat.b is not None else z) - (bat.a if bat else z))
+        negative = np.where(balance < -0.01)[0]
+        for role in roles.values():
+            if role is None:
+                continue
+            wide = np.where(np.nan_to_num(role.spans, nan=0.0) > self.fc.gap_s)[0]
+            for j in wide:  # boundary j is the end of slot j - 1 and the start of slot j
+                pair = [k for k in (j - 1, j) if 0 <= k < n]
+                if any(k in negative for k in pair):
+                    for k in pair:
+                        role.a[k] = np.nan
+                        if role.b is not None:
+                            role.b[k] = np.nan
+
     def run_once(self, now: datetime | None = None) -> int:
+        """Compute what is due: slots ended since the last run, recent slots still missing a reading, and the
+        slots late data touched."""
         now = now or self.ctx.clock()
         end = floor_slot(now)
         with self._lock:
-            dirty, self._dirty_from = self._dirty_from, None
-        start = end - (self.fc.lookback_slots - 1) * SLOT_NS
-        if dirty is not None:
-            start = min(start, dirty)
-            # late data into the future of the clock (replays) is computed up to its own time
+            dirty, self._dirty = self._dirty, None
+            floor = end - (self.fc.lookback_slots - 1) * SLOT_NS
+            self._incomplete = {t for t in self._incomplete if t >= floor}
+            starts = [min(self._incomplete)] if self._incomplete else []
+        starts.append(floor if self._computed_until is None else self._computed_until + SLOT_NS)
         written = 0
-        # chunks of ~40 days keep queries and memory small when a whole year arrives late
-        chunk = 40 * 96 * SLOT_NS
-        s = start
-        while s <= end:
-            written += self.compute_range(s, min(end, s + chunk - SLOT_NS))
-            s += chunk
-        log.debug("flow: %d slots written (%s … %s)", written, iso(start), iso(end))
+        ranges = []
+        start = min(starts)
+        if start <= end:
+            ranges.append((start, end))
+        if dirty is not None:
+            lo, hi = dirty
+            if any(d.role == "battery" for d in self.fc.devices):
+                hi = max(hi, end)  # the battery's origin state carries forward: recompute up to now
+            ranges.append((lo, min(hi, max(end, self._computed_until or end))))
+        chunk = 40 * 96 * SLOT_NS  # ~40 days: bounded queries and memory when a whole year arrives late
+        for lo, hi in _merge(ranges):
+            s = lo
+            while s <= hi:
+                written += self.compute_range(s, min(hi, s + chunk - SLOT_NS))
+                s += chunk
+        if start <= end:
+            self._computed_until = max(self._computed_until or end, end)
+        for cache in self._boundaries.values():
+            cache.forget_before(end - (self.fc.lookback_slots + 4) * SLOT_NS)
+        log.debug("flow: %d slots written up to %s", written, iso(end))
         return written
 
+    # -- totals for Home Assistant --------------------------------------------------------------------------
+    def _load_totals(self) -> dict:
+        try:
+            doc = json.loads(self._totals_path.read_text())
+            if isinstance(doc.get("totals"), dict) and isinstance(doc.get("until"), int):
+                return doc
+        except (OSError, ValueError, AttributeError):
+            pass
+        return {"until": None, "totals": dict.fromkeys(TOTALS, 0.0)}
+
+    def _count_totals(self, ends: np.ndarray, fields: dict[str, np.ndarray], flags: list[str]) -> None:
+        """Running totals that never decrease (HA's total_increasing): each slot is counted once, when it is
+        complete or has left the look-back window (then with the roles that are known)."""
+        until = self.totals["until"]
+        settled_before = floor_slot(self.ctx.clock()) - (self.fc.lookback_slots - 1) * SLOT_NS
+        changed = False
+        for i, t in enumerate(ends.tolist()):
+            if until is not None and t <= until:
+                continue
+            if ("missing" in flags[i] or "imbalance" in flags[i]) and t >= settled_before:
+                break  # wait: a late reading may still complete it
+            for k in TOTALS:
+                v = fields.get(k)
+                if v is not None and np.isfinite(v[i]):
+                    self.totals["totals"][k] += float(v[i])
+            until = t
+            changed = True
+        if changed:
+            self.totals["until"] = until
+            tmp = self._totals_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.totals))
+            tmp.replace(self._totals_path)
+
+    def _publish(self, newest: Point) -> None:
+        prefix = self.ctx.topic_prefix
+        try:
+            self.ctx.publish(f"{prefix}/flow/slot", json.dumps({**newest.fields, "slot_end": iso(newest.time_ns)}),
+                             qos=1, retain=True)
+            if self.totals["until"] is not None:
+                doc = {f"{k}_kwh": round(v, 4) for k, v in self.totals["totals"].items()}
+                doc["last_slot"] = iso(self.totals["until"])
+                self.ctx.publish(f"{prefix}/flow/totals", json.dumps(doc), qos=1, retain=True)
+        except Exception as exc:
+            self.ctx.health.incr("publish_errors")
+            log.warning("flow: publishing failed: %s", exc)
+
+    # -- schedule -----------------------------------------------------------------------------------------
     def _loop(self) -> None:
         next_due = next_run(self.ctx.clock(), self.fc.delay_s)
+        first = True
         while not self._stop.is_set():
             timeout = max(0.05, min(1.0, (next_due - self.ctx.clock()).total_seconds()))
-            woke = self._wake.wait(timeout)
+            woke = self._wake.wait(0 if first else timeout)
             if self._stop.is_set():
                 return
             if woke:
                 self._stop.wait(self.fc.late_debounce_s)
                 self._wake.clear()
-            if woke or self.ctx.clock() >= next_due:
+            if first or woke or self.ctx.clock() >= next_due:
+                first = False
+                t0 = time.process_time()
                 try:
                     self.run_once()
                 except Exception as exc:
                     self.ctx.health.incr("flow_errors")
                     log.error("flow computation failed: %s", exc)
+                self.ctx.health.set("flow_cpu_ms", round((time.process_time() - t0) * 1000, 1))
                 if self.ctx.clock() >= next_due:
                     next_due = next_run(self.ctx.clock(), self.fc.delay_s)
 
@@ -229,6 +438,16 @@ class Flow:
         if self._thread:
             self._thread.join(10)
         self.storage.close()
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + SLOT_NS:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(a, b) for a, b in out]
 
 
 def build(config: AgentConfig, ctx) -> Flow | None:

@@ -60,7 +60,7 @@ def _escape_key(text: str) -> str:
     return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
-def _escape_measurement(text: str) -> str:
+def escape_measurement(text: str) -> str:
     return text.replace(",", "\\,").replace(" ", "\\ ")
 
 
@@ -116,7 +116,7 @@ class Point:
 
     def to_line(self) -> str:
         """InfluxDB line protocol; tags sorted by key (the order InfluxDB prefers)."""
-        head = _escape_measurement(self.measurement)
+        head = escape_measurement(self.measurement)
         for key in sorted(self.tags):
             head += f",{_escape_key(key)}={_escape_key(str(self.tags[key]))}"
         body = ",".join(f"{_escape_key(k)}={_field_value(v)}" for k, v in self.fields.items())

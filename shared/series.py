@@ -144,15 +144,21 @@ def grid_bounds(times: np.ndarray) -> tuple[int, int]:
     return first, last
 
 
-def counter_at(readings: Readings, grid: np.ndarray, max_interp_s: float) -> np.ndarray:
-    """Counter values at grid times (exact, or interpolated across at most max_interp_s), NaN otherwise."""
+def counter_at(readings: Readings, grid: np.ndarray, max_interp_s: float,
+               spans: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Counter values at grid times (exact, or interpolated across at most max_interp_s), NaN otherwise.
+
+    With `spans`, also the seconds between the two readings each value was interpolated from (0 = exact,
+    NaN = unknown): the flow flags slots whose value bridged a missing reading."""
     t, v = readings.times, readings.values
     out = np.full(len(grid), np.nan)
+    span_s = np.full(len(grid), np.nan)
     if len(t) == 0:
-        return out
+        return (out, span_s) if spans else out
     idx = np.searchsorted(t, grid, side="left")
     exact = (idx < len(t)) & (t[np.minimum(idx, len(t) - 1)] == grid)
     out[exact] = v[idx[exact]]
+    span_s[exact] = 0.0
     inner = ~exact & (idx > 0) & (idx < len(t))
     lo, hi = idx[inner] - 1, idx[inner]
     span = (t[hi] - t[lo]) / 1e9
@@ -161,7 +167,18 @@ def counter_at(readings: Readings, grid: np.ndarray, max_interp_s: float) -> np.
     vals = v[lo] + frac * (v[hi] - v[lo])
     sub = np.where(inner)[0]
     out[sub[ok]] = vals[ok]
-    return out
+    span_s[sub[ok]] = span[ok]
+    return (out, span_s) if spans else out
+
+
+def slots_from_counter(c: np.ndarray, max_slot_kwh: float = MAX_SLOT_KWH, mask_quantised: bool = True) -> np.ndarray:
+    """kWh per slot from counter values at consecutive slot boundaries (len(c) − 1 slots), with the masking
+    rules of this module: gaps, resets (negative), quantised readings, outliers → NaN."""
+    diff = c[1:] - c[:-1]
+    quantised = (c[1:] == np.round(c[1:])) & (c[:-1] == np.round(c[:-1])) & mask_quantised
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(diff) | (diff < 0) | quantised | (diff > max_slot_kwh)
+    return np.where(bad, np.nan, diff)
 
 
 def counter_to_slots(readings: Readings, start_ns: int | None = None, end_ns: int | None = None,
@@ -177,11 +194,7 @@ def counter_to_slots(readings: Readings, start_ns: int | None = None, end_ns: in
     n = max(0, (end_ns - start_ns) // SLOT_NS + 1)
     ends = start_ns + SLOT_NS * np.arange(-1, n, dtype=np.int64)  # one extra: the start of the first slot
     c = counter_at(readings, ends, max_interp_s)
-    diff = c[1:] - c[:-1]
-    quantised = (c[1:] == np.round(c[1:])) & (c[:-1] == np.round(c[:-1])) & mask_quantised
-    bad = ~np.isfinite(diff) | (diff < 0) | quantised | (diff > max_slot_kwh)
-    values = np.where(bad, np.nan, diff)
-    return SlotSeries(start_ns, values)
+    return SlotSeries(start_ns, slots_from_counter(c, max_slot_kwh, mask_quantised))
 
 
 def power_to_slots(readings: Readings, start_ns: int | None = None, end_ns: int | None = None,

@@ -124,9 +124,18 @@ class Influx1Storage:
                                retryable=status >= 500, status=status)
         doc = json.loads(body)
         rows: list[dict] = []
+        errors = [r for r in doc.get("results", []) if "error" in r]
+        if errors:
+            first = next((r for r in errors if r["error"] != "not executed"), errors[0])
+            # nothing written yet (the database is created with the first write): no rows. InfluxDB answers a
+            # multi-statement query on a missing database with only "not executed".
+            missing_db = first["error"] == "not executed" or first["error"].startswith("database not found")
+            if missing_db and not self._database_exists():
+                return []
+            # later statements of a request only say "not executed": report the one that failed
+            raise StorageError(f"query error (statement {first.get('statement_id')}): {first['error']}",
+                               retryable=False)
         for result in doc.get("results", []):
-            if "error" in result:
-                raise StorageError(f"query error: {result['error']}", retryable=False)
             for series in result.get("series", []) or []:
                 tags = series.get("tags") or {}
                 for values in series.get("values", []):
@@ -135,6 +144,14 @@ class Influx1Storage:
                     row.setdefault("_measurement", series.get("name"))
                     rows.append(row)
         return rows
+
+    def _database_exists(self) -> bool:
+        status, body = self._request("POST", "/query", {"q": "SHOW DATABASES"})
+        if status >= 300:
+            return True  # cannot tell: let the original error stand
+        names = [v[0] for r in json.loads(body).get("results", []) for s in r.get("series", []) or []
+                 for v in s.get("values", [])]
+        return self.config.database in names
 
     def query_series(self, measurement: str, field: str, start: datetime, end: datetime,
                      tags: dict[str, str] | None = None) -> list[tuple[int, float]]:
@@ -148,6 +165,25 @@ class Influx1Storage:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 out.append((int(row["time"]), float(value)))
         return out
+
+    def readings_near(self, measurement: str, field: str, tags: dict[str, str] | None, boundaries_ns: list[int],
+                      window_ns: int) -> list[tuple[int, float]]:
+        """Two selector statements per boundary, sent as one request (a selector without GROUP BY time returns
+        the time of the reading it selects)."""
+        cond = "".join(f" AND {quote_ident(k)} = {quote_str(v)}" for k, v in (tags or {}).items())
+        src = f"{quote_ident(measurement)}"
+        f = quote_ident(field)
+        statements = []
+        for b in boundaries_ns:
+            statements.append(f"SELECT last({f}) FROM {src} WHERE time <= {b} AND time > {b - window_ns}{cond}")
+            statements.append(f"SELECT first({f}) FROM {src} WHERE time > {b} AND time <= {b + window_ns}{cond}")
+        out: set[tuple[int, float]] = set()
+        for k in range(0, len(statements), 200):
+            for row in self.query("; ".join(statements[k:k + 200])):
+                value = row.get("last", row.get("first"))
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    out.add((int(row["time"]), float(value)))
+        return sorted(out)
 
     def ping(self) -> bool:
         try:

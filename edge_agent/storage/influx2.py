@@ -78,6 +78,27 @@ class Influx2Storage:
                 out.append((row["time"], float(value)))
         return out
 
+    def readings_near(self, measurement: str, field: str, tags: dict[str, str] | None, boundaries_ns: list[int],
+                      window_ns: int) -> list[tuple[int, float]]:
+        """The raw readings around the boundaries, then the two neighbours of each boundary picked here (one Flux
+        query; untested: no InfluxDB 2.x server can run on the development machine)."""
+        if not boundaries_ns:
+            return []
+        lo, hi = min(boundaries_ns) - window_ns, max(boundaries_ns) + window_ns
+        rows = self.query_series(measurement, field, datetime.fromtimestamp(lo / 1e9, UTC),
+                                 datetime.fromtimestamp(hi / 1e9, UTC), tags)
+        times = [t for t, _ in rows]
+        out: set[tuple[int, float]] = set()
+        import bisect
+
+        for b in boundaries_ns:
+            i = bisect.bisect_right(times, b)
+            if i > 0 and times[i - 1] > b - window_ns:
+                out.add(rows[i - 1])
+            if i < len(rows) and times[i] <= b + window_ns:
+                out.add(rows[i])
+        return sorted(out)
+
     def ping(self) -> bool:
         try:
             return bool(self._client.ping())

@@ -1,14 +1,16 @@
-"""Flow maths on hand-computed slots."""
+"""Flow maths on hand-computed slots, and its invariants under hypothesis."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge_agent.flowmath import RoleEnergy, compute
+from edge_agent.flowmath import BatteryState, RoleEnergy, compute
 
 
-def one(**kw):
+def one(state: BatteryState | None = None, **kw):
     arrays = {k: (None if v is None else np.array([v], dtype=float)) for k, v in kw.items()}
-    fields, flags = compute(RoleEnergy(**arrays))
+    fields, flags, _ = compute(RoleEnergy(**arrays), state)
     return {k: float(v[0]) for k, v in fields.items()}, flags[0]
 
 
@@ -22,36 +24,47 @@ def test_pv_surplus_charges_battery_and_exports():
     assert flags == ""
 
 
-def test_battery_discharge_at_night():
-    # night: no PV, house 0.25, battery gives 0.2, grid 0.05
-    f, _ = one(grid_import=0.05, grid_export=0.0, pv=0.0, battery_charge=0.0, battery_discharge=0.2)
+def test_battery_discharge_at_night_split_by_origin():
+    # night: no PV, house 0.25, battery gives 0.2 (60 % of its content came from PV), grid 0.05
+    f, _ = one(BatteryState(content_kwh=2.0, pv_share=0.6), grid_import=0.05, grid_export=0.0, pv=0.0,
+               battery_charge=0.0, battery_discharge=0.2)
     assert f["house"] == pytest.approx(0.25)
     assert f["battery_to_house"] == pytest.approx(0.2) and f["grid_to_house"] == pytest.approx(0.05)
-    assert f["autarky"] == pytest.approx(0.8) and np.isnan(f["self_consumption"])
+    assert f["battery_to_house_pv"] == pytest.approx(0.12) and f["battery_to_house_grid"] == pytest.approx(0.08)
+    assert f["autarky"] == pytest.approx(0.12 / 0.25) and np.isnan(f["self_consumption"])
+    assert f["battery_content_kwh"] == pytest.approx(1.8) and f["battery_pv_share"] == pytest.approx(0.6)
 
 
-def test_export_with_import_in_the_same_slot():
-    # PV 0.5, house 0.2, battery charged 0.1; the meter saw 0.1 imported and 0.3 exported within the slot:
-    # the surplus is PV, so the battery is charged from PV and 0.1 of import/export cancel out (net allocation)
+def test_export_with_import_in_the_same_slot_balances():
+    # PV 0.5, house 0.2, battery charged 0.1; the meter counted 0.1 imported and 0.3 exported within the slot:
+    # export comes from PV; the imported 0.1 went into the battery (PV served the house)
     f, _ = one(grid_import=0.1, grid_export=0.3, pv=0.5, battery_charge=0.1, battery_discharge=0.0)
     assert f["house"] == pytest.approx(0.2)
-    assert f["pv_to_battery"] == pytest.approx(0.1) and f["grid_to_battery"] == pytest.approx(0.0)
-    assert f["pv_to_grid"] == pytest.approx(0.2) and f["grid_to_house"] == pytest.approx(0.0)
+    assert f["pv_to_grid"] == pytest.approx(0.3) and f["pv_to_house"] == pytest.approx(0.2)
+    assert f["grid_to_battery"] == pytest.approx(0.1) and f["pv_to_battery"] == pytest.approx(0.0)
 
 
-def test_battery_charged_from_the_grid_at_night():
-    f, _ = one(grid_import=0.5, grid_export=0.0, pv=0.0, battery_charge=0.3, battery_discharge=0.0)
-    assert f["house"] == pytest.approx(0.2)
-    assert f["grid_to_battery"] == pytest.approx(0.3) and f["grid_to_house"] == pytest.approx(0.2)
-    # balance: every source equals every sink
-    sources = f["grid_import"] + f["pv"] + f["battery_discharge"]
-    sinks = f["house"] + f["grid_export"] + f["battery_charge"]
-    assert sources == pytest.approx(sinks)
+def test_charge_and_discharge_in_one_slot_never_invent_import():
+    # issue 18: 0.096 kWh grid → battery came out while grid import was 0
+    f, _ = one(grid_import=0.0, grid_export=0.0037, pv=0.3, battery_charge=0.2, battery_discharge=0.15)
+    assert f["grid_to_battery"] == 0.0
+    assert f["pv_to_grid"] + f["battery_to_grid"] == pytest.approx(0.0037)
+    assert f["battery_cycled"] == pytest.approx(0.2 - f["pv_to_battery"])
+
+
+def test_battery_charged_from_the_grid_at_night_is_not_autarkic_later():
+    state = BatteryState(content_kwh=0.0, pv_share=0.0)
+    arrays = RoleEnergy(grid_import=np.array([2.2, 0.0]), grid_export=np.array([0.0, 0.0]), pv=np.array([0.0, 0.0]),
+                        battery_charge=np.array([2.0, 0.0]), battery_discharge=np.array([0.0, 0.5]))
+    fields, _flags, end = compute(arrays, state)
+    assert fields["grid_to_battery"][0] == pytest.approx(2.0) and fields["house"][0] == pytest.approx(0.2)
+    assert fields["battery_to_house_grid"][1] == pytest.approx(0.5) and fields["autarky"][1] == pytest.approx(0.0)
+    assert end.content_kwh == pytest.approx(1.5) and end.pv_share == 0.0
 
 
 def test_grid_only_house_is_grid_import():
     f, flags = one(grid_import=0.37)
-    assert f == {"grid_import": 0.37, "house": 0.37, "grid_to_house": 0.37, "autarky": 0.0}
+    assert f == {"grid_import": 0.37, "house": 0.37, "grid_to_house": 0.37, "self_supplied": 0.0, "autarky": 0.0}
     assert flags == ""
 
 
@@ -59,4 +72,30 @@ def test_missing_device_and_imbalance_are_flagged_never_negative():
     f, flags = one(grid_import=0.1, grid_export=0.0, pv=np.nan, battery_charge=0.0, battery_discharge=0.0)
     assert np.isnan(f["house"]) and flags == "missing_pv"
     f, flags = one(grid_import=0.0, grid_export=0.5, pv=0.2, battery_charge=0.0, battery_discharge=0.0)
-    assert f["house"] == 0.0 and flags == "imbalance"
+    assert np.isnan(f["house"]) and np.isnan(f["pv_to_grid"]) and flags == "imbalance"
+
+
+kwh = st.floats(0, 3, allow_nan=False)
+
+
+@settings(max_examples=500, deadline=None)
+@given(imp=kwh, exp=kwh, pv=kwh, chg=kwh, dis=kwh, c=st.floats(0, 10), s=st.floats(0, 1))
+def test_every_flow_balances(imp, exp, pv, chg, dis, c, s):
+    e = RoleEnergy(*(np.array([v]) for v in (imp, exp, pv, chg, dis)))
+    f, flags, end = compute(e, BatteryState(c, s))
+    g = {k: float(v[0]) for k, v in f.items()}
+    if "imbalance" in flags[0]:
+        assert np.isnan(g["house"])
+        return
+    eps = 1e-9 + max(0.0, -(imp - exp + pv + dis - chg))  # within the tolerance, house is clamped to 0
+    assert all(v >= -eps for k, v in g.items() if np.isfinite(v)), g
+    assert g["pv_to_house"] + g["pv_to_battery"] + g["pv_to_grid"] == pytest.approx(pv, abs=eps)
+    assert g["grid_to_house"] + g["grid_to_battery"] + g["export_unexplained"] == pytest.approx(imp, abs=eps)
+    assert g["battery_to_house"] + g["battery_to_grid"] + g["battery_cycled"] == pytest.approx(dis, abs=eps)
+    assert g["pv_to_battery"] + g["grid_to_battery"] + g["battery_cycled"] == pytest.approx(chg, abs=eps)
+    assert g["pv_to_grid"] + g["battery_to_grid"] + g["export_unexplained"] == pytest.approx(exp, abs=eps)
+    assert g["pv_to_house"] + g["battery_to_house"] + g["grid_to_house"] == pytest.approx(g["house"], abs=eps)
+    assert g["battery_to_house_pv"] + g["battery_to_house_grid"] == pytest.approx(g["battery_to_house"], abs=eps)
+    assert 0 <= end.pv_share <= 1 and end.content_kwh >= 0
+    if g["house"] > 0:
+        assert 0 <= g["autarky"] <= 1 + eps

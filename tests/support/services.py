@@ -5,6 +5,7 @@ Used by the pytest fixtures, the benchmarks and `make demo`. Nothing here listen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -42,6 +43,13 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Pat
     raise RuntimeError(f"{what} did not answer within {timeout} s: {log.read_text(errors='replace')[-2000:]}")
 
 
+def _die_with_parent(command: list[str]) -> list[str]:
+    """The command wrapped so that it gets SIGTERM when the process that started it dies: a killed test run must
+    not leave brokers, databases or servers behind (util-linux's setpriv, in every Debian)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+
+
 class _Process:
     name = "service"
 
@@ -60,13 +68,16 @@ class _Process:
 
     def start(self, timeout: float = 20.0) -> _Process:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(self._command(), stdout=logf, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(_die_with_parent(self._command()), stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
         _wait(self._ready, timeout, self.name, self.proc, self.log)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process and everything it started (its session: gunicorn's workers, say)."""
+        import signal
+
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -74,6 +85,9 @@ class _Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the session, if any
         self.proc = None
 
     def restart(self) -> None:
@@ -236,8 +250,9 @@ class Gunicorn(_Process):
 
     def start(self, timeout: float = 60.0) -> Gunicorn:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(self._command(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=Path(__file__).resolve().parents[2], env=self.env, start_new_session=True)
+        self.proc = subprocess.Popen(_die_with_parent(self._command()), stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[2], env=self.env,
+                                     start_new_session=True)
         logf.close()
         _wait(self._ready, timeout, self.name, self.proc, self.log)
         return self
