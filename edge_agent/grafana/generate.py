@@ -1,24 +1,45 @@
-"""Generate the Grafana provisioning files (plain Python, no plugins): `python -m edge_agent.grafana.generate`.
+"""Generate the Grafana provisioning files (plain Python, no plugins):
+`python -m edge_agent.grafana.generate [--timezone Europe/Berlin] [--out DIR]`.
 
 Every panel queries InfluxDB with InfluxQL through one datasource uid (`influxdb-energy`). With InfluxDB 2.x the
 same dashboards work through its v1 compatibility API (a DBRP mapping for the bucket and a token header), so
-there is one set of queries to keep right. The committed JSON must equal this generator's output (a test checks).
+there is one set of queries to keep right. The committed JSON is this generator's output for DEFAULT_TIMEZONE (a
+test checks); the Ansible grafana role generates them for the house's timezone. Standard library only, so the
+Ansible controller can run it with any Python 3.9+.
+
+Slot rules (docs/architecture.md): an `energy_flow` point is a 15-minute slot labelled by its END. So
+- a sum over the selected range takes the slots that END in it, after its start and at the latest at its end
+  (`time >= from + 1s AND time <= to + 1ms`: Grafana's ranges end at the last millisecond, 23:59:59.999, and
+  slot ends are whole quarter hours): "today" does not get yesterday's 23:45-24:00 slot, and gets its own last
+  one; the bounds also keep day buckets of the neighbouring days out of the daily panels;
+- days are the house's local days (`tz(...)`, DST days have 23 or 25 hours), and a slot belongs to the day it
+  ends in: `GROUP BY time(1d, 1s)` starts each day bucket one second after midnight, so the slot ending at 00:00
+  counts in the day before, and the bucket's label (00:00:01) still names the right day;
+- ratios are ratios of sums, and a day without PV (or without consumption) shows no value rather than InfluxQL's
+  0/0 = 0: a subquery keeps only the rows whose denominator is > 0.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 OUT = Path(__file__).resolve().parent / "provisioning"
+DEFAULT_TIMEZONE = "Europe/Berlin"  # the seed house; the grafana role passes the house's own (grafana_timezone)
 DS_UID = "influxdb-energy"
 DS = {"type": "influxdb", "uid": DS_UID}
 CORE_PANELS = {"timeseries", "stat", "barchart", "canvas", "table", "gauge", "text", "bargauge", "piechart"}
+# energy_flow slots that end inside the selected range ($__from/$__to: Grafana's range in epoch ms; docstring)
+SLOTS_IN_RANGE = "time >= ${__from}ms + 1s AND time <= ${__to}ms + 1ms"
 
 
 class Board:
-    def __init__(self, uid: str, title: str, tags: list[str]):
-        self.uid, self.title, self.tags = uid, title, tags
+    def __init__(self, uid: str, title: str, tags: list[str], timezone: str,
+                 time_range: tuple[str, str] = ("now-7d", "now")):
+        self.uid, self.title, self.tags, self.timezone, self.time_range = uid, title, tags, timezone, time_range
         self.panels: list[dict] = []
         self._x = self._y = self._row_h = 0
 
@@ -36,9 +57,9 @@ class Board:
         return panel
 
     def to_json(self) -> dict:
-        return {"uid": self.uid, "title": self.title, "tags": self.tags, "timezone": "browser",
+        return {"uid": self.uid, "title": self.title, "tags": self.tags, "timezone": self.timezone,
                 "schemaVersion": 39, "version": 1, "editable": True, "refresh": "1m",
-                "time": {"from": "now-7d", "to": "now"}, "panels": self.panels,
+                "time": {"from": self.time_range[0], "to": self.time_range[1]}, "panels": self.panels,
                 "templating": {"list": []}, "annotations": {"list": []}}
 
 
@@ -51,7 +72,26 @@ def kwh(unit: str = "kwatth", decimals: int = 2) -> dict:
     return {"defaults": {"unit": unit, "decimals": decimals}, "overrides": []}
 
 
-FLOWS = ("pv_to_house", "pv_to_battery", "pv_to_grid", "grid_to_house", "grid_to_battery", "battery_to_house")
+PERCENT = {"defaults": {"unit": "percentunit", "min": 0, "max": 1, "decimals": 1}, "overrides": []}
+FLOWS = ("pv_to_house", "pv_to_battery", "pv_to_grid", "grid_to_house", "grid_to_battery", "battery_to_house",
+         "battery_to_grid")
+CANVAS_FIELDS = (*FLOWS, "battery_to_house_pv", "battery_to_house_grid", "house", "pv", "grid_import",
+                 "grid_export", "battery_charge", "battery_discharge", "self_supplied")
+# ratio name -> (numerator, denominator): ratios of sums; no value where the denominator is 0
+RATIOS = {"self_consumption": ('sum("pv_to_house") + sum("pv_to_battery")', 'sum("pv")'),
+          "autarky": ('sum("self_supplied")', 'sum("house")')}
+
+
+def by_day(tz: str, fill: str = "null") -> str:
+    """GROUP BY the house's local day, each slot in the day it ends in (see the module docstring)."""
+    return f"GROUP BY time(1d, 1s) fill({fill}) tz('{tz}')"
+
+
+def ratio_query(name: str, where: str, group: str = "") -> str:
+    num, den = RATIOS[name]
+    inner = (f'SELECT ({num}) / {den} AS "{name}", {den} AS "denominator" FROM "energy_flow" WHERE {where}'
+             + (f" {group}" if group else ""))
+    return f'SELECT "{name}" FROM ({inner}) WHERE "denominator" > 0'
 
 
 def canvas_element(name: str, field: str, x: int, y: int, color: str) -> dict:
@@ -64,53 +104,60 @@ def canvas_element(name: str, field: str, x: int, y: int, color: str) -> dict:
             "constraint": {"horizontal": "left", "vertical": "top"}}
 
 
-def energy_flow() -> Board:
-    b = Board("home-energy-flow", "Energy flow", ["home-energy"])
-    last = ", ".join(f'sum("{f}") AS "{f}"' for f in (*FLOWS, "house", "pv", "grid_import", "grid_export",
-                                                        "battery_charge", "battery_discharge"))
-    elements = [canvas_element("PV", "pv", 20, 20, "#d9a300"), canvas_element("House", "house", 400, 160, "#3274d9"),
-                canvas_element("Grid import", "grid_import", 20, 300, "#8f3bb8"),
-                canvas_element("Grid export", "grid_export", 210, 300, "#8f3bb8"),
-                canvas_element("Battery charge", "battery_charge", 600, 20, "#37872d"),
-                canvas_element("Battery discharge", "battery_discharge", 600, 300, "#37872d"),
+def energy_flow(tz: str) -> Board:
+    b = Board("home-energy-flow", "Energy flow", ["home-energy"], tz, ("now-6d/d", "now/d"))
+    sums = ", ".join(f'sum("{f}") AS "{f}"' for f in CANVAS_FIELDS)
+    yellow, blue, purple, green = "#d9a300", "#3274d9", "#8f3bb8", "#37872d"
+    elements = [canvas_element("PV", "pv", 20, 20, yellow), canvas_element("House", "house", 400, 160, blue),
+                canvas_element("Grid import", "grid_import", 20, 300, purple),
+                canvas_element("Grid export", "grid_export", 210, 300, purple),
+                canvas_element("Battery charge", "battery_charge", 600, 20, green),
+                canvas_element("Battery discharge", "battery_discharge", 600, 300, green),
                 canvas_element("PV → house", "pv_to_house", 210, 90, "#5a4a00"),
+                canvas_element("PV → battery", "pv_to_battery", 400, 20, "#5a4a00"),
+                canvas_element("PV → grid", "pv_to_grid", 20, 160, "#5a4a00"),
                 canvas_element("Grid → house", "grid_to_house", 210, 230, "#4a1f60"),
-                canvas_element("Battery → house", "battery_to_house", 600, 160, "#1c4a17")]
-    b.add("canvas", "Energy flow (kWh, selected range)", [q(f"SELECT {last} FROM \"energy_flow\" WHERE $timeFilter",
-                                                           fmt="table")], w=16, h=12,
+                canvas_element("Grid → battery", "grid_to_battery", 400, 90, "#4a1f60"),
+                canvas_element("Battery → house (stored PV)", "battery_to_house_pv", 600, 160, "#1c4a17"),
+                canvas_element("Battery → house (stored grid)", "battery_to_house_grid", 600, 230, "#1c4a17"),
+                canvas_element("Battery → grid", "battery_to_grid", 400, 300, "#1c4a17")]
+    b.add("canvas", "Energy flow (kWh, selected range)",
+          [q(f'SELECT {sums} FROM "energy_flow" WHERE {SLOTS_IN_RANGE}', fmt="table")], w=16, h=12,
           options={"inlineEditing": False, "showAdvancedTypes": False,
                    "root": {"type": "frame", "elements": elements, "background": {"color": {"fixed": "transparent"}}}},
           fieldConfig=kwh())
-    b.add("stat", "Self-consumption", [q('SELECT (sum("pv_to_house") + sum("pv_to_battery")) / sum("pv") '
-                                         'AS "self_consumption" FROM "energy_flow" WHERE $timeFilter', fmt="table")],
-          w=4, h=6, fieldConfig={"defaults": {"unit": "percentunit", "min": 0, "max": 1}, "overrides": []})
-    b.add("stat", "Autarky", [q('SELECT (sum("house") - sum("grid_to_house")) / sum("house") AS "autarky" '
-                                'FROM "energy_flow" WHERE $timeFilter', fmt="table")],
-          w=4, h=6, fieldConfig={"defaults": {"unit": "percentunit", "min": 0, "max": 1}, "overrides": []})
-    b.add("stat", "House consumption", [q('SELECT sum("house") AS "house" FROM "energy_flow" WHERE $timeFilter',
+    b.add("stat", "Self-consumption", [q(ratio_query("self_consumption", SLOTS_IN_RANGE), fmt="table")],
+          w=4, h=6, fieldConfig=PERCENT,
+          description="Share of the PV energy used in the house or stored in the battery. No value without PV.")
+    b.add("stat", "Autarky", [q(ratio_query("autarky", SLOTS_IN_RANGE), fmt="table")], w=4, h=6,
+          fieldConfig=PERCENT, description="Share of the house's consumption that came from its own PV, directly "
+                                           "or through the battery (self_supplied / house).")
+    b.add("stat", "House consumption", [q(f'SELECT sum("house") AS "house" FROM "energy_flow" WHERE {SLOTS_IN_RANGE}',
                                           fmt="table")], w=8, h=6, fieldConfig=kwh())
     b.add("barchart", "Daily energy by source (into the house)",
-          [q('SELECT sum("pv_to_house") AS "PV", sum("battery_to_house") AS "Battery", sum("grid_to_house") AS "Grid" '
-             'FROM "energy_flow" WHERE $timeFilter GROUP BY time(1d) fill(0)', fmt="table")], w=12, h=9,
+          [q('SELECT sum("pv_to_house") AS "PV", sum("battery_to_house_pv") AS "Battery (stored PV)", '
+             'sum("battery_to_house_grid") AS "Battery (stored grid)", sum("grid_to_house") AS "Grid" '
+             f'FROM "energy_flow" WHERE {SLOTS_IN_RANGE} {by_day(tz, "0")}', fmt="table")], w=12, h=9,
           options={"stacking": "normal", "xTickLabelRotation": -45}, fieldConfig=kwh())
     b.add("barchart", "Daily energy by sink",
           [q('SELECT sum("house") AS "House", sum("grid_export") AS "Grid export", sum("battery_charge") AS "Battery" '
-             'FROM "energy_flow" WHERE $timeFilter GROUP BY time(1d) fill(0)', fmt="table")], w=12, h=9,
+             f'FROM "energy_flow" WHERE {SLOTS_IN_RANGE} {by_day(tz, "0")}', fmt="table")], w=12, h=9,
           options={"stacking": "normal", "xTickLabelRotation": -45}, fieldConfig=kwh())
     b.add("timeseries", "Flows per 15 minutes",
           [q("SELECT " + ", ".join(f'sum("{f}") AS "{f}"' for f in FLOWS) +
-             ' FROM "energy_flow" WHERE $timeFilter GROUP BY time($__interval) fill(null)')], w=16, h=9,
-          fieldConfig=kwh())
+             ' FROM "energy_flow" WHERE $timeFilter GROUP BY time(15m) fill(null)')], w=16, h=9,
+          interval="15m", fieldConfig=kwh(decimals=3),
+          description="One point per 15-minute slot, at the slot's end.")
     b.add("timeseries", "Self-consumption and autarky per day",
-          [q('SELECT (sum("pv_to_house") + sum("pv_to_battery")) / sum("pv") AS "self_consumption", '
-             '(sum("house") - sum("grid_to_house")) / sum("house") AS "autarky" FROM "energy_flow" '
-             'WHERE $timeFilter GROUP BY time(1d) fill(null)')], w=8, h=9,
-          fieldConfig={"defaults": {"unit": "percentunit", "min": 0, "max": 1}, "overrides": []})
+          [q(ratio_query("self_consumption", SLOTS_IN_RANGE, by_day(tz))),
+           q(ratio_query("autarky", SLOTS_IN_RANGE, by_day(tz)), ref="B")], w=8, h=9,
+          fieldConfig=PERCENT, options={"tooltip": {"mode": "multi"}},
+          description="Local days; no value for a day without PV (self-consumption) or consumption (autarky).")
     return b
 
 
-def power_by_device() -> Board:
-    b = Board("home-energy-power", "Power by device", ["home-energy"])
+def power_by_device(tz: str) -> Board:
+    b = Board("home-energy-power", "Power by device", ["home-energy"], tz)
     b.add("timeseries", "Power by device (W)",
           [q('SELECT mean("Power") FROM "EnergyMeter", "PvString", "Battery" WHERE $timeFilter '
              'GROUP BY time($__interval), "device_id" fill(null)')], w=24, h=10,
@@ -126,32 +173,39 @@ def power_by_device() -> Board:
     return b
 
 
-def forecast_vs_actual() -> Board:
-    b = Board("home-energy-forecast", "Forecast vs actual", ["home-energy"])
-    for horizon, label in (("1", "next 15 minutes"), ("96", "day ahead")):
+ACTUAL = 'SELECT sum("house") AS "actual" FROM "energy_flow" WHERE $timeFilter GROUP BY time(15m) fill(null)'
+# Next slot: horizon 1 (re-issued every 15 minutes). Day ahead: what was said a day ahead, i.e. the horizon-96
+# forecast issued once a day (`issue` = day_ahead); the rolling horizon-96 values were mostly issued minutes before
+# their target and would make the day-ahead figures look far better than they are.
+FORECAST_KINDS = (("next 15 minutes", "\"horizon\" = '1'"),
+                  ("day ahead", "\"horizon\" = '96' AND \"issue\" = 'day_ahead'"))
+
+
+def forecast_vs_actual(tz: str) -> Board:
+    b = Board("home-energy-forecast", "Forecast vs actual", ["home-energy"], tz, ("now-2d", "now+1d"))
+    for label, cond in FORECAST_KINDS:
         b.add("timeseries", f"Forecast {label} vs actual (kWh per 15 min)",
-              [q(f'SELECT mean("value_kwh") FROM "forecast" WHERE "horizon" = \'{horizon}\' AND $timeFilter '
-                 'GROUP BY time(15m), "name" fill(null)'),
-               q('SELECT sum("house") AS "actual" FROM "energy_flow" WHERE $timeFilter GROUP BY time(15m) fill(null)',
-                 ref="B")], w=12, h=9, fieldConfig=kwh(decimals=3))
-    for horizon, label in (("1", "next 15 minutes"), ("96", "day ahead")):
+              [q(f'SELECT mean("value_kwh") FROM "forecast" WHERE {cond} AND $timeFilter '
+                 'GROUP BY time(15m), "name" fill(null)'), q(ACTUAL, ref="B")], w=12, h=9, interval="15m",
+              fieldConfig=kwh(decimals=3))
+    for label, cond in FORECAST_KINDS:
         b.add("timeseries", f"Error {label} (forecast − actual, kWh)",
-              [q(f'SELECT mean("value_kwh") AS "forecast" FROM "forecast" WHERE "horizon" = \'{horizon}\' AND '
-                 '"model" != \'baseline\' AND $timeFilter GROUP BY time(15m) fill(null)'),
-               q('SELECT sum("house") AS "actual" FROM "energy_flow" WHERE $timeFilter GROUP BY time(15m) fill(null)',
-                 ref="B")], w=12, h=8, fieldConfig=kwh(decimals=3),
+              [q(f'SELECT mean("value_kwh") AS "forecast" FROM "forecast" WHERE {cond} AND '
+                 '"model" != \'baseline\' AND $timeFilter GROUP BY time(15m) fill(null)'), q(ACTUAL, ref="B")],
+              w=12, h=8, interval="15m", fieldConfig=kwh(decimals=3),
+              description="Mean of the learned models' forecasts (baselines excluded) minus the actual consumption.",
               transformations=[{"id": "joinByField", "options": {"mode": "outer"}},
                                {"id": "calculateField", "options": {
                                    "mode": "binary", "alias": "error", "replaceFields": True,
                                    "binary": {"left": "forecast", "operator": "-", "right": "actual"}}}])
     b.add("table", "Forecasts by model (mean kWh per slot)",
           [q('SELECT mean("value_kwh") AS "mean_kwh", count("value_kwh") AS "slots" FROM "forecast" '
-             'WHERE $timeFilter GROUP BY "name", "model", "version"', fmt="table")], w=24, h=7)
+             'WHERE $timeFilter GROUP BY "name", "model", "version", "issue"', fmt="table")], w=24, h=7)
     return b
 
 
-def agent_health() -> Board:
-    b = Board("home-energy-agent", "Edge agent health", ["home-energy"])
+def agent_health(tz: str) -> Board:
+    b = Board("home-energy-agent", "Edge agent health", ["home-energy"], tz)
     b.add("timeseries", "Messages per second",
           [q('SELECT non_negative_derivative(last("received"), 1s) AS "received", '
              'non_negative_derivative(last("stored"), 1s) AS "stored points" FROM "agent" WHERE $timeFilter '
@@ -172,6 +226,7 @@ def agent_health() -> Board:
 
 
 BOARDS = (energy_flow, power_by_device, forecast_vs_actual, agent_health)
+
 
 def datasource(version: int) -> str:
     """Provisioning for the one InfluxQL datasource: 1.x directly, 2.x through its v1 compatibility API."""
@@ -202,22 +257,46 @@ providers:
 """
 
 
-def files() -> dict[str, str]:
+def check_timezone(tz: str) -> str:
+    """An IANA zone name (what InfluxQL's tz() and Grafana accept), or ValueError naming the option."""
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"--timezone {tz!r}: not an IANA time zone name such as Europe/Berlin") from exc
+    if "'" in tz or "\\" in tz:
+        raise ValueError(f"--timezone {tz!r}: not an IANA time zone name such as Europe/Berlin")
+    return tz
+
+
+def files(timezone: str = DEFAULT_TIMEZONE) -> dict[str, str]:
+    tz = check_timezone(timezone)
     out = {"datasources/influxdb-v1.yaml": datasource(1), "datasources/influxdb-v2.yaml": datasource(2),
            "dashboards/home-energy.yaml": DASHBOARD_PROVIDER}
     for make in BOARDS:
-        board = make()
+        board = make(tz)
         out[f"dashboards/home-energy/{board.uid}.json"] = json.dumps(board.to_json(), indent=2) + "\n"
     return out
 
 
-def main() -> None:
-    for rel, text in files().items():
-        path = OUT / rel
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edge_agent.grafana.generate", description=__doc__.split("\n")[0])
+    ap.add_argument("--timezone", default=DEFAULT_TIMEZONE,
+                    help=f"the house's IANA time zone: days in the daily panels and the boards' clock "
+                         f"(default {DEFAULT_TIMEZONE}, what the committed files use)")
+    ap.add_argument("--out", type=Path, default=OUT, help="provisioning directory to write (default: %(default)s)")
+    args = ap.parse_args(argv)
+    try:
+        generated = files(args.timezone)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for rel, text in generated.items():
+        path = args.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         print(path)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
