@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from edge_agent import hass
 from edge_agent.config import AgentConfig
 from edge_agent.health import Health
 from edge_agent.ingest import Ingest, make_client
@@ -75,12 +76,12 @@ class Publisher:
         self.client = make_client(config, f"{config.mqtt.client_id}-pub", manual_ack=False)
         self._config = config
         self.availability_topic = config.publish.availability_topic
-        self.client.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        self.client.will_set(self.availability_topic, hass.OFFLINE, qos=1, retain=True)
         self.client.on_connect = self._on_connect
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
         if not reason_code.is_failure:
-            client.publish(self.availability_topic, "online", qos=1, retain=True)
+            client.publish(self.availability_topic, hass.ONLINE, qos=1, retain=True)
 
     def start(self) -> None:
         c = self._config.mqtt
@@ -91,7 +92,7 @@ class Publisher:
         self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def stop(self) -> None:
-        info = self.client.publish(self.availability_topic, "offline", qos=1, retain=True)
+        info = self.client.publish(self.availability_topic, hass.OFFLINE, qos=1, retain=True)
         with contextlib.suppress(Exception):
             info.wait_for_publish(2.0)
         self.client.disconnect()

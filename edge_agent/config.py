@@ -93,7 +93,7 @@ class PublishConfig:
 
     @property
     def availability_topic(self) -> str:
-        return f"{self.topic_prefix}/status"
+        return f"{self.topic_prefix}/status"  # edge_agent.hass.availability_topic
 
 
 @dataclass

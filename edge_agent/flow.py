@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from edge_agent import hass
 from edge_agent.boundaries import CounterBoundaries
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.flowmath import BatteryState, RoleEnergy, compute
@@ -394,12 +395,13 @@ class Flow:
     def _publish(self, newest: Point) -> None:
         prefix = self.ctx.topic_prefix
         try:
-            self.ctx.publish(f"{prefix}/flow/slot", json.dumps({**newest.fields, "slot_end": iso(newest.time_ns)}),
+            self.ctx.publish(hass.flow_slot_topic(prefix), json.dumps({**newest.fields,
+                                                                       "slot_end": iso(newest.time_ns)}),
                              qos=1, retain=True)
             if self.totals["until"] is not None:
                 doc = {f"{k}_kwh": round(v, 4) for k, v in self.totals["totals"].items()}
                 doc["last_slot"] = iso(self.totals["until"])
-                self.ctx.publish(f"{prefix}/flow/totals", json.dumps(doc), qos=1, retain=True)
+                self.ctx.publish(hass.flow_totals_topic(prefix), json.dumps(doc), qos=1, retain=True)
         except Exception as exc:
             self.ctx.health.incr("publish_errors")
             log.warning("flow: publishing failed: %s", exc)
@@ -429,6 +431,11 @@ class Flow:
                     next_due = next_run(self.ctx.clock(), self.fc.delay_s)
 
     def start(self) -> None:
+        pub = self.config.publish
+        if self.fc.publish and pub.discovery:
+            roles = {d.role for d in self.fc.devices}
+            for topic, payload in hass.flow_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix, roles):
+                self.ctx.publish(topic, payload, qos=1, retain=True)
         self._thread = threading.Thread(target=self._loop, name="flow", daemon=True)
         self._thread.start()
 

@@ -1,9 +1,19 @@
 """Forecast loop: every 15 minutes (+ a delay for late data) run every active bundle on the consumption series.
 
-Writes `forecast` points (time = target time; tags model, version, horizon, name; fields value_kwh, issued_at)
-and publishes retained JSON on `<prefix>/forecast/<kind>/<horizon>` (kind cnn, lstm, baseline, and `best`: the
-preferred model that produced a forecast). Without a model, or when the input window has gaps, the horizon's
-naive baseline is used and tagged model=baseline. Errors are counted and logged; they never stop the agent.
+Input: the consumption slots up to the issue time T, including the slot ending at T. For counter input that slot
+needs the counter's value at T, i.e. the first reading after T (issue 18: reading only up to T left the newest
+slot unknown, the window incomplete and the models unused in every house whose meters do not report exactly on
+slot ends). Counter values at slot boundaries come from edge_agent/boundaries.py (cached; out-of-order readings
+invalidate them through the ingest's stored-batch hook).
+
+Output: `forecast` points (time = target slot end; tags model, version, horizon, name, issue; fields value_kwh,
+issued_at, fallback (why a baseline was served, "" for a model), input_complete). `issue` = "rolling" is
+re-issued every cycle (later cycles overwrite the same targets); the horizon-96 forecast issued at
+`day_ahead_at` (local time in `timezone`) is also written with issue = "day_ahead", once a day, never
+overwritten: what was said a day ahead. Retained JSON on `<prefix>/forecast/<kind>/<horizon>` (kind cnn, lstm,
+baseline, and `best`: the preferred model that produced a forecast). Without a model, when the input window has
+gaps, or when a model fails (an exception, a non-finite value), the horizon's naive baseline is used and tagged
+model=baseline with the reason; one model failing never drops the others' forecasts.
 """
 
 from __future__ import annotations
@@ -15,9 +25,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from edge_agent import hass
+from edge_agent.boundaries import CounterBoundaries
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.inference import LoadedModel
 from edge_agent.interpreter import runtime
@@ -25,9 +38,9 @@ from edge_agent.models.store import ModelStore
 from edge_agent.schedule import floor_slot, next_run
 from shared import schema
 from shared.baselines import fallback
-from shared.points import Point
+from shared.points import Point, escape_measurement
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
-from shared.series import Readings, SlotSeries, counter_to_slots, iso, power_to_slots
+from shared.series import Readings, SlotSeries, iso, power_to_slots, slots_from_counter
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +52,34 @@ class ForecastConfig:
     measurement: str = "EnergyMeter"
     field: str = "EnergyIn"
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
-    delay_s: float = 60.0
-    topic_prefix: str = "home-energy"
-    ha_discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    node_id: str = "edge"
+    delay_s: float = 60.0  # after each boundary: the meters' first reading after it (and the flow) must be in
+    max_interp_s: float = 1800.0  # counter input: interpolate between readings at most this far apart
+    timezone: str = "UTC"  # the house's timezone: when the day-ahead forecast is issued
+    day_ahead_at: str = "00:00"  # local time of the day-ahead issue (a slot boundary)
     models_dir: str = "models"
     preferred_kinds: list[str] = dataclasses.field(default_factory=lambda: ["cnn", "lstm"])
+    # moved to [publish] (still read from here when [publish] is absent)
+    topic_prefix: str | None = None
+    ha_discovery: bool | None = None
+    discovery_prefix: str | None = None
+    node_id: str | None = None
 
 
 def parse_config(cfg: AgentConfig) -> ForecastConfig:
-    fc = build_dataclass(ForecastConfig, cfg.section("forecast"), f"{cfg.path}: [forecast]")
+    where = f"{cfg.path}: [forecast]"
+    fc = build_dataclass(ForecastConfig, cfg.section("forecast"), where)
     if fc.source not in ("counter", "power", "slots"):
-        raise ConfigError(f"{cfg.path}: [forecast].source must be counter, power or slots")
+        raise ConfigError(f"{where}.source must be counter, power or slots")
+    try:
+        ZoneInfo(fc.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}.timezone {fc.timezone!r} is not a known IANA timezone") from None
+    try:
+        hh, mm = (int(x) for x in fc.day_ahead_at.split(":"))
+        if not (0 <= hh < 24 and mm in (0, 15, 30, 45)):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{where}.day_ahead_at must be HH:MM on a slot boundary (:00, :15, :30, :45)") from None
     return fc
 
 
@@ -67,6 +95,8 @@ class HorizonResult:
     version: str
     horizon: int
     values: np.ndarray
+    fallback: str = ""  # why a baseline was served ("" for a model's forecast)
+    input_complete: bool = True
 
 
 class Forecaster:
@@ -81,6 +111,12 @@ class Forecaster:
         self._thread: threading.Thread | None = None
         self.last_forecast: str | None = None
         self.last_results: list[HorizonResult] = []
+        self.counter = CounterBoundaries(self.storage, fc.measurement, fc.field, fc.tags, fc.max_interp_s)
+        self._prefix = escape_measurement(fc.measurement).encode()
+        self._newest = 0
+        self._tz = ZoneInfo(fc.timezone)
+        if fc.source == "counter":
+            ctx.on_stored(self._on_stored)
         for name in self.store.names():
             self.reload(name)
 
@@ -109,9 +145,15 @@ class Forecaster:
         return max(needed + [8 * SLOTS_PER_DAY + 40])
 
     def read_series(self, issue_ns: int) -> SlotSeries:
-        """Consumption slots ending at or before issue_ns, enough for every active model and the baselines."""
+        """Consumption slots ending at or before issue_ns, enough for every active model and the baselines;
+        the slot ending at issue_ns included (for counters: from the first reading after issue_ns)."""
         n = self.history_slots()
         start_ns = issue_ns - (n - 1) * SLOT_NS
+        if self.fc.source == "counter":
+            bounds = start_ns + SLOT_NS * np.arange(-1, n, dtype=np.int64)
+            c, _spans = self.counter.values(bounds)
+            self.counter.forget_before(int(bounds[0]))
+            return SlotSeries(start_ns, slots_from_counter(c))
         start = datetime.fromtimestamp((start_ns - 2 * SLOT_NS) / 1e9, UTC)
         end = datetime.fromtimestamp(issue_ns / 1e9, UTC) + timedelta(microseconds=1)
         rows = self.storage.query_series(self.fc.measurement, self.fc.field, start, end, self.fc.tags or None)
@@ -122,9 +164,24 @@ class Forecaster:
                 if t % SLOT_NS == 0 and 0 <= i < n:
                     values[i] = v
             return SlotSeries(start_ns, values)
-        readings = Readings.from_rows(rows)
-        convert = counter_to_slots if self.fc.source == "counter" else power_to_slots
-        return convert(readings, start_ns=start_ns, end_ns=issue_ns)
+        # power: each sample holds until the next (at most 5 min), so the slot ending at T needs none after T
+        return power_to_slots(Readings.from_rows(rows), start_ns=start_ns, end_ns=issue_ns)
+
+    def _on_stored(self, lines: list[bytes]) -> None:
+        """Counter readings that arrive out of order invalidate the cached boundary values they can change."""
+        oldest = None
+        for line in lines:
+            if line.startswith(self._prefix) and line[len(self._prefix):len(self._prefix) + 1] in (b",", b" "):
+                try:
+                    t = int(line.rstrip(b"\n").rsplit(b" ", 1)[1])
+                except (ValueError, IndexError):
+                    continue
+                if t <= self._newest:
+                    oldest = t if oldest is None else min(oldest, t)
+                else:
+                    self._newest = t
+        if oldest is not None:
+            self.counter.invalidate_from(oldest)
 
     # -- one cycle ----------------------------------------------------------------------------------------
     def run_once(self, issue_ns: int | None = None) -> list[HorizonResult]:
@@ -141,29 +198,38 @@ class Forecaster:
             models = dict(self.models)
         results: list[HorizonResult] = []
         for horizon in (1, 96):
-            made = []
+            made, reasons, complete = [], [], True
             for name, model in sorted(models.items()):
                 if model.spec.horizon != horizon:
                     continue
                 try:
                     fc = model.predict(series, issue_ns)
-                except Exception as exc:
+                    if not np.all(np.isfinite(fc.values)):
+                        raise ValueError("non-finite forecast")
+                except Exception as exc:  # one model failing must not cost the others their forecasts
                     self.ctx.health.incr("inference_errors")
                     log.error("forecast: %s failed: %s", name, exc)
+                    reasons.append(f"{name}: {type(exc).__name__}: {str(exc)[:100]}")
                     continue
                 if not fc.complete:
                     self.ctx.health.incr("incomplete_windows")
+                    reasons.append(f"{name}: input window incomplete")
+                    complete = False
                     continue
                 made.append(HorizonResult(name, model.manifest["kind"], model.manifest["version"], horizon,
                                           fc.values))
             if not made:
+                reason = "; ".join(reasons) if reasons else "no model"
                 base_name, values = fallback(series, issue_ns, horizon)
                 if np.isfinite(values).all():
                     made.append(HorizonResult(f"baseline-{horizon}", schema.BASELINE_MODEL, base_name, horizon,
-                                              values))
+                                              values, fallback=reason, input_complete=complete))
+                    self.ctx.health.incr(f"forecast_baseline_{horizon}")
                 else:
                     self.ctx.health.incr("forecast_skipped_no_data")
                     log.warning("forecast: no model and no history for horizon %d at %s", horizon, iso(issue_ns))
+            else:
+                self.ctx.health.incr(f"forecast_model_{horizon}")
             results.extend(made)
         self._write(issue_ns, results)
         self._publish(issue_ns, results)
@@ -173,13 +239,24 @@ class Forecaster:
         self.ctx.health.set("forecast_cycle_ms", round((time.perf_counter() - t0) * 1000, 1))
         return results
 
-    def _write(self, issue_ns: int, results: list[HorizonResult]) -> None:
+    def is_day_ahead_issue(self, issue_ns: int) -> bool:
+        """True for the cycle issued at `day_ahead_at` in the house's timezone."""
+        local = datetime.fromtimestamp(issue_ns / 1e9, UTC).astimezone(self._tz)
+        return local.strftime("%H:%M") == self.fc.day_ahead_at.zfill(5)
+
+    def _points(self, issue_ns: int, r: HorizonResult, issue: str) -> list[Point]:
+        tags = {"model": r.model, "version": r.version, "horizon": str(r.horizon), "name": r.name, "issue": issue}
         issued = iso(issue_ns)
-        points = [Point(schema.FORECAST, {"model": r.model, "version": r.version, "horizon": str(r.horizon),
-                                          "name": r.name},
-                        {schema.FORECAST_VALUE_FIELD: float(v), schema.FORECAST_ISSUED_FIELD: issued},
-                        issue_ns + (k + 1) * SLOT_NS)
-                  for r in results for k, v in enumerate(r.values)]
+        return [Point(schema.FORECAST, tags, {schema.FORECAST_VALUE_FIELD: float(v),
+                                              schema.FORECAST_ISSUED_FIELD: issued, "fallback": r.fallback,
+                                              "input_complete": r.input_complete},
+                      issue_ns + (k + 1) * SLOT_NS) for k, v in enumerate(r.values)]
+
+    def _write(self, issue_ns: int, results: list[HorizonResult]) -> None:
+        points = [p for r in results for p in self._points(issue_ns, r, "rolling")]
+        if self.is_day_ahead_issue(issue_ns):
+            points += [p for r in results if r.horizon == SLOTS_PER_DAY for p in self._points(issue_ns, r,
+                                                                                              "day_ahead")]
         try:
             self.storage.write(points)
             self.ctx.health.incr("forecast_points", len(points))
@@ -189,13 +266,14 @@ class Forecaster:
 
     def _payload(self, issue_ns: int, r: HorizonResult) -> str:
         return json.dumps({"issued_at": iso(issue_ns), "name": r.name, "model": r.model, "version": r.version,
-                           "horizon": r.horizon, "unit": "kWh", "next_kwh": round(float(r.values[0]), 4),
+                           "horizon": r.horizon, "unit": "kWh", "fallback_reason": r.fallback or None,
+                           "input_complete": r.input_complete, "next_kwh": round(float(r.values[0]), 4),
                            "total_kwh": round(float(np.sum(r.values)), 3),
                            "first_target": iso(issue_ns + SLOT_NS),
                            "values": [round(float(v), 4) for v in r.values]})
 
     def _publish(self, issue_ns: int, results: list[HorizonResult]) -> None:
-        prefix = self.fc.topic_prefix
+        prefix = self.config.publish.topic_prefix
         try:
             for r in results:
                 self.ctx.publish(f"{prefix}/forecast/{r.model}/{r.horizon}", self._payload(issue_ns, r), qos=1,
@@ -215,23 +293,9 @@ class Forecaster:
         return min(candidates, key=lambda r: order.get(r.model, 99), default=None)
 
     def discovery_messages(self) -> list[tuple[str, str]]:
-        """Home Assistant MQTT discovery configs for the two consumption sensors."""
-        node, prefix = self.fc.node_id, self.fc.topic_prefix
-        device = {"identifiers": [f"home-energy-{node}"], "name": f"Home energy ({node})",
-                  "manufacturer": "home-energy", "model": "edge agent"}
-        sensors = [("consumption_next_15min", "Consumption next 15 min", 1, "{{ value_json.next_kwh }}"),
-                   ("consumption_next_24h", "Consumption next 24 h", 96, "{{ value_json.total_kwh }}")]
-        out = []
-        for object_id, name, horizon, template in sensors:
-            cfg = {"name": name, "unique_id": f"{node}_{object_id}", "object_id": f"{node}_{object_id}",
-                   "state_topic": f"{prefix}/forecast/best/{horizon}", "value_template": template,
-                   "unit_of_measurement": "kWh", "device_class": "energy", "state_class": "total",
-                   "json_attributes_topic": f"{prefix}/forecast/best/{horizon}",
-                   "json_attributes_template": "{{ {'issued_at': value_json.issued_at, "
-                                               "'model': value_json.model, 'version': value_json.version} | tojson }}",
-                   "device": device}
-            out.append((f"{self.fc.discovery_prefix}/sensor/{node}/{object_id}/config", json.dumps(cfg)))
-        return out
+        """Home Assistant MQTT discovery configs for the consumption forecasts (edge_agent/hass.py)."""
+        pub = self.config.publish
+        return hass.forecast_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix)
 
     # -- schedule -----------------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -248,7 +312,7 @@ class Forecaster:
                 log.exception("forecast cycle failed")
 
     def start(self) -> None:
-        if self.fc.ha_discovery:
+        if self.config.publish.discovery:
             for topic, payload in self.discovery_messages():
                 self.ctx.publish(topic, payload, qos=1, retain=True)
         self._thread = threading.Thread(target=self._loop, name="forecast", daemon=True)

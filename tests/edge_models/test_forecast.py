@@ -51,13 +51,20 @@ def load_meter(influxd: Influxd, db: str, until: datetime, days: int = 9, drop: 
          for t, v in zip(rows.times[sel], rows.values[sel], strict=True)])
 
 
+def _decode(payload: bytes):
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload.decode()  # "online"/"offline" on the availability topic
+
+
 class Retained:
     """Collects retained/published messages under a topic filter."""
 
     def __init__(self, port: int, topic: str):
         self.messages: dict[str, dict] = {}
         self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{time.time_ns()}")
-        self.c.on_message = lambda c, u, m: self.messages.__setitem__(m.topic, json.loads(m.payload))
+        self.c.on_message = lambda c, u, m: self.messages.__setitem__(m.topic, _decode(m.payload))
         self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
@@ -95,12 +102,16 @@ def test_baseline_on_schedule_then_models_after_push(scheduled_agent, influxd_se
     # HA discovery configs, retained, at start
     disc = wait_for(lambda: sub.messages.get("homeassistant/sensor/testnode/consumption_next_15min/config"))
     assert disc["state_topic"] == "he-test/forecast/best/1" and disc["unit_of_measurement"] == "kWh"
-    assert disc["value_template"] == "{{ value_json.next_kwh }}" and disc["device_class"] == "energy"
+    assert "value_json.next_kwh" in disc["value_template"] and disc["device_class"] == "energy"
+    assert "state_class" not in disc and "object_id" not in disc
+    assert disc["availability_topic"] == "he-test/status" and disc["expire_after"] > 0
+    assert wait_for(lambda: sub.messages.get("he-test/status")) == "online"
     day = sub.messages["homeassistant/sensor/testnode/consumption_next_24h/config"]
     assert day["state_topic"] == "he-test/forecast/best/96" and "total_kwh" in day["value_template"]
     assert not forecast_rows(influxd_session, influx_db_name)  # nothing before the boundary
     clock.set(ISSUE + timedelta(seconds=1))  # the boundary passes: the loop forecasts (no model: baselines)
-    rows = wait_for(lambda: len(r := forecast_rows(influxd_session, influx_db_name)) == 97 and r, timeout=10)
+    rows = wait_for(lambda: len(r := forecast_rows(influxd_session, influx_db_name, "WHERE issue = 'rolling'"))
+                    == 97 and r, timeout=10)
     assert {r["model"] for r in rows} == {"baseline"}
     assert {r["version"] for r in rows} == {"persistence", "median_7_days"}
     nxt = [r for r in rows if r["horizon"] == "1"][0]
