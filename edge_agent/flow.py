@@ -274,8 +274,8 @@ class Flow:
             if "missing" in flag:
                 incomplete.add(t)
             values = {k: float(v[i]) for k, v in fields.items() if np.isfinite(v[i])}
-            if not values:
-                continue
+            if not any(k in values for k in TOTALS[:5]):
+                continue  # no device data at all (before the first reading): nothing to write
             # always written: a rewrite of the slot must clear flags of an earlier, incomplete computation
             # (InfluxDB merges the fields of points with the same series and time)
             values["flags"] = flag

@@ -306,7 +306,8 @@ class Forecaster:
             if self._stop.is_set():
                 return
             try:
-                self.run_once(floor_slot(due))
+                # the newest boundary whose delay has passed (after a clock jump: not a stale one)
+                self.run_once(floor_slot(self.ctx.clock() - timedelta(seconds=self.fc.delay_s)))
             except Exception:
                 self.ctx.health.incr("forecast_errors")
                 log.exception("forecast cycle failed")
