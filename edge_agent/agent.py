@@ -103,7 +103,7 @@ class Agent:
     def __init__(self, config: AgentConfig, clock: Callable[[], datetime] = utc_now,
                  components: tuple[str, ...] = COMPONENT_MODULES):
         self.config = config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # spool, dead letters, models, log
         self.health = Health()
         self.storage = open_storage(config.storage)
         self.publisher = Publisher(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 from pathlib import Path
 
 
@@ -18,6 +19,8 @@ def setup_logging(level: str = "INFO", file: Path | None = None, max_bytes: int 
     root.addHandler(stream)
     if file:
         Path(file).parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # private: it names devices
+        os.chmod(file, 0o600)
         rotating = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups)
         rotating.setFormatter(fmt)
         root.addHandler(rotating)

@@ -239,7 +239,8 @@ class ModelApi:
         results = self.forecaster.run_once()
         return {"issued_at": self.forecaster.last_forecast,
                 "forecasts": [{"name": r.name, "model": r.model, "version": r.version, "horizon": r.horizon,
-                               "values": len(r.values)} for r in results]}
+                               "values": len(r.values), "fallback": r.fallback or None,
+                               "input_complete": r.input_complete} for r in results]}
 
     def _forecast_soon(self) -> None:
         if not self._own_forecaster:

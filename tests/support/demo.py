@@ -5,6 +5,9 @@
 3. Replays the real year (data/seed_house) as MQTT messages in the hackathon's format, shifted in time so that it
    ends at the latest 15-minute boundary (the house "lives" in the past year); then a simulated live meter keeps
    publishing (each slot repeats the consumption of the same slot one week earlier) so that forecasts have fresh data.
+   Like a real meter, it never reports on a slot end: every reading of the year becomes two, 5-55 s before and
+   after it (counters interpolated), and the live meter reports 5-55 s around each boundary. (Replaying the
+   readings exactly on slot ends hid issue 18: nothing computed the newest slot until a boundary later.)
 4. Through the server's API: registers the node, pulls the history from the agent's InfluxDB, trains the four models,
    pushes them to the agent (automatic push through the gate), lets the agent forecast.
 5. Prints where to look (page URL and login) and a JSON summary as the last line. With --exit it stops by itself;
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import secrets
 import shutil
 import signal
@@ -72,8 +76,32 @@ def count(db: Influxd, measurement: str, field: str, where: str = "") -> int:
     return res["series"][0]["values"][0][1] if "series" in res else 0
 
 
+JITTER_S = (5.0, 55.0)
+
+
+def jittered(times: list[int], values: list[float], seed: int = 1) -> list[tuple[datetime, float]]:
+    """Each reading as two readings a meter could have sent, 5-55 s before and after it, with the counter
+    interpolated from the neighbouring real readings (never on a slot end)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(len(times)):
+        for side in (-1, 1):
+            j = i + side
+            if not 0 <= j < len(times):
+                continue
+            dt = rng.uniform(*JITTER_S) * 1e9
+            frac = dt / abs(times[j] - times[i])
+            if frac >= 0.5:
+                continue
+            value = values[i] + (values[j] - values[i]) * frac
+            out.append((datetime.fromtimestamp((times[i] + side * dt) / 1e9, UTC), round(value, 5)))
+    out.sort(key=lambda r: r[0])
+    return out
+
+
 class LiveMeter(threading.Thread):
-    """Keeps the meter going after the replay: every slot adds the consumption of the same slot a week earlier."""
+    """Keeps the meter going after the replay: every slot adds the consumption of the same slot a week earlier,
+    reported 5-55 s before and after each boundary (never on it)."""
 
     def __init__(self, publisher: Publisher, times: list[int], values: list[float], start_ns: int):
         super().__init__(name="live-meter", daemon=True)
@@ -81,20 +109,30 @@ class LiveMeter(threading.Thread):
         self.slots = dict(zip(times, values, strict=True))
         self.t, self.counter = start_ns, values[-1]
         self.week = 7 * 96 * SLOT_NS
+        self.rng = random.Random(2)
 
     def step_kwh(self, t: int) -> float:
         a, b = self.slots.get(t - self.week), self.slots.get(t - self.week - SLOT_NS)
         return (a - b) if a is not None and b is not None and 0 <= a - b < 5 else 0.3
 
+    def _send_at(self, t_ns: float, value: float) -> bool:
+        delay = t_ns / 1e9 - time.time()
+        if delay > 0 and self.stop.wait(delay):
+            return False
+        self.pub.publish_all(counter_messages([(datetime.fromtimestamp(t_ns / 1e9, UTC), round(value, 5))]))
+        return True
+
     def run(self) -> None:
         while not self.stop.is_set():
             nxt = self.t + SLOT_NS
-            delay = nxt / 1e9 - time.time()
-            if delay > 0 and self.stop.wait(delay):
+            step, step_after = self.step_kwh(nxt), self.step_kwh(nxt + SLOT_NS)
+            before, after = (self.rng.uniform(*JITTER_S) * 1e9 for _ in range(2))
+            if not self._send_at(nxt - before, self.counter + step * (1 - before / SLOT_NS)):
                 return
-            self.counter += self.step_kwh(nxt)
+            self.counter += step
             self.slots[nxt] = self.counter
-            self.pub.publish_all(counter_messages([(datetime.fromtimestamp(nxt / 1e9, UTC), self.counter)]))
+            if not self._send_at(nxt + after, self.counter + step_after * after / SLOT_NS):
+                return
             self.t = nxt
 
 
@@ -115,7 +153,7 @@ interval_s = 30
 [logging]
 file = "agent.log"
 [flow]
-delay_s = 5
+delay_s = 60                      # the meter's first reading after a boundary comes within 55 s
 [[flow.devices]]
 role = "grid"
 measurement = "EnergyMeter"
@@ -125,7 +163,8 @@ import_field = "EnergyIn"
 source = "slots"
 measurement = "energy_flow"
 field = "house"
-delay_s = 15
+delay_s = 75                      # after the flow
+[publish]
 topic_prefix = "home-energy"
 [api]
 port = {api_port}
@@ -200,8 +239,8 @@ def main() -> int:
                   flush=True)
 
         t0 = time.monotonic()
-        sent = pub.publish_all(counter_messages((datetime.fromtimestamp(t / 1e9, UTC), v)
-                                                for t, v in zip(times, values, strict=True)), progress=progress)
+        readings = jittered(times, values)
+        sent = pub.publish_all(counter_messages(readings), progress=lambda n: progress(n * len(times) // len(readings)))
         print(file=sys.stderr)
         deadline = time.monotonic() + 300
         while count(db, "EnergyMeter", "EnergyIn") < sent and time.monotonic() < deadline:
@@ -215,7 +254,7 @@ def main() -> int:
         flow_slots = 0
         while time.monotonic() < deadline:
             flow_slots = count(db, "energy_flow", "house")
-            if flow_slots >= len(times) - 200:
+            if flow_slots >= len(times) - 300:
                 break
             time.sleep(1)
         say(f"energy flow: {flow_slots} slots of house consumption")
@@ -251,11 +290,21 @@ def main() -> int:
         say(f"forecast issued at {fc['issued_at']}: " + ", ".join(f"{f['name']} ({f['model']})"
                                                                   for f in fc["forecasts"]))
         status = client.status()
+        by_model = {}
+        res = db.query('SELECT count("value_kwh") FROM "forecast" WHERE "issue" = \'rolling\' AND time > now() '
+                       'GROUP BY "model"', db="energy")["results"][0]
+        for series in res.get("series", []):
+            by_model[series["tags"]["model"]] = series["values"][0][1]
         active = {n: (m["active"] or {}).get("version") for n, m in status["models"].items()}
         summary = {"ingested": ingested, "lost": sent - ingested, "flow_slots": flow_slots, "trained": trained,
                    "pushed": all(p.get("ok") for p in result.get("pushes", [])) and bool(result.get("pushes")),
                    "active_versions": active,
                    "forecasts_written": count(db, "forecast", "value_kwh"),
+                   # the newest forecasts (targets after now) by who made them, and why a baseline was used if so
+                   "forecast_points_by_model": by_model,
+                   "forecast_cycles": {k: int(v) for k, v in status["counters"].items()
+                                       if k.startswith(("forecast_model_", "forecast_baseline_"))},
+                   "fallback_reasons": sorted({f.get("fallback") for f in fc["forecasts"] if f.get("fallback")}),
                    "interpreter": f"{status['interpreter']['name']} {status['interpreter']['version']}",
                    "seconds": round(time.time() - t_start, 1)}
         print(f"\n  Model-management page: {server.url}/   user: admin   password: {password}\n"
