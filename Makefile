@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow eval-seed test-ansible clean
+.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults eval-seed test-ansible clean
 
 help:
 	@echo "make demo          replay the real year, train, push, forecast (see README)"
@@ -15,7 +15,7 @@ help:
 	@echo "make venv          .venv with every component's dependencies"
 	@echo "make venv-hass     .venv-hass: Home Assistant, for the MQTT discovery checks (needs Python >= 3.13)"
 	@echo "make lint          ruff"
-	@echo "make bench-ingest | bench-edge | bench-train | bench-server | bench-flow   benchmarks (print JSON)"
+	@echo "make bench-ingest | bench-edge | bench-train | bench-server | bench-flow | bench-faults   benchmarks (print JSON)"
 	@echo "make eval-seed     train on the seed split, backtest, print the README accuracy table"
 	@echo "make test-ansible  provision a debootstrapped Debian root with ansible/site.yml"
 
@@ -59,6 +59,10 @@ eval-seed: venv
 
 bench-server: venv
 	$(PY) tests/benchmarks/bench_server.py
+
+# Faults under a 200 msg/s stream (influxd down 30 s, broker restart, 3 x SIGKILL, full disk), counted exactly.
+bench-faults: venv system-deps
+	$(PY) tests/benchmarks/bench_faults.py $(ARGS)
 
 # The flow and forecasts in real time at 200 msg/s, for two slot boundaries on the real clock (15-30 minutes).
 bench-flow: venv system-deps

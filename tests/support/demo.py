@@ -6,7 +6,7 @@
    ends at the latest 15-minute boundary (the house "lives" in the past year); then a simulated live meter keeps
    publishing (each slot repeats the consumption of the same slot one week earlier) so that forecasts have fresh data.
    Like a real meter, it never reports on a slot end: every reading of the year becomes two, 5-55 s before and
-   after it (counters interpolated), and the live meter reports 5-55 s around each boundary. (Replaying the
+   after it (counters interpolated), and the live meter reports every minute at second 37. (Replaying the
    readings exactly on slot ends hid issue 18: nothing computed the newest slot until a boundary later.)
 4. Through the server's API: registers the node, pulls the history from the agent's InfluxDB, trains the four models,
    pushes them to the agent (automatic push through the gate), lets the agent forecast.
@@ -100,40 +100,39 @@ def jittered(times: list[int], values: list[float], seed: int = 1) -> list[tuple
 
 
 class LiveMeter(threading.Thread):
-    """Keeps the meter going after the replay: every slot adds the consumption of the same slot a week earlier,
-    reported 5-55 s before and after each boundary (never on it)."""
+    """Keeps the meter going after the replay, like a real one: a reading every minute at second 37 (never on a
+    slot end), the counter rising through each slot by the consumption of the same slot a week earlier."""
 
     def __init__(self, publisher: Publisher, times: list[int], values: list[float], start_ns: int):
         super().__init__(name="live-meter", daemon=True)
         self.pub, self.stop = publisher, threading.Event()
-        self.slots = dict(zip(times, values, strict=True))
-        self.t, self.counter = start_ns, values[-1]
+        self.slots = dict(zip(times, values, strict=True))  # counter at each slot end
+        self.boundary, self.counter = start_ns, values[-1]  # the newest slot end and the counter there
         self.week = 7 * 96 * SLOT_NS
-        self.rng = random.Random(2)
 
     def step_kwh(self, t: int) -> float:
         a, b = self.slots.get(t - self.week), self.slots.get(t - self.week - SLOT_NS)
         return (a - b) if a is not None and b is not None and 0 <= a - b < 5 else 0.3
 
-    def _send_at(self, t_ns: float, value: float) -> bool:
-        delay = t_ns / 1e9 - time.time()
-        if delay > 0 and self.stop.wait(delay):
-            return False
-        self.pub.publish_all(counter_messages([(datetime.fromtimestamp(t_ns / 1e9, UTC), round(value, 5))]))
-        return True
+    def value_at(self, t_ns: int) -> float:
+        while t_ns > self.boundary + SLOT_NS:  # slots that ended: their counter is settled
+            self.boundary += SLOT_NS
+            self.counter += self.step_kwh(self.boundary)
+            self.slots[self.boundary] = self.counter
+        frac = (t_ns - self.boundary) / SLOT_NS
+        return self.counter + self.step_kwh(self.boundary + SLOT_NS) * frac
 
     def run(self) -> None:
+        t = (time.time_ns() // 60_000_000_000) * 60_000_000_000 + 37_000_000_000
         while not self.stop.is_set():
-            nxt = self.t + SLOT_NS
-            step, step_after = self.step_kwh(nxt), self.step_kwh(nxt + SLOT_NS)
-            before, after = (self.rng.uniform(*JITTER_S) * 1e9 for _ in range(2))
-            if not self._send_at(nxt - before, self.counter + step * (1 - before / SLOT_NS)):
+            if t < time.time_ns() - 1e9:
+                t += 60_000_000_000
+                continue
+            if self.stop.wait(max(0.0, t / 1e9 - time.time())):
                 return
-            self.counter += step
-            self.slots[nxt] = self.counter
-            if not self._send_at(nxt + after, self.counter + step_after * after / SLOT_NS):
-                return
-            self.t = nxt
+            value = self.value_at(t)
+            self.pub.publish_all(counter_messages([(datetime.fromtimestamp(t / 1e9, UTC), round(value, 5))]))
+            t += 60_000_000_000
 
 
 def agent_config(tmp: Path, broker: Mosquitto, db: Influxd, api_port: int, token: str, public_key: str) -> Path:
@@ -153,7 +152,7 @@ interval_s = 30
 [logging]
 file = "agent.log"
 [flow]
-delay_s = 60                      # the meter's first reading after a boundary comes within 55 s
+delay_s = 45                      # the meter's first reading after a boundary comes 37 s after it
 [[flow.devices]]
 role = "grid"
 measurement = "EnergyMeter"
@@ -163,7 +162,7 @@ import_field = "EnergyIn"
 source = "slots"
 measurement = "energy_flow"
 field = "house"
-delay_s = 75                      # after the flow
+delay_s = 60                      # after the flow
 [publish]
 topic_prefix = "home-energy"
 [api]
