@@ -19,8 +19,8 @@ from edge_agent import hass
 from edge_agent.config import AgentConfig
 from edge_agent.health import Health
 from edge_agent.ingest import Ingest, make_client
-from edge_agent.storage import Storage, open_storage
 from edge_agent.supervise import Watchdog, notify, watchdog_interval_s
+from shared.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 

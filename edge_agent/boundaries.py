@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from edge_agent.storage import Storage
 from shared.schema import SLOT_NS
 from shared.series import Readings, counter_at
+from shared.storage import Storage
 
 NEAR_LIMIT = 64  # up to this many unknown boundaries: two selector queries each; beyond: raw readings
 CHUNK_NS = 40 * 96 * SLOT_NS

@@ -14,7 +14,7 @@ from edge_agent.config import AgentConfig, ConfigError, load_config
 def _check_connectivity(cfg: AgentConfig) -> list[str]:
     """Problems reaching the broker and the database (empty list: all good)."""
     from edge_agent.ingest import make_client
-    from edge_agent.storage import StorageError, open_storage
+    from shared.storage import StorageError, open_storage
 
     problems = []
     try:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.storage.base import StorageConfig, read_secret
 from shared.points import name_problem
 from shared.schema import RESERVED_MEASUREMENTS
+from shared.secrets import read_secret
+from shared.storage.base import StorageConfig
 
 
 class ConfigError(ValueError):

@@ -32,12 +32,12 @@ import numpy as np
 from edge_agent import hass
 from edge_agent.boundaries import CounterBoundaries
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
-from edge_agent.inference import LoadedModel
-from edge_agent.interpreter import runtime
 from edge_agent.models.store import ModelStore
 from edge_agent.schedule import floor_slot, next_run
 from shared import schema
 from shared.baselines import fallback
+from shared.inference import LoadedModel
+from shared.interpreter import runtime
 from shared.points import Point, escape_measurement
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import Readings, SlotSeries, iso, power_to_slots, slots_from_counter

@@ -32,9 +32,9 @@ from edge_agent.health import Health
 from edge_agent.mqtt_socket import BufferedClient
 from edge_agent.rules import Router, compile_rules
 from edge_agent.spool import Spool, SpoolFull
-from edge_agent.storage import Storage, StorageError
 from edge_agent.supervise import Worker
 from shared.points import contained_lines, line_head, split_lines
+from shared.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 

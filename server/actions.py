@@ -179,7 +179,7 @@ def rollback(s, node_id, doc: dict) -> dict:
     status = nodes.poll(s.db, node)  # only an answer with the agent's documented status is talked to further
     if not status.get("reachable"):
         raise ActionError(f"node {node['name']} is unreachable: {status.get('error')}", 502, "unreachable")
-    from edge_agent.models.client import ApiError
+    from shared.agent_client import ApiError
 
     try:
         result = nodes.client(node).rollback(name)

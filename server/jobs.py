@@ -41,7 +41,7 @@ def redact(line: str, max_len: int = 300) -> str:
 def _influx_rows(st, url: str, measurement: str, field: str, start, end, tags):
     """query_series, with errors that say what went wrong but show nothing of the answer (the URL may point at
     another service than InfluxDB)."""
-    from edge_agent.storage import StorageError
+    from shared.storage import StorageError
 
     try:
         return st.query_series(measurement, field, start, end, tags)
@@ -159,7 +159,7 @@ class Worker:
     # -- pull -----------------------------------------------------------------------------------------
     def pull(self, jid: int, node_id: int, params: dict) -> dict:
         """History from the node's InfluxDB into a local CSV (time,value), week by week with progress."""
-        from edge_agent.storage import StorageConfig, open_storage
+        from shared.storage import StorageConfig, open_storage
 
         node = self.s.db.one("SELECT * FROM nodes WHERE id=?", node_id)
         influx = json.loads(node["influx"] or "{}")

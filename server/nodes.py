@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.models.client import AgentClient, ApiError
 from server.db import Database
 from server.registry import Registry
+from shared.agent_client import AgentClient, ApiError
 from shared.schema import SLOT_NS
 from shared.series import SlotSeries
 
@@ -118,7 +118,7 @@ def poll(db: Database, node: dict) -> dict:
 
 def recent_mae(bundle_path: Path, series: SlotSeries, days: int = GATE_DAYS) -> float:
     """MAE of a bundle on the last `days` of the series (issue times as in the backtest)."""
-    from edge_agent.inference import LoadedModel
+    from shared.inference import LoadedModel
     from training.backtest import issue_times_for
 
     model = LoadedModel.from_dir(bundle_path)
@@ -154,7 +154,7 @@ def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSe
 
 def push(db: Database, registry: Registry, node: dict, name: str, version: str, allow_older: bool = False) -> dict:
     """Push one registered version; the agent's verdict (accepted or its error code/message) is recorded."""
-    from edge_agent.models.api import bundle_archive
+    from shared.bundle import bundle_archive
 
     row = registry.get(name, version)
     if row is None:

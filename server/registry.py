@@ -49,7 +49,7 @@ class Registry:
 
     def _plot(self, path: Path, doc: dict, series: SlotSeries) -> str | None:
         """Forecast vs actual over the last two days of the validation part, through the edge's inference."""
-        from edge_agent.inference import LoadedModel
+        from shared.inference import LoadedModel
 
         model = LoadedModel.from_dir(path)
         end = parse_time_ns(doc["data"]["end"]) - doc["horizon_steps"] * SLOT_NS

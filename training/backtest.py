@@ -29,8 +29,8 @@ def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, o
 
     `float_model`: run this float TFLite file (written by `train` to DIR/float/) with the bundle's window
     instead of the bundle's int8 model, to compare the two on the same issue times."""
-    from edge_agent.inference import LoadedModel, tensor_entry
     from shared import manifest as mf
+    from shared.inference import LoadedModel, tensor_entry
 
     model = LoadedModel.from_dir(bundle_dir)
     if float_model is not None:

@@ -39,8 +39,8 @@ def to_float(export_model) -> bytes:
 
 def tensor_manifest(model_bytes: bytes) -> tuple[dict, dict]:
     """The manifest's `input` and `output` entries, read from the converted model."""
-    from edge_agent.inference import tensor_entry
-    from edge_agent.interpreter import runtime
+    from shared.inference import tensor_entry
+    from shared.interpreter import runtime
 
     interp = runtime().load(model_bytes)
     return tensor_entry(interp.get_input_details()[0]), tensor_entry(interp.get_output_details()[0])
@@ -60,7 +60,7 @@ print(json.dumps({"version": m.version("tflite-runtime")}))
 
 def check_runtimes(model_bytes: bytes) -> dict[str, str]:
     """{"ai-edge-litert": "2.3.0", "tflite-runtime": "2.14.0" | "not tested: …" | "fails: …"}."""
-    from edge_agent.interpreter import runtime
+    from shared.interpreter import runtime
 
     result = {}
     rt = runtime("ai-edge-litert")

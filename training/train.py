@@ -185,7 +185,7 @@ def _model_entries(model_bytes: bytes) -> dict:
 def _scores(spec: WindowSpec, doc: dict, model_bytes: bytes, float_model, xv: np.ndarray, yv: np.ndarray,
             ok: np.ndarray) -> tuple[dict, dict, np.ndarray, np.ndarray]:
     """Float and int8 (through the edge's inference code) metrics on the validation windows `ok`."""
-    from edge_agent.inference import LoadedModel
+    from shared.inference import LoadedModel
 
     float_pred = np.stack([unscale_output(spec, p, x) for p, x in
                            zip(float_model.predict(xv, verbose=0, batch_size=512), xv, strict=True)])

@@ -20,12 +20,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
-from edge_agent.models.bundle import Bundle, BundleRejected, verify
 from edge_agent.models.httpserver import BoundedHTTPServer, LimitedHandler, Limits
 from edge_agent.models.store import StoredVersion
+from edge_agent.models.verify import verify
 from edge_agent.schedule import floor_slot
-from edge_agent.storage.base import read_secret
-from shared import manifest as mf
+from shared.bundle import Bundle, BundleRejected
+from shared.secrets import read_secret
 from shared.signing import public_key_from_text
 
 log = logging.getLogger(__name__)
@@ -355,11 +355,3 @@ def build(config: AgentConfig, ctx) -> ModelApi | None:
     if "api" not in config.raw:
         return None
     return ModelApi(config, parse_config(config), ctx)
-
-
-def bundle_archive(bundle_dir: Path) -> bytes:
-    """A tar.gz of a bundle directory, as the API expects (used by the client)."""
-    d = Path(bundle_dir)
-    sig = d / "signature.json"
-    return Bundle((d / mf.MANIFEST_FILE).read_bytes(), (d / mf.MODEL_FILE).read_bytes(),
-                  sig.read_bytes() if sig.exists() else None).to_archive()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _client(args):
-    from edge_agent.models.client import AgentClient, ApiError
+    from shared.agent_client import AgentClient, ApiError
 
     token = (Path(args.token_file).read_text().strip() if args.token_file
              else os.environ.get("EDGE_AGENT_API_TOKEN", ""))
@@ -24,7 +24,7 @@ def _client(args):
 
 
 def run(args) -> int:
-    from edge_agent.models.client import ApiError
+    from shared.agent_client import ApiError
 
     client = _client(args)
     try:

@@ -46,9 +46,9 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=30)
     args = ap.parse_args()
 
-    from edge_agent.inference import LoadedModel
-    from edge_agent.interpreter import runtime
     from shared import signing
+    from shared.inference import LoadedModel
+    from shared.interpreter import runtime
 
     with tempfile.TemporaryDirectory(prefix="bench-edge-") as tmp_s:
         tmp = Path(tmp_s)
@@ -68,9 +68,9 @@ def main() -> None:
         for n in names:
             signing.sign_bundle_dir(bundles / n, keys)
         with Mosquitto(tmp / "mq") as broker, Influxd(tmp / "db") as db:
-            from edge_agent.storage import StorageConfig, open_storage
             from shared.points import Point
             from shared.series import parse_time_ns, read_csv
+            from shared.storage import StorageConfig, open_storage
 
             rows = read_csv(CSV)
             issue = parse_time_ns("2023-07-05T12:00:00Z")
@@ -89,7 +89,7 @@ def main() -> None:
 [api]\nport = {port}\ntoken = "{token}"\npublic_key = "{keys.public_text}"
 [[rules]]\ntopic = "hack/+device/+channel"\nformat = "seed_json"
 """)
-            from edge_agent.models.client import AgentClient
+            from shared.agent_client import AgentClient
 
             env = dict(os.environ, PYTHONPATH=str(ROOT))
             agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg),

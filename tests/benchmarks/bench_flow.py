@@ -139,8 +139,8 @@ def main() -> None:
     ap.add_argument("--boundaries", type=int, default=2)
     ap.add_argument("--bundles", type=Path, help="bundle directory (default: a quick training on the real data)")
     args = ap.parse_args()
-    from edge_agent.models.client import AgentClient
     from shared import signing
+    from shared.agent_client import AgentClient
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-flow-"))
     procs: list[subprocess.Popen] = []

@@ -15,9 +15,9 @@ import urllib.request
 
 import pytest
 
-from edge_agent.storage import open_storage
-from edge_agent.storage.base import StorageConfig, StorageError
 from shared.points import Point
+from shared.storage import open_storage
+from shared.storage.base import StorageConfig, StorageError
 from tests.deploy.ansible_local import (
     AVAILABLE,
     ROLES,

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.ingest import write_body
-from edge_agent.storage import StorageConfig, open_storage
 from shared.points import Point, split_lines
+from shared.storage import StorageConfig, open_storage
 
 _db = itertools.count()
 garbage = st.one_of(st.binary(min_size=1, max_size=60),

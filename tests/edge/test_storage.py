@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edge_agent.storage import StorageConfig, StorageError, open_storage
 from shared.points import Point
+from shared.storage import StorageConfig, StorageError, open_storage
 
 T0 = datetime(2023, 1, 1, tzinfo=UTC)
 

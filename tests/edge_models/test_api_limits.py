@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import psutil
 import pytest
 
-from edge_agent.models.client import AgentClient, ApiError
+from shared.agent_client import AgentClient, ApiError
 from tests.edge.agentutil import ROOT, count, start_agent, wait_for
 from tests.edge_models.conftest import TOKEN, agent_config
 from tests.support.publish import Publisher, seed_message

@@ -14,8 +14,8 @@ import zlib
 import psutil
 import pytest
 
-from edge_agent.models.bundle import Bundle, BundleRejected
-from edge_agent.models.client import AgentClient, ApiError
+from shared.agent_client import AgentClient, ApiError
+from shared.bundle import Bundle, BundleRejected
 from tests.edge_models.conftest import TOKEN
 
 LIMIT = 2 * 1024 * 1024  # the API's default max_bundle_bytes

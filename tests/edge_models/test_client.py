@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edge_agent.models.client import AgentClient, ApiError
+from shared.agent_client import AgentClient, ApiError
 from tests.edge.agentutil import start_agent
 from tests.edge_models.conftest import TOKEN, agent_config
 

@@ -13,7 +13,7 @@ import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
-from edge_agent.models.client import AgentClient
+from shared.agent_client import AgentClient
 from shared.points import Point
 from shared.series import iso, parse_time_ns, read_csv
 from tests.edge.agentutil import wait_for
@@ -44,7 +44,7 @@ def load_meter(influxd: Influxd, db: str, until: datetime, days: int = 9, drop: 
     sel = (rows.times > end - days * 86400 * 10**9) & (rows.times <= end)
     if drop:
         sel &= ~((rows.times > parse_time_ns(drop[0])) & (rows.times <= parse_time_ns(drop[1])))
-    from edge_agent.storage import StorageConfig, open_storage
+    from shared.storage import StorageConfig, open_storage
 
     open_storage(StorageConfig(url=influxd.url, database=db)).write(
         [Point("EnergyMeter", {"device_id": "meter-1"}, {"EnergyIn": float(v)}, int(t))

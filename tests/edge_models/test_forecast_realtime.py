@@ -16,10 +16,10 @@ import numpy as np
 
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
-from edge_agent.models.client import AgentClient
-from edge_agent.storage import StorageConfig, open_storage
+from shared.agent_client import AgentClient
 from shared.points import Point
 from shared.series import read_csv
+from shared.storage import StorageConfig, open_storage
 from tests.edge.agentutil import wait_for
 from tests.edge_models.conftest import TOKEN, agent_config
 from tests.edge_models.test_forecast import CSV, ISSUE, Clock, Retained, forecast_rows

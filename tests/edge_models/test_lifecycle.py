@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 
-from edge_agent.models.api import bundle_archive
-from edge_agent.models.client import AgentClient, ApiError
 from shared import signing
+from shared.agent_client import AgentClient, ApiError
+from shared.bundle import bundle_archive
 from tests.edge_models.conftest import TOKEN
 
 

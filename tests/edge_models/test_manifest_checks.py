@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from edge_agent.models.client import AgentClient, ApiError
 from shared import manifest as mf
+from shared.agent_client import AgentClient, ApiError
 from shared.window import WindowSpec
 from tests.edge_models.conftest import TOKEN
 

@@ -8,9 +8,9 @@ import signal
 import threading
 import time
 
-from edge_agent.inference import LoadedModel
-from edge_agent.models.client import AgentClient, ApiError
 from edge_agent.models.store import ModelStore
+from shared.agent_client import AgentClient, ApiError
+from shared.inference import LoadedModel
 from tests.edge.agentutil import spawn_agent, wait_for
 from tests.edge_models.conftest import TOKEN, agent_config
 from tests.support.services import free_port

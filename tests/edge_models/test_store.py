@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from edge_agent.inference import LoadedModel
-from edge_agent.models.client import AgentClient, ApiError
 from edge_agent.models.store import ModelStore
+from shared.agent_client import AgentClient, ApiError
+from shared.inference import LoadedModel
 from tests.edge.agentutil import start_agent
 from tests.edge_models.conftest import TOKEN, agent_config
 

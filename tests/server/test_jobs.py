@@ -9,9 +9,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_agent.storage import StorageConfig, open_storage
 from server import jobs
 from shared.points import Point
+from shared.storage import StorageConfig, open_storage
 from tests.server.test_api import AUTH
 
 

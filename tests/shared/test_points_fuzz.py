@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.storage import StorageConfig, open_storage
 from shared.points import Point
+from shared.storage import StorageConfig, open_storage
 
 # Everything validate() accepts: no control characters (Cc), no backslash, no surrogates.
 NAME_CHARS = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\\")

@@ -187,8 +187,8 @@ def main() -> int:
     say(f"working directory {tmp}")
     from werkzeug.security import generate_password_hash
 
-    from edge_agent.models.client import AgentClient
     from shared import signing
+    from shared.agent_client import AgentClient
 
     password, api_token, agent_token = secrets.token_urlsafe(9), secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     stack: list = []

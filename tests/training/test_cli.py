@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 
-from edge_agent.inference import LoadedModel
 from shared import manifest as mf
+from shared.inference import LoadedModel
 from tests.conftest import ROOT, SEED_CSV
 
 

@@ -88,8 +88,8 @@ def test_power_samples_integrate_to_kwh():
 
 
 def test_influx_query_source(influxd_session, influx_db_name):
-    from edge_agent.storage import StorageConfig, open_storage
     from shared.points import Point
+    from shared.storage import StorageConfig, open_storage
 
     st = open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name))
     rows = read_csv("data/seed_house/raw_data.csv")

@@ -24,8 +24,8 @@ def test_training_samples_equal_edge_inputs_from_influx(influxd_session, influx_
     """The edge reads counters from InfluxDB and rebuilds the window: same numbers as the training sample."""
     from datetime import UTC, datetime
 
-    from edge_agent.storage import StorageConfig, open_storage
     from shared.points import Point
+    from shared.storage import StorageConfig, open_storage
     from training.data import InfluxSource, read_influx, to_slots
 
     spec = WindowSpec("next", 32, 1, 0.37, 0.16)

@@ -168,7 +168,7 @@ class AgentClient:
         return check_activation(self._call("POST", f"/api/v1/models{q}", archive, "application/gzip"))
 
     def push(self, bundle_dir: Path, allow_older: bool = False) -> dict:
-        from edge_agent.models.api import bundle_archive
+        from shared.bundle import bundle_archive
 
         return self.push_archive(bundle_archive(Path(bundle_dir)), allow_older)
 

@@ -11,8 +11,8 @@ import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from edge_agent.storage.base import StorageConfig, StorageError
 from shared.points import Point, to_lines
+from shared.storage.base import StorageConfig, StorageError
 
 log = logging.getLogger(__name__)
 

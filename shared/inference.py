@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.interpreter import Runtime, runtime
 from shared import manifest as mf
+from shared.interpreter import Runtime, runtime
 from shared.series import SlotSeries
 from shared.window import WindowSpec, build_input, unscale_output
 

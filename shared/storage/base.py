@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
 from shared.points import Point
@@ -19,15 +17,6 @@ class StorageError(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
-
-
-def read_secret(value: str | None, file: str | None, env: str | None) -> str | None:
-    """A secret from a file (first line, stripped), else from an environment variable, else the literal value."""
-    if file:
-        return Path(file).read_text().strip()
-    if env and os.environ.get(env):
-        return os.environ[env]
-    return value
 
 
 @dataclass

@@ -1,24 +1,18 @@
-"""An uploaded bundle (tar archive read in memory) and the checks it must pass before activation."""
+"""The bundle archive format both halves speak: the server packs a bundle directory into a tar.gz, the edge reads
+one back in memory with strict limits (plain tar or gzip only, a bounded number and size of members).
+The edge's checks before activation are in edge_agent/models/verify.py."""
 
 from __future__ import annotations
 
 import io
 import itertools
-import json
-import math
 import tarfile
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from edge_agent.inference import LoadedModel, ModelError
-from edge_agent.interpreter import Runtime
 from shared import manifest as mf
-from shared.series import MAX_SLOT_KWH, SlotSeries
-from shared.signing import SIGNATURE_FILE, SignatureError, verify_manifest
-from shared.window import build_input, residual_base
+from shared.signing import SIGNATURE_FILE
 
 MEMBERS = (mf.MANIFEST_FILE, mf.MODEL_FILE, SIGNATURE_FILE)
 MAX_MEMBERS = 16  # a bundle has three files (and maybe a directory entry); anything beyond is not a bundle
@@ -127,51 +121,11 @@ class Bundle:
         return buf.getvalue()
 
 
-def verify(bundle: Bundle, trusted: Ed25519PublicKey, runtime: Runtime, recent: SlotSeries | None,
-           issue_ns: int | None) -> tuple[dict, LoadedModel]:
-    """Run every check; returns the manifest and the loaded model, or raises BundleRejected."""
-    try:
-        verify_manifest(bundle.manifest_bytes, bundle.signature_bytes, trusted)
-    except SignatureError as exc:
-        raise BundleRejected(exc.code, exc.message, 403) from None
-    except RecursionError:  # signature.json nested too deep for the JSON parser
-        raise BundleRejected("bad_signature", "signature.json is not a signature document", 403) from None
-    try:
-        doc = mf.validate(json.loads(bundle.manifest_bytes))
-    except RecursionError:
-        raise BundleRejected("bad_manifest", "manifest.json is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleRejected("bad_manifest", str(exc)) from None
-    sha = mf.sha256_bytes(bundle.model_bytes)
-    if sha != doc["model"]["sha256"] or len(bundle.model_bytes) != doc["model"]["bytes"]:
-        raise BundleRejected("hash_mismatch", f"model.tflite has sha256 {sha[:16]}… and {len(bundle.model_bytes)} "
-                                              f"bytes; the manifest says {doc['model']['sha256'][:16]}… and "
-                                              f"{doc['model']['bytes']}")
-    try:
-        model = LoadedModel(doc, bundle.model_bytes, runtime)
-    except ModelError as exc:
-        raise BundleRejected(exc.code, str(exc)) from None
-    smoke(model, recent, issue_ns)
-    return doc, model
 
 
-def smoke(model: LoadedModel, recent: SlotSeries | None, issue_ns: int | None) -> None:
-    """Run the model on the real recent window (or, without enough recent data, on a window of typical values)
-    and require finite outputs between 0 and the physical maximum of a slot."""
-    spec = model.spec
-    if recent is not None and issue_ns is not None:
-        x, complete = build_input(spec, recent, issue_ns)
-    else:
-        complete = False
-    if not complete:
-        x = np.zeros((1, spec.steps, spec.n_features), np.float32)  # every value at the training mean
-    try:
-        y = model.run(x).reshape(-1)
-    except Exception as exc:
-        raise BundleRejected("smoke_failed", f"the model fails to run: {exc}") from None
-    kwh = y.astype(np.float64) * spec.std + residual_base(spec, x)
-    if not np.all(np.isfinite(kwh)) or kwh.min() < -MAX_SLOT_KWH or kwh.max() > MAX_SLOT_KWH:
-        raise BundleRejected("smoke_failed", f"the model's forecast on the {'recent' if complete else 'typical'} "
-                                             f"window is implausible: {kwh.min():.3g} … {kwh.max():.3g} kWh per slot")
-    if not math.isfinite(float(kwh.mean())):
-        raise BundleRejected("smoke_failed", "non-finite forecast")
+def bundle_archive(bundle_dir: Path) -> bytes:
+    """A tar.gz of a bundle directory, as the agent's model API expects."""
+    d = Path(bundle_dir)
+    sig = d / SIGNATURE_FILE
+    return Bundle((d / mf.MANIFEST_FILE).read_bytes(), (d / mf.MODEL_FILE).read_bytes(),
+                  sig.read_bytes() if sig.exists() else None).to_archive()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from edge_agent.storage.base import Storage, StorageConfig, StorageError
+from shared.storage.base import Storage, StorageConfig, StorageError
 
 
 def open_storage(config: StorageConfig) -> Storage:
     """A Storage for the configured flavour (`version` 1 or 2)."""
     if config.version == 1:
-        from edge_agent.storage.influx1 import Influx1Storage
+        from shared.storage.influx1 import Influx1Storage
 
         return Influx1Storage(config)
     if config.version == 2:
-        from edge_agent.storage.influx2 import Influx2Storage
+        from shared.storage.influx2 import Influx2Storage
 
         return Influx2Storage(config)
     raise ValueError(f"storage.version must be 1 or 2, not {config.version!r}")
