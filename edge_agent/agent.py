@@ -1,130 +1,57 @@
-"""The agent process: ingest plus optional components (flow, forecast, model API), health reporting.
+"""The agent process: ingest plus the components (flow, forecast, model API), one slot timer, health, watchdog.
 
-A component module exposes `build(config, ctx) -> Component | None`; a Component has `start()` and `stop()`.
+The components are listed here, in the order they are built; each is a `ComponentSpec` (edge_agent/component.py)
+whose config section decides whether it runs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
+import os
+import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Protocol
+from datetime import datetime
 
-from edge_agent import hass
+from edge_agent import flow, forecast
+from edge_agent.component import AgentContext, Component, ComponentSpec, utc_now
 from edge_agent.config import AgentConfig
-from edge_agent.health import Health
-from edge_agent.ingest import Ingest, make_client
-from edge_agent.supervise import Watchdog, notify, watchdog_interval_s
-from shared.storage import Storage, open_storage
+from edge_agent.ingest import Ingest
+from edge_agent.models.api import SPEC as API
+from edge_agent.publish.mqtt import Publisher
+from edge_agent.runtime.health import Health
+from edge_agent.runtime.supervise import Watchdog, Worker, notify, watchdog_interval_s
+from edge_agent.runtime.timer import SlotTimer
+from shared.storage import open_storage
 
 log = logging.getLogger(__name__)
 
-COMPONENT_MODULES = ("edge_agent.flow", "edge_agent.forecast", "edge_agent.models.api")
-
-
-class Component(Protocol):
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class AgentContext:
-    """What the agent gives its components."""
-
-    config: AgentConfig
-    health: Health
-    publish: Callable[..., None]
-    state_dir: Path
-    clock: Callable[[], datetime] = utc_now
-    storage_factory: Callable[[], Storage] | None = None
-    stored_listeners: list[Callable[[list[bytes]], None]] = field(default_factory=list)
-    components: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def storage(self) -> Storage:
-        """A Storage of the component's own (a fresh connection each time this is read)."""
-        assert self.storage_factory is not None
-        return self.storage_factory()
-
-    @property
-    def topic_prefix(self) -> str:
-        return self.config.publish.topic_prefix
-
-    def on_stored(self, listener: Callable[[list[bytes]], None]) -> None:
-        """Call `listener(lines)` with the line-protocol lines of each batch that reached the database
-        (e.g. flow recomputes slots that got late data; `shared.points.line_head` parses a line's head)."""
-        self.stored_listeners.append(listener)
-
-
-class Publisher:
-    """The agent's own MQTT connection for outgoing messages (forecasts, the flow, discovery), separate from
-    ingest. Its last will marks the agent `offline` on `<topic_prefix>/status` (retained) when the connection
-    drops; it says `online` on every connect and `offline` when it stops, so Home Assistant shows the agent's
-    sensors unavailable instead of an old retained forecast as current."""
-
-    def __init__(self, config: AgentConfig):
-        self.client = make_client(config, f"{config.mqtt.client_id}-pub", manual_ack=False)
-        self._config = config
-        self.availability_topic = config.publish.availability_topic
-        self.client.will_set(self.availability_topic, hass.OFFLINE, qos=1, retain=True)
-        self.client.on_connect = self._on_connect
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
-        if not reason_code.is_failure:
-            client.publish(self.availability_topic, hass.ONLINE, qos=1, retain=True)
-
-    def start(self) -> None:
-        c = self._config.mqtt
-        self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
-        self.client.loop_start()
-
-    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=qos, retain=retain)
-
-    def stop(self) -> None:
-        info = self.client.publish(self.availability_topic, hass.OFFLINE, qos=1, retain=True)
-        with contextlib.suppress(Exception):
-            info.wait_for_publish(2.0)
-        self.client.disconnect()
-        self.client.loop_stop()
+COMPONENTS: tuple[ComponentSpec, ...] = (flow.SPEC, forecast.SPEC, API)
 
 
 class Agent:
     def __init__(self, config: AgentConfig, clock: Callable[[], datetime] = utc_now,
-                 components: tuple[str, ...] = COMPONENT_MODULES):
+                 components: tuple[str, ...] | None = None):
+        """`components`: the names to run (default: every one whose config section is present)."""
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # spool, dead letters, models, log
         self.health = Health()
         self.storage = open_storage(config.storage)
         self.publisher = Publisher(config)
-        self.ctx = AgentContext(config=config, health=self.health, publish=self.publisher.publish,
-                                state_dir=config.state_dir, clock=clock,
-                                storage_factory=lambda: open_storage(config.storage))
-        self.ingest = Ingest(config, self.storage, self.health, on_stored=self._stored)
-        self.components: dict[str, Component] = {}
-        for name in components:
-            try:
-                module = importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name and name.startswith(exc.name):
-                    log.debug("component %s not installed", name)
-                    continue
-                raise
-            component = module.build(config, self.ctx)
-            if component is not None:
-                self.components[name] = component
-                self.ctx.components[name] = component
         self._stop = threading.Event()
+        self.timer = SlotTimer(clock, on_error=lambda name, exc: self.health.incr(f"{name}_errors"))
+        self.ctx = AgentContext(config=config, health=self.health, publish=self.publisher.publish,
+                                open_storage=lambda: open_storage(config.storage), timer=self.timer, clock=clock)
+        self.ingest = Ingest(config, self.storage, self.health, on_stored=self._stored)
+        self.components: dict[str, Component] = self.ctx.components
+        for spec in COMPONENTS:
+            if components is not None and spec.name not in components:
+                continue
+            section = spec.parse(config)
+            if section is not None:
+                self.components[spec.name] = spec.build(section, self.ctx)
+        self._timer_worker = Worker("timer", lambda: self.timer.loop(self._stop, self._timer_worker.beat), self._stop,
+                                    lambda name, exc: self.health.incr("thread_restarts"), self._fatal)
         self._health_thread: threading.Thread | None = None
         self.exit_code = 0
         self.ingest.on_fatal = self._fatal
@@ -171,6 +98,8 @@ class Agent:
         for name, component in self.components.items():
             component.start()
             log.info("component %s started", name)
+        if self.timer.jobs:
+            self._timer_worker.start()
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
         self._health_thread.start()
         interval = watchdog_interval_s()
@@ -183,6 +112,9 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
         notify("STOPPING=1")
+        self.timer.wake()
+        if self._timer_worker.thread.is_alive():
+            self._timer_worker.join(30)  # a job in progress finishes before its component closes
         for name, component in reversed(list(self.components.items())):
             try:
                 component.stop()
@@ -195,8 +127,6 @@ class Agent:
 
     def run_forever(self) -> int:
         """Run until SIGTERM/SIGINT (exit code 0) or until a worker gives up (non-zero, after a bounded stop)."""
-        import os
-        import signal
 
         def _handler(signum, frame):
             self._stop.set()

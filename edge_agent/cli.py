@@ -13,7 +13,7 @@ from edge_agent.config import AgentConfig, ConfigError, load_config
 
 def _check_connectivity(cfg: AgentConfig) -> list[str]:
     """Problems reaching the broker and the database (empty list: all good)."""
-    from edge_agent.ingest import make_client
+    from edge_agent.ingest.pipeline import make_client
     from shared.storage import StorageError, open_storage
 
     problems = []
@@ -57,19 +57,10 @@ def _check_connectivity(cfg: AgentConfig) -> list[str]:
 def cmd_check(args) -> int:
     try:
         cfg = load_config(args.config)
-        # Components validate their own sections.
-        import importlib
+        from edge_agent.agent import COMPONENTS
 
-        from edge_agent.agent import COMPONENT_MODULES
-
-        for name in COMPONENT_MODULES:
-            try:
-                module = importlib.import_module(name)
-            except ModuleNotFoundError:
-                continue
-            validate = getattr(module, "validate_config", None)
-            if validate:
-                validate(cfg)
+        for spec in COMPONENTS:  # each component validates its own section
+            spec.parse(cfg)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -87,7 +78,7 @@ def cmd_check(args) -> int:
 
 def cmd_run(args) -> int:
     from edge_agent.agent import Agent
-    from edge_agent.logsetup import setup_logging
+    from edge_agent.runtime.logsetup import setup_logging
 
     try:
         cfg = load_config(args.config)

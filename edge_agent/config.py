@@ -289,7 +289,7 @@ def load_config(path: str | Path) -> AgentConfig:
         rules=rules, raw=doc, publish=publish,
     )
     # Compile the rules now so that a bad pattern is a config error, not a runtime surprise.
-    from edge_agent.rules import RuleError, compile_rules
+    from edge_agent.ingest.rules import RuleError, compile_rules
 
     try:
         compile_rules(cfg.rules)

@@ -19,12 +19,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from edge_agent import __version__
+from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.forecast import Forecaster
 from edge_agent.models.httpserver import BoundedHTTPServer, LimitedHandler, Limits
 from edge_agent.models.store import StoredVersion
 from edge_agent.models.verify import verify
-from edge_agent.schedule import floor_slot
+from edge_agent.runtime.timer import floor_slot
 from shared.bundle import Bundle, BundleRejected
+from shared.schema import BUNDLE_NAMES
 from shared.secrets import read_secret
 from shared.signing import public_key_from_text
 
@@ -82,7 +85,10 @@ def tls_context(api: ApiConfig, where: str) -> ssl.SSLContext | None:
     return ctx
 
 
-def parse_config(cfg: AgentConfig) -> ApiConfig:
+def parse_config(cfg: AgentConfig) -> ApiConfig | None:
+    """The [api] section, validated; None when it is absent."""
+    if "api" not in cfg.raw:
+        return None
     doc = dict(cfg.section("api"))
     where = f"{cfg.path}: [api]"
     try:
@@ -114,26 +120,13 @@ def parse_config(cfg: AgentConfig) -> ApiConfig:
     return api
 
 
-def validate_config(cfg: AgentConfig) -> None:
-    if "api" in cfg.raw:
-        parse_config(cfg)
-
-
 class ModelApi:
-    def __init__(self, config: AgentConfig, api: ApiConfig, ctx):
-        from edge_agent.forecast import ForecastConfig, Forecaster
-
-        self.config, self.api, self.ctx = config, api, ctx
+    def __init__(self, api: ApiConfig, ctx: AgentContext):
+        self.config, self.api, self.ctx = ctx.config, api, ctx
         self.trusted = public_key_from_text(api.public_key)
-        forecaster = ctx.components.get("edge_agent.forecast")
-        if forecaster is None:  # the API works without the forecast loop: it still needs a store and runtime
-            forecaster = Forecaster(config, ForecastConfig(), ctx)
-            self._own_forecaster = True
-        else:
-            self._own_forecaster = False
-        self.forecaster: Forecaster = forecaster
+        self.models = ctx.models()
         self._upload_lock = threading.Lock()
-        where = f"{config.path}: [api]"
+        where = f"{self.config.path}: [api]"
         tls = tls_context(api, where)
         try:
             self.server = BoundedHTTPServer((api.bind, api.port), self._handler(), api.limits, tls,
@@ -143,6 +136,12 @@ class ModelApi:
         self._thread: threading.Thread | None = None
 
     @property
+    def forecaster(self) -> Forecaster | None:
+        """The forecast component, if the agent runs one (the API works without it)."""
+        fc = self.ctx.components.get("forecast")
+        return fc if isinstance(fc, Forecaster) else None
+
+    @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
         scheme = "https" if self.server.ssl_context else "http"
@@ -150,54 +149,49 @@ class ModelApi:
 
     # -- actions ------------------------------------------------------------------------------------------
     def status(self) -> dict:
-        f = self.forecaster
-        models = {n: {"active": None, "previous": None} for n in ("cnn-1", "lstm-1", "cnn-96", "lstm-96")}
-        models.update(f.store.status())
+        m, f = self.models, self.forecaster
+        models = {n: {"active": None, "previous": None} for n in BUNDLE_NAMES}
+        models.update(m.store.status())
         return {"agent_version": __version__,
-                "interpreter": {"name": f.runtime.name, "version": f.runtime.version},
-                "models": models, "last_forecast": f.last_forecast, "counters": self.ctx.health.snapshot()}
-
-    def _loaded(self, entry: StoredVersion) -> bool:
-        """The forecaster holds exactly this version in memory."""
-        model = self.forecaster.models.get(entry.name)
-        return model is not None and model.manifest.get("version") == entry.version \
-            and model.manifest["model"]["sha256"] == entry.sha256
+                "interpreter": {"name": m.runtime.name, "version": m.runtime.version},
+                "models": models, "last_forecast": f.last_forecast if f else None,
+                "counters": self.ctx.health.snapshot()}
 
     def _intact(self, entry: StoredVersion) -> bool:
         try:
-            self.forecaster.store.check(entry)
+            self.models.store.check(entry)
         except ValueError as exc:
             log.warning("active %s %s is damaged on disk: %s", entry.name, entry.version, exc)
             return False
-        return self._loaded(entry)
+        return self.models.holds(entry)
 
     def _switch(self, name: str, before: dict, entry: StoredVersion, what: str) -> None:
         """After the store switched `name` to `entry`: load it, or put the state `before` back and refuse."""
-        f = self.forecaster
-        f.reload(name)
-        if self._loaded(entry):
-            f.store.prune(name)
+        m = self.models
+        if m.reload(name) and m.holds(entry):
+            m.store.prune(name)
             return
-        f.store.restore(name, before)
-        f.reload(name)
+        m.store.restore(name, before)
+        m.reload(name)
         kept = (before.get("active") or {}).get("version") or "no version"
         raise BundleRejected("activation_failed", f"{name} {entry.version} was {what} but does not load from disk "
                                                   f"(see the agent's log); {kept} stays active", 500)
 
     def upload(self, body: bytes, allow_older: bool) -> dict:
         bundle = Bundle.from_archive(body, self.api.max_bundle_bytes)
-        f = self.forecaster
+        m, f = self.models, self.forecaster
         issue_ns = None
         recent = None
-        try:
-            issue_ns = floor_slot(self.ctx.clock())
-            recent = f.read_series(issue_ns)
-        except Exception as exc:  # no database: smoke run on a typical window instead
-            log.warning("upload: no recent window for the smoke run (%s)", exc)
+        if f is not None:
+            try:
+                issue_ns = floor_slot(self.ctx.clock())
+                recent = f.read_series(issue_ns)
+            except Exception as exc:  # no database: smoke run on a typical window instead
+                log.warning("upload: no recent window for the smoke run (%s)", exc)
         with self._upload_lock:
-            doc, _model = verify(bundle, self.trusted, f.runtime, recent, issue_ns)
+            doc, _model = verify(bundle, self.trusted, m.runtime, recent, issue_ns)
             name, version = doc["name"], doc["version"]
-            active = f.store.active(name)
+            active = m.store.active(name)
             if active and active.version == version and active.sha256 == doc["model"]["sha256"] \
                     and self._intact(active):
                 return {"name": name, "version": version, "status": "unchanged"}
@@ -205,9 +199,9 @@ class ModelApi:
                 raise BundleRejected("older_version", f"{name} {version} is older than the active {active.version}; "
                                                       "push with ?allow_older=1 to install it anyway (or roll back)",
                                      409)
-            before = f.store.state(name)
+            before = m.store.state(name)
             try:
-                entry = f.store.activate(name, version, bundle.manifest_bytes, bundle.model_bytes,
+                entry = m.store.activate(name, version, bundle.manifest_bytes, bundle.model_bytes,
                                          bundle.signature_bytes or b"", prune=False)
             except OSError as exc:  # nothing switched: the state is replaced last, atomically
                 raise BundleRejected("activation_failed", f"cannot store {name} {version}: {exc}", 500) from None
@@ -218,13 +212,13 @@ class ModelApi:
         return {"name": name, "version": version, "status": "active"}
 
     def rollback(self, name: str) -> dict:
-        f = self.forecaster
-        if name not in f.store.names():
+        m = self.models
+        if name not in m.store.names():
             raise BundleRejected("unknown_model", f"no model named {name!r}", 404)
         with self._upload_lock:
-            before = f.store.state(name)
+            before = m.store.state(name)
             try:
-                entry = f.store.rollback(name)
+                entry = m.store.rollback(name)
             except ValueError as exc:
                 raise BundleRejected("previous_damaged", f"cannot roll back: {exc}; the active version stays (push "
                                                          "the previous version again to repair it)", 409) from None
@@ -236,21 +230,19 @@ class ModelApi:
         return {"name": name, "version": entry.version, "status": "active"}
 
     def forecast_now(self) -> dict:
-        results = self.forecaster.run_once()
-        return {"issued_at": self.forecaster.last_forecast,
+        f = self.forecaster
+        if f is None:
+            raise BundleRejected("forecast_not_configured", "this agent has no [forecast] section", 409)
+        results = f.run_once()
+        return {"issued_at": f.last_forecast,
                 "forecasts": [{"name": r.name, "model": r.model, "version": r.version, "horizon": r.horizon,
                                "values": len(r.values), "fallback": r.fallback or None,
                                "input_complete": r.input_complete} for r in results]}
 
     def _forecast_soon(self) -> None:
-        if not self._own_forecaster:
-            threading.Thread(target=self._safe_forecast, daemon=True).start()
-
-    def _safe_forecast(self) -> None:
-        try:
-            self.forecaster.run_once()
-        except Exception:
-            log.exception("forecast after activation failed")
+        """A new model forecasts at once (on the slot timer's thread), not 15 minutes later."""
+        if self.forecaster is not None:
+            self.ctx.timer.trigger("forecast", 0.0, boundary=floor_slot(self.ctx.clock()))
 
     # -- HTTP ---------------------------------------------------------------------------------------------
     def _handler(self) -> type[LimitedHandler]:
@@ -351,7 +343,4 @@ class ModelApi:
         self.server.close_all()
 
 
-def build(config: AgentConfig, ctx) -> ModelApi | None:
-    if "api" not in config.raw:
-        return None
-    return ModelApi(config, parse_config(config), ctx)
+SPEC = ComponentSpec("api", parse_config, ModelApi)

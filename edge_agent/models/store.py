@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge_agent.durable import fsync_dir, write_file
+from edge_agent.runtime.durable import fsync_dir, write_file
 from shared import manifest as mf
 from shared.signing import SIGNATURE_FILE
 

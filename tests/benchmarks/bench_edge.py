@@ -113,10 +113,10 @@ def main() -> None:
             from edge_agent.config import load_config
 
             a = Agent(load_config(cfg), clock=lambda: __import__("datetime").datetime.fromtimestamp(
-                issue / 1e9, __import__("datetime").UTC), components=("edge_agent.forecast",))
+                issue / 1e9, __import__("datetime").UTC), components=("forecast",))
             a.start()
-            fc = a.components["edge_agent.forecast"]
-            assert len(fc.models) == 4, fc.models
+            fc = a.components["forecast"]
+            assert len(a.ctx.models().loaded()) == 4, a.ctx.models().loaded()
             cycles = []
             for _ in range(args.cycles):
                 t = time.perf_counter()

@@ -80,7 +80,7 @@ def run_naive_bridge(port: int, influx_url: str, db: str) -> None:
     import paho.mqtt.client as mqtt
 
     from edge_agent.config import RuleConfig
-    from edge_agent.payloads import parse_seed_json
+    from edge_agent.ingest.formats import parse_seed_json
 
     rule = RuleConfig(topic="hack/+device/+channel", format="seed_json")
     url = f"{influx_url}/write?" + urllib.parse.urlencode({"db": db, "precision": "ns"})

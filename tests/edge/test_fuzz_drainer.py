@@ -8,7 +8,7 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.ingest import write_body
+from edge_agent.ingest.pipeline import write_body
 from shared.points import Point, split_lines
 from shared.storage import StorageConfig, open_storage
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.config import load_config
-from edge_agent.convert import Converter
-from edge_agent.rules import Router, TopicPattern, compile_rules
+from edge_agent.ingest.convert import Converter
+from edge_agent.ingest.rules import Router, TopicPattern, compile_rules
 from shared.points import Point, line_head
 from shared.schema import RESERVED_MEASUREMENTS
 from tests.edge.agentutil import write_config

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.spool import HEADER
+from edge_agent.ingest.spool import HEADER
 from shared.schema import RESERVED_MEASUREMENTS
 from tests.edge.agentutil import count, start_agent, wait_for, write_config
 from tests.support.publish import Publisher, seed_message

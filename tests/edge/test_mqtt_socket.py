@@ -8,7 +8,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.mqtt_socket import CHUNK, BufferedClient, BufferedSocket
+from edge_agent.ingest.mqtt import CHUNK, BufferedClient, BufferedSocket
 from tests.support.publish import Publisher
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from edge_agent.spool import CURSOR_SLOT, Spool
+from edge_agent.ingest.spool import CURSOR_SLOT, Spool
 from shared.points import Point
 
 

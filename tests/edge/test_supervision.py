@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edge_agent.deadletter import DeadLetter
-from edge_agent.supervise import Worker
+from edge_agent.ingest.deadletter import DeadLetter
+from edge_agent.runtime.supervise import Worker
 from tests.edge.agentutil import count, spawn_agent, start_agent, wait_for, write_config
 from tests.support.publish import Publisher, seed_message
 from tests.support.services import Influxd

@@ -69,6 +69,6 @@ max_bundle_bytes = 300000
 @pytest.fixture
 def agent_with_api(tmp_path, mosquitto_session, influxd_session, influx_db_name, server_keys):
     cfg = agent_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, server_keys)
-    agent = start_agent(cfg, components=("edge_agent.forecast", "edge_agent.models.api"))
+    agent = start_agent(cfg, components=("forecast", "api"))
     yield agent
     agent.stop()

@@ -147,13 +147,13 @@ def limited_agent(request, tmp_path, mosquitto_session, influxd_session, influx_
     cfg = agent_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, server_keys,
                        api_extra=f"timeout_s = {timeout_s}\nmax_connections = {MAX_CONNECTIONS}\n"
                                  "max_header_bytes = 4096\n")
-    agent = start_agent(cfg, components=("edge_agent.models.api",))
+    agent = start_agent(cfg, components=("api",))
     yield agent
     agent.stop()
 
 
 def _port(agent) -> int:
-    return agent.components["edge_agent.models.api"].server.server_address[1]
+    return agent.components["api"].server.server_address[1]
 
 
 def _exchange(port: int, data: bytes, wait: float = 5.0) -> bytes:
@@ -183,7 +183,7 @@ def test_oversized_request_heads_are_refused(limited_agent):
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     answer = _exchange(port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
-    client = AgentClient(limited_agent.components["edge_agent.models.api"].url, TOKEN, timeout=5)
+    client = AgentClient(limited_agent.components["api"].url, TOKEN, timeout=5)
     assert client.status()["agent_version"]
 
 
@@ -223,7 +223,7 @@ def test_connections_beyond_the_cap_evict_the_oldest_idle_one(limited_agent):
         # the three oldest are closed at once (timeout_s is 30 s here); the others stay open
         assert not _closed_by_peer(idle[:3], within=2.0)
         assert len(_closed_by_peer(idle[3:], within=0.5)) == MAX_CONNECTIONS - 3
-        client = AgentClient(limited_agent.components["edge_agent.models.api"].url, TOKEN, timeout=5)
+        client = AgentClient(limited_agent.components["api"].url, TOKEN, timeout=5)
         assert client.status()["counters"]["api_connections_evicted"] >= 3
         for s in newer:
             s.close()

@@ -124,7 +124,7 @@ def test_odd_archives_are_refused_with_a_clear_code(archive, code, words):
 
 def test_bombs_through_the_api(agent_with_api):
     """Through the real API (max_bundle_bytes 300000 in the fixture): refused within a second, agent fine."""
-    client = AgentClient(agent_with_api.components["edge_agent.models.api"].url, TOKEN, timeout=30)
+    client = AgentClient(agent_with_api.components["api"].url, TOKEN, timeout=30)
     for bomb in (bz2_bomb(1000), gzip_bomb(60)):
         assert len(bomb) <= 300_000
         t0 = time.monotonic()

@@ -154,9 +154,9 @@ def test_tls_api_verified_against_its_certificate(tmp_path, mosquitto_session, i
     other, _ = self_signed(tmp_path / "other")
     cfg = agent_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, server_keys,
                        api_extra=f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\ntimeout_s = 2\n')
-    agent = start_agent(cfg, components=("edge_agent.models.api",))
+    agent = start_agent(cfg, components=("api",))
     try:
-        url = agent.components["edge_agent.models.api"].url
+        url = agent.components["api"].url
         assert url.startswith("https://127.0.0.1:")
         assert AgentClient(url, TOKEN, 10, ca_file=str(cert)).status()["agent_version"]
         for client in (AgentClient(url, TOKEN, 10), AgentClient(url, TOKEN, 10, ca_file=str(other))):

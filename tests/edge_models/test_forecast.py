@@ -88,7 +88,7 @@ def scheduled_agent(tmp_path, mosquitto_session, influxd_session, influx_db_name
     clock = Clock(ISSUE - timedelta(seconds=30))
     cfg = load_config(agent_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
                                    server_keys))
-    agent = Agent(cfg, clock=clock, components=("edge_agent.forecast", "edge_agent.models.api"))
+    agent = Agent(cfg, clock=clock, components=("forecast", "api"))
     sub = Retained(mosquitto_session.port, "#")
     agent.start()
     yield agent, clock, sub
@@ -124,7 +124,7 @@ def test_baseline_on_schedule_then_models_after_push(scheduled_agent, influxd_se
     assert len(sub.messages["he-test/forecast/baseline/96"]["values"]) == 96
 
     # push all four signed bundles: each activation triggers a forecast with the models
-    client = AgentClient(agent.components["edge_agent.models.api"].url, TOKEN)
+    client = AgentClient(agent.components["api"].url, TOKEN)
     for name in ("cnn-1", "lstm-1", "cnn-96", "lstm-96"):
         assert client.push(signed(name, "20260101T000000Z"))["status"] == "active"
     result = client.forecast_now()
@@ -144,12 +144,12 @@ def test_gappy_window_falls_back_to_baseline(tmp_path, mosquitto_session, influx
     load_meter(influxd_session, influx_db_name, ISSUE, drop=("2023-07-05T06:00:00Z", "2023-07-05T12:00:00Z"))
     cfg = load_config(agent_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
                                    server_keys))
-    agent = Agent(cfg, clock=lambda: ISSUE, components=("edge_agent.forecast", "edge_agent.models.api"))
+    agent = Agent(cfg, clock=lambda: ISSUE, components=("forecast", "api"))
     agent.start()
     try:
-        client = AgentClient(agent.components["edge_agent.models.api"].url, TOKEN)
+        client = AgentClient(agent.components["api"].url, TOKEN)
         client.push(signed("cnn-96", "20260101T000000Z"))
-        results = agent.components["edge_agent.forecast"].run_once(parse_time_ns("2023-07-05T12:00:00Z"))
+        results = agent.components["forecast"].run_once(parse_time_ns("2023-07-05T12:00:00Z"))
         # next slot: no last value, so not persistence but the next baseline that has history
         assert [(r.model, r.version, r.horizon) for r in results] == [("baseline", "same_slot_yesterday", 1),
                                                                       ("baseline", "median_7_days", 96)]

@@ -54,11 +54,11 @@ def test_models_forecast_at_the_boundary_from_unaligned_readings(tmp_path, mosqu
     cfg = load_config(agent_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
                                    server_keys, forecast_extra='day_ahead_at = "14:00"\n'
                                                                'timezone = "Europe/Berlin"'))
-    agent = Agent(cfg, clock=clock, components=("edge_agent.forecast", "edge_agent.models.api"))
+    agent = Agent(cfg, clock=clock, components=("forecast", "api"))
     sub = Retained(mosquitto_session.port, "he-test/#")
     agent.start()
     try:
-        client = AgentClient(agent.components["edge_agent.models.api"].url, TOKEN)
+        client = AgentClient(agent.components["api"].url, TOKEN)
         for name in ("cnn-1", "lstm-1", "cnn-96", "lstm-96"):
             assert client.push(signed(name, "20260101T000000Z"))["status"] == "active"
         wait_for(lambda: sub.messages.get("he-test/status") == "online")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import hass
+from edge_agent.publish import hass
 
 ROOT = Path(__file__).resolve().parents[2]
 HASS_PY = ROOT / ".venv-hass" / "bin" / "python"

@@ -14,12 +14,12 @@ from tests.edge_models.conftest import TOKEN
 
 
 def client(agent) -> AgentClient:
-    return AgentClient(agent.components["edge_agent.models.api"].url, TOKEN)
+    return AgentClient(agent.components["api"].url, TOKEN)
 
 
 def test_status_requires_the_token(agent_with_api):
     with pytest.raises(ApiError) as err:
-        AgentClient(agent_with_api.components["edge_agent.models.api"].url, "wrong-token").status()
+        AgentClient(agent_with_api.components["api"].url, "wrong-token").status()
     assert err.value.status == 401
     st = client(agent_with_api).status()
     assert st["interpreter"]["name"] == "ai-edge-litert" and st["interpreter"]["version"] == "2.3.0"
@@ -34,8 +34,8 @@ def test_push_swap_rollback_and_older_policy(agent_with_api, signed):
     assert c.push(v2)["status"] == "active"
     st = c.status()["models"]["cnn-1"]
     assert st["active"]["version"] == "20260201T000000Z" and st["previous"]["version"] == "20260101T000000Z"
-    fc = agent_with_api.components["edge_agent.forecast"]
-    assert fc.models["cnn-1"].manifest["version"] == "20260201T000000Z"  # swapped in memory too
+    loaded = agent_with_api.ctx.models().loaded
+    assert loaded()["cnn-1"].manifest["version"] == "20260201T000000Z"  # swapped in memory too
     assert c.push(v2)["status"] == "unchanged"
     # older than active: refused unless asked for
     v0 = signed("cnn-1", "20251201T000000Z")
@@ -45,7 +45,7 @@ def test_push_swap_rollback_and_older_policy(agent_with_api, signed):
     assert c.status()["models"]["cnn-1"]["active"]["version"] == "20260201T000000Z"
     # rollback
     assert c.rollback("cnn-1")["version"] == "20260101T000000Z"
-    assert fc.models["cnn-1"].manifest["version"] == "20260101T000000Z"
+    assert loaded()["cnn-1"].manifest["version"] == "20260101T000000Z"
     assert c.status()["models"]["cnn-1"]["previous"]["version"] == "20260201T000000Z"
     with pytest.raises(ApiError) as err:
         c.rollback("lstm-96")

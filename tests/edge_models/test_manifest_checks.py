@@ -124,7 +124,7 @@ def test_a_day_window_without_its_fill_feature_is_rejected():
 
 
 def test_a_signed_bundle_with_zero_std_is_refused_by_the_agent(agent_with_api, signed):
-    client = AgentClient(agent_with_api.components["edge_agent.models.api"].url, TOKEN)
+    client = AgentClient(agent_with_api.components["api"].url, TOKEN)
     for change in (_both_std(0.0), _both_std(NAN)):
         bundle = signed("cnn-1", "20260101T000000Z", mutate=change, tag=str(id(change)))
         with pytest.raises(ApiError) as err:

@@ -17,16 +17,16 @@ V1, V2, V3 = "20260101T000000Z", "20260201T000000Z", "20260301T000000Z"
 
 
 def client(agent) -> AgentClient:
-    return AgentClient(agent.components["edge_agent.models.api"].url, TOKEN)
+    return AgentClient(agent.components["api"].url, TOKEN)
 
 
 def loaded_version(agent, name: str = "cnn-1") -> str | None:
-    model = agent.components["edge_agent.forecast"].models.get(name)
+    model = agent.ctx.models().loaded().get(name)
     return model.manifest["version"] if model else None
 
 
 def models_dir(agent):
-    return agent.components["edge_agent.forecast"].store.root
+    return agent.ctx.models().store.root
 
 
 def test_partial_directory_left_by_an_interrupted_prune_is_not_reused(agent_with_api, signed):
@@ -53,7 +53,7 @@ def test_partial_directory_left_by_an_interrupted_prune_is_not_reused(agent_with
 def test_a_version_that_fails_to_load_after_storing_is_not_activated(agent_with_api, signed, monkeypatch):
     c = client(agent_with_api)
     c.push(signed("cnn-1", V1))
-    store = agent_with_api.components["edge_agent.forecast"].store
+    store = agent_with_api.ctx.models().store
     real_files = store.files
 
     def damaged_read(entry):  # the disk hands back other bytes than were written (fault injection)
@@ -93,7 +93,7 @@ def test_rollback_to_a_damaged_previous_version_is_refused(agent_with_api, signe
 def test_a_damaged_active_version_is_reinstalled_by_pushing_it_again(tmp_path, mosquitto_session, influxd_session,
                                                                      influx_db_name, server_keys, signed):
     cfg = agent_config(tmp_path / "agent", mosquitto_session.port, influxd_session.url, influx_db_name, server_keys)
-    components = ("edge_agent.forecast", "edge_agent.models.api")
+    components = ("forecast", "api")
     agent = start_agent(cfg, components=components)
     v1 = signed("cnn-1", V1)
     try:

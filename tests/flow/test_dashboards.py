@@ -125,7 +125,7 @@ def loaded_db(tmp_path_factory, mosquitto_session, influxd_session):
     influxd_session.query(f'DROP DATABASE "{db}"', method="POST")
     cfg = write_config(tmp, mosquitto_session.port, influxd_session.url, db, extra=scenario.FLOW_CONFIG,
                        client_id="agent-dashboards")
-    agent = Agent(load_config(cfg), clock=lambda: END, components=("edge_agent.flow",))
+    agent = Agent(load_config(cfg), clock=lambda: END, components=("flow",))
     agent.start()
     assert agent.ingest.connected.wait(10)
     slots = scenario.simulate(START, DAYS)
@@ -141,7 +141,7 @@ def loaded_db(tmp_path_factory, mosquitto_session, influxd_session):
     wait_for(lambda: count(influxd_session, db, "energy_flow", "house") >= DAYS * 96, timeout=60)
     # what the forecaster and the health reporter write (schema in docs/architecture.md)
     agent.report_health()
-    st = agent.ctx.storage
+    st = agent.ctx.open_storage()
     st.write([Point("forecast", {"model": m, "version": "20260101T000000Z", "horizon": h, "name": f"{m}-{h}",
                                  "issue": "day_ahead" if h == "96" else "rolling"},
                     {"value_kwh": 0.3 + 0.01 * k, "issued_at": "2023-07-03T00:00:00Z"},

@@ -41,7 +41,7 @@ def ns(t):
 def test_reset_and_late_pv_data(tmp_path, mosquitto_session, influxd_session, influx_db_name):
     cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, extra=FLOW,
                        client_id="agent-flowdb")
-    agent = Agent(load_config(cfg), clock=lambda: T0 + timedelta(hours=2), components=("edge_agent.flow",))
+    agent = Agent(load_config(cfg), clock=lambda: T0 + timedelta(hours=2), components=("flow",))
     agent.start()
     pub = Publisher("127.0.0.1", mosquitto_session.port, client_id="pub-flowdb")
     try:

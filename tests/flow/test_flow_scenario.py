@@ -187,7 +187,7 @@ def test_hand_designed_house_slot_by_slot(tmp_path, mosquitto_session, influxd_s
     cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, extra=FLOW,
                        client_id=f"agent-{influx_db_name}")
     clock = Clock(T0)
-    agent = Agent(load_config(cfg), clock=clock, components=("edge_agent.flow",))
+    agent = Agent(load_config(cfg), clock=clock, components=("flow",))
     agent.start()
     assert agent.ingest.connected.wait(10)
     pub = Publisher("127.0.0.1", mosquitto_session.port, client_id=f"pub-{influx_db_name}")

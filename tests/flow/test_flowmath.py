@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.flowmath import BatteryState, RoleEnergy, compute
+from edge_agent.flow.maths import BatteryState, RoleEnergy, compute
 
 
 def one(state: BatteryState | None = None, **kw):

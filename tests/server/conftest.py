@@ -60,8 +60,8 @@ def edge_agent(tmp_path, mosquitto_session, influxd_session, influx_db_name, app
     keys = app.extensions["home_energy"].keys
     cfg = agent_config(tmp_path / "agent", mosquitto_session.port, influxd_session.url, influx_db_name,
                        signing.KeyPair(keys.private))
-    agent = start_agent(cfg, components=("edge_agent.forecast", "edge_agent.models.api"))
-    agent.url = agent.components["edge_agent.models.api"].url
+    agent = start_agent(cfg, components=("forecast", "api"))
+    agent.url = agent.components["api"].url
     agent.token = AGENT_TOKEN
     yield agent
     agent.stop()

@@ -27,7 +27,7 @@ def stack(tmp_path, mosquitto_session, influxd_session, influx_db_name):
     data_dir = tmp_path / "server"
     keys = signing.load_or_create_keypair(data_dir / "keys" / "signing.key")  # the server reuses it
     agent = start_agent(agent_config(tmp_path / "agent", mosquitto_session.port, influxd_session.url,
-                                     influx_db_name, keys), components=("edge_agent.forecast", "edge_agent.models.api"))
+                                     influx_db_name, keys), components=("forecast", "api"))
     with Gunicorn(tmp_path / "gunicorn", generate_password_hash(PASSWORD), API_TOKEN, data_dir=data_dir,
                   extra_config=f'status_poll_s = 2\ntraining_data_dirs = ["{SEED_CSV.parent}"]\n') as server:
         yield f"http://localhost:{server.port}", agent
@@ -49,7 +49,7 @@ def test_login_train_watch_push_in_chromium(stack, artefacts_dir):
     from playwright.sync_api import expect, sync_playwright
 
     url, agent = stack
-    api(url, "/api/v1/nodes", {"name": "pi", "api_url": agent.components["edge_agent.models.api"].url,
+    api(url, "/api/v1/nodes", {"name": "pi", "api_url": agent.components["api"].url,
                                "api_token": AGENT_TOKEN})
     shots = artefacts_dir / "browser"
     shots.mkdir(exist_ok=True)
@@ -93,5 +93,5 @@ def test_login_train_watch_push_in_chromium(stack, artefacts_dir):
         expect(page.locator("b[data-active='lstm-96']")).to_have_text(version)
         page.screenshot(path=str(shots / "4-pushed.png"), full_page=True)
         browser.close()
-    status = agent.components["edge_agent.models.api"].status()
+    status = agent.components["api"].status()
     assert status["models"]["cnn-1"]["active"]["version"] == version

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge_agent.deadletter import DeadLetter
-from edge_agent.health import Health
-from edge_agent.payloads import Reject
-from edge_agent.rules import Router
+from edge_agent.ingest.deadletter import DeadLetter
+from edge_agent.ingest.formats import Reject
+from edge_agent.ingest.rules import Router
+from edge_agent.runtime.health import Health
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,7 @@
 
 from __future__ import annotations
 
-import collections
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,115 +24,19 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import AgentConfig
-from edge_agent.convert import Converter, count_rejects
-from edge_agent.deadletter import DeadLetter
-from edge_agent.health import Health
-from edge_agent.mqtt_socket import BufferedClient
-from edge_agent.rules import Router, compile_rules
-from edge_agent.spool import Spool, SpoolFull
-from edge_agent.supervise import Worker
-from shared.points import contained_lines, line_head, split_lines
+from edge_agent.ingest.convert import Converter, count_rejects
+from edge_agent.ingest.deadletter import DeadLetter
+from edge_agent.ingest.drain import write_body
+from edge_agent.ingest.mqtt import make_client
+from edge_agent.ingest.queue import MessageQueue
+from edge_agent.ingest.rules import Router, compile_rules
+from edge_agent.ingest.spool import Spool, SpoolFull
+from edge_agent.runtime.health import Health
+from edge_agent.runtime.supervise import Worker
+from shared.points import line_head, split_lines
 from shared.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
-
-
-def make_client(config: AgentConfig, client_id: str, manual_ack: bool) -> mqtt.Client:
-    """A paho client for the configured broker (persistent session when `manual_ack`)."""
-    c = config.mqtt
-    client = BufferedClient(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         clean_session=False, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
-    if c.username:
-        client.username_pw_set(c.username, c.password)
-    if c.tls:
-        client.tls_set(ca_certs=c.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-    client.reconnect_delay_set(min_delay=max(1, int(c.reconnect_min_s)), max_delay=max(1, int(c.reconnect_max_s)))
-    client.max_queued_messages_set(0)
-    client.read_coalesce_s = c.read_coalesce_s if manual_ack else 0.0
-    return client
-
-
-def write_isolating(storage: Storage, lines: list[bytes], rejected: Callable[[bytes, str], None]) -> None:
-    """Write lines; on a permanent error split the batch in halves until each refused line stands alone, and
-    hand those to `rejected(line, error)`. Raises only retryable StorageErrors (the database is away)."""
-    try:
-        storage.write_lines(b"".join(lines))
-        return
-    except StorageError as exc:
-        if exc.retryable:
-            raise
-        if len(lines) == 1:
-            rejected(lines[0], str(exc))
-            return
-    mid = len(lines) // 2
-    write_isolating(storage, lines[:mid], rejected)
-    write_isolating(storage, lines[mid:], rejected)
-
-
-def write_body(storage: Storage, body: bytes) -> list[tuple[bytes, str]]:
-    """Write a spooled body; returns the lines that were not stored, with the reason (to dead-letter).
-
-    Lines that could run into the next one are held back (shared.points.contained_lines); lines the database
-    refuses are isolated. Raises only retryable StorageErrors (the database is away)."""
-    body, damaged = contained_lines(body)
-    refused = [(line, "not a self-contained line-protocol line (it would run into the next line)")
-               for line in damaged]
-    try:
-        storage.write_lines(body)
-    except StorageError as exc:
-        if exc.retryable:
-            raise
-        write_isolating(storage, split_lines(body), lambda line, error: refused.append((line, error)))
-    return refused
-
-
-class MessageQueue:
-    """Received messages waiting for the spooler, bounded in count and payload bytes.
-
-    `put(block=True)` (QoS 1/2) waits for room: the network thread stops reading, the broker holds the rest.
-    `put(block=False)` (QoS 0) returns False when full: the caller drops and counts the message."""
-
-    def __init__(self, max_messages: int, max_bytes: int):
-        self.max_messages, self.max_bytes = max_messages, max_bytes
-        self._items: collections.deque[mqtt.MQTTMessage] = collections.deque()
-        self._bytes = 0
-        self._cond = threading.Condition()
-        self.closed = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def _full(self, size: int) -> bool:
-        return bool(self._items) and (len(self._items) >= self.max_messages or self._bytes + size > self.max_bytes)
-
-    def put(self, msg: mqtt.MQTTMessage, block: bool) -> bool:
-        size = len(msg.payload)
-        with self._cond:
-            while self._full(size):
-                if not block or self.closed:
-                    return False
-                self._cond.wait(0.5)
-            self._items.append(msg)
-            self._bytes += size
-            self._cond.notify_all()
-        return True
-
-    def get_batch(self, timeout: float, linger: float, max_n: int) -> list[mqtt.MQTTMessage]:
-        """Up to max_n messages; waits `timeout` for the first, then (if it came alone) `linger` for company."""
-        with self._cond:
-            if not self._items and not self._cond.wait_for(lambda: self._items, timeout):
-                return []
-            if len(self._items) == 1 and linger > 0:
-                self._cond.wait_for(lambda: len(self._items) >= max_n, linger)
-            batch = [self._items.popleft() for _ in range(min(max_n, len(self._items)))]
-            self._bytes -= sum(len(m.payload) for m in batch)
-            self._cond.notify_all()
-            return batch
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
 
 
 class Ingest:

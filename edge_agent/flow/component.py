@@ -31,11 +31,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from edge_agent import hass
-from edge_agent.boundaries import CounterBoundaries
+from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
-from edge_agent.flowmath import BatteryState, RoleEnergy, compute
-from edge_agent.schedule import floor_slot, next_run
+from edge_agent.flow.maths import BatteryState, RoleEnergy, compute
+from edge_agent.publish import hass
+from edge_agent.runtime.timer import floor_slot
+from edge_agent.storage.boundaries import CounterBoundaries
 from shared.points import Point, escape_measurement
 from shared.schema import ENERGY_FLOW, SLOT_NS
 from shared.series import Readings, iso, power_to_slots, slots_from_counter
@@ -70,7 +71,10 @@ class FlowConfig:
     devices: list = dataclasses.field(default_factory=list)
 
 
-def parse_config(cfg: AgentConfig) -> FlowConfig:
+def parse_config(cfg: AgentConfig) -> FlowConfig | None:
+    """The [flow] section, validated; None when it is absent or disabled."""
+    if "flow" not in cfg.raw:
+        return None
     where = f"{cfg.path}: [flow]"
     fc = build_dataclass(FlowConfig, cfg.section("flow"), where)
     devices = []
@@ -93,12 +97,7 @@ def parse_config(cfg: AgentConfig) -> FlowConfig:
     if fc.lookback_slots < 1:
         raise ConfigError(f"{where}.lookback_slots must be at least 1")
     fc.devices = devices
-    return fc
-
-
-def validate_config(cfg: AgentConfig) -> None:
-    if "flow" in cfg.raw:
-        parse_config(cfg)
+    return fc if fc.enabled else None
 
 
 _SERIES = re.compile(rb"(?:[^ \\\n]|\\.)*")
@@ -115,9 +114,9 @@ class RoleSlots:
 
 
 class Flow:
-    def __init__(self, config: AgentConfig, fc: FlowConfig, ctx):
-        self.config, self.fc, self.ctx = config, fc, ctx
-        self.storage = ctx.storage
+    def __init__(self, fc: FlowConfig, ctx: AgentContext):
+        self.config, self.fc, self.ctx = ctx.config, fc, ctx
+        self.storage = ctx.open_storage()
         self._boundaries: dict[tuple[int, str], CounterBoundaries] = {}
         for i, d in enumerate(fc.devices):
             for f in (d.import_field, d.export_field) if d.input == "counter" else ():
@@ -131,12 +130,10 @@ class Flow:
         self._incomplete: set[int] = set()  # recent slot ends computed with a reading missing
         self._dirty: tuple[int, int] | None = None  # slot ends to recompute (late data)
         self._newest: dict[bytes, int] = {}  # newest reading time per series (measurement + tags)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._totals_path = config.state_dir / "flow_totals.json"
+        self._totals_path = ctx.state_dir / "flow_totals.json"
         self.totals = self._load_totals()
         ctx.on_stored(self._on_stored)
+        ctx.timer.add("flow", fc.delay_s, self._scheduled, at_start=True)
 
     # -- late data ----------------------------------------------------------------------------------------
     def _on_stored(self, lines: list[bytes]) -> None:
@@ -171,7 +168,7 @@ class Flow:
         if late_lo is not None:
             self._mark_late(late_lo, late_hi)
         elif touched_incomplete:
-            self._wake.set()
+            self.ctx.timer.trigger("flow", self.fc.late_debounce_s)
 
     def _mark_late(self, t_lo: int, t_hi: int) -> None:
         window = int(self.fc.max_interp_s * 1e9)
@@ -183,7 +180,7 @@ class Flow:
             if self._dirty:
                 lo, hi = min(lo, self._dirty[0]), max(hi, self._dirty[1])
             self._dirty = (lo, hi)
-        self._wake.set()
+        self.ctx.timer.trigger("flow", self.fc.late_debounce_s)
 
     def mark_history(self, start_ns: int, end_ns: int) -> None:
         """Recompute the slots ending in [start_ns, end_ns] soon (e.g. after a bulk import)."""
@@ -325,11 +322,20 @@ class Flow:
                         if role.b is not None:
                             role.b[k] = np.nan
 
-    def run_once(self, now: datetime | None = None) -> int:
-        """Compute what is due: slots ended since the last run, recent slots still missing a reading, and the
-        slots late data touched."""
-        now = now or self.ctx.clock()
-        end = floor_slot(now)
+    def _scheduled(self, boundary_ns: int) -> None:
+        t0 = time.process_time()
+        try:
+            self.run_once(boundary_ns)
+        except Exception:
+            self.ctx.health.incr("flow_errors")
+            raise
+        finally:
+            self.ctx.health.set("flow_cpu_ms", round((time.process_time() - t0) * 1000, 1))
+
+    def run_once(self, end_ns: int | None = None) -> int:
+        """Compute what is due up to the slot ending at `end_ns` (default: the last boundary): slots ended since
+        the last run, recent slots still missing a reading, and the slots late data touched."""
+        end = end_ns if end_ns is not None else floor_slot(self.ctx.clock())
         with self._lock:
             dirty, self._dirty = self._dirty, None
             floor = end - (self.fc.lookback_slots - 1) * SLOT_NS
@@ -406,44 +412,15 @@ class Flow:
             self.ctx.health.incr("publish_errors")
             log.warning("flow: publishing failed: %s", exc)
 
-    # -- schedule -----------------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        next_due = next_run(self.ctx.clock(), self.fc.delay_s)
-        first = True
-        while not self._stop.is_set():
-            timeout = max(0.05, min(1.0, (next_due - self.ctx.clock()).total_seconds()))
-            woke = self._wake.wait(0 if first else timeout)
-            if self._stop.is_set():
-                return
-            if woke:
-                self._stop.wait(self.fc.late_debounce_s)
-                self._wake.clear()
-            if first or woke or self.ctx.clock() >= next_due:
-                first = False
-                t0 = time.process_time()
-                try:
-                    self.run_once()
-                except Exception as exc:
-                    self.ctx.health.incr("flow_errors")
-                    log.error("flow computation failed: %s", exc)
-                self.ctx.health.set("flow_cpu_ms", round((time.process_time() - t0) * 1000, 1))
-                if self.ctx.clock() >= next_due:
-                    next_due = next_run(self.ctx.clock(), self.fc.delay_s)
-
+    # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
         pub = self.config.publish
         if self.fc.publish and pub.discovery:
             roles = {d.role for d in self.fc.devices}
             for topic, payload in hass.flow_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix, roles):
                 self.ctx.publish(topic, payload, qos=1, retain=True)
-        self._thread = threading.Thread(target=self._loop, name="flow", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(10)
         self.storage.close()
 
 
@@ -457,8 +434,4 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def build(config: AgentConfig, ctx) -> Flow | None:
-    if "flow" not in config.raw:
-        return None
-    fc = parse_config(config)
-    return Flow(config, fc, ctx) if fc.enabled else None
+SPEC = ComponentSpec("flow", parse_config, Flow)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edge_agent.config import RuleConfig
-from edge_agent.payloads import PARSERS, Parser, Reject
+from edge_agent.ingest.formats import PARSERS, Parser, Reject
 from shared.points import InvalidPoint, Point
 from shared.schema import RESERVED_MEASUREMENTS
 

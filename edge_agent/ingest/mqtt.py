@@ -23,10 +23,13 @@ tests/edge/test_mqtt_socket.py checks that the hooks are in use with the install
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 
 import paho.mqtt.client as mqtt
+
+from edge_agent.config import AgentConfig
 
 CHUNK = 64 * 1024
 TRICKLE_PACKETS = 16
@@ -110,3 +113,18 @@ class BufferedClient(mqtt.Client):
                 self.ack(mid, 1)
             return
         queue(mqtt.PUBACK, b"".join(struct.pack("!BBH", mqtt.PUBACK, 2, mid) for mid in mids), 0, 1)
+
+
+def make_client(config: AgentConfig, client_id: str, manual_ack: bool) -> mqtt.Client:
+    """A paho client for the configured broker (persistent session when `manual_ack`)."""
+    c = config.mqtt
+    client = BufferedClient(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=False, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
+    if c.username:
+        client.username_pw_set(c.username, c.password)
+    if c.tls:
+        client.tls_set(ca_certs=c.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+    client.reconnect_delay_set(min_delay=max(1, int(c.reconnect_min_s)), max_delay=max(1, int(c.reconnect_max_s)))
+    client.max_queued_messages_set(0)
+    client.read_coalesce_s = c.read_coalesce_s if manual_ack else 0.0
+    return client

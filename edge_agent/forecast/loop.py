@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,15 +28,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from edge_agent import hass
-from edge_agent.boundaries import CounterBoundaries
+from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
-from edge_agent.models.store import ModelStore
-from edge_agent.schedule import floor_slot, next_run
+from edge_agent.publish import hass
+from edge_agent.runtime.timer import floor_slot
+from edge_agent.storage.boundaries import CounterBoundaries
 from shared import schema
 from shared.baselines import fallback
-from shared.inference import LoadedModel
-from shared.interpreter import runtime
 from shared.points import Point, escape_measurement
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import Readings, SlotSeries, iso, power_to_slots, slots_from_counter
@@ -65,7 +62,10 @@ class ForecastConfig:
     node_id: str | None = None
 
 
-def parse_config(cfg: AgentConfig) -> ForecastConfig:
+def parse_config(cfg: AgentConfig) -> ForecastConfig | None:
+    """The [forecast] section, validated; None when it is absent or disabled."""
+    if "forecast" not in cfg.raw:
+        return None
     where = f"{cfg.path}: [forecast]"
     fc = build_dataclass(ForecastConfig, cfg.section("forecast"), where)
     if fc.source not in ("counter", "power", "slots"):
@@ -80,12 +80,7 @@ def parse_config(cfg: AgentConfig) -> ForecastConfig:
             raise ValueError
     except ValueError:
         raise ConfigError(f"{where}.day_ahead_at must be HH:MM on a slot boundary (:00, :15, :30, :45)") from None
-    return fc
-
-
-def validate_config(cfg: AgentConfig) -> None:
-    if "forecast" in cfg.raw:
-        parse_config(cfg)
+    return fc if fc.enabled else None
 
 
 @dataclass
@@ -100,15 +95,10 @@ class HorizonResult:
 
 
 class Forecaster:
-    def __init__(self, config: AgentConfig, fc: ForecastConfig, ctx):
-        self.config, self.fc, self.ctx = config, fc, ctx
-        self.storage = ctx.storage
-        self.store = ModelStore(config.resolve(fc.models_dir))
-        self.runtime = runtime()
-        self.models: dict[str, LoadedModel] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, fc: ForecastConfig, ctx: AgentContext):
+        self.config, self.fc, self.ctx = ctx.config, fc, ctx
+        self.storage = ctx.open_storage()
+        self.active = ctx.models()
         self.last_forecast: str | None = None
         self.last_results: list[HorizonResult] = []
         self.counter = CounterBoundaries(self.storage, fc.measurement, fc.field, fc.tags, fc.max_interp_s)
@@ -117,33 +107,12 @@ class Forecaster:
         self._tz = ZoneInfo(fc.timezone)
         if fc.source == "counter":
             ctx.on_stored(self._on_stored)
-        for name in self.store.names():
-            self.reload(name)
+        ctx.timer.add("forecast", fc.delay_s, self.run_once)
 
-    # -- models -------------------------------------------------------------------------------------------
-    def reload(self, name: str) -> None:
-        entry = self.store.active(name)
-        if entry is None:
-            with self._lock:
-                self.models.pop(name, None)
-            return
-        try:
-            doc, data = self.store.files(entry)
-            model = LoadedModel(doc, data, self.runtime)
-        except Exception as exc:
-            log.error("cannot load %s %s: %s", name, entry.version, exc)
-            self.ctx.health.incr("model_load_errors")
-            return
-        with self._lock:
-            self.models[name] = model
-        log.info("model %s version %s active (%s)", name, entry.version, self.runtime)
+    def history_slots(self) -> int:
+        return self.active.history_slots(8 * SLOTS_PER_DAY + 40)
 
     # -- input --------------------------------------------------------------------------------------------
-    def history_slots(self) -> int:
-        with self._lock:
-            needed = [m.spec.history_slots for m in self.models.values()]
-        return max(needed + [8 * SLOTS_PER_DAY + 40])
-
     def read_series(self, issue_ns: int) -> SlotSeries:
         """Consumption slots ending at or before issue_ns, enough for every active model and the baselines;
         the slot ending at issue_ns included (for counters: from the first reading after issue_ns)."""
@@ -194,8 +163,7 @@ class Forecaster:
             self.ctx.health.incr("forecast_errors")
             log.error("forecast: cannot read the consumption series: %s", exc)
             series = SlotSeries(issue_ns, np.full(1, np.nan))
-        with self._lock:
-            models = dict(self.models)
+        models = self.active.loaded()
         results: list[HorizonResult] = []
         for horizon in (1, 96):
             made, reasons, complete = [], [], True
@@ -297,37 +265,14 @@ class Forecaster:
         pub = self.config.publish
         return hass.forecast_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix)
 
-    # -- schedule -----------------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            due = next_run(self.ctx.clock(), self.fc.delay_s)
-            while not self._stop.is_set() and self.ctx.clock() < due:
-                self._stop.wait(min(1.0, max(0.01, (due - self.ctx.clock()).total_seconds())))
-            if self._stop.is_set():
-                return
-            try:
-                # the newest boundary whose delay has passed (after a clock jump: not a stale one)
-                self.run_once(floor_slot(self.ctx.clock() - timedelta(seconds=self.fc.delay_s)))
-            except Exception:
-                self.ctx.health.incr("forecast_errors")
-                log.exception("forecast cycle failed")
-
+    # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
         if self.config.publish.discovery:
             for topic, payload in self.discovery_messages():
                 self.ctx.publish(topic, payload, qos=1, retain=True)
-        self._thread = threading.Thread(target=self._loop, name="forecast", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
         self.storage.close()
 
 
-def build(config: AgentConfig, ctx) -> Forecaster | None:
-    if "forecast" not in config.raw:
-        return None
-    fc = parse_config(config)
-    return Forecaster(config, fc, ctx) if fc.enabled else None
+SPEC = ComponentSpec("forecast", parse_config, Forecaster)

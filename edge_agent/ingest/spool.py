@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.durable import fsync_dir, write_file
+from edge_agent.runtime.durable import fsync_dir, write_file
 from shared.points import Point, to_lines
 
 log = logging.getLogger(__name__)
