@@ -28,7 +28,7 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
 	fi
 
-$(VENV)/.installed: requirements/edge.txt requirements/training.txt requirements/server.txt requirements/dev.txt
+$(VENV)/.installed: pyproject.toml requirements/edge.txt requirements/training.txt requirements/server.txt requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements/dev.txt
