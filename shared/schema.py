@@ -13,17 +13,25 @@ SEED_MEASUREMENTS = ("EnergyMeter", "Battery", "PvString")
 DEVICE_TAGS = ("device_id", "device_name", "device_type")
 
 ENERGY_FLOW = "energy_flow"
-ENERGY_FLOW_FIELDS = (
-    "grid_import", "grid_export", "pv", "battery_charge", "battery_discharge", "house",
+ROLE_FIELDS = ("grid_import", "grid_export", "pv", "battery_charge", "battery_discharge")
+ENERGY_FLOW_FIELDS = (  # kWh per slot (docs/energy-flow.md: every flow balances per slot)
+    *ROLE_FIELDS, "house",
     "pv_to_house", "pv_to_battery", "pv_to_grid", "grid_to_house", "grid_to_battery", "battery_to_house",
+    "battery_to_grid", "battery_cycled", "export_unexplained", "battery_to_house_pv", "battery_to_house_grid",
+    "self_supplied",
 )
+ENERGY_FLOW_STATE = ("battery_content_kwh", "battery_pv_share")  # the battery's origin state at the slot end
 ENERGY_FLOW_RATIOS = ("self_consumption", "autarky")
+FLAGS_FIELD = "flags"
 HOUSE_FIELD = "house"
 
 FORECAST = "forecast"
-FORECAST_TAGS = ("model", "version", "horizon", "name")
+FORECAST_TAGS = ("model", "version", "horizon", "name", "issue")
+FORECAST_ISSUES = ("rolling", "day_ahead")  # re-issued every cycle / issued once a day at a fixed local time
 FORECAST_VALUE_FIELD = "value_kwh"
 FORECAST_ISSUED_FIELD = "issued_at"
+FORECAST_FALLBACK_FIELD = "fallback"  # why a baseline was served ("" for a model)
+FORECAST_COMPLETE_FIELD = "input_complete"
 BASELINE_MODEL = "baseline"
 
 AGENT = "agent"

@@ -38,13 +38,13 @@ from edge_agent.publish import hass
 from edge_agent.runtime.timer import floor_slot
 from edge_agent.storage.boundaries import CounterBoundaries
 from shared.points import Point, escape_measurement
-from shared.schema import ENERGY_FLOW, SLOT_NS
+from shared.schema import ENERGY_FLOW, FLAGS_FIELD, ROLE_FIELDS, SLOT_NS
 from shared.series import Readings, iso, power_to_slots, slots_from_counter
 
 log = logging.getLogger(__name__)
 
 ROLES = ("grid", "pv", "battery", "consumer")
-TOTALS = ("grid_import", "grid_export", "pv", "battery_charge", "battery_discharge", "house", "self_supplied")
+TOTALS = (*ROLE_FIELDS, "house", "self_supplied")  # running totals for Home Assistant
 
 
 @dataclass
@@ -271,16 +271,16 @@ class Flow:
             if "missing" in flag:
                 incomplete.add(t)
             values = {k: float(v[i]) for k, v in fields.items() if np.isfinite(v[i])}
-            if not any(k in values for k in TOTALS[:5]):
+            if not any(k in values for k in ROLE_FIELDS):
                 continue  # no device data at all (before the first reading): nothing to write
             # always written: a rewrite of the slot must clear flags of an earlier, incomplete computation
             # (InfluxDB merges the fields of points with the same series and time)
-            values["flags"] = flag
+            values[FLAGS_FIELD] = flag
             points.append(Point(ENERGY_FLOW, {}, values, int(t)))
         for k in range(0, len(points), 5000):
             self.storage.write(points[k:k + 5000])
         self.ctx.health.incr("flow_slots_written", len(points))
-        self.ctx.health.incr("flow_slots_flagged", sum(1 for p in points if p.fields["flags"]))
+        self.ctx.health.incr("flow_slots_flagged", sum(1 for p in points if p.fields[FLAGS_FIELD]))
         with self._lock:
             self._incomplete = {t for t in self._incomplete if not start_ns <= t <= end_ns} | incomplete
         self._count_totals(ends, fields, flags)

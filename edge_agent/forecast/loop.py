@@ -216,15 +216,16 @@ class Forecaster:
         tags = {"model": r.model, "version": r.version, "horizon": str(r.horizon), "name": r.name, "issue": issue}
         issued = iso(issue_ns)
         return [Point(schema.FORECAST, tags, {schema.FORECAST_VALUE_FIELD: float(v),
-                                              schema.FORECAST_ISSUED_FIELD: issued, "fallback": r.fallback,
-                                              "input_complete": r.input_complete},
+                                              schema.FORECAST_ISSUED_FIELD: issued,
+                                              schema.FORECAST_FALLBACK_FIELD: r.fallback,
+                                              schema.FORECAST_COMPLETE_FIELD: r.input_complete},
                       issue_ns + (k + 1) * SLOT_NS) for k, v in enumerate(r.values)]
 
     def _write(self, issue_ns: int, results: list[HorizonResult]) -> None:
-        points = [p for r in results for p in self._points(issue_ns, r, "rolling")]
+        rolling, day_ahead = schema.FORECAST_ISSUES
+        points = [p for r in results for p in self._points(issue_ns, r, rolling)]
         if self.is_day_ahead_issue(issue_ns):
-            points += [p for r in results if r.horizon == SLOTS_PER_DAY for p in self._points(issue_ns, r,
-                                                                                              "day_ahead")]
+            points += [p for r in results if r.horizon == SLOTS_PER_DAY for p in self._points(issue_ns, r, day_ahead)]
         try:
             self.storage.write(points)
             self.ctx.health.incr("forecast_points", len(points))

@@ -99,3 +99,12 @@ def test_every_flow_balances(imp, exp, pv, chg, dis, c, s):
     assert 0 <= end.pv_share <= 1 and end.content_kwh >= 0
     if g["house"] > 0:
         assert 0 <= g["autarky"] <= 1 + eps
+
+
+def test_every_field_is_in_the_schema():
+    """shared/schema.py is the contract the dashboards and the server read: the flow writes nothing else."""
+    from shared.schema import ENERGY_FLOW_FIELDS, ENERGY_FLOW_RATIOS, ENERGY_FLOW_STATE
+
+    e = RoleEnergy(*(np.array([0.1]) for _ in range(5)))
+    fields, _flags, _state = compute(e, BatteryState())
+    assert set(fields) == set(ENERGY_FLOW_FIELDS) | set(ENERGY_FLOW_RATIOS) | set(ENERGY_FLOW_STATE)
