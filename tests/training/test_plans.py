@@ -38,7 +38,7 @@ def test_sample_cache_shares_samples_of_the_same_window_and_issues_only():
     cache = SampleCache(series)
     spec = PLANS[1].window()
     first = cache.build(spec, issues, 1.0)
-    assert cache.build(PLANS[1].window(), issues.copy(), 1.0) is first  # equal window: cnn-96 and lstm-96
+    assert cache.build(PLANS[1].window(), issues.copy(), 1.0) is first  # an equal window, equal issues
     expected = dataset.build(spec, series, issues, 1.0)
     for got, want in zip(first, expected, strict=True):
         np.testing.assert_array_equal(got, want)
