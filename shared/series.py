@@ -228,11 +228,3 @@ def power_to_slots(readings: Readings, start_ns: int | None = None, end_ns: int 
     values = np.where(covered >= min_coverage * SLOT_SECONDS, mean_w * SLOT_SECONDS / 3.6e6, np.nan)
     values = np.where(values < 0, np.nan, values)
     return SlotSeries(start_ns, values)
-
-
-def load_slots(paths: Iterable[str | Path], kind: str = "counter") -> SlotSeries:
-    """Read and merge several CSV files (time order), then turn them into slots."""
-    readings = Readings(np.zeros(0, np.int64), np.zeros(0))
-    for p in paths:
-        readings = readings.merge(read_csv(p)) if len(readings.times) else read_csv(p)
-    return counter_to_slots(readings) if kind == "counter" else power_to_slots(readings)

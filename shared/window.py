@@ -44,8 +44,9 @@ class WindowSpec:
     max_missing: float = 0.2
     step_seconds: int = 900
     features: list[str] = field(default_factory=list)
-    # The model predicts the difference to this input feature (scaled by std): "value" = the last slot
-    # (persistence) for next-slot models, "median7" = the 7-day median per target slot for day-ahead models.
+    # The model predicts the difference to this input feature (scaled by std). Training uses "value" (the last
+    # slot: persistence) for next-slot models and "pool7d8_q50" (the median of the same time of day ±2 h over
+    # 7 days) for day-ahead models; first-release day-ahead bundles used "median7". None: no residual.
     residual: str | None = None
 
     def __post_init__(self) -> None:
@@ -238,7 +239,8 @@ def scale_features(spec: WindowSpec, raw: np.ndarray) -> np.ndarray:
 
 
 def residual_base(spec: WindowSpec, x: np.ndarray) -> np.ndarray:
-    """kWh the model's output is added to (zeros when the spec has no residual); x is one scaled input."""
+    """kWh the model's scaled output is added to (the training mean when the spec has no residual); x is one
+    scaled input."""
     if spec.residual is None:
         return np.full(spec.horizon, spec.mean)
     x = np.asarray(x).reshape(spec.steps, spec.n_features)

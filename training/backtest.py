@@ -23,40 +23,52 @@ def issue_times_for(horizon: int, start_ns: int, end_ns: int) -> np.ndarray:
     return np.arange(first, end_ns, step, dtype=np.int64)
 
 
-def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, out: Path,
-             float_model: Path | None = None) -> dict:
-    """Write the forecasts CSV. Issue times whose input window is incomplete (gaps) are skipped and counted.
-
-    `float_model`: run this float TFLite file (written by `train` to DIR/float/) with the bundle's window
-    instead of the bundle's int8 model, to compare the two on the same issue times."""
+def with_float_model(model, float_model: Path):
+    """The bundle's model (window, scaling, runtime) running the float TFLite file `float_model` (written by
+    `train` to DIR/float/) instead of its int8 model, to compare the two on the same issue times."""
     from shared import manifest as mf
     from shared.inference import LoadedModel, tensor_entry
 
-    model = LoadedModel.from_dir(bundle_dir)
-    if float_model is not None:
-        model_bytes = Path(float_model).read_bytes()
-        probe = model.runtime.load(model_bytes)
-        doc = dict(model.manifest)
-        doc["input"] = tensor_entry(probe.get_input_details()[0])
-        doc["output"] = tensor_entry(probe.get_output_details()[0])
-        doc["model"] = {**doc["model"], "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)}
-        model = LoadedModel(doc, model_bytes, model.runtime)
-    h = model.spec.horizon
+    model_bytes = Path(float_model).read_bytes()
+    probe = model.runtime.load(model_bytes)
+    doc = dict(model.manifest)
+    doc["input"] = tensor_entry(probe.get_input_details()[0])
+    doc["output"] = tensor_entry(probe.get_output_details()[0])
+    doc["model"] = {**doc["model"], "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)}
+    return LoadedModel(doc, model_bytes, model.runtime)
+
+
+def write_forecasts(model, series: SlotSeries, start_ns: int, end_ns: int, out: Path) -> tuple[int, int]:
+    """Forecast at every issue time in [start, end) from the slots ending at or before it; returns how many
+    issue times were written and how many were skipped (incomplete window)."""
     written = skipped = 0
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS)
-        for t in issue_times_for(h, start_ns, end_ns).tolist():
-            fc = model.predict(series, t)  # uses only slots ending at or before t
+        for t in issue_times_for(model.spec.horizon, start_ns, end_ns).tolist():
+            fc = model.predict(series, t)
             if not fc.complete:
                 skipped += 1
                 continue
             for k, v in enumerate(fc.values, start=1):
                 w.writerow([iso(t), iso(t + k * SLOT_NS), k, f"{v:.6f}"])
             written += 1
+    return written, skipped
+
+
+def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, out: Path,
+             float_model: Path | None = None) -> dict:
+    """Write the forecasts CSV through the edge's inference code; a summary of the run.
+
+    `float_model`: run this float TFLite file with the bundle's window instead of the bundle's int8 model."""
+    from shared.inference import LoadedModel
+
+    model = LoadedModel.from_dir(bundle_dir)
+    if float_model is not None:
+        model = with_float_model(model, float_model)
+    written, skipped = write_forecasts(model, series, start_ns, end_ns, out)
     return {"bundle": model.name, "version": model.manifest["version"], "model": "float" if float_model else "int8",
-            "issues": written,
-            "skipped_incomplete": skipped, "runtime": str(model.runtime)}
+            "issues": written, "skipped_incomplete": skipped, "runtime": str(model.runtime)}
 
 
 def read_forecasts(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -74,34 +86,47 @@ def read_forecasts(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return np.array(issued), np.array(target), np.array(steps), np.array(values)
 
 
-def evaluate(forecasts: Path, series: SlotSeries) -> dict:
-    """RMSE and MAE of the model and of every baseline on the same slots (where the actual value is known)."""
-    issued, target, steps, values = read_forecasts(forecasts)
-    idx = np.array([series.index_of(int(t)) for t in target])
+def actual_values(series: SlotSeries, target_ns: np.ndarray) -> np.ndarray:
+    """The series' kWh at the target slots (NaN where unknown or outside the series)."""
+    idx = np.array([series.index_of(int(t)) for t in target_ns])
     inside = (idx >= 0) & (idx < len(series.values))
-    actual = np.full(len(target), np.nan)
+    actual = np.full(len(target_ns), np.nan)
     actual[inside] = series.values[idx[inside]]
-    horizon = int(steps.max()) if len(steps) else 1
-    base = {name: np.full(len(target), np.nan) for name in BASELINES}
-    cache: dict[tuple[str, int], np.ndarray] = {}
+    return actual
+
+
+def baseline_forecasts(series: SlotSeries, issued: np.ndarray, steps: np.ndarray, horizon: int
+                       ) -> dict[str, np.ndarray]:
+    """Every baseline's forecast for each forecast row (issued at `issued`, `steps` slots ahead)."""
+    base = {name: np.full(len(issued), np.nan) for name in BASELINES}
+    cache: dict[tuple[str, int], np.ndarray] = {}  # one baseline run per issue time, not per row
     for i, (t, k) in enumerate(zip(issued.tolist(), steps.tolist(), strict=True)):
         for name, fn in BASELINES.items():
             key = (name, t)
             if key not in cache:
                 cache[key] = fn(series, t, horizon)
             base[name][i] = cache[key][k - 1]
+    return base
+
+
+def _errors(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    e = pred - actual
+    return {"rmse": round(float(np.sqrt(np.mean(e ** 2))), 5), "mae": round(float(np.mean(np.abs(e))), 5)}
+
+
+def evaluate(forecasts: Path, series: SlotSeries) -> dict:
+    """RMSE and MAE of the model and of every baseline on the same slots (where the actual value and every
+    baseline are known), the best baseline (by RMSE for next-slot, MAE for day-ahead) and the model's ratio."""
+    issued, target, steps, values = read_forecasts(forecasts)
+    actual = actual_values(series, target)
+    horizon = int(steps.max()) if len(steps) else 1
+    base = baseline_forecasts(series, issued, steps, horizon)
     ok = np.isfinite(actual) & np.all(np.isfinite(np.stack(list(base.values()))), axis=0)
-
-    def m(pred):
-        e = pred[ok] - actual[ok]
-        return {"rmse": round(float(np.sqrt(np.mean(e ** 2))), 5), "mae": round(float(np.mean(np.abs(e))), 5)}
-
-    result = {"slots": int(ok.sum()), "forecasts": int(len(target)), "model": m(values),
-              "baselines": {name: m(p) for name, p in base.items()}}
-    best = min(result["baselines"], key=lambda n: result["baselines"][n]["mae"] if horizon > 1
-               else result["baselines"][n]["rmse"])
-    result["best_baseline"] = best
+    result = {"slots": int(ok.sum()), "forecasts": int(len(target)), "model": _errors(values[ok], actual[ok]),
+              "baselines": {name: _errors(p[ok], actual[ok]) for name, p in base.items()}}
     key = "rmse" if horizon == 1 else "mae"
+    best = min(result["baselines"], key=lambda n: result["baselines"][n][key])
+    result["best_baseline"] = best
     result[f"ratio_{key}_vs_{best}"] = round(result["model"][key] / result["baselines"][best][key], 4)
     if horizon == 1:
         result["ratio_rmse_vs_persistence"] = round(result["model"]["rmse"] /

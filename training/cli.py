@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from shared.schema import BUNDLE_NAMES
 from shared.series import parse_time_ns
+from training.data import INPUT_KINDS
+from training.plans import TrainOptions
 
 
 def _series(args):
@@ -18,7 +21,7 @@ def _series(args):
 
 
 def cmd_train(args) -> int:
-    from training.train import TrainOptions, train_all
+    from training.train import train_all
 
     t0 = time.time()
     series = _series(args)
@@ -47,28 +50,30 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", required=True,
+                   help="CSV file (annotated Flux export, plain Flux CSV, or time,value); repeatable, merged")
+    p.add_argument("--input-kind", choices=INPUT_KINDS, default=INPUT_KINDS[0],
+                   help="cumulative counter in kWh (default) or power in W")
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training", description="train, backtest and evaluate bundles")
     sub = ap.add_subparsers(dest="command", required=True)
-
-    def data_args(p):
-        p.add_argument("--data", action="append", required=True,
-                       help="CSV file (annotated Flux export, plain Flux CSV, or time,value); repeatable, merged")
-        p.add_argument("--input-kind", choices=("counter", "power"), default="counter",
-                       help="cumulative counter in kWh (default) or power in W")
-
-    t = sub.add_parser("train", help="train cnn-1, lstm-1, cnn-96, lstm-96 bundles")
-    data_args(t)
+    defaults = TrainOptions()
+    t = sub.add_parser("train", help=f"train the {', '.join(BUNDLE_NAMES)} bundles")
+    _data_args(t)
     t.add_argument("--until", help="train on data before this ISO time (default: all)")
     t.add_argument("--out", required=True)
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--only", action="append", help="train only this bundle (repeatable)")
-    t.add_argument("--seed", type=int, default=42, help="base random seed (ensemble members use seed, seed+1, …)")
+    t.add_argument("--epochs", type=int, default=defaults.max_epochs)
+    t.add_argument("--only", action="append", choices=BUNDLE_NAMES, help="train only this bundle (repeatable)")
+    t.add_argument("--seed", type=int, default=defaults.seed,
+                   help="base random seed (ensemble members use seed, seed+1, …)")
     t.add_argument("--quick", action="store_true", help="tiny training for tests: not a useful model")
     t.set_defaults(func=cmd_train)
     b = sub.add_parser("backtest", help="walk-forward forecasts through the edge's inference code")
     b.add_argument("--bundle", required=True)
-    data_args(b)
+    _data_args(b)
     b.add_argument("--start", required=True)
     b.add_argument("--end", required=True)
     b.add_argument("--out", required=True)
@@ -77,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     b.set_defaults(func=cmd_backtest)
     e = sub.add_parser("evaluate", help="model vs baselines on the same slots, as JSON")
     e.add_argument("--forecasts", required=True)
-    data_args(e)
+    _data_args(e)
     e.set_defaults(func=cmd_evaluate)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from shared.series import Readings, SlotSeries, counter_to_slots, power_to_slots, read_csv
 
+INPUT_KINDS = ("counter", "power")  # a cumulative counter in kWh, or power in W
+
 
 @dataclass
 class InfluxSource:
@@ -34,7 +36,7 @@ def read_sources(paths: Sequence[str | Path]) -> Readings:
 
 
 def read_influx(storage, source: InfluxSource) -> Readings:
-    """Readings from InfluxDB through edge_agent.storage (1.x InfluxQL or 2.x Flux)."""
+    """Readings from InfluxDB through a shared.storage Storage (1.x InfluxQL or 2.x Flux)."""
     rows = storage.query_series(source.measurement, source.field, source.start, source.end, source.tags)
     return Readings.from_rows(rows)
 

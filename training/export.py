@@ -10,10 +10,37 @@ from pathlib import Path
 
 import numpy as np
 
+from shared import manifest as mf
+from shared.window import WindowSpec
 from training.tf_setup import tf
 
 ROOT = Path(__file__).resolve().parent.parent
 TFLITE_RUNTIME_PYTHON = os.environ.get("TFLITE_RUNTIME_PYTHON", str(ROOT / ".venv-tflite" / "bin" / "python"))
+REPRESENTATIVE_WINDOWS = 300  # training windows that calibrate the int8 ranges
+
+
+def representative(x_train: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded random choice of training windows for the int8 calibration."""
+    rng = np.random.default_rng(seed)
+    return x_train[rng.choice(len(x_train), size=min(REPRESENTATIVE_WINDOWS, len(x_train)), replace=False)]
+
+
+def export_members(kind: str, spec: WindowSpec, trained: list, calibration: np.ndarray,
+                   float_file: Path | None = None) -> bytes:
+    """The trained members averaged in one batch-1 graph (as the edge runs it) → int8 TFLite bytes; with
+    `float_file`, also write the float twin there."""
+    from training.models import build, ensemble
+
+    members = []
+    for member in trained:
+        em = build(kind, spec, batch_size=1)
+        em.set_weights(member.get_weights())
+        members.append(em)
+    export_model = ensemble(members, spec, batch_size=1)
+    if float_file is not None:
+        float_file.parent.mkdir(parents=True, exist_ok=True)
+        float_file.write_bytes(to_float(export_model))
+    return to_int8(export_model, calibration)
 
 
 def to_int8(export_model, representative: np.ndarray) -> bytes:
@@ -37,13 +64,15 @@ def to_float(export_model) -> bytes:
     return tf.lite.TFLiteConverter.from_keras_model(export_model).convert()
 
 
-def tensor_manifest(model_bytes: bytes) -> tuple[dict, dict]:
-    """The manifest's `input` and `output` entries, read from the converted model."""
+def manifest_entries(model_bytes: bytes) -> dict:
+    """The manifest's `input`, `output` and `model` entries for an int8 model, read from the model itself."""
     from shared.inference import tensor_entry
     from shared.interpreter import runtime
 
     interp = runtime().load(model_bytes)
-    return tensor_entry(interp.get_input_details()[0]), tensor_entry(interp.get_output_details()[0])
+    return {"input": tensor_entry(interp.get_input_details()[0]),
+            "output": {**tensor_entry(interp.get_output_details()[0]), "unit": "kWh"},
+            "model": {"file": mf.MODEL_FILE, "sha256": mf.sha256_bytes(model_bytes), "bytes": len(model_bytes)}}
 
 
 _PROBE = """

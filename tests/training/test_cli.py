@@ -9,11 +9,13 @@ import numpy as np
 
 from shared import manifest as mf
 from shared.inference import LoadedModel
+from shared.schema import BUNDLE_NAMES
 from tests.conftest import ROOT, SEED_CSV
 
 
 def test_quick_training_writes_four_valid_int8_bundles(seed_bundles):
-    for name in ("cnn-1", "lstm-1", "cnn-96", "lstm-96"):
+    assert sorted(p.name for p in seed_bundles.iterdir()) == sorted([*BUNDLE_NAMES, "float", "summary.json"])
+    for name in BUNDLE_NAMES:
         b = seed_bundles / name
         assert sorted(p.name for p in b.iterdir()) == ["manifest.json", "model.tflite"]  # nothing executable
         doc = mf.load(b)
@@ -93,6 +95,15 @@ def test_bad_data_file_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(bad), "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no _time/_value or time/value columns" in r.stderr
+
+
+def test_an_unknown_bundle_name_is_refused_before_training(tmp_path):
+    """`--only cnn-2` used to train nothing and exit 0 with an empty summary."""
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(SEED_CSV), "--only", "cnn-2",
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "invalid choice: 'cnn-2'" in r.stderr
+    assert not out.exists()
 
 
 def test_a_reused_model_forgets_the_previous_window(seed_bundles):

@@ -1,0 +1,50 @@
+"""The training plans against the schema contract, the quick options, and the run's sample cache (no Keras)."""
+
+import numpy as np
+
+from shared.schema import BUNDLE_NAMES, SLOT_NS
+from shared.series import counter_to_slots, parse_time_ns, read_csv
+from training import dataset
+from training.dataset import SampleCache
+from training.plans import PLANS, TrainOptions
+from training.train import split_issues
+
+
+def test_plans_train_exactly_the_schema_bundle_names():
+    assert tuple(p.name for p in PLANS) == BUNDLE_NAMES
+    assert [p.name for p in TrainOptions(only=("lstm-96", "cnn-1")).plans()] == ["cnn-1", "lstm-96"]
+
+
+def test_quick_options_shrink_ensembles_and_refits_but_never_add_a_refit():
+    quick, full = TrainOptions(quick=True), TrainOptions()
+    for plan in PLANS:
+        assert quick.members(plan) == 1 and full.members(plan) == plan.members
+        assert full.refit_epochs(plan) == plan.refit_epochs
+        assert quick.refit_epochs(plan) == (1 if plan.refit_epochs else 0)
+    assert quick.epochs == 2 and TrainOptions(max_epochs=7).epochs == 7
+
+
+def test_split_drops_training_issues_whose_targets_reach_into_validation():
+    issues = np.arange(1000, dtype=np.int64) * SLOT_NS
+    train, val = split_issues(issues, 96, 0.15)
+    assert val[0] == issues[850] and len(val) == 150
+    assert train[-1] + 96 * SLOT_NS < val[0] and train[-1] + 97 * SLOT_NS >= val[0]
+
+
+def test_sample_cache_shares_samples_of_the_same_window_and_issues_only():
+    series = counter_to_slots(read_csv("data/seed_house/raw_data.csv"))
+    t0 = parse_time_ns("2023-04-01T00:00:00Z")
+    issues = dataset.issue_times(series, t0, t0 + 40 * SLOT_NS)
+    cache = SampleCache(series)
+    spec = PLANS[1].window()
+    first = cache.build(spec, issues, 1.0)
+    assert cache.build(PLANS[1].window(), issues.copy(), 1.0) is first  # an equal window, equal issues
+    expected = dataset.build(spec, series, issues, 1.0)
+    for got, want in zip(first, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    scaled = PLANS[1].window()
+    scaled.mean = 0.3
+    assert cache.build(scaled, issues, 1.0) is not first  # other scaling: other inputs
+    assert cache.build(spec, issues[:-1], 1.0) is not first
+    assert cache.build(spec, issues, 0.5) is not first
+    assert len(cache) == 4

@@ -1,0 +1,65 @@
+"""Keras fitting: independently seeded members with early stopping on the validation loss, then the optional
+refit on training + validation data. Everything here draws from TensorFlow's seeded random state, so the order
+of the calls is part of what makes a training reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.plans import BundlePlan, TrainOptions
+from training.progress import log, progress
+
+REFIT_LR_FACTOR = 0.3  # refit learning rate relative to the plan's
+FIT_SHARE = 0.75  # of a bundle's progress span: the members' early-stopped training
+
+
+def _progress_callback(keras, label: str, epochs: int, start: float, share: float):
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            val = f" val_loss {logs['val_loss']:.4f}" if "val_loss" in logs else ""
+            log(label, f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.4f}{val}")
+            progress(start + share * (epoch + 1) / epochs, f"{label}: epoch {epoch + 1}")
+
+    return Progress()
+
+
+def fit_members(plan: BundlePlan, spec, data: tuple, opts: TrainOptions, pct: tuple[float, float]) -> list:
+    """Train the plan's members (seeds opts.seed, opts.seed + 1, …) on data = (x_train, y_train, x_val, y_val),
+    each early-stopped with its best weights restored."""
+    from training.models import build, masked_mae
+    from training.tf_setup import keras, seed_everything
+
+    xt, st, xv, sv = data
+    epochs = opts.epochs
+    members = opts.members(plan)
+    loss = masked_mae if plan.loss == "masked_mae" else plan.loss
+    trained = []
+    for m in range(members):
+        label = plan.name if members == 1 else f"{plan.name} member {m + 1}/{members}"
+        share = (pct[1] - pct[0]) * FIT_SHARE / members
+        seed_everything(opts.seed + m)
+        model = build(plan.kind, spec)
+        model.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
+        stop = keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True)
+        model.fit(xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size, verbose=0,
+                  shuffle=True, callbacks=[stop, _progress_callback(keras, label, epochs, pct[0] + m * share, share)])
+        trained.append(model)
+    return trained
+
+
+def refit(plan: BundlePlan, trained: list, x: np.ndarray, y: np.ndarray, opts: TrainOptions,
+          pct: tuple[float, float]) -> dict:
+    """A few more epochs for each member on training + validation data at a lower learning rate (the newest
+    weeks matter most). Returns the manifest's record of it (`training.refit`)."""
+    from training.tf_setup import keras
+
+    epochs, lr = opts.refit_epochs(plan), plan.learning_rate * REFIT_LR_FACTOR
+    log(plan.name, f"refit: {epochs} epochs on training + validation data ({len(x)} samples, learning rate {lr:g})")
+    share = (pct[1] - pct[0]) / len(trained)
+    for m, model in enumerate(trained):
+        keras.backend.set_value(model.optimizer.learning_rate, lr)
+        label = f"{plan.name} refit {m + 1}/{len(trained)}"
+        model.fit(x, y, epochs=epochs, batch_size=opts.batch_size, verbose=0, shuffle=True,
+                  callbacks=[_progress_callback(keras, label, epochs, pct[0] + m * share, share)])
+    return {"epochs": epochs, "learning_rate": lr, "samples": int(len(x))}

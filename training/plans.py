@@ -1,0 +1,70 @@
+"""What `train` trains — one BundlePlan per bundle in shared.schema.BUNDLE_NAMES — and the run's options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.schema import SLOTS_PER_DAY
+from shared.window import WindowSpec
+
+
+@dataclass(frozen=True)
+class BundlePlan:
+    kind: str
+    layout: str
+    steps: int
+    horizon: int
+    loss: str
+    every: int  # use every n-th issue time for training (day-ahead samples overlap heavily)
+    residual: str | None = None
+    members: int = 1  # independently seeded copies averaged in one graph
+    min_known: float = 1.0  # keep training samples with at least this fraction of known target slots
+    learning_rate: float = 2e-3
+    refit_epochs: int = 0  # after early stopping: epochs on training + validation data (training.fit.refit)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.horizon}"
+
+    def window(self) -> WindowSpec:
+        """The plan's window, not yet scaled (training sets mean and std from its training targets)."""
+        return WindowSpec(layout=self.layout, steps=self.steps, horizon=self.horizon, residual=self.residual)
+
+
+DAY = SLOTS_PER_DAY  # day-ahead: one input step per target slot of the next day
+
+PLANS = (
+    BundlePlan("cnn", "next", 32, 1, "mse", 1, "value", members=3),
+    BundlePlan("lstm", "next", 16, 1, "mse", 1, "value"),
+    BundlePlan("cnn", "day", DAY, DAY, "masked_mae", 3, "pool7d8_q50", members=5, min_known=0.5,
+               learning_rate=1e-3, refit_epochs=2),
+    BundlePlan("lstm", "day", DAY, DAY, "masked_mae", 3, "pool7d8_q50", members=8, min_known=0.5,
+               learning_rate=1e-3, refit_epochs=2),
+)
+
+
+@dataclass
+class TrainOptions:
+    until_ns: int | None = None
+    validation_fraction: float = 0.15
+    max_epochs: int = 40
+    patience: int = 5
+    batch_size: int = 128
+    seed: int = 42
+    quick: bool = False  # tiny epochs/samples/ensembles: for tests only
+    only: tuple[str, ...] = ()
+
+    @property
+    def epochs(self) -> int:
+        return 2 if self.quick else self.max_epochs
+
+    def members(self, plan: BundlePlan) -> int:
+        return 1 if self.quick else plan.members
+
+    def refit_epochs(self, plan: BundlePlan) -> int:
+        """0: no refit."""
+        return min(plan.refit_epochs, 1) if self.quick else plan.refit_epochs
+
+    def plans(self) -> list[BundlePlan]:
+        """The plans to train: all, or those named by `only`."""
+        return [p for p in PLANS if not self.only or p.name in self.only]
