@@ -59,6 +59,8 @@ dir = "{spool_dir}"
 segment_bytes = 65536
 [health]
 interval_s = 5
+[logging]
+file = "agent.log"
 [[rules]]
 topic = "hack/+device/+channel"
 format = "seed_json"
