@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,15 @@ import pytest
 from tests.support.services import Influxd, Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _terminate_like_ctrl_c(signum, frame):
+    """A run stopped with SIGTERM (`timeout`, CI cancelling) tears its fixtures down like Ctrl-C would, so no
+    broker, database or gunicorn is left running."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
 ARTEFACTS = ROOT / "artefacts"
 
 

@@ -59,6 +59,8 @@ dir = "{spool_dir}"
 segment_bytes = 65536
 [health]
 interval_s = 5
+[logging]
+file = "agent.log"
 [[rules]]
 topic = "hack/+device/+channel"
 format = "seed_json"
@@ -115,7 +117,11 @@ class Stream(threading.Thread):
 
 
 def counts(db: Influxd, name: str) -> tuple[int, int]:
-    res = db.query('SELECT count("EnergyIn"), count(distinct("EnergyIn")) FROM "EnergyMeter"', db=name)["results"][0]
+    try:
+        res = db.query('SELECT count("EnergyIn"), count(distinct("EnergyIn")) FROM "EnergyMeter"',
+                       db=name)["results"][0]
+    except OSError:  # the database is down (the fault) or restarting
+        return 0, 0
     if "series" not in res:
         return 0, 0
     row = res["series"][0]["values"][0]

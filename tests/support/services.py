@@ -43,13 +43,6 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Pat
     raise RuntimeError(f"{what} did not answer within {timeout} s: {log.read_text(errors='replace')[-2000:]}")
 
 
-def _die_with_parent(command: list[str]) -> list[str]:
-    """The command wrapped so that it gets SIGTERM when the process that started it dies: a killed test run must
-    not leave brokers, databases or servers behind (util-linux's setpriv, in every Debian)."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
-
-
 class _Process:
     name = "service"
 
@@ -68,7 +61,7 @@ class _Process:
 
     def start(self, timeout: float = 20.0) -> _Process:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(_die_with_parent(self._command()), stdout=logf, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self._command(), stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
         _wait(self._ready, timeout, self.name, self.proc, self.log)
@@ -250,7 +243,7 @@ class Gunicorn(_Process):
 
     def start(self, timeout: float = 60.0) -> Gunicorn:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(_die_with_parent(self._command()), stdout=logf, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self._command(), stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[2], env=self.env,
                                      start_new_session=True)
         logf.close()
