@@ -70,6 +70,10 @@ class ServerConfig:
         return self.data_dir / "keys" / "signing.key"
 
     @property
+    def registry_dir(self) -> Path:
+        return self.data_dir / "registry"
+
+    @property
     def uploads_dir(self) -> Path:
         """Where an operator puts CSV files to train on (besides the pulled ones in cache/)."""
         return self.data_dir / "uploads"
