@@ -28,7 +28,7 @@ from server.validate import (
 from shared.agent_client import ApiError
 from shared.schema import BUNDLE_NAMES
 
-__all__ = ["ActionError", "add_node", "cancel", "node_or_404", "pull", "push", "rollback", "train"]
+__all__ = ["ActionError", "add_node", "cancel", "job_or_404", "node_or_404", "pull", "push", "rollback", "train"]
 MAX_ID = 2**63 - 1
 
 
