@@ -32,12 +32,12 @@ def main() -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     if args.cmd == "worker":
-        from server.app import build_state
         from server.jobs import Worker
+        from server.state import build_state
 
         Worker(build_state(cfg)).run_forever()
         return 0
-    from server.app import create_app
+    from server import create_app
 
     create_app(cfg, start_worker=True).run(host=args.host, port=args.port)
     return 0

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 from server import datafiles, jobs, nodes
 from server.validate import (
-    NAMES,
     ActionError,
     bad,
+    ca_file,
     flag,
     integer,
     iso_time,
@@ -25,20 +25,22 @@ from server.validate import (
     token,
     url,
 )
+from shared.agent_client import ApiError
+from shared.schema import BUNDLE_NAMES
 
-__all__ = ["ActionError", "add_node", "cancel", "node_or_404", "pull", "push", "rollback", "train"]
+__all__ = ["ActionError", "add_node", "cancel", "job_or_404", "node_or_404", "pull", "push", "rollback", "train"]
 MAX_ID = 2**63 - 1
 
 
 def node_or_404(s, node_id) -> dict:
-    node = s.db.one("SELECT * FROM nodes WHERE id=?", int(node_id)) if 0 < int(node_id) <= MAX_ID else None
+    node = s.db.node(int(node_id)) if 0 < int(node_id) <= MAX_ID else None
     if node is None:
         raise ActionError(f"no node {node_id}", 404, "not_found")
     return node
 
 
 def job_or_404(s, job_id) -> dict:
-    job = s.db.one("SELECT * FROM jobs WHERE id=?", int(job_id)) if 0 < int(job_id) <= MAX_ID else None
+    job = s.db.job(int(job_id)) if 0 < int(job_id) <= MAX_ID else None
     if job is None:
         raise ActionError(f"no job {job_id}", 404, "not_found")
     return job
@@ -64,19 +66,18 @@ def influx_settings(raw: dict) -> dict:
 
 
 def add_node(s, doc: dict) -> dict:
-    only(doc, ("name", "api_url", "api_token", "influx", "retrain_days"))
+    """Register a node (its first status poll is part of the answer)."""
+    only(doc, ("name", "api_url", "api_token", "ca_file", "influx", "retrain_days"))
     name = text(doc, "name", True, 64)
     api_url = url(doc, "api_url", True)
-    api_token = token(doc, "api_token", True)
-    influx = influx_settings(json_object(doc, "influx"))
-    retrain = integer(doc, "retrain_days", 0, 3650, 0)
-    if s.db.one("SELECT id FROM nodes WHERE name=?", name):
+    fields = {"api_token": token(doc, "api_token", True), "ca_file": ca_file(doc, "ca_file", api_url),
+              "influx": influx_settings(json_object(doc, "influx")),
+              "retrain_days": integer(doc, "retrain_days", 0, 3650, 0)}
+    if s.db.node_named(name):
         raise ActionError(f"a node named {name!r} exists already", 409, "exists")
-    nid = s.db.run("INSERT INTO nodes(name, api_url, api_token, influx, retrain_days, created) VALUES (?,?,?,?,?,?)",
-                   name, api_url, api_token, json.dumps(influx), retrain, time.time())
-    node = s.db.one("SELECT * FROM nodes WHERE id=?", nid)
-    nodes.poll(s.db, node)
-    return nodes.public(s.db.one("SELECT * FROM nodes WHERE id=?", nid))
+    nid = s.db.add_node(name, api_url, **fields)
+    nodes.poll(s.db, s.db.node(nid))
+    return nodes.public(s.db.node(nid))
 
 
 def pull(s, node_id, doc: dict) -> dict:
@@ -115,7 +116,7 @@ def _enqueue(s, node_id, kind: str, params: dict) -> dict:
         jid = jobs.enqueue(s.db, node_id, kind, params)
     except jobs.JobRefused as exc:
         raise ActionError(str(exc), 409, "busy") from None
-    return jobs.public(s.db.one("SELECT * FROM jobs WHERE id=?", jid))
+    return jobs.public(s.db.job(jid))
 
 
 def cancel(s, job_id, doc: dict | None = None) -> dict:
@@ -127,7 +128,7 @@ def cancel(s, job_id, doc: dict | None = None) -> dict:
         s.db.job_update(job["id"], cancel=1)
     else:
         raise ActionError(f"job {job_id} is {job['state']}: nothing to cancel", 409, "finished")
-    return jobs.public(s.db.one("SELECT * FROM jobs WHERE id=?", job["id"]))
+    return jobs.public(s.db.job(job["id"]))
 
 
 def push(s, node_id, doc: dict) -> dict:
@@ -135,7 +136,7 @@ def push(s, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id)
     only(doc, ("version", "names", "override", "allow_older"))
     version = text(doc, "version", True, 64)
-    names = str_list(doc, "names", len(NAMES), NAMES) or list(NAMES)
+    names = str_list(doc, "names", len(BUNDLE_NAMES), BUNDLE_NAMES) or list(BUNDLE_NAMES)
     override, allow_older = flag(doc, "override"), flag(doc, "allow_older")
     rows = [s.registry.get(n, version) for n in names]
     if not any(rows):
@@ -161,26 +162,24 @@ def push(s, node_id, doc: dict) -> dict:
 
 
 def _recent_series(s, node):
-    last = s.db.one("SELECT result FROM jobs WHERE (node_id=? OR node_id IS NULL) AND state='done' AND "
-                    "kind='pull' ORDER BY id DESC LIMIT 1", node["id"])
+    """The node's latest pulled history: what the gate compares the new and the active version on."""
+    last = s.db.last_pull(node["id"])
     if not last:
         return None
     from training.data import load
 
-    return load([json.loads(last["result"])["file"]])
+    return load([last["file"]])
 
 
 def rollback(s, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id)
     only(doc, ("name",))
     name = text(doc, "name", True, 20)
-    if name not in NAMES:
-        raise bad("name", f"must be {', '.join(NAMES[:-1])} or {NAMES[-1]}")
+    if name not in BUNDLE_NAMES:
+        raise bad("name", f"must be {', '.join(BUNDLE_NAMES[:-1])} or {BUNDLE_NAMES[-1]}")
     status = nodes.poll(s.db, node)  # only an answer with the agent's documented status is talked to further
     if not status.get("reachable"):
         raise ActionError(f"node {node['name']} is unreachable: {status.get('error')}", 502, "unreachable")
-    from shared.agent_client import ApiError
-
     try:
         result = nodes.client(node).rollback(name)
     except ApiError as exc:

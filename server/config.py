@@ -1,4 +1,4 @@
-"""Server configuration: a TOML file plus environment overrides; secrets from files or the environment.
+"""Server configuration: a TOML file plus environment overrides; secrets by the shared rule (shared/secrets.py).
 
 Every key is checked: an unknown key (a typo) or a value of the wrong type is a ConfigError naming the key, so a
 setting is never silently ignored.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.files import locked, private_dir, private_file, write_private
+from shared.secrets import read_secret
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,8 @@ KEYS: dict[str, tuple[str, Callable | None, str]] = {
     "trusted_proxies": ("int", lambda v: 0 <= v <= 5, "between 0 and 5"),
     "training_data_dirs": ("list[str]", lambda v: all(v), "a list of directories"),
 } | {f"{k}{suffix}": ("str", None, "") for k in SECRETS for suffix in ("", "_file", "_env")}
+# keys copied as they are (data_dir, training_data_dirs and the secrets are resolved first)
+PLAIN = frozenset(KEYS) - {"data_dir", "training_data_dirs"} - {k for k in KEYS if k.startswith(SECRETS)}
 
 
 @dataclass
@@ -68,6 +71,10 @@ class ServerConfig:
     @property
     def key_path(self) -> Path:
         return self.data_dir / "keys" / "signing.key"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.data_dir / "registry"
 
     @property
     def uploads_dir(self) -> Path:
@@ -98,58 +105,62 @@ def _checked(key: str, value, where: str):
 
 
 def _secret(doc: dict, key: str, base: Path) -> str | None:
-    env_name = doc.get(f"{key}_env") or f"SERVER_{key.upper()}"
-    if os.environ.get(env_name):
-        return os.environ[env_name]
-    if doc.get(f"{key}_file"):
-        path = Path(doc[f"{key}_file"])
-        path = path if path.is_absolute() else base / path
-        try:
-            return path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{key}_file: cannot read {path}: {exc.strerror}") from None
-    return doc.get(key)
+    """The shared rule (shared/secrets.py): `<key>_file`, else the variable named by `<key>_env` (default
+    `SERVER_<KEY>`), else `<key>`. A relative `<key>_file` is relative to the config file's directory."""
+    file = Path(doc[f"{key}_file"]) if doc.get(f"{key}_file") else None
+    file = base / file if file is not None and not file.is_absolute() else file
+    try:
+        return read_secret(doc.get(key), str(file) if file else None, doc.get(f"{key}_env") or f"SERVER_{key.upper()}")
+    except OSError as exc:
+        raise ConfigError(f"{key}_file: cannot read {file}: {exc.strerror}") from None
 
 
-def load_config(path: str | Path | None = None, **overrides) -> ServerConfig:
-    """Read the TOML file (or only the environment/overrides when path is None)."""
-    doc: dict = {}
-    base = Path.cwd()
-    path = path or os.environ.get("SERVER_CONFIG")
-    where = "server config"
-    if path:
-        path = Path(path)
-        base, where = path.parent, f"server config {path}"
-        try:
-            doc = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    doc.update(overrides)
-    doc = {k: _checked(k, v, where) for k, v in doc.items()}
+def _read_toml(path: str | Path | None) -> tuple[dict, Path, str]:
+    """The file's keys, the directory relative paths start from, and how errors name the file."""
+    if not path:
+        return {}, Path.cwd(), "server config"
+    path = Path(path)
+    where = f"server config {path}"
+    try:
+        return tomllib.loads(path.read_text()), path.parent, where
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _data_dir(doc: dict, base: Path) -> Path:
+    """`$SERVER_DATA_DIR`, else `data_dir`, else var/server; created 0700."""
     data_dir = Path(os.environ.get("SERVER_DATA_DIR") or doc.get("data_dir") or "var/server")
     data_dir = data_dir if data_dir.is_absolute() else (base / data_dir)
     try:
         private_dir(data_dir)
     except OSError as exc:
         raise ConfigError(f"data_dir: cannot create {data_dir}: {exc.strerror}") from None
-    cfg = ServerConfig(data_dir=data_dir.resolve())
-    for key in KEYS:
-        if key in doc and key not in ("data_dir", "training_data_dirs") and not key.startswith(SECRETS):
-            setattr(cfg, key, doc[key])
-    cfg.training_data_dirs = [(p if p.is_absolute() else base / p).resolve()
-                              for p in map(Path, doc.get("training_data_dirs", []))]
-    cfg.admin_password_hash = _secret(doc, "admin_password_hash", base)
-    cfg.api_token = _secret(doc, "api_token", base)
-    if not cfg.admin_password_hash:
+    return data_dir.resolve()
+
+
+def _secrets(doc: dict, base: Path, data_dir: Path) -> dict:
+    """The three secrets, checked; the session key is generated in data_dir when none is given."""
+    out = {key: _secret(doc, key, base) for key in SECRETS}
+    if not out["admin_password_hash"]:
         raise ConfigError("admin_password_hash is required (python -m server hash-password; put the hash in the "
                           "config, a file named by admin_password_hash_file, or SERVER_ADMIN_PASSWORD_HASH)")
-    if cfg.api_token is not None and len(cfg.api_token) < 16:
+    if out["api_token"] is not None and len(out["api_token"]) < 16:
         raise ConfigError("api_token must have at least 16 characters")
-    secret_key = _secret(doc, "secret_key", base)
-    if secret_key is not None and len(secret_key) < 16:
+    if out["secret_key"] is not None and len(out["secret_key"]) < 16:
         raise ConfigError("secret_key must have at least 16 characters (or leave it out: one is generated)")
-    cfg.secret_key = secret_key or _generated_secret(cfg.data_dir / "secret_key")
-    return cfg
+    out["secret_key"] = out["secret_key"] or _generated_secret(data_dir / "secret_key")
+    return out
+
+
+def load_config(path: str | Path | None = None, **overrides) -> ServerConfig:
+    """Read the TOML file (`path`, else `$SERVER_CONFIG`; none: only the environment and `overrides`)."""
+    doc, base, where = _read_toml(path or os.environ.get("SERVER_CONFIG"))
+    doc.update(overrides)
+    doc = {k: _checked(k, v, where) for k, v in doc.items()}
+    data_dir = _data_dir(doc, base)
+    plain = {k: v for k, v in doc.items() if k in PLAIN}
+    dirs = [(p if p.is_absolute() else base / p).resolve() for p in map(Path, doc.get("training_data_dirs", []))]
+    return ServerConfig(data_dir=data_dir, training_data_dirs=dirs, **plain, **_secrets(doc, base, data_dir))
 
 
 def _generated_secret(path: Path) -> str:

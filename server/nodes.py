@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import numpy as np
 from server.db import Database
 from server.registry import Registry
 from shared.agent_client import AgentClient, ApiError
-from shared.schema import SLOT_NS
+from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries
 
 log = logging.getLogger(__name__)
@@ -22,7 +21,8 @@ GATE_DAYS = 7
 
 
 def client(node: dict) -> AgentClient:
-    return AgentClient(node["api_url"], node["api_token"], timeout=30)
+    """The node's agent API; an https URL is verified against the node's `ca_file`, else the system CAs."""
+    return AgentClient(node["api_url"], node["api_token"], timeout=30, ca_file=node.get("ca_file") or None)
 
 
 def public(node: dict) -> dict:
@@ -112,7 +112,7 @@ def poll(db: Database, node: dict) -> dict:
     except Exception:  # not JSON, wrong shape, anything else in the answer
         status = {"reachable": False, "error": "the answer is not an agent's status (wrong URL?)",
                   "code": "bad_response"}
-    db.run("UPDATE nodes SET status=?, status_at=? WHERE id=?", json.dumps(status), time.time(), node["id"])
+    db.set_node_status(node["id"], status)
     return status
 
 
@@ -125,7 +125,7 @@ def recent_mae(bundle_path: Path, series: SlotSeries, days: int = GATE_DAYS) -> 
     h = model.spec.horizon
     end = series.last_ns - h * SLOT_NS + SLOT_NS
     errs = []
-    for t in issue_times_for(h, end - days * 96 * SLOT_NS, end).tolist():
+    for t in issue_times_for(h, end - days * SLOTS_PER_DAY * SLOT_NS, end).tolist():
         f = model.predict(series, t)
         actual = series.window(t + h * SLOT_NS, h)
         ok = np.isfinite(actual)
@@ -167,7 +167,6 @@ def push(db: Database, registry: Registry, node: dict, name: str, version: str, 
         ok, code, message = False, safe_code(exc.code), safe_message(exc.message)
     except ValueError:
         ok, code, message = False, "bad_response", "the answer is not the agent's"
-    db.run("INSERT INTO pushes(node_id, name, version, ok, code, message, created) VALUES (?,?,?,?,?,?,?)",
-           node["id"], name, version, int(ok), code, message, time.time())
+    db.add_push(node["id"], name, version, ok, code, message)
     log.info("push %s %s to %s: %s (%s)", name, version, node["name"], "accepted" if ok else "rejected", message)
     return {"ok": ok, "name": name, "version": version, "code": code, "message": message}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,8 @@ from server.files import private_dir
 from server.plots import forecast_vs_actual_svg
 from shared import manifest as mf
 from shared import signing
-from shared.schema import SLOT_NS
+from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries, parse_time_ns
-
-NAMES = ("cnn-1", "lstm-1", "cnn-96", "lstm-96")
 
 
 class Registry:
@@ -41,39 +38,35 @@ class Registry:
         for f in dest.iterdir():
             f.chmod(0o600)
         plot = self._plot(dest, doc, series) if series is not None else None
-        self.db.run("INSERT OR REPLACE INTO versions(name, version, kind, horizon, path, sha256, bytes, metrics, data, "
-                    "plot, job_id, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", doc["name"], doc["version"],
-                    doc["kind"], doc["horizon_steps"], str(dest), doc["model"]["sha256"], doc["model"]["bytes"],
-                    json.dumps(doc["metrics"]), json.dumps(doc["data"]), plot, job_id, time.time())
+        self.db.add_version(doc, dest, plot, job_id)
         return self.get(doc["name"], doc["version"])
 
     def _plot(self, path: Path, doc: dict, series: SlotSeries) -> str | None:
-        """Forecast vs actual over the last two days of the validation part, through the edge's inference."""
+        """Forecast vs actual at the end of the validation part, through the inference code the edge runs."""
         from shared.inference import LoadedModel
 
         model = LoadedModel.from_dir(path)
         end = parse_time_ns(doc["data"]["end"]) - doc["horizon_steps"] * SLOT_NS
         h = doc["horizon_steps"]
         if h == 1:
-            issues = np.arange(end - 2 * 96 * SLOT_NS, end, SLOT_NS)
+            issues = np.arange(end - 2 * SLOTS_PER_DAY * SLOT_NS, end, SLOT_NS)
             fc = [model.predict(series, int(t)) for t in issues]
             forecast = np.array([f.values[0] if f.complete else np.nan for f in fc])
             actual = np.array([series.window(int(t) + SLOT_NS, 1)[0] for t in issues])
         else:
-            issue = (end - 96 * SLOT_NS) // (96 * SLOT_NS) * (96 * SLOT_NS)
+            day = SLOTS_PER_DAY * SLOT_NS
+            issue = (end - day) // day * day
             f = model.predict(series, int(issue))
-            forecast = f.values if f.complete else np.full(96, np.nan)
-            actual = series.window(int(issue) + 96 * SLOT_NS, 96)
+            forecast = f.values if f.complete else np.full(h, np.nan)
+            actual = series.window(int(issue) + h * SLOT_NS, h)
         return forecast_vs_actual_svg(actual, forecast, f"{doc['name']} {doc['version']} (validation)")
 
     def get(self, name: str, version: str) -> dict | None:
-        row = self.db.one("SELECT * FROM versions WHERE name=? AND version=?", name, version)
+        row = self.db.version(name, version)
         return self._decode(row) if row else None
 
     def list(self, limit: int = 200) -> list[dict]:
-        rows = self.db.all("SELECT id, name, version, kind, horizon, sha256, bytes, metrics, data, job_id, created "
-                           "FROM versions ORDER BY version DESC, name LIMIT ?", limit)
-        return [self._decode(r) for r in rows]
+        return [self._decode(r) for r in self.db.versions(limit)]
 
     @staticmethod
     def _decode(row: dict) -> dict:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
-NAMES = ("cnn-1", "lstm-1", "cnn-96", "lstm-96")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 
@@ -169,3 +170,21 @@ def json_object(doc: dict, key: str) -> dict:
     if not isinstance(value, dict):
         raise bad(key, f"must be an object, got {type(value).__name__}")
     return value
+
+
+def ca_file(doc: dict, key: str, api_url: str | None) -> str | None:
+    """An absolute path to a PEM file of CA certificates (or the agent's self-signed certificate) that TLS can load,
+    for an https agent URL only. The message never quotes the file's content."""
+    value = text(doc, key, False, 1024)
+    if value is None:
+        return None
+    if not api_url or urlsplit(api_url).scheme != "https":
+        raise bad(key, "is for an https api_url only")
+    path = Path(value)
+    if not path.is_absolute():
+        raise bad(key, f"must be an absolute path, got {value!r}")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError, ValueError):
+        raise bad(key, f"{value} is not a readable PEM file of CA certificates") from None
+    return str(path)

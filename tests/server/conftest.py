@@ -7,8 +7,9 @@ import re
 import pytest
 from werkzeug.security import generate_password_hash
 
-from server.app import create_app, start_worker_thread
+from server import create_app
 from server.config import load_config
+from server.state import start_worker_thread
 from shared import signing
 from tests.conftest import SEED_CSV
 from tests.edge.agentutil import start_agent

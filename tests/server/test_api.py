@@ -37,7 +37,7 @@ def test_login_wrong_password_and_rate_limit(app):
 
 
 def test_session_cookie_flags(tmp_path):
-    from server.app import create_app
+    from server import create_app
     from tests.server.conftest import server_config
 
     cfg = server_config(tmp_path)
@@ -131,7 +131,7 @@ def test_cancel_a_running_training(app, worker):
 
 def test_failed_logins_are_counted_per_account_too(tmp_path):
     """Guessing from many addresses: the account's own limit stops it (login_account_attempts)."""
-    from server.app import create_app
+    from server import create_app
     from tests.server.conftest import server_config
 
     app = create_app(server_config(tmp_path, login_attempts=5, login_account_attempts=8))

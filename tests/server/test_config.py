@@ -74,3 +74,33 @@ def test_the_generated_session_key_is_created_once_by_parallel_starts(tmp_path):
     assert len(set(keys)) == 1 and len(keys[0]) == 64
     assert stat.S_IMODE((tmp_path / "data" / "secret_key").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+
+
+# -- secrets: one rule for agent and server (shared/secrets.py): <key>_file, then <key>_env, then <key> -------------
+FILE_TOKEN, ENV_TOKEN, NAMED_ENV_TOKEN, VALUE_TOKEN = ("from-the-file-0123456789", "from-server-env-0123456789",
+                                                       "from-named-env-0123456789", "from-the-value-0123456789")
+
+
+def test_a_secret_file_wins_over_the_environment_and_the_value(tmp_path, monkeypatch):
+    """The order the agent uses too; the server used to prefer SERVER_<KEY> over a configured file."""
+    (tmp_path / "api-token").write_text(FILE_TOKEN + "\n")
+    monkeypatch.setenv("SERVER_API_TOKEN", ENV_TOKEN)
+    cfg = load_config(write(tmp_path, f'api_token_file = "api-token"\napi_token = "{VALUE_TOKEN}"\n'))
+    assert cfg.api_token == FILE_TOKEN  # relative to the config file's directory, stripped
+
+
+def test_the_environment_wins_over_the_value(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERVER_API_TOKEN", ENV_TOKEN)  # the default <key>_env: what docker-compose sets
+    assert load_config(write(tmp_path, f'api_token = "{VALUE_TOKEN}"\n')).api_token == ENV_TOKEN
+    monkeypatch.setenv("MY_TOKEN", NAMED_ENV_TOKEN)  # a named variable replaces the default one
+    cfg = load_config(write(tmp_path, f'api_token_env = "MY_TOKEN"\napi_token = "{VALUE_TOKEN}"\n'))
+    assert cfg.api_token == NAMED_ENV_TOKEN
+    monkeypatch.delenv("MY_TOKEN")
+    cfg = load_config(write(tmp_path, f'api_token_env = "MY_TOKEN"\napi_token = "{VALUE_TOKEN}"\n'))
+    assert cfg.api_token == VALUE_TOKEN  # an unset variable falls through to the value
+
+
+def test_an_unreadable_secret_file_names_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERVER_API_TOKEN", ENV_TOKEN)  # no silent fallback to the next source
+    with pytest.raises(ConfigError, match="api_token_file"):
+        load_config(write(tmp_path, 'api_token_file = "missing"\n'))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from server.app import create_app
+from server import create_app
 from tests.server.conftest import API_TOKEN, server_config, start_gunicorn
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}

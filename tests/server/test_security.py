@@ -107,7 +107,7 @@ def test_polling_keeps_only_the_documented_status_fields(web):
            "models": {"cnn-1": {"active": {"version": "20260101T000000Z", "sha256": "a" * 64,
                                            "activated_at": "2026-01-01T00:00:00Z", "note": "TOPSECRET"},
                                 "previous": None}},
-           "last_forecast": "2026-01-01T00:15:00Z", "counters": {"stored": 5, "odd": "TOPSECRET"},
+           "last_forecast": "2026-01-01T00:15:00Z", "counters": {"stored": 5, "odd key!": 1},
            "extra": "TOPSECRET"}
     foreign = ForeignService(200, json.dumps(doc).encode())
     try:
@@ -118,6 +118,20 @@ def test_polling_keeps_only_the_documented_status_fields(web):
         assert st["reachable"] is True and st["interpreter"] == {"name": "ai-edge-litert", "version": "2.3.0"}
         assert st["models"]["cnn-1"]["active"]["version"] == "20260101T000000Z"
         assert st["counters"] == {"stored": 5}
+    finally:
+        foreign.close()
+
+
+def test_a_status_with_a_counter_that_is_not_a_number_is_not_an_agents(web):
+    """The agent client (shared/agent_client.py) refuses the whole answer: nothing of it is stored or shown."""
+    doc = {"agent_version": "0.1.0", "interpreter": {"name": "ai-edge-litert", "version": "2.3.0"}, "models": {},
+           "last_forecast": None, "counters": {"stored": 5, "odd": "TOPSECRET"}}
+    foreign = ForeignService(200, json.dumps(doc).encode())
+    try:
+        r = api(web, "POST", "/api/v1/nodes", {"name": "odd-counter", "api_url": foreign.url, "api_token": "t" * 20})
+        assert r.status_code == 201 and "TOPSECRET" not in r.text, r.text
+        assert r.json()["status"] == {"reachable": False, "code": "bad_response",
+                                      "error": "the answer is not an agent's status (wrong URL?)"}
     finally:
         foreign.close()
 
