@@ -43,30 +43,30 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 demo: system-deps venv
-	$(PY) tests/support/demo.py $(ARGS)
+	$(PY) -m tools.demo $(ARGS)
 
 bench-ingest: venv system-deps
-	$(PY) tests/benchmarks/bench_ingest.py
+	$(PY) -m tools.benchmarks.bench_ingest
 
 bench-edge: venv system-deps
-	$(PY) tests/benchmarks/bench_edge.py $(if $(BUNDLES),--bundles $(BUNDLES))
+	$(PY) -m tools.benchmarks.bench_edge $(if $(BUNDLES),--bundles $(BUNDLES))
 
 bench-train: venv
-	$(PY) tests/benchmarks/bench_train.py
+	$(PY) -m tools.benchmarks.bench_train
 
 eval-seed: venv
-	$(PY) tests/benchmarks/eval_seed_split.py $(ARGS)
+	$(PY) -m tools.benchmarks.eval_seed_split $(ARGS)
 
 bench-server: venv
-	$(PY) tests/benchmarks/bench_server.py
+	$(PY) -m tools.benchmarks.bench_server
 
 # Faults under a 200 msg/s stream (influxd down 30 s, broker restart, 3 x SIGKILL, full disk), counted exactly.
 bench-faults: venv system-deps
-	$(PY) tests/benchmarks/bench_faults.py $(ARGS)
+	$(PY) -m tools.benchmarks.bench_faults $(ARGS)
 
 # The flow and forecasts in real time at 200 msg/s, for two slot boundaries on the real clock (15-30 minutes).
 bench-flow: venv system-deps
-	$(PY) tests/benchmarks/bench_flow.py $(ARGS)
+	$(PY) -m tools.benchmarks.bench_flow $(ARGS)
 
 $(VENV)-ansible/.installed: requirements/ansible.txt
 	$(PYTHON) -m venv $(VENV)-ansible

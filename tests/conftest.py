@@ -8,14 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import Influxd, Mosquitto
+from tools.services import Influxd, Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Fixtures that live in helper modules: the server's key pair, signed bundles, an agent with the model API.
+pytest_plugins = ["tests.helpers.models"]
+
+
+_MAIN_PID = os.getpid()
 
 
 def _terminate_like_ctrl_c(signum, frame):
     """A run stopped with SIGTERM (`timeout`, CI cancelling) tears its fixtures down like Ctrl-C would, so no
-    broker, database or gunicorn is left running."""
+    broker, database or gunicorn is left running. A forked child (a multiprocessing worker) just exits."""
+    if os.getpid() != _MAIN_PID:
+        os._exit(128 + signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

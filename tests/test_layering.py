@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("edge_agent", "shared", "server", "training", "tests")
+PACKAGES = ("edge_agent", "shared", "server", "training", "tests", "tools")
 
 
 def lint(root: Path) -> subprocess.CompletedProcess:

@@ -29,7 +29,7 @@ from tests.deploy.ansible_local import (
     render,
     task_results,
 )
-from tests.support.services import Influxd
+from tools.services import Influxd
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 

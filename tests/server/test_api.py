@@ -4,9 +4,7 @@ import json
 import time
 
 from tests.conftest import SEED_CSV
-from tests.server.conftest import API_TOKEN, PASSWORD, csrf_of
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+from tests.helpers.server import AUTH, PASSWORD, csrf_of
 
 
 def test_unauthenticated_and_csrfless_requests_are_refused(app, logged_in):
@@ -38,7 +36,7 @@ def test_login_wrong_password_and_rate_limit(app):
 
 def test_session_cookie_flags(tmp_path):
     from server import create_app
-    from tests.server.conftest import server_config
+    from tests.helpers.server import server_config
 
     cfg = server_config(tmp_path)
     cfg.session_cookie_secure = True
@@ -132,7 +130,7 @@ def test_cancel_a_running_training(app, worker):
 def test_failed_logins_are_counted_per_account_too(tmp_path):
     """Guessing from many addresses: the account's own limit stops it (login_account_attempts)."""
     from server import create_app
-    from tests.server.conftest import server_config
+    from tests.helpers.server import server_config
 
     app = create_app(server_config(tmp_path, login_attempts=5, login_account_attempts=8))
     codes = []

@@ -11,11 +11,11 @@ from werkzeug.security import generate_password_hash
 
 from shared import signing
 from tests.conftest import SEED_CSV
-from tests.edge.agentutil import start_agent
-from tests.edge_models.conftest import TOKEN as AGENT_TOKEN
-from tests.edge_models.conftest import agent_config
-from tests.server.conftest import API_TOKEN, PASSWORD
-from tests.support.services import Gunicorn
+from tests.helpers.agent import start_agent
+from tests.helpers.models import TOKEN as AGENT_TOKEN
+from tests.helpers.models import agent_config
+from tests.helpers.server import API_TOKEN, PASSWORD
+from tools.services import Gunicorn
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

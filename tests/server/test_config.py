@@ -66,7 +66,8 @@ def _load(args):
 
 def test_the_generated_session_key_is_created_once_by_parallel_starts(tmp_path):
     path = write(tmp_path, "")
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: forking a test process whose other threads hold locks can deadlock the children
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as m:
         barrier = m.Barrier(8)
         with ctx.Pool(8) as pool:

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from shared import signing
-from tests.server.conftest import API_TOKEN, start_gunicorn, web_login
+from tests.helpers.server import API_TOKEN, start_gunicorn, web_login
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 

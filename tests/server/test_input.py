@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from server import create_app
-from tests.server.conftest import API_TOKEN, server_config, start_gunicorn
+from tests.helpers.server import API_TOKEN, server_config, start_gunicorn
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 BAD = [None, True, False, 0, -1, 1.5, 10**30, "", "x", "a" * 5000, "\x00", [], [1], ["x"], [None], {}, {"a": 1},

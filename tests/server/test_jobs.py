@@ -12,7 +12,7 @@ from pathlib import Path
 from server import jobs
 from shared.points import Point
 from shared.storage import StorageConfig, open_storage
-from tests.server.test_api import AUTH
+from tests.helpers.server import AUTH
 
 
 def test_history_pull_from_the_nodes_influxdb(app, worker, influxd_session, influx_db_name):
@@ -77,7 +77,7 @@ def test_scheduled_retrain_is_queued_once(app):
 
 def test_a_pull_from_a_foreign_url_shows_nothing_of_its_answer(app, worker):
     """A node's InfluxDB URL that points at another service: the job fails without echoing its answer."""
-    from tests.server.conftest import ForeignService
+    from tests.helpers.server import ForeignService
 
     c = app.test_client()
     for status, body in ((500, b'{"error": "TOPSECRET from the LAN"}'), (200, b'{"results": [{"error": "TOPSECRET"}]}'),

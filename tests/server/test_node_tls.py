@@ -10,11 +10,11 @@ import pytest
 
 from server.db import Database
 from shared import signing
-from tests.edge.agentutil import start_agent
-from tests.edge_models.conftest import TOKEN as AGENT_TOKEN
-from tests.edge_models.conftest import agent_config
-from tests.edge_models.test_client import self_signed
-from tests.server.test_api import AUTH
+from tests.helpers.agent import start_agent
+from tests.helpers.models import TOKEN as AGENT_TOKEN
+from tests.helpers.models import agent_config
+from tests.helpers.server import AUTH
+from tests.helpers.tls import self_signed
 
 
 @pytest.fixture
@@ -23,8 +23,8 @@ def tls_agent(tmp_path, mosquitto_session, influxd_session, influx_db_name, app)
     keys = signing.KeyPair(app.extensions["home_energy"].keys.private)
     cfg = agent_config(tmp_path / "agent", mosquitto_session.port, influxd_session.url, influx_db_name, keys,
                        api_extra=f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\ntimeout_s = 2\n')
-    agent = start_agent(cfg, components=("edge_agent.models.api",))
-    agent.url, agent.cert, agent.key = agent.components["edge_agent.models.api"].url, cert, key
+    agent = start_agent(cfg, components=("api",))
+    agent.url, agent.cert, agent.key = agent.components["api"].url, cert, key
     yield agent
     agent.stop()
 

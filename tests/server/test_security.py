@@ -12,7 +12,7 @@ from urllib.parse import urljoin
 import pytest
 import requests
 
-from tests.server.conftest import API_TOKEN, PASSWORD, ForeignService, csrf_of, start_gunicorn, web_login
+from tests.helpers.server import API_TOKEN, PASSWORD, ForeignService, csrf_of, start_gunicorn, web_login
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 

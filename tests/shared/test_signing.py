@@ -62,7 +62,8 @@ def test_parallel_first_starts_create_one_key_pair(tmp_path):
     import multiprocessing
 
     path = tmp_path / "keys" / "signing.key"
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: forking a test process whose other threads hold locks can deadlock the children
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as m:
         barrier = m.Barrier(8)
         with ctx.Pool(8) as pool:

@@ -1,0 +1,163 @@
+"""Property-based tests (hypothesis) of everything ingest does with what devices send.
+
+- every payload format, through the converter: any bytes, any JSON shape → line protocol or one dead-letter
+  entry per message, never an exception, never `internal_error`, never a line the database would misread;
+- the topic matcher against paho's own MQTT filter matching;
+- `line_head` on any bytes, and on the lines `Point.to_line` writes.
+The database-facing properties (names round-trip through influxd, the drainer's isolation) are in
+tests/shared/test_points_fuzz.py and tests/edge/test_fuzz_drainer.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge_agent.config import load_config
+from edge_agent.ingest.convert import Converter
+from edge_agent.ingest.rules import Router, TopicPattern, compile_rules
+from shared.points import Point, line_head
+from shared.schema import RESERVED_MEASUREMENTS
+from tests.helpers.agent import write_config
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Topics that reach each of the shipped example formats.
+TOPICS = ["hack/m1/energy", "tele/plug1/SENSOR", "shellies/em1/emeter/0/power", "shelly1/status/em:0",
+          "shelly1/events/rpc", "home/attic/temperature", "nothing/matches/this"]
+KEYS = ["FeatureType", "device_id", "device_name", "device_type", "time", "Time", "ts", "Power", "EnergyIn",
+        "ENERGY", "Total", "method", "params", "src", "id", "aenergy", "total", "forecast", "energy_flow", "",
+        "a\nb", "#x", "time", "x y", "a,b", "a=b", "\\", "ü"]
+
+
+@dataclass
+class Msg:
+    topic: str
+    payload: bytes
+    qos: int = 1
+
+
+def converter(tmp_path_factory) -> Converter:
+    cfg = load_config(write_config(tmp_path_factory.mktemp("fuzz"), 1883, "http://127.0.0.1:8086", "x"))
+    return Converter(Router(compile_rules(cfg.rules)), 2048)
+
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-10**30, max_value=10**30),
+                      st.integers().map(lambda i: i * 10**400), st.floats(allow_nan=True, allow_infinity=True),
+                      st.text(max_size=20), st.sampled_from(KEYS))
+json_doc = st.recursive(json_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), inner,
+                                                  max_size=6)), max_leaves=25)
+
+
+def payloads() -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        st.binary(max_size=300),
+        json_doc.map(lambda d: json.dumps(d).encode()),
+        st.integers(1, 1600).map(lambda n: b"[" * n),
+        st.text(max_size=40).map(str.encode),
+        st.floats().map(lambda f: repr(f).encode()),
+    )
+
+
+def assert_sane_output(out, n_messages: int) -> None:
+    lines = out.body.split(b"\n")
+    assert lines[-1] == b"" or not out.body
+    lines = [ln for ln in lines if ln]
+    assert len(lines) == out.points
+    for line in lines:
+        assert not re.search(rb"[\x00-\x1f\x7f]", line), line
+        head = line_head(line)
+        assert head is not None and head[1] is not None, line
+        assert not head[0].startswith("#")
+        assert head[0] not in RESERVED_MEASUREMENTS
+    assert all(r["reason"] != "internal_error" for r in out.rejects), out.rejects
+    assert len(out.rejects) <= n_messages
+
+
+@FUZZ
+@given(messages=st.lists(st.tuples(st.sampled_from(TOPICS), payloads()), min_size=1, max_size=8))
+def test_converter_never_raises_and_writes_only_sane_lines(tmp_path_factory, messages):
+    c = converter(tmp_path_factory)
+    out = c.convert([Msg(t, p) for t, p in messages])
+    assert_sane_output(out, len(messages))
+    # each message is either converted or dead-lettered, alone: converting them one by one gives the same
+    singles = [c.convert([Msg(t, p)], received_ns=0) for t, p in messages]
+    assert sum(len(x.rejects) for x in singles) == len(out.rejects)
+    assert sum(x.points for x in singles) == out.points
+
+
+@FUZZ
+@given(doc=st.dictionaries(st.sampled_from(KEYS), json_leaf, max_size=8),
+       topic=st.sampled_from(TOPICS[:2]))
+def test_seed_and_tasmota_objects(tmp_path_factory, doc, topic):
+    """Objects shaped like the formats' own documents reach deeper into the parsers than random JSON."""
+    if topic.startswith("tele/"):
+        doc = {"Time": doc.pop("Time", "2023-01-01T00:00:00"), "ENERGY": doc}
+    out = converter(tmp_path_factory).convert([Msg(topic, json.dumps(doc).encode())])
+    assert_sane_output(out, 1)
+    assert (out.points > 0) != (len(out.rejects) == 1)
+
+
+@FUZZ
+@given(params=st.dictionaries(st.text(max_size=10), json_doc, max_size=4), ts=json_leaf)
+def test_shelly_notify_status(tmp_path_factory, params, ts):
+    doc = {"src": "shelly1", "method": "NotifyStatus", "params": {**params, "ts": ts}}
+    out = converter(tmp_path_factory).convert([Msg("shelly1/events/rpc", json.dumps(doc).encode())])
+    assert_sane_output(out, 1)
+    assert (out.points > 0) != (len(out.rejects) == 1)
+
+
+level = st.one_of(st.sampled_from(["a", "b", "", "$SYS", "+", "#", "x y"]), st.text(max_size=3))
+named_level = st.one_of(level, st.sampled_from(["+dev", "+measurement", "#rest"]))
+
+
+@FUZZ
+@given(pattern=st.lists(named_level, min_size=1, max_size=4), topic=st.lists(level, min_size=1, max_size=5))
+def test_topic_matcher_agrees_with_mqtt(pattern, topic):
+    text = "/".join(pattern)
+    try:
+        p = TopicPattern.parse(text)
+    except ValueError:
+        return  # an invalid pattern is refused at config time
+    topic_text = "/".join(topic)
+    if "+" in topic_text or "#" in topic_text or not topic_text:
+        return  # not a topic a broker delivers
+    named = p.match(topic_text)
+    assert (named is not None) == mqtt.topic_matches_sub(p.subscription, topic_text), (text, topic_text)
+    if named is not None:
+        parts = topic_text.split("/")
+        for i, lv in enumerate(p.levels):
+            if lv.startswith("+") and len(lv) > 1:
+                assert named[lv[1:]] == parts[i]
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_line_head_never_raises(data):
+    head = line_head(data)
+    assert head is None or isinstance(head[0], str)
+
+
+names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
+
+
+@FUZZ
+@given(measurement=names, tags=st.dictionaries(names, names, max_size=3),
+       fields=st.dictionaries(names, st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(
+           -2**63, 2**63 - 1), st.booleans(), names), min_size=1, max_size=3),
+       t=st.integers(-2**63, 2**63 - 1))
+def test_valid_points_give_one_line_with_their_head(measurement, tags, fields, t):
+    p = Point(measurement, tags, fields, t)
+    try:
+        p.validate()
+    except ValueError:
+        return
+    line = (p.to_line() + "\n").encode()
+    assert line.count(b"\n") == 1
+    assert line_head(line) == (measurement, t)
