@@ -33,7 +33,7 @@ from pathlib import Path
 from shared.schema import SLOT_NS
 from shared.series import read_csv
 from tools.publish import Publisher, counter_messages
-from tools.services import Gunicorn, Influxd, Mosquitto, free_port
+from tools.services import Gunicorn, Influxd, Mosquitto, free_port, spawn_agent, wait_for_api
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,20 +205,11 @@ def main() -> int:
         stack.append(server)
         say(f"server (gunicorn) on {server.url}")
         api_port = free_port()
-        import os
-        import subprocess
 
         cfg = agent_config(tmp, broker, db, api_port, agent_token, keys.public_text)
-        agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)], cwd=ROOT,
-                                 env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+        agent = spawn_agent(cfg)
         client = AgentClient(f"http://127.0.0.1:{api_port}", agent_token)
-        for _ in range(300):
-            try:
-                client.status()
-                break
-            except Exception:
-                time.sleep(0.1)
+        wait_for_api(client)
         say(f"edge agent running, model API on 127.0.0.1:{api_port}")
 
         # -- replay the real year, shifted to end now ------------------------------------------------------

@@ -259,3 +259,25 @@ class Gunicorn(_Process):
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+
+def spawn_agent(config: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """The edge agent as its own process (`python -m edge_agent run`), output discarded."""
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config), *extra],
+                            cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def wait_for_api(client, timeout: float = 30.0) -> None:
+    """Until the agent's model API answers a status request (`client`: a shared.agent_client.AgentClient)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.status()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

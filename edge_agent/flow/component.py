@@ -277,6 +277,7 @@ class Flow:
             # (InfluxDB merges the fields of points with the same series and time)
             values[FLAGS_FIELD] = flag
             points.append(Point(ENERGY_FLOW, {}, values, int(t)))
+        self._drop_stale_fields(points, start_ns, end_ns)
         for k in range(0, len(points), 5000):
             self.storage.write(points[k:k + 5000])
         self.ctx.health.incr("flow_slots_written", len(points))
@@ -287,6 +288,25 @@ class Flow:
         if points and self.fc.publish:
             self._publish(points[-1])
         return len(points)
+
+    def _drop_stale_fields(self, points: list[Point], start_ns: int, end_ns: int) -> None:
+        """InfluxDB merges the fields of a rewritten point with the old ones, so a value that became unknown (a
+        role found missing, a split found invented) would stay. Slots that lose a field are deleted first."""
+        if not points:
+            return
+        try:
+            rows = self.storage.query(f'SELECT * FROM "{ENERGY_FLOW}" WHERE time >= {start_ns} AND time <= {end_ns}')
+        except Exception as exc:  # e.g. InfluxDB 2.x (Flux): the old values may stay; say so once per range
+            log.debug("flow: cannot read back %s … %s to drop stale fields: %s", iso(start_ns), iso(end_ns), exc)
+            return
+        old = {int(r["time"]): {k for k, v in r.items() if v is not None and k not in ("time", "_measurement")}
+               for r in rows}
+        stale = [p.time_ns for p in points if old.get(p.time_ns, set()) - set(p.fields)]
+        written = {p.time_ns for p in points}
+        stale += [t for t in old if t not in written]  # a slot with no data left at all
+        if stale:
+            self.storage.delete_points(ENERGY_FLOW, stale)
+            self.ctx.health.incr("flow_slots_cleared", len(stale))
 
     def _interpolated(self, roles: dict[str, RoleSlots | None]) -> np.ndarray:
         """Slots with a boundary value that bridged more than gap_s."""

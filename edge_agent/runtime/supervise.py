@@ -95,7 +95,8 @@ class Worker:
         self.thread.start()
 
     def join(self, timeout: float | None = None) -> None:
-        self.thread.join(timeout)
+        if self.thread.ident is not None:  # started (an agent stopped before it started has nothing to join)
+            self.thread.join(timeout)
 
     def is_alive(self) -> bool:
         return self.thread.is_alive()

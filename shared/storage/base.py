@@ -53,6 +53,10 @@ class Storage(Protocol):
 
     def query(self, text: str) -> list[dict]: ...
 
+    def delete_points(self, measurement: str, times_ns: list[int]) -> None:
+        """Delete every point of `measurement` at these times (a rewrite that must drop fields)."""
+        ...
+
     def readings_near(self, measurement: str, field: str, tags: dict[str, str] | None, boundaries_ns: list[int],
                       window_ns: int) -> list[tuple[int, float]]:
         """For each boundary B: the last reading in (B − window, B] and the first in (B, B + window] — all a

@@ -185,6 +185,15 @@ class Influx1Storage:
                     out.add((int(row["time"]), float(value)))
         return sorted(out)
 
+    def delete_points(self, measurement: str, times_ns: list[int]) -> None:
+        statements = [f"DELETE FROM {quote_ident(measurement)} WHERE time = {int(t)}" for t in times_ns]
+        for k in range(0, len(statements), 200):
+            status, body = self._request("POST", "/query", {"db": self.config.database,
+                                                            "q": "; ".join(statements[k:k + 200])})
+            if status >= 300:
+                raise StorageError(f"delete failed ({status}): {self._error_text(body)}",
+                                   retryable=status >= 500, status=status)
+
     def ping(self) -> bool:
         try:
             status, _ = self._request("GET", "/ping", {})

@@ -99,6 +99,13 @@ class Influx2Storage:
                 out.add(rows[i])
         return sorted(out)
 
+    def delete_points(self, measurement: str, times_ns: list[int]) -> None:
+        """The delete API with a time range per point (untested: no InfluxDB 2.x server here)."""
+        api = self._client.delete_api()
+        for t in times_ns:
+            start = datetime.fromtimestamp(t / 1e9, UTC)
+            api.delete(start, start, f'_measurement="{measurement}"', bucket=self.bucket, org=self.config.org)
+
     def ping(self) -> bool:
         try:
             return bool(self._client.ping())

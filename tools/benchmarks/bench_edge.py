@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.benchmarks.bench_ingest import rss_mb
-from tools.services import Influxd, Mosquitto, free_port
+from tools.services import Influxd, Mosquitto, free_port, spawn_agent, wait_for_api
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,16 +89,9 @@ def main() -> None:
 """)
             from shared.agent_client import AgentClient
 
-            env = dict(os.environ, PYTHONPATH=str(ROOT))
-            agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg),
-                                      "--log-level", "WARNING"], cwd=ROOT, env=env)
+            agent = spawn_agent(cfg, "--log-level", "WARNING")
             client = AgentClient(f"http://127.0.0.1:{port}", token)
-            for _ in range(100):
-                try:
-                    client.status()
-                    break
-                except Exception:
-                    time.sleep(0.1)
+            wait_for_api(client)
             for n in names:
                 client.push(bundles / n)
             time.sleep(1.0)

@@ -33,7 +33,7 @@ from shared.schema import SLOT_NS
 from tools import scenario
 from tools.benchmarks.bench_ingest import cpu_seconds, rss_mb
 from tools.publish import Publisher, seed_message
-from tools.services import Influxd, Mosquitto, free_port
+from tools.services import Influxd, Mosquitto, free_port, spawn_agent, wait_for_api
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,17 +158,10 @@ def main() -> None:
             api_port = free_port()
             cfgs = {name: config(tmp, name, broker.port, db.url, name == "full", api_port, keys.public_text)
                     for name in ("ingest", "full")}
-            for cfg in cfgs.values():
-                procs.append(subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)],
-                                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs += [spawn_agent(cfg) for cfg in cfgs.values()]
             ingest_agent, full_agent = procs
             client = AgentClient(f"http://127.0.0.1:{api_port}", TOKEN)
-            for _ in range(300):
-                try:
-                    client.status()
-                    break
-                except Exception:
-                    time.sleep(0.1)
+            wait_for_api(client)
             # history: 9 days through MQTT (the flow computes it as late data), shifted to end now
             now_slot = time.time_ns() // SLOT_NS * SLOT_NS
             slots = scenario.simulate(SEED_START, 10)

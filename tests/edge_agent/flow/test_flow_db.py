@@ -71,3 +71,45 @@ def test_reset_and_late_pv_data(tmp_path, mosquitto_session, influxd_session, in
     finally:
         pub.close()
         agent.stop()
+
+
+def test_a_value_that_becomes_unknown_is_removed_not_left_behind(tmp_path, mosquitto_session, influxd_session,
+                                                                 influx_db_name):
+    """InfluxDB merges a rewritten point's fields with the old ones. A slot computed first with a battery value
+    interpolated across a gap, then found to make the next slot impossible, must lose that value (found as a
+    flaky run of the hand-designed house test: the stale 0.44 kWh stayed)."""
+    from shared.points import Point
+    from shared.storage import StorageConfig, open_storage
+
+    cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, client_id="agent-stale",
+                       extra=FLOW.replace('import_field = "EnergyOut"\n', 'import_field = "EnergyOut"\n') + """
+[[flow.devices]]
+role = "battery"
+measurement = "Battery"
+tags = { device_id = "b" }
+import_field = "EnergyIn"
+""")
+    agent = Agent(load_config(cfg), clock=lambda: T0 + timedelta(hours=2), components=("flow",))
+    st = open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name))
+    t = lambda minutes: ns(T0 + timedelta(minutes=minutes))  # noqa: E731
+    # grid 0.2 then 0.0, PV 0.3 then 0.1; the battery charged 0.45 then 0.05 but was silent from 5 to 28 min, so
+    # interpolation gives 0.26 + 0.24: the second slot cannot have charged 0.24 from 0.1 kWh
+    st.write([Point("EnergyMeter", {"device_id": "g"}, {"EnergyIn": v}, t(15 * k)) for k, v in enumerate((10.0, 10.2,
+                                                                                                         10.2))]
+             + [Point("PvString", {"device_id": "p"}, {"EnergyOut": v}, t(15 * k)) for k, v in enumerate((5.0, 5.3,
+                                                                                                        5.4))]
+             + [Point("Battery", {"device_id": "b"}, {"EnergyIn": v}, t(m)) for m, v in
+                ((0, 1.0), (5, 1.1), (28, 1.47), (30, 1.5))])
+    flow = agent.components["flow"]
+    try:
+        flow.compute_range(t(15), t(15))  # the slot ending at 15 min alone: interpolated, written with a value
+        row = flow_rows(influxd_session, influx_db_name)[t(15)]
+        assert "interpolated" in row["flags"]
+        assert influxd_session.query('SELECT "battery_charge" FROM "energy_flow"', db=influx_db_name)["results"][0]
+        flow.compute_range(t(15), t(30))  # with the next slot: 0.3 PV cannot charge 0.36: both left unknown
+        res = influxd_session.query('SELECT "battery_charge", "flags" FROM "energy_flow"', db=influx_db_name)
+        rows = res["results"][0]["series"][0]["values"]
+        assert [(r[1], "missing_battery" in r[2]) for r in rows] == [(None, True), (None, True)], rows
+    finally:
+        st.close()
+        agent.stop()

@@ -15,7 +15,6 @@ the boundary), with every field equal to the hand table.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,6 +22,7 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
 from tests.helpers.agent import wait_for, write_config
+from tests.helpers.forecast import Clock
 from tools.publish import Publisher, seed_message
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -149,19 +149,6 @@ def readings(a: float, b: float):
                     out.append(msg)
             t += 60
     return out, late
-
-
-class Clock:
-    def __init__(self, now: datetime):
-        self.now, self.lock = now, threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self.lock:
-            return self.now
-
-    def set(self, now: datetime) -> None:
-        with self.lock:
-            self.now = now
 
 
 def slot_row(influxd, db, k: int) -> dict | None:
