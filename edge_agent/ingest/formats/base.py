@@ -75,8 +75,9 @@ def number(value: object, key: str) -> float:
     return value
 
 
-# A number written as a string ("230.5", "-1e3"): no "nan"/"inf", no thousands separators, no hex.
-NUMERIC_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
+# A number written as a string ("230.5", "-1e3"): ASCII digits only, spaces/tabs around it; no "nan"/"inf", no
+# thousands separators, no hex. (`\s` and `\d` would admit characters float() refuses, e.g. U+001C.)
+NUMERIC_TEXT = re.compile(r"[ \t]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*")
 
 
 def numeric_text(value: str, key: str) -> float:
