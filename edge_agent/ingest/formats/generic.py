@@ -150,10 +150,12 @@ class JsonRule:
             raise FormatConfigError(key, str(exc).split(": ", 1)[-1]) from None
 
     # -- per message ----------------------------------------------------------------------------------------
-    def _value(self, spec: FieldSpec, value: object, where: str) -> float | None:
-        """The number a selected value stands for; None for null in an optional field."""
+    def _value(self, spec: FieldSpec, value: object, where: str) -> float:
+        """The number a selected value stands for."""
         t = type(value)
-        if t is float or t is int:
+        if t is float and value - value == 0.0:  # finite (inf - inf and nan - nan are nan)
+            result = value
+        elif t is float or t is int:
             result = number(value, where)
         elif spec.mapping is not None and (t is str or t is bool):
             text = ("true" if value else "false") if t is bool else value

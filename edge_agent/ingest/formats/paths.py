@@ -25,10 +25,7 @@ class PathError(ValueError):
 class Path:
     text: str
     steps: tuple[tuple[int, object], ...]  # (KEY, str) | (INDEX, int) | (ANY, None)
-
-    @property
-    def wildcard(self) -> bool:
-        return any(kind == ANY for kind, _ in self.steps)
+    wildcard: bool = False  # set by compile_path: some step is '*'
 
     @property
     def dotted(self) -> str:
@@ -43,6 +40,8 @@ class Path:
 
     def get(self, doc: object) -> object:
         """The value at this (wildcard-free) path, or MISSING."""
+        if len(self.steps) == 1 and self.steps[0][0] == KEY:  # the common case: a top-level key
+            return doc.get(self.steps[0][1], MISSING) if type(doc) is dict else MISSING
         value = doc
         for kind, arg in self.steps:
             if kind == KEY:
@@ -115,7 +114,7 @@ def compile_path(text: object) -> Path:
         i, expect_key = m.end(), False
     if expect_key:
         raise PathError(f"path {text!r} ends with '.'")
-    return Path(text, tuple(steps))
+    return Path(text, tuple(steps), any(kind == ANY for kind, _ in steps))
 
 
 def _bracket(text: str, i: int, steps: list) -> int:
