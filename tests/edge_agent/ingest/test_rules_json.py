@@ -308,3 +308,10 @@ def test_a_mistyped_timezone_is_a_config_error_not_an_error_per_message(tmp_path
     r = subprocess.run([sys.executable, "-m", "edge_agent", "check", "--offline", "--config", str(cfg)], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "rules[0].timezone 'Europe/Berln'" in r.stderr
+
+
+def test_config_knows_every_format():
+    from edge_agent import config
+    from edge_agent.ingest.formats import FORMATS
+
+    assert set(config.FORMATS) == set(FORMATS)
