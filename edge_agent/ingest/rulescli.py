@@ -84,6 +84,9 @@ def cmd_test(args) -> int:
         received_ns = time.time_ns()
     ok, text = explain(router, Converter(router, cfg.ingest.max_payload_bytes), args.topic, payload, received_ns)
     print(text)
+    subs = cfg.mqtt.subscribe or router.subscriptions
+    if not any(mqtt.topic_matches_sub(s, args.topic) for s in subs):
+        print(f"# note: the agent does not subscribe to {args.topic} (subscriptions: {', '.join(subs)})")
     return 0 if ok else 1
 
 

@@ -46,6 +46,7 @@ format = "json"
 
 def write(tmp_path, mqtt_port: int, influx_url: str, db: str = "x", client_id: str = "agent-cli",
           extra: str = "") -> str:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f"""[agent]
 state_dir = "{tmp_path / 'state'}"
@@ -120,6 +121,11 @@ def test_rules_test_says_why_and_which_rule(tmp_path):
     assert r.returncode == 1 and "too_large" in r.stdout.decode()
     r = cli("rules", "test", "--config", cfg, "--topic", "other/topic", "--payload", "1")
     assert r.returncode == 1 and "unknown_topic" in r.stdout.decode()
+    assert "# note: the agent does not subscribe to other/topic" in r.stdout.decode()
+    narrow = write(tmp_path / "narrow", 1, "http://127.0.0.1:1", extra='subscribe = ["tele/#"]')
+    r = cli("rules", "test", "--config", narrow, "--topic", "z2m/washer", "--payload", '{"power": 1, "state": "ON"}')
+    assert r.returncode == 0 and r.stdout.decode().splitlines()[-1] == (
+        "# note: the agent does not subscribe to z2m/washer (subscriptions: tele/#)")
     bad = tmp_path / "bad.toml"
     bad.write_text('[[rules]]\ntopic = "a/+b"\nformat = "json"\nfields = ["a..b"]\n')
     r = cli("rules", "test", "--config", str(bad), "--topic", "a/b", "--payload", "{}")
