@@ -1,4 +1,5 @@
-"""Command line: `run` the agent, `check` a configuration (and connectivity unless --offline)."""
+"""Command line: `run` the agent, `check` a configuration (and connectivity unless --offline), `rules` (test a
+message against the rules, list them, sniff the broker: edge_agent/ingest/rulescli.py), `models`."""
 
 from __future__ import annotations
 
@@ -112,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_extensions(sub) -> None:
-    """Subcommands contributed by other modules (e.g. `models` from edge_agent.models.cli)."""
+    """Subcommands contributed by other modules: `rules` (edge_agent.ingest.rulescli) and `models`
+    (edge_agent.models.cli)."""
+    from edge_agent.ingest.rulescli import add_subcommand as add_rules
+
+    add_rules(sub)
     try:
         from edge_agent.models.cli import add_subcommand
     except ModuleNotFoundError:

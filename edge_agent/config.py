@@ -7,12 +7,14 @@ component parses its own.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.points import name_problem
 from shared.schema import RESERVED_MEASUREMENTS
@@ -99,6 +101,8 @@ class PublishConfig:
 
 @dataclass
 class RuleConfig:
+    """One `[[rules]]` entry (docs/edge-agent.md "Rules"); format-specific keys are checked by the format."""
+
     topic: str
     format: str
     name: str = ""
@@ -107,7 +111,20 @@ class RuleConfig:
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     timezone: str = "UTC"
     scale: float = 1.0
+    convert: dict[str, Any] = dataclasses.field(default_factory=dict)  # field -> "Wh->kWh" or a factor
     allow_reserved: list[str] = dataclasses.field(default_factory=list)  # e.g. ["forecast"]: see schema.py
+    # tasmota
+    sensor_as: str = "tag"  # the sensor object's name: tag `sensor` or the measurement
+    # json (edge_agent/ingest/formats/generic.py)
+    fields: list = dataclasses.field(default_factory=list)  # paths or {path, name, optional, map, convert}
+    include: list[str] = dataclasses.field(default_factory=list)  # globs over the numeric leaves' paths
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    separator: str = "_"  # joins nested keys into field names
+    numeric_strings: bool = False  # accept numbers sent as strings ("230.5")
+    measurement_path: str | None = None
+    tag_paths: dict[str, str] = dataclasses.field(default_factory=dict)  # tag -> path
+    time_path: str | None = None
+    time_format: str = "auto"  # auto | iso | epoch_s | epoch_ms | epoch_us | epoch_ns | a strptime pattern
 
 
 @dataclass
@@ -201,8 +218,16 @@ def _secret(section: dict, key: str, where: str) -> str | None:
         raise ConfigError(f"{where}.{key}_file: cannot read {file}: {exc.strerror}") from None
 
 
-def _check_rule_names(rule: RuleConfig, where: str) -> None:
-    """Names a rule writes must be storable, and only measurements the agent writes may be reserved."""
+def _check_rule(rule: RuleConfig, where: str) -> None:
+    """Names a rule writes must be storable, only measurements the agent writes may be reserved, and settings
+    used on every message (timezone, scale) must work: a bad one would reject every message at run time."""
+    try:
+        ZoneInfo(rule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}.timezone {rule.timezone!r} is not a known IANA timezone "
+                          "(e.g. Europe/Berlin, UTC)") from None
+    if not math.isfinite(rule.scale) or rule.scale == 0:
+        raise ConfigError(f"{where}.scale must be a finite non-zero number")
     if rule.measurement is not None:
         problem = name_problem(rule.measurement, "measurement")
         if problem or rule.measurement.startswith("#"):
@@ -219,7 +244,7 @@ def _check_rule_names(rule: RuleConfig, where: str) -> None:
                           f"{', '.join(sorted(RESERVED_MEASUREMENTS))}")
 
 
-FORMATS = ("seed_json", "tasmota", "shelly_gen1", "shelly_gen2", "number")
+FORMATS = ("seed_json", "tasmota", "shelly_gen1", "shelly_gen2", "number", "json")
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -261,7 +286,7 @@ def load_config(path: str | Path) -> AgentConfig:
         if rule.format not in FORMATS:
             raise ConfigError(f"{where}: rules[{i}].format {rule.format!r} unknown; one of {', '.join(FORMATS)}")
         rule.name = rule.name or f"{rule.format}:{rule.topic}"
-        _check_rule_names(rule, f"{where}: rules[{i}]")
+        _check_rule(rule, f"{where}: rules[{i}]")
         rules.append(rule)
 
     ingest = build_dataclass(IngestConfig, doc.get("ingest"), f"{where}: [ingest]")

@@ -115,11 +115,12 @@ class BufferedClient(mqtt.Client):
         queue(mqtt.PUBACK, b"".join(struct.pack("!BBH", mqtt.PUBACK, 2, mid) for mid in mids), 0, 1)
 
 
-def make_client(config: AgentConfig, client_id: str, manual_ack: bool) -> mqtt.Client:
-    """A paho client for the configured broker (persistent session when `manual_ack`)."""
+def make_client(config: AgentConfig, client_id: str, manual_ack: bool, clean_session: bool = False) -> mqtt.Client:
+    """A paho client for the configured broker: a persistent session, unless `clean_session` (a look that must
+    leave nothing behind at the broker, e.g. `edge-agent rules list --sniff`)."""
     c = config.mqtt
     client = BufferedClient(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         clean_session=False, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
+                            clean_session=clean_session, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
     if c.username:
         client.username_pw_set(c.username, c.password)
     if c.tls:

@@ -1,0 +1,74 @@
+"""Payload formats → points. Each parser raises `Reject(reason, detail)` for bad input; nothing is guessed.
+
+Formats (a rule's `format`; docs/edge-agent.md has the reference, docs/devices.md the device families):
+- `seed_json` (seed.py): the hackathon's devices, FeatureType = measurement.
+- `tasmota` (tasmota.py): `tele/<dev>/SENSOR`, every sensor object (ENERGY, SML meters, …) one point.
+- `number`/`shelly_gen1`, `shelly_gen2` (shelly.py): plain numbers; Shelly gen2/gen3 component status.
+- `json` (generic.py): any JSON object, mapped by paths and globs compiled at config load.
+
+A format is compiled once per rule (`compile_format`): settings that come from the configuration (paths,
+globs, time formats) are checked and prepared then, never per message.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge_agent.ingest.formats.base import (
+    BoundParser,
+    FormatConfigError,
+    Reject,
+    numeric_leaves,
+    parse_time,
+)
+from edge_agent.ingest.formats.generic import compile_json
+from edge_agent.ingest.formats.seed import parse_seed_json
+from edge_agent.ingest.formats.shelly import parse_number, parse_shelly_gen2
+from edge_agent.ingest.formats.tasmota import compile_tasmota
+from edge_agent.ingest.formats.units import conversion_factor
+
+Parser = Callable[..., list]  # (rule config, named levels, payload, received_ns) -> points
+
+# The plain parsers (no compiled settings), kept importable by name.
+PARSERS: dict[str, Parser] = {
+    "seed_json": parse_seed_json,
+    "shelly_gen1": parse_number,
+    "number": parse_number,
+    "shelly_gen2": parse_shelly_gen2,
+}
+
+JSON_KEYS = frozenset({"fields", "include", "exclude", "separator", "numeric_strings", "measurement_path",
+                       "tag_paths", "time_path", "time_format"})
+
+
+@dataclass(frozen=True)
+class Format:
+    compile: Callable[[object], BoundParser]
+    keys: frozenset[str] = frozenset()  # the format-specific rule keys it reads (others must stay unset)
+
+
+def _plain(parser: Parser) -> Callable[[object], BoundParser]:
+    return lambda rule: functools.partial(parser, rule)
+
+
+FORMATS: dict[str, Format] = {
+    "seed_json": Format(_plain(parse_seed_json)),
+    "tasmota": Format(compile_tasmota, frozenset({"sensor_as"})),
+    "shelly_gen1": Format(_plain(parse_number)),
+    "number": Format(_plain(parse_number)),
+    "shelly_gen2": Format(_plain(parse_shelly_gen2)),
+    "json": Format(compile_json, JSON_KEYS),
+}
+FORMAT_KEYS = JSON_KEYS | {"sensor_as"}  # every format-specific key
+
+
+def compile_format(rule) -> BoundParser:
+    """The rule's parser, bound to its compiled settings; raises FormatConfigError (naming the key) or KeyError
+    for an unknown format."""
+    return FORMATS[rule.format].compile(rule)
+
+
+__all__ = ["FORMATS", "FORMAT_KEYS", "PARSERS", "BoundParser", "Format", "FormatConfigError", "Parser", "Reject",
+           "compile_format", "conversion_factor", "numeric_leaves", "parse_seed_json", "parse_time"]
