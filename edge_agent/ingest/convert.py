@@ -46,6 +46,20 @@ class Converter:
     def __init__(self, router: Router, max_payload_bytes: int):
         self.router = router
         self.max_payload_bytes = max_payload_bytes
+        self._last_received_ns = 0
+
+    def received_ns(self, msg: Message) -> int:
+        """When the message arrived (wall clock, ns), for devices that send no time of their own.
+
+        From paho's receive timestamp (monotonic, taken when the packet was read), and strictly increasing: two
+        readings that arrive together (a burst after a reconnect, or two within one group commit) must not get
+        the same time, or the second would overwrite the first in InfluxDB."""
+        stamp = getattr(msg, "timestamp", None)
+        now_ns = time.time_ns()
+        if isinstance(stamp, float) and stamp > 0:
+            now_ns -= max(0, int((time.monotonic() - stamp) * 1e9))
+        self._last_received_ns = max(now_ns, self._last_received_ns + 1)
+        return self._last_received_ns
 
     def _reject(self, out: Converted, topic: str, payload: bytes, reason: str, detail: str,
                 rule: str | None) -> None:
@@ -55,7 +69,6 @@ class Converter:
     def convert(self, messages: list[Message], received_ns: int | None = None) -> Converted:
         out = Converted()
         body: list[bytes] = []
-        now_ns = received_ns if received_ns is not None else time.time_ns()
         limit = self.max_payload_bytes
         for msg in messages:
             payload = bytes(msg.payload)
@@ -68,6 +81,7 @@ class Converter:
             try:
                 if len(payload) > limit:
                     raise Reject("too_large", f"payload has {len(payload)} bytes, limit {limit}")
+                now_ns = received_ns if received_ns is not None else self.received_ns(msg)
                 _rule, points = self.router.route(topic, payload, now_ns)
                 lines = "".join(p.to_line() + "\n" for p in points).encode("utf-8")
             except Reject as rej:

@@ -97,3 +97,16 @@ def test_plain_number_on_any_topic(agent_env):
     pub.publish_all([("home/kitchen/temperature", b" 21.5\n")])
     r = wait_for(lambda: rows(db, name, 'SELECT * FROM "sensor"'))[0]
     assert r["temperature"] == 21.5 and r["room"] == "kitchen"
+
+
+def test_readings_without_a_time_of_their_own_are_not_collapsed(agent_env):
+    """A device that sends no timestamp gets the time the message arrived. Readings of one field that arrive
+    together (a burst after a reconnect, or within one group commit) used to share one receive time, so InfluxDB
+    kept only the last of them."""
+    agent, pub, db, name, _ = agent_env
+    burst = [("shellies/em-2/emeter/0/power", f"{100 + k}.5".encode()) for k in range(50)]
+    pub.publish_all(burst)
+    got = wait_for(lambda: len(r := rows(db, name, 'SELECT "power" FROM "shelly_emeter" WHERE "device" = \'em-2\''))
+                   >= 50 and r, timeout=20)
+    assert sorted(x["power"] for x in got) == [100.5 + k for k in range(50)]
+    assert len({x["time"] for x in got}) == 50
