@@ -48,18 +48,11 @@ class Converter:
         self.max_payload_bytes = max_payload_bytes
         self._last_received_ns = 0
 
-    def received_ns(self, msg: Message) -> int:
-        """When the message arrived (wall clock, ns), for devices that send no time of their own.
-
-        From paho's receive timestamp (monotonic, taken when the packet was read), and strictly increasing: two
-        readings that arrive together (a burst after a reconnect, or two within one group commit) must not get
-        the same time, or the second would overwrite the first in InfluxDB."""
-        stamp = getattr(msg, "timestamp", None)
-        now_ns = time.time_ns()
-        if isinstance(stamp, float) and stamp > 0:
-            now_ns -= max(0, int((time.monotonic() - stamp) * 1e9))
-        self._last_received_ns = max(now_ns, self._last_received_ns + 1)
-        return self._last_received_ns
+    def _group_time(self, n: int) -> int:
+        """The receive time of a group of n messages (wall clock, ns), after the previous group's times."""
+        base = max(time.time_ns(), self._last_received_ns + 1)
+        self._last_received_ns = base + n
+        return base
 
     def _reject(self, out: Converted, topic: str, payload: bytes, reason: str, detail: str,
                 rule: str | None) -> None:
@@ -70,6 +63,12 @@ class Converter:
         out = Converted()
         body: list[bytes] = []
         limit = self.max_payload_bytes
+        # For devices that send no time of their own: the group's receive time, so that the fields a device sends
+        # on several topics at once land in one point, but a topic seen again in the group gets the next
+        # nanosecond: two readings of one field that arrive together (a burst after a reconnect) must not share a
+        # time, or InfluxDB keeps only the last.
+        base = self._group_time(len(messages)) if received_ns is None else received_ns
+        seen: dict[str, int] = {}
         for msg in messages:
             payload = bytes(msg.payload)
             try:
@@ -81,7 +80,8 @@ class Converter:
             try:
                 if len(payload) > limit:
                     raise Reject("too_large", f"payload has {len(payload)} bytes, limit {limit}")
-                now_ns = received_ns if received_ns is not None else self.received_ns(msg)
+                now_ns = base + seen.get(topic, 0)
+                seen[topic] = seen.get(topic, 0) + 1
                 _rule, points = self.router.route(topic, payload, now_ns)
                 lines = "".join(p.to_line() + "\n" for p in points).encode("utf-8")
             except Reject as rej:
