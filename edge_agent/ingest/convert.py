@@ -2,7 +2,7 @@
 
 Each message is converted on its own, and nothing it holds can escape as an exception: a parser's `Reject`
 becomes a dead-letter entry with its reason, any other exception (a parser bug) one with reason
-`internal_error` and the exception type. Pure: no I/O, so it is fuzzed directly (tests/edge/test_fuzz_ingest.py).
+`internal_error` and the exception type. Pure: no I/O, so it is fuzzed directly (tests/edge_agent/ingest/test_fuzz_ingest.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Writing spooled line protocol to the database so that no byte string can stop the drainer: lines that could
 run into the next one are held back, and a batch the database refuses is split until each refused line stands
-alone (fuzzed against a real influxd: tests/edge/test_fuzz_drainer.py)."""
+alone (fuzzed against a real influxd: tests/edge_agent/ingest/test_fuzz_drainer.py)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ acknowledges messages in groups.
 
 All three use paho-mqtt 2.x private methods (`_create_socket`, `_loop`, `_packet_queue`). If a paho release renames
 them, the overrides are simply never called (or `ack_many` falls back to `ack`): slower, never wrong.
-tests/edge/test_mqtt_socket.py checks that the hooks are in use with the installed paho.
+tests/edge_agent/ingest/test_mqtt_socket.py checks that the hooks are in use with the installed paho.
 """
 
 from __future__ import annotations

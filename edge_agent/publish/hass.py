@@ -3,7 +3,7 @@
 The agent publishes every `(topic, payload)` pair these functions return **retained** (QoS 1). An empty payload
 means "delete": Home Assistant removes the entity and the broker drops the retained config (used for the sensors
 of a role the house no longer has). Checked against Home Assistant's own MQTT sensor schema by
-tests/edge_models/test_hass.py (docs/home-assistant.md).
+tests/edge_agent/publish/test_hass.py (docs/home-assistant.md).
 
 Why each choice:
 - Every config names the availability topic `<prefix>/status` ("online"/"offline", retained; the agent's last will

@@ -1,6 +1,6 @@
 """Dashboards: structure, drift from the generator, and every panel query against a real influxd, with Grafana's
 macros ($timeFilter, $__from/$__to, $__interval under the panel's minimum interval) substituted as Grafana does:
-- with a small hand-made data set (tests/flow/handmade.py: local days across midnight and both DST changes, a day
+- with a small hand-made data set (tests/edge_agent/grafana/handmade.py: local days across midnight and both DST changes, a day
   without PV, day-ahead and rolling forecasts) every energy-flow and forecast panel must show the hand-computed
   figures;
 - with data that went through the agent (MQTT → agent → influxd: the real meter + the PV/battery scenario, flow

@@ -6,7 +6,7 @@
 - the topic matcher (value lists included) against paho's own MQTT filter matching of its subscriptions;
 - `line_head` on any bytes, and on the lines `Point.to_line` writes.
 The database-facing properties (names round-trip through influxd, the drainer's isolation) are in
-tests/shared/test_points_fuzz.py and tests/edge/test_fuzz_drainer.py.
+tests/shared/test_points_fuzz.py and tests/edge_agent/ingest/test_fuzz_drainer.py.
 """
 
 from __future__ import annotations

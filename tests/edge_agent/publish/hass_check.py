@@ -6,7 +6,7 @@ makes of it: whether its discovery topic matcher accepts the topic, the errors o
 YAML schema and the discovery schema), keys discovery would silently drop, deprecated keys, whether the recorder
 would keep long-term statistics, whether the Energy dashboard accepts its unit/device class, and the value and
 attribute templates rendered by HA's template engine for every sample payload on its state topic.
-Pytest (tests/edge_models/test_hass.py) makes the assertions; this file only reports.
+Pytest (tests/edge_agent/publish/test_hass.py) makes the assertions; this file only reports.
 """
 
 from __future__ import annotations
