@@ -100,10 +100,11 @@ $(VENV)-hass/.installed: requirements/hass.txt
 
 venv-hass: $(VENV)-hass/.installed
 
-# Lint, the role pieces a chroot cannot run (units verified, InfluxDB setup against a real influxd), the chroot run.
+# Lint, the role pieces a chroot cannot run (units verified, InfluxDB setup against a real influxd, the package's
+# wheel and its install and upgrade), the chroot run.
 test-ansible: system-deps venv venv-ansible
 	$(VENV)-ansible/bin/ansible-lint ansible/site.yml
-	$(PY) -m pytest -q tests/deploy/test_units.py tests/deploy/test_influxdb_setup.py
+	$(PY) -m pytest -q tests/deploy/test_units.py tests/deploy/test_influxdb_setup.py tests/deploy/test_package.py
 	$(PY) tests/deploy/chroot_provision.py
 
 clean:

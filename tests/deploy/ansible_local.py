@@ -31,15 +31,17 @@ class PlayFailed(Exception):
 
 
 def play(tmp: Path, tasks: list[dict], extra: dict | None = None, gather_facts: bool = False,
-         roles_defaults: tuple[str, ...] = ()) -> dict:
-    """Run `tasks` on localhost with group_vars/all.yml, the example vault, the given roles' defaults and
-    `extra` (as -e, the highest precedence). Returns the json callback's document; raises PlayFailed."""
+         roles_defaults: tuple[str, ...] = (), handlers: list[dict] | None = None) -> dict:
+    """Run `tasks` (and `handlers`) on localhost with group_vars/all.yml, the example vault, the given roles'
+    defaults and `extra` (as -e, the highest precedence). Returns the json callback's document; raises
+    PlayFailed."""
     tmp.mkdir(parents=True, exist_ok=True)
     files = [str(GROUP_VARS / "all.yml"), str(GROUP_VARS / "vault.example.yml")]
     files += [str(ROLES / r / "defaults" / "main.yml") for r in roles_defaults]
     book = tmp / "play.yml"
     book.write_text(json.dumps([{"name": "Local", "hosts": "localhost", "connection": "local",
-                                 "gather_facts": gather_facts, "vars_files": files, "tasks": tasks}]))
+                                 "gather_facts": gather_facts, "vars_files": files, "tasks": tasks,
+                                 "handlers": handlers or []}]))
     env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_ROLES_PATH": str(ROLES),
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
            "ANSIBLE_LOCAL_TEMP": str(tmp / ".ansible-tmp"), "ANSIBLE_REMOTE_TEMP": str(tmp / ".ansible-tmp")}

@@ -4,13 +4,17 @@
    temporary directory — from a cached tarball when present (build/debootstrap-bookworm-<hash of the list>.tar);
 2. a `usr/sbin/policy-rc.d` that exits 101, so no package starts a daemon on the host;
 3. ansible-playbook with the defaults (InfluxDB 1.x) except what a chroot cannot do: no Grafana repository, no
-   service started (`home_energy_manage_services=false`), no TensorFlow install for the server; example vault values;
+   service started (`home_energy_manage_services=false`), the server's package without its dependencies (no
+   TensorFlow); example vault values. The wheel is built on this machine (the controller) into the work dir;
+   it is deleted before the second run, which must rebuild the same bytes;
 4. every task the run skipped must be listed in SKIPPED with the check that stands in for it (a new task that
    only a real run executes fails this test until it gets one);
-5. checks inside the root: users, files, owners and modes of the private files, the rendered agent config
-   (API bind address, `edge_agent check --offline` with the installed venv), units enabled and accepted by
-   `systemd-analyze verify`, and the server's key-pair task run for real (third, small run);
-6. a second run of site.yml must report changed=0.
+5. checks inside the root: users, files, owners and modes of the private files, the package installed from the
+   wheel (no copied source tree), the rendered agent config (API bind address, `edge-agent check --offline` with
+   the venv's console script), the server's console script (with Flask added, as a stand-in for its skipped
+   dependencies), units enabled and accepted by `systemd-analyze verify`, and the server's key-pair task run for
+   real (third, small run);
+6. a second run of site.yml, with the wheel rebuilt from scratch, must report changed=0.
 Prints one JSON line with the figures; exits non-zero on any failure. `--keep DIR` keeps the root there.
 """
 
@@ -37,6 +41,7 @@ HOST_CA = "/etc/ssl/host-ca-bundle.crt"
 PACKAGES = "python3,python3-venv,python3-pip,python3-apt,systemd,ca-certificates,sudo,iproute2,procps"
 CACHE = ROOT / "build" / f"debootstrap-bookworm-{hashlib.sha256(PACKAGES.encode()).hexdigest()[:8]}.tar"
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+PY = "3.11"  # bookworm's python3: the venvs' site-packages are lib/python3.11/site-packages
 
 # What this run may not do, and the values a real run would use otherwise.
 EXTRA_VARS = {"home_energy_use_grafana_repo": False, "home_energy_manage_services": False,
@@ -61,8 +66,13 @@ SKIPPED = {
     "edge_agent: Enable the agent": "its offline equivalent (the wants/ link) runs; " + _VERIFY,
     "edge_agent: Start the agent": _VERIFY + "; the config passes `edge_agent check --offline` (ExecStartPre)",
     "edge_agent: Restart edge-agent": _VERIFY,
-    "server: Venv with TensorFlow, Flask and gunicorn":
-        "≈2 GB TensorFlow; requirements/server.txt is what the rest of the test suite runs on",
+    "server: Dependencies of the [server] extra: TensorFlow, Flask, gunicorn":
+        "≈2 GB TensorFlow; the package is installed from the wheel without them, the [server] extra's requirements "
+        "are checked in the installed metadata, Flask is added and `home-energy-server hash-password` runs as the "
+        "server's user; tests/deploy/test_package.py runs the unit's gunicorn command from an installed wheel",
+    "home_energy_package: Wheels of earlier versions removed":
+        "a fresh root has no earlier wheel; tests/deploy/test_package.py bumps the version and checks that the "
+        "old wheel goes",
     "server: Signing key pair": "run for real in the root by a third run with the edge venv's python (cryptography)",
     "server: Enable the server": "its offline equivalent (the wants/ link) runs; " + _VERIFY,
     "server: Start the server": _VERIFY + " (except gunicorn, absent without the venv)",
@@ -148,7 +158,7 @@ def results(doc: dict):
 
 
 def failures(doc: dict) -> list:
-    return [(name, host, res.get("msg") or res.get("stderr")) for name, host, res in results(doc)
+    return [(name, host, res.get("msg"), (res.get("stderr") or "")[-2000:]) for name, host, res in results(doc)
             if res.get("failed") or res.get("unreachable")]
 
 
@@ -226,8 +236,10 @@ def check_root(root: Path) -> list[str]:
               "/etc/grafana/provisioning/dashboards/home-energy/home-energy-flow.json",
               "/etc/systemd/system/grafana-server.service.d/home-energy.conf",
               "/opt/home-energy/libexec/influxdb1_setup.py",
-              "/opt/home-energy/venv-edge/bin/python", "/opt/home-energy/app/edge_agent/agent.py"):
+              "/opt/home-energy/venv-edge/bin/edge-agent", "/opt/home-energy/venv-server/bin/home-energy-server",
+              f"/opt/home-energy/venv-server/lib/python{PY}/site-packages/server/gunicorn.conf.py"):
         exists(p)
+    problems += check_package(root)
     for unit in ("edge-agent", "home-energy-server", "mosquitto", "influxdb"):
         link = root / f"etc/systemd/system/multi-user.target.wants/{unit}.service"
         # an enabled unit is a symlink whose (absolute) target exists inside the root, not on this host
@@ -244,7 +256,7 @@ def check_root(root: Path) -> list[str]:
             problems.append(f"{p}: {oct(got[0])} {got[1]}:{got[2]}, expected {oct(mode)} {owner}:{group}")
     if "max_queued_messages 0" not in read("/etc/mosquitto/conf.d/home-energy.conf"):
         problems.append("mosquitto max_queued_messages not raised")
-    if "tensorflow" in " ".join(os.listdir(root / "opt/home-energy/venv-edge/lib/python3.11/site-packages")).lower():
+    if "tensorflow" in " ".join(os.listdir(root / f"opt/home-energy/venv-edge/lib/python{PY}/site-packages")).lower():
         problems.append("TensorFlow in the edge venv")
     agent = tomllib.loads(read("/etc/edge-agent/agent.toml"))
     want_bind = default_route_address() or "127.0.0.1"
@@ -260,11 +272,60 @@ def check_root(root: Path) -> list[str]:
     env = read("/etc/default/grafana-server-home-energy")
     if "INFLUXDB_USER=reader\n" not in env or "INFLUXDB_TOKEN" in env:
         problems.append("grafana's environment file does not hold the 1.x reader's credentials only")
-    r = in_root(root, "/opt/home-energy/venv-edge/bin/python", "-m", "edge_agent", "check", "--offline",
-                "--config", "/etc/edge-agent/agent.toml", user="edge-agent", env={"PYTHONPATH": "/opt/home-energy/app"})
+    # the unit's ExecStartPre: the venv's console script, no PYTHONPATH, run as the agent's user
+    r = in_root(root, "/opt/home-energy/venv-edge/bin/edge-agent", "check", "--offline",
+                "--config", "/etc/edge-agent/agent.toml", user="edge-agent")
     if r.returncode != 0:
         problems.append(f"agent config check failed: {r.stdout} {r.stderr}")
     return problems + verify_units(root)
+
+
+def check_package(root: Path) -> list[str]:
+    """The package installed from the wheel the controller built: no copied tree, the wheel in dist/, both venvs
+    import it from their site-packages, the units name what exists; the server's skipped dependencies stood in for
+    by its extra's metadata and Flask (enough for `home-energy-server hash-password`)."""
+    problems = []
+    if (root / "opt/home-energy/app").exists():
+        problems.append("/opt/home-energy/app (a copied source tree) is still there")
+    wheels = sorted((root / "opt/home-energy/dist").glob("*.whl"))
+    if len(wheels) != 1 or wheels[0].stat().st_mode & 0o777 != 0o644 or wheels[0].stat().st_uid != 0:
+        problems.append(f"/opt/home-energy/dist: expected one wheel, 0644 root: {[w.name for w in wheels]}")
+    for venv, user in (("venv-edge", "edge-agent"), ("venv-server", "home-energy")):
+        r = in_root(root, f"/opt/home-energy/{venv}/bin/python", "-c",
+                    "from importlib.util import find_spec as f; "
+                    "print(*(f(p).origin for p in ('edge_agent', 'shared', 'server', 'training')))", user=user)
+        site = f"/opt/home-energy/{venv}/lib/python{PY}/site-packages/"
+        if r.returncode != 0 or not all(o.startswith(site) for o in r.stdout.split()):
+            problems.append(f"{venv} does not import the package from its site-packages: {r.stdout} {r.stderr}")
+    r = in_root(root, "/opt/home-energy/venv-edge/bin/edge-agent", "--version", user="edge-agent")
+    if r.returncode != 0:
+        problems.append(f"edge-agent --version failed: {r.stderr}")
+    unit = (root / "etc/systemd/system/home-energy-server.service").read_text()
+    conf = next((w for line in unit.splitlines() if line.startswith("ExecStart=")
+                 for w in line.split() if w.endswith("gunicorn.conf.py")), "")
+    if not conf or not (root / conf.lstrip("/")).is_file():
+        problems.append(f"the server unit's gunicorn settings {conf!r} are not in the root")
+    if "PYTHONPATH" in "".join(line for line in unit.splitlines() + (root / "etc/systemd/system/edge-agent.service")
+                               .read_text().splitlines() if not line.startswith("#")):
+        problems.append("a unit still sets PYTHONPATH")
+    # the server's dependencies (skipped: TensorFlow) are the [server] extra's: its metadata names them
+    r = in_root(root, "/opt/home-energy/venv-server/bin/python", "-c",
+                "from importlib.metadata import requires; "
+                "print(' '.join(r for r in requires('home-energy') if 'extra == \"server\"' in r))")
+    if not all(dep in r.stdout for dep in ("flask", "gunicorn", "tensorflow")):
+        problems.append(f"the installed package's [server] extra lacks flask/gunicorn/tensorflow: {r.stdout} "
+                        f"{r.stderr}")
+    flask = next(line.strip() for line in (ROOT / "requirements/server.txt").read_text().splitlines()
+                 if line.lower().startswith("flask"))
+    r = in_root(root, "/opt/home-energy/venv-server/bin/python", "-m", "pip", "install", "--quiet",
+                "--disable-pip-version-check", flask, env={"PIP_CERT": HOST_CA, "SSL_CERT_FILE": HOST_CA})
+    if r.returncode != 0:
+        problems.append(f"pip install {flask} in the server venv failed: {r.stderr[-2000:]}")
+    r = in_root(root, "/opt/home-energy/venv-server/bin/home-energy-server", "hash-password", "--password",
+                "stand-in", user="home-energy")
+    if r.returncode != 0 or not r.stdout.startswith(("scrypt:", "pbkdf2:")):
+        problems.append(f"home-energy-server hash-password failed: {r.stdout} {r.stderr}")
+    return problems
 
 
 def main() -> int:
@@ -290,8 +351,13 @@ def main() -> int:
         run(["mount", "-t", "proc", "proc", str(root / "proc")])
         mounted.append(root / "proc")
         site = ROOT / "ansible" / "site.yml"
-        out1, t1 = playbook(root, work, site)
-        out2, t2 = playbook(root, work, site)
+        # The build runs on this machine, not in the root: its TLS settings, not the root's (PIP_CERT above).
+        wheels = {"home_energy_wheel_dir": str(work / "wheel"), "home_energy_wheel_environment": {
+            k: "/etc/ssl/certs/ca-certificates.crt" for k in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")}}
+        out1, t1 = playbook(root, work, site, wheels)
+        # the controller's wheel gone (a clean checkout): rebuilt, it must be the same bytes, so nothing changes
+        shutil.rmtree(work / "wheel")
+        out2, t2 = playbook(root, work, site, wheels)
         # The server's key-pair task, which site.yml skips without the server venv: the edge venv has cryptography.
         keypair = work / "keypair.yml"
         keypair.write_text(f"""---
@@ -307,6 +373,11 @@ def main() -> int:
 """)
         out3, _ = playbook(root, work, keypair, {"server_venv": "/opt/home-energy/venv-edge"})
         problems = check_root(root)
+        for n, doc in (("first", out1), ("second", out2)):
+            built = [json.loads(res["stdout"])["built"] for name, _, res in results(doc)
+                     if name.startswith("home_energy_package: Build the wheel") and res.get("stdout")]
+            if True not in built:
+                problems.append(f"the {n} run did not build the wheel (it was deleted before): {built}")
         if "server: Signing key pair (generated once; the private key stays 0600 with the server user)" \
                 not in changed_tasks(out3):
             problems.append(f"the key-pair task did not run: {changed_tasks(out3)}")

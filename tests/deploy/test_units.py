@@ -37,6 +37,11 @@ def service_keys(unit: str) -> dict[str, str]:
     return keys
 
 
+def settings_with(unit: str, text: str) -> list[str]:
+    """The unit's lines that mention `text`, comments aside."""
+    return [line for line in unit.splitlines() if text in line and not line.lstrip().startswith("#")]
+
+
 def fake_venv(tmp: Path, *binaries: str) -> Path:
     """A directory whose bin/ holds this interpreter under the given names: verify checks that ExecStart exists."""
     venv = tmp / "venv"
@@ -57,7 +62,7 @@ def verify(tmp: Path, name: str, text: str) -> str:
 
 def agent_unit(tmp: Path, **extra) -> str:
     return render(tmp, "edge_agent", "edge-agent.service.j2",
-                  {"edge_agent_venv": str(fake_venv(tmp, "python")), **extra})
+                  {"edge_agent_venv": str(fake_venv(tmp, "edge-agent")), **extra})
 
 
 @needs_systemd
@@ -69,7 +74,11 @@ def test_agent_unit_is_notify_with_a_watchdog_and_restarts_always(tmp_path):
         "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60", "Restart": "always"}
     assert {k: keys.get(k) for k in HARDENING} == HARDENING
     assert keys["ReadWritePaths"] == "/var/lib/edge-agent" and keys["User"] == "edge-agent"
-    assert "edge_agent check --offline" in keys["ExecStartPre"]
+    # the installed package's console script; no source tree, no PYTHONPATH
+    venv = tmp_path / "venv"
+    assert keys["ExecStartPre"] == f"{venv}/bin/edge-agent check --offline --config /etc/edge-agent/agent.toml"
+    assert keys["ExecStart"] == f"{venv}/bin/edge-agent run --config /etc/edge-agent/agent.toml"
+    assert not settings_with(unit, "PYTHONPATH") and keys["WorkingDirectory"] == "/var/lib/edge-agent"
 
 
 @needs_systemd
@@ -82,9 +91,14 @@ def test_watchdog_follows_its_variable_and_verify_catches_a_bad_value(tmp_path):
 
 @needs_systemd
 def test_server_unit_verifies_and_keeps_its_files_private(tmp_path):
+    venv = fake_venv(tmp_path, "gunicorn")
+    purelib = venv / "lib" / "python3.11" / "site-packages"  # the home_energy_package role finds it in the venv
     unit = render(tmp_path, "server", "home-energy-server.service.j2",
-                  {"server_venv": str(fake_venv(tmp_path, "gunicorn"))})
+                  {"server_venv": str(venv), "home_energy_purelib": str(purelib)})
     assert verify(tmp_path, "home-energy-server.service", unit) == ""
     keys = service_keys(unit)
+    # gunicorn with the installed package's settings, from / (gunicorn puts its directory on sys.path)
+    assert keys["ExecStart"] == f"{venv}/bin/gunicorn -c {purelib}/server/gunicorn.conf.py server.wsgi:app"
+    assert not settings_with(unit, "PYTHONPATH") and keys["WorkingDirectory"] == "/"
     assert keys["UMask"] == "0077" and keys["ProtectSystem"] == "strict" and keys["NoNewPrivileges"] == "true"
     assert keys["ReadWritePaths"] == "/var/lib/home-energy-server"
