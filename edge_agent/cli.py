@@ -4,6 +4,7 @@ message against the rules, list them, sniff the broker: edge_agent/ingest/rulesc
 from __future__ import annotations
 
 import argparse
+import importlib
 import socket
 import sys
 import threading
@@ -114,15 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extensions(sub) -> None:
     """Subcommands contributed by other modules: `rules` (edge_agent.ingest.rulescli) and `models`
-    (edge_agent.models.cli)."""
-    from edge_agent.ingest.rulescli import add_subcommand as add_rules
+    (edge_agent.models.cli). A bare install (the package without its `edge` extra) still answers `--version`
+    and `check`; an extension whose dependency is missing says which one instead of vanishing."""
+    for name, module in (("rules", "edge_agent.ingest.rulescli"), ("models", "edge_agent.models.cli")):
+        try:
+            add_subcommand = importlib.import_module(module).add_subcommand
+        except ModuleNotFoundError as e:
+            _add_unavailable(sub, name, e.name or str(e))
+            continue
+        add_subcommand(sub)
 
-    add_rules(sub)
-    try:
-        from edge_agent.models.cli import add_subcommand
-    except ModuleNotFoundError:
-        return
-    add_subcommand(sub)
+
+def _add_unavailable(sub, name: str, missing: str) -> None:
+    def explain(_args: argparse.Namespace) -> int:
+        print(f"edge-agent {name}: needs the Python package {missing!r}, which is not installed "
+              "(install the edge extra: pip install 'home-energy[edge]')", file=sys.stderr)
+        return 2
+
+    cmd = sub.add_parser(name, help=f"(unavailable: {missing} is not installed)")
+    cmd.add_argument("rest", nargs=argparse.REMAINDER)
+    cmd.set_defaults(func=explain)
 
 
 def main(argv: list[str] | None = None) -> int:
