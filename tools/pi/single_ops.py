@@ -40,7 +40,9 @@ def _mul(k):
     return k.Model([a, b], k.layers.Multiply()([a, b]))
 
 
-def convert(model) -> bytes:
+def convert(model, per_tensor_dense: bool = False) -> bytes:
+    """Full int8 with int8 input and output, like training's export. TensorFlow 2.21 quantizes Dense weights per
+    output channel; `per_tensor_dense` asks for one scale per tensor instead (the converter's experimental switch)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -56,6 +58,7 @@ def convert(model) -> bytes:
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
+    conv._experimental_disable_per_channel_quantization_for_dense_layers = per_tensor_dense
     return conv.convert()
 
 
@@ -77,8 +80,12 @@ def main() -> int:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     index = {}
-    for name, model in _models().items():
-        content = convert(model)
+    models = _models()
+    jobs = [(name, model, False) for name, model in models.items()]
+    # the op that tflite-runtime 2.14 cannot run on aarch64, with per-tensor weights (docs/pi.md)
+    jobs += [(f"{name}_per_tensor", models[name], True) for name in ("fully_connected_3d", "fully_connected_2d")]
+    for name, model, per_tensor in jobs:
+        content = convert(model, per_tensor)
         (out / f"{name}.tflite").write_bytes(content)
         index[name] = ops_of(content)
         print(f"{name}: {index[name]}", file=sys.stderr)
