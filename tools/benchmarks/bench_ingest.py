@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,18 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def wait_cpu(proc: subprocess.Popen, timeout: float = 60) -> float:
+    """Wait for a child to exit; returns the CPU seconds (user + system) it used."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.02)
+    raise TimeoutError(f"{proc.args} did not exit within {timeout} s")
 
 
 def stored(influxd: Influxd, db: str) -> int:
@@ -156,21 +170,36 @@ def publish(port: int, n: int, rate: float, client_id: str, offset: int = 0, top
                  "--rate", str(rate), "--client-id", client_id, "--offset", str(offset), "--topic-root", topic_root)
 
 
-def bare_round(port: int, n: int, i: int) -> dict:
-    """One bare-subscriber phase: its rate and its own CPU per message."""
-    sub = spawn("-m", "tools.benchmarks.bench_ingest", "bare", "--port", str(port), "--n", str(n),
+def bare_round(broker: Mosquitto, n: int, i: int) -> dict:
+    """One bare-subscriber phase: its rate, its own CPU per message, the broker's and the publisher's CPU."""
+    sub = spawn("-m", "tools.benchmarks.bench_ingest", "bare", "--port", str(broker.port), "--n", str(n),
                 "--client-id", f"bench-bare-{i}", stdout=subprocess.PIPE)
     if sub.stdout.readline().strip() != "subscribed":
         raise RuntimeError("the bare subscriber did not subscribe")
+    b0 = cpu_seconds(broker.proc.pid)
     t0 = time.monotonic()
-    pub = publish(port, n, 0, f"bench-pub-bare-{i}", topic_root="bare")
+    pub = publish(broker.port, n, 0, f"bench-pub-bare-{i}", topic_root="bare")
     line = sub.stdout.readline()
+    seconds = time.monotonic() - t0
+    broker_cpu = cpu_seconds(broker.proc.pid) - b0
     sub.wait(60)
-    pub.wait(60)
+    pub_cpu = wait_cpu(pub)
     doc = json.loads(line)
     if doc["count"] != n:
         raise RuntimeError(f"the bare subscriber received {doc['count']} of {n}")
-    return {"rate": n / (doc["last"] - t0), "cpu_us": doc["cpu_s"] / n * 1e6}
+    return {"rate": n / (doc["last"] - t0), "cpu_us": doc["cpu_s"] / n * 1e6,
+            "broker_pct": 100 * broker_cpu / seconds, "publisher_us": pub_cpu / n * 1e6}
+
+
+def profiler(pid: int, out: Path) -> subprocess.Popen | None:
+    """py-spy sampling the agent (the thread holding the GIL: where its Python CPU goes) into a collapsed-stack file; None without py-spy."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        print("no py-spy (pip install py-spy): not profiling", file=sys.stderr)
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--threads", "--gil",
+                             "--nonblocking", "--output", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -194,6 +223,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=50_000, help="per phase and round")
     ap.add_argument("--rounds", type=int, default=3, help="bare, agent alternately, this many times each")
     ap.add_argument("--naive-messages", type=int, default=10_000, help="the per-message HTTP bridge; 0: skip")
+    ap.add_argument("--profile", type=Path, help="py-spy the agent during its phases into FILE (collapsed stacks)")
     args = ap.parse_args()
     if args.cmd == "publish":
         return run_publisher(args.port, args.n, args.rate, args.client_id, args.offset, args.topic_root)
@@ -203,7 +233,7 @@ def main() -> None:
         return run_naive_bridge(args.port, args.url, args.db)
 
     n, rounds = args.messages, args.rounds
-    bare, agent_rates = [], []
+    bare, agent_rates, agent_broker_pct, agent_pub_us = [], [], [], []
     agent_cpu = 0.0
     peak_rss = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp_s:
@@ -222,15 +252,20 @@ def main() -> None:
             time.sleep(2.0)  # connected and subscribed
             for i in range(rounds):
                 print(f"round {i + 1}/{rounds}: {n} QoS 1 messages to the bare subscriber …", file=sys.stderr)
-                bare.append(bare_round(broker.port, n, i))
+                bare.append(bare_round(broker, n, i))
                 print(f"  bare: {bare[-1]['rate']:.0f} msg/s; now through the agent …", file=sys.stderr)
                 time.sleep(1.0)
-                cpu0 = cpu_seconds(agent.pid)
+                spy = profiler(agent.pid, args.profile.with_suffix(f".{i}.txt")) if args.profile else None
+                cpu0, b0 = cpu_seconds(agent.pid), cpu_seconds(broker.proc.pid)
                 t0 = time.monotonic()
                 pub = publish(broker.port, n, 0, f"bench-pub-agent-{i}", offset=i * n)
                 t1, rss = wait_stored(db, "agent", (i + 1) * n, 600, agent.pid)
-                pub.wait(60)
+                agent_broker_pct.append(100 * (cpu_seconds(broker.proc.pid) - b0) / (t1 - t0))
+                agent_pub_us.append(wait_cpu(pub) / n * 1e6)
                 agent_cpu += cpu_seconds(agent.pid) - cpu0
+                if spy:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
                 peak_rss = max(peak_rss, rss)
                 agent_rates.append(n / (t1 - t0))
                 print(f"  agent: {agent_rates[-1]:.0f} msg/s", file=sys.stderr)
@@ -272,6 +307,9 @@ def main() -> None:
               "ratio_vs_bare": round(agent_rate / bare_rate, 3),
               "agent_cpu_us_per_msg": round(agent_cpu / total * 1e6, 1),
               "bare_cpu_us_per_msg": round(statistics.median(r["cpu_us"] for r in bare), 1),
+              "broker_cpu_pct_bare": round(statistics.median(r["broker_pct"] for r in bare)),
+              "broker_cpu_pct_agent": round(statistics.median(agent_broker_pct)),
+              "publisher_cpu_us_per_msg": round(statistics.median([r["publisher_us"] for r in bare] + agent_pub_us), 1),
               "agent_rss_mb": round(peak_rss, 1), "steady_100_msgs_cpu_pct": round(steady_pct, 2),
               "per_round_bare_agent": [[round(b["rate"]), round(a)] for b, a in zip(bare, agent_rates, strict=True)]}
     if naive_rate is not None:

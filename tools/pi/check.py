@@ -11,7 +11,8 @@ Per suite, in a fresh copy of the cached root (tools/pi/roots.py):
 4. `edge-agent run` inside the root takes `--messages` QoS 1 messages (unique values) from a publisher on this host
    into the database; stored points are counted exactly (no loss, no duplicate) and the agent must stop cleanly;
 5. bookworm only (tflite-runtime has no wheel for Python 3.13): tflite-runtime 2.14 + numpy < 2 in a second venv
-   runs each bundle and single-op models of their ops (tools/pi/single_ops.py), each in its own process.
+   runs each bundle and single-op models of their ops (tools/pi/single_ops.py), each in its own process, with and
+   without XNNPACK; what it does is reported (tests/pi asserts it is what docs/pi.md says), not a problem here.
 Prints progress on stderr and one JSON line; exits 1 when a check fails, 2 when this host cannot run arm64 roots.
 Every figure measured under emulation is an emulated figure, not a Pi figure (docs/pi.md has a Pi 4 estimate).
 """

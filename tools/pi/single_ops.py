@@ -3,7 +3,10 @@
 Each model is one op of the shipped bundles with their shapes (from cnn-96 / lstm-96: `Dense` on a [96, 23]
 window = FULLY_CONNECTED with keep_num_dims, SOFTMAX over [96, 18], MUL and SUB of two int8 tensors, Conv1D =
 CONV_2D, RESHAPE), converted like training/export does (full int8, int8 in and out), so that the converted model
-holds that op alone. `probe.py` runs them inside an arm64 root, each in its own process (a SIGSEGV kills only it).
+holds that op alone; `fully_connected_rows2` is a plain two-row Dense. The index (index.json) lists each model's
+ops and how many scales its Dense weights have: TensorFlow 2.21 quantizes them per output channel unless told
+otherwise (the `_per_tensor` variants). `probe.py` runs them inside an arm64 root, each in its own process (a
+SIGSEGV kills only it).
 
 Needs TensorFlow (the workstation venv): `python -m tools.pi.single_ops OUT_DIR`.
 """
@@ -24,9 +27,11 @@ def _models():
     window = k.Input((96, 23), batch_size=1)
     scores = k.Input((96, 18), batch_size=1)
     col_a, col_b = k.Input((96, 1), batch_size=1), k.Input((96, 1), batch_size=1)
+    rows = k.Input((23,), batch_size=2)
     return {
         "fully_connected_3d": k.Model(window, k.layers.Dense(18, use_bias=False)(window)),
         "fully_connected_2d": k.Model(window, k.layers.Dense(4)(k.layers.Flatten()(window))),
+        "fully_connected_rows2": k.Model(rows, k.layers.Dense(18, use_bias=False)(rows)),
         "conv_2d": k.Model(window, k.layers.Conv1D(16, 3, padding="same", activation="relu")(window)),
         "softmax": k.Model(scores, k.layers.Softmax()(scores)),
         "mul": _mul(k),
@@ -76,6 +81,16 @@ def ops_of(content: bytes) -> list[str]:
     return re.findall(r"Op#\d+ (\w+)\(", out.getvalue())
 
 
+def dense_weight_scales(content: bytes) -> list[int]:
+    """How many quantization scales each FULLY_CONNECTED op's weights have (1: per tensor; >1: per channel)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=content)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    return [len(tensors[op["inputs"][1]]["quantization_parameters"]["scales"])
+            for op in interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+
+
 def main() -> int:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -83,11 +98,11 @@ def main() -> int:
     models = _models()
     jobs = [(name, model, False) for name, model in models.items()]
     # the op that tflite-runtime 2.14 cannot run on aarch64, with per-tensor weights (docs/pi.md)
-    jobs += [(f"{name}_per_tensor", models[name], True) for name in ("fully_connected_3d", "fully_connected_2d")]
+    jobs += [(f"{name}_per_tensor", models[name], True) for name in ("fully_connected_3d", "fully_connected_rows2")]
     for name, model, per_tensor in jobs:
         content = convert(model, per_tensor)
         (out / f"{name}.tflite").write_bytes(content)
-        index[name] = ops_of(content)
+        index[name] = {"ops": ops_of(content), "dense_weight_scales": dense_weight_scales(content)}
         print(f"{name}: {index[name]}", file=sys.stderr)
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return 0
