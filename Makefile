@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults eval-seed test-ansible clean
+.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults eval-seed test-ansible test-pi clean
 
 help:
 	@echo "make demo          replay the real year, train, push, forecast (see README)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-ingest | bench-edge | bench-train | bench-server | bench-flow | bench-faults   benchmarks (print JSON)"
 	@echo "make eval-seed     train on the seed split, backtest, print the README accuracy table"
 	@echo "make test-ansible  provision a debootstrapped Debian root with ansible/site.yml"
+	@echo "make test-pi       the edge in Debian arm64 roots under qemu (bookworm, trixie): install, forecast, ingest"
 
 # System packages (Debian/Ubuntu). Installed only when a binary is missing.
 system-deps:
@@ -45,8 +46,10 @@ lint: venv
 demo: system-deps venv
 	$(PY) -m tools.demo $(ARGS)
 
+# The agent vs a bare paho QoS 1 subscriber on the same broker and publisher (target: ratio_vs_bare >= 0.85, lost 0).
+# ARGS: --rounds N, --messages N, --naive-messages N (0: skip), --profile FILE (py-spy: pip install py-spy).
 bench-ingest: venv system-deps
-	$(PY) -m tools.benchmarks.bench_ingest
+	$(PY) -m tools.benchmarks.bench_ingest $(ARGS)
 
 bench-edge: venv system-deps
 	$(PY) -m tools.benchmarks.bench_edge $(if $(BUNDLES),--bundles $(BUNDLES))
@@ -106,6 +109,17 @@ test-ansible: system-deps venv venv-ansible
 	$(VENV)-ansible/bin/ansible-lint ansible/site.yml
 	$(PY) -m pytest -q tests/deploy/test_units.py tests/deploy/test_influxdb_setup.py tests/deploy/test_package.py
 	$(PY) tests/deploy/chroot_provision.py
+
+# The edge in Debian arm64 roots (bookworm: Raspberry Pi OS's base, Python 3.11; trixie: Python 3.13) under
+# qemu-user, as root (docs/pi.md). Not part of `make test`: cold (roots built, build/*.tar) ≈ 15-20 min, cached ≈ 8 min
+# on this 2-core machine. The JSON with wheel versions and emulated timings is printed (-s).
+PI_APT := debootstrap qemu-user-static binfmt-support
+test-pi: system-deps venv
+	@for b in debootstrap qemu-aarch64-static update-binfmts; do \
+	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || { \
+	  echo "Installing $(PI_APT)"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(PI_APT); break; }; done
+	HOME_ENERGY_TEST_PI=1 $(PY) -m pytest -q -s tests/pi
 
 clean:
 	rm -rf $(VENV) .pytest_cache build artefacts
