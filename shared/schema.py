@@ -45,6 +45,8 @@ AGENT = "agent"
 # - `1d`, `7d`, `30d`: the rolling figures at each cycle (time = the cycle's issue time): `mae_kwh`, `rmse_kwh`,
 #   `bias_kwh`, `slots` (int); for a model also `skill` (1 − MAE / MAE of the best baseline on the same slots;
 #   absent when that MAE is 0), `skill_slots` (int), `baseline` (string), `baseline_mae_kwh`.
+# A forecast with an interval (fields `p10_kwh`, `p90_kwh`) also gets `in_p10_p90` (bool) per slot and
+# `p10_p90_coverage`, `coverage_slots` (int) in the rolling figures.
 FORECAST_SKILL = "forecast_skill"
 FORECAST_SKILL_TAGS = ("horizon", "issue", "model", "name", "version", "window")
 FORECAST_SKILL_WINDOWS = ("slot", "1d", "7d", "30d")

@@ -82,6 +82,9 @@ class Stats:
     baseline: str | None = None
     model_mae: float | None = None
     baseline_mae: float | None = None
+    # forecasts with an interval (p10_kwh/p90_kwh): the share of slots whose actual fell inside [P10, P90]
+    coverage: float | None = None
+    coverage_slots: int = 0
 
     def to_dict(self) -> dict:
         r = lambda v, n=4: None if v is None else round(float(v), n)  # noqa: E731
@@ -89,36 +92,40 @@ class Stats:
         if self.baseline is not None:
             doc |= {"skill": r(self.skill), "skill_slots": self.skill_slots, "baseline": self.baseline,
                     "baseline_mae_kwh": r(self.baseline_mae, 5)}
+        if self.coverage_slots:
+            doc |= {"p10_p90_coverage": r(self.coverage), "coverage_slots": self.coverage_slots}
         return doc
 
 
 class Ledger:
     """The scored slots of one family (the last 30 days) as columns: target, issue time, actual, and per
-    forecaster its error (NaN where it was not scored)."""
+    forecaster its error (NaN where it was not scored) and, for a forecast with an interval, whether the actual
+    fell inside [P10, P90] (1.0 / 0.0, NaN without an interval)."""
 
     def __init__(self) -> None:
         self.targets = np.zeros(0, np.int64)
         self.issued = np.zeros(0, np.int64)
         self.actual = np.zeros(0)
         self.errors: dict[Key, np.ndarray] = {}
+        self.covered: dict[Key, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def append(self, targets: np.ndarray, issued: np.ndarray, actual: np.ndarray,
-               errors: dict[Key, np.ndarray]) -> None:
-        """Slots after the last one held, sorted; `errors` aligned with `targets`."""
+               errors: dict[Key, np.ndarray], covered: dict[Key, np.ndarray] | None = None) -> None:
+        """Slots after the last one held, sorted; `errors` (and `covered`) aligned with `targets`."""
         if not len(targets):
             return
         n_old, n_new = len(self.targets), len(targets)
         self.targets = np.concatenate([self.targets, np.asarray(targets, np.int64)])
         self.issued = np.concatenate([self.issued, np.asarray(issued, np.int64)])
         self.actual = np.concatenate([self.actual, np.asarray(actual, float)])
-        for key in set(self.errors) | set(errors):
-            old = self.errors.get(key)
-            new = errors.get(key)
-            self.errors[key] = np.concatenate([np.full(n_old, np.nan) if old is None else old,
-                                               np.full(n_new, np.nan) if new is None else new])
+        for column, new_values in ((self.errors, errors), (self.covered, covered or {})):
+            for key in set(column) | set(new_values):
+                old, new = column.get(key), new_values.get(key)
+                column[key] = np.concatenate([np.full(n_old, np.nan) if old is None else old,
+                                              np.full(n_new, np.nan) if new is None else new])
 
     def forget_until(self, t_ns: int) -> None:
         """Drop the slots ending at or before t_ns (and forecasters left without any)."""
@@ -127,6 +134,7 @@ class Ledger:
             return
         self.targets, self.issued, self.actual = self.targets[i:], self.issued[i:], self.actual[i:]
         self.errors = {k: e[i:] for k, e in self.errors.items() if np.isfinite(e[i:]).any()}
+        self.covered = {k: c[i:] for k, c in self.covered.items() if k in self.errors}
 
     def stats(self, key: Key, since_ns: int, baselines: tuple[str, ...]) -> Stats | None:
         """Figures of `key` over the slots ending after since_ns (None: none scored)."""
@@ -141,6 +149,12 @@ class Ledger:
             return None
         v = e[ok]
         st = Stats(n, float(np.abs(v).mean()), float(np.sqrt((v * v).mean())), float(v.mean()))
+        cov = self.covered.get(key)
+        if cov is not None:
+            c = cov[s:][ok]
+            c = c[np.isfinite(c)]
+            if len(c):
+                st.coverage, st.coverage_slots = float(c.mean()), len(c)
         if key[0] == BASELINE:
             return st
         best = None
@@ -191,10 +205,10 @@ class Scorer:
             if fam.horizon in ranges:
                 new = self._score_family(fam, ranges[fam.horizon], issue_ns, series, rows.get(fam.horizon, {}))
                 scored.append((fam, new))
-        for fam, (targets, issued, actual, errors) in scored:  # every query succeeded: commit
-            self.ledgers[fam.horizon].append(targets, issued, actual, errors)
+        for fam, (targets, issued, actual, errors, covered) in scored:  # every query succeeded: commit
+            self.ledgers[fam.horizon].append(targets, issued, actual, errors, covered)
             self.cursor[fam.horizon] = max(self.cursor[fam.horizon] or issue_ns, issue_ns)
-            points += self._slot_points(fam, targets, issued, actual, errors)
+            points += self._slot_points(fam, targets, issued, actual, errors, covered)
         for ledger in self.ledgers.values():
             ledger.forget_until(issue_ns - KEEP_NS)
         figures = self.rolling(issue_ns)
@@ -222,7 +236,7 @@ class Scorer:
         return out
 
     def _score_family(self, fam: Family, lo: int, issue_ns: int, series: SlotSeries,
-                      rows: dict[Key, dict[int, tuple[float, int]]]):
+                      rows: dict[Key, dict[int, Row]]):
         """Errors of the models' forecasts (`rows`) and of the baselines for the targets in (lo, issue_ns]."""
         targets = np.arange(lo + SLOT_NS, issue_ns + 1, SLOT_NS, dtype=np.int64)
         idx = (targets - series.start_ns) // SLOT_NS
@@ -232,11 +246,17 @@ class Scorer:
         pos = {int(t): i for i, t in enumerate(targets)}
         issued = targets - SLOT_NS if fam.horizon == 1 else self._day_ahead_issues(targets, rows, pos)
         errors: dict[Key, np.ndarray] = {}
+        covered: dict[Key, np.ndarray] = {}
         for key, values in rows.items():
-            err = np.full(len(targets), np.nan)
-            for t, (value, _issued) in values.items():
-                err[pos[t]] = value - actual[pos[t]]
+            err, cov = np.full(len(targets), np.nan), np.full(len(targets), np.nan)
+            for t, (value, _issued, p10, p90) in values.items():
+                a = actual[pos[t]]
+                err[pos[t]] = value - a
+                if p10 is not None and p90 is not None and np.isfinite(a):
+                    cov[pos[t]] = float(p10 <= a <= p90)
             errors[key] = err
+            if np.isfinite(cov).any():
+                covered[key] = cov
         for name in fam.baselines:
             err = np.full(len(targets), np.nan)
             by_issue: dict[int, np.ndarray] = {}
@@ -248,15 +268,16 @@ class Scorer:
                 err[i] = by_issue[d][(t - d) // SLOT_NS - 1] - actual[i]
             errors[baseline_key(name)] = err
         keep = np.isfinite(actual) & (issued > 0)
-        return targets[keep], issued[keep], actual[keep], {k: e[keep] for k, e in errors.items()
-                                                         if np.isfinite(e[keep]).any()}
+        errors = {k: e[keep] for k, e in errors.items() if np.isfinite(e[keep]).any()}
+        return (targets[keep], issued[keep], actual[keep], errors,
+                {k: c[keep] for k, c in covered.items() if k in errors})
 
-    def _day_ahead_issues(self, targets: np.ndarray, rows: dict[Key, dict[int, tuple[float, int]]],
+    def _day_ahead_issues(self, targets: np.ndarray, rows: dict[Key, dict[int, Row]],
                           pos: dict[int, int]) -> np.ndarray:
         """The day-ahead issue each target belongs to: what its forecasts say, else the schedule (0: none)."""
         issued = np.zeros(len(targets), np.int64)
         for values in rows.values():
-            for t, (_v, d) in values.items():
+            for t, (_v, d, *_interval) in values.items():
                 issued[pos[t]] = max(issued[pos[t]], d)
         for i, t in enumerate(targets.tolist()):
             if issued[i]:
@@ -270,13 +291,14 @@ class Scorer:
         return issued
 
     # -- database -------------------------------------------------------------------------------------------
-    def _forecast_rows(self, ranges: dict[int, int], hi: int) -> dict[int, dict[Key, dict[int, tuple[float, int]]]]:
+    def _forecast_rows(self, ranges: dict[int, int], hi: int) -> dict[int, dict[Key, dict[int, Row]]]:
         """The models' forecasts for targets in (ranges[horizon], hi], one request for both families:
-        {horizon: {key: {target: (kWh, issue ns)}}}."""
-        rows = select(self.storage, schema.FORECAST, (schema.FORECAST_VALUE_FIELD, schema.FORECAST_ISSUED_FIELD),
+        {horizon: {key: {target: (kWh, issue ns, P10, P90)}}} (P10/P90 None for a forecast without interval)."""
+        rows = select(self.storage, schema.FORECAST, (schema.FORECAST_VALUE_FIELD, schema.FORECAST_ISSUED_FIELD,
+                                                      P10, P90),
                       [({"horizon": str(h), "issue": FAMILY[h].issue}, {"model": BASELINE}, lo, hi)
                        for h, lo in ranges.items()])
-        out: dict[int, dict[Key, dict[int, tuple[float, int]]]] = {}
+        out: dict[int, dict[Key, dict[int, Row]]] = {}
         for r in rows:
             fam = next((f for f in FAMILIES if str(f.horizon) == r.get("horizon") and f.issue == r.get("issue")), None)
             if fam is None or fam.horizon not in ranges:
@@ -293,15 +315,17 @@ class Scorer:
             if t % SLOT_NS or not (lo < t <= hi) or not (0 < t - d <= fam.horizon * SLOT_NS):
                 continue
             key = (str(r.get("model")), str(r.get("name")), str(r.get("version")))
-            out.setdefault(fam.horizon, {}).setdefault(key, {})[t] = (float(value), d)
+            p10, p90 = _number(r.get(P10)), _number(r.get(P90))
+            out.setdefault(fam.horizon, {}).setdefault(key, {})[t] = (float(value), d, p10, p90)
         return out
 
     def restore(self, issue_ns: int) -> None:
         """Read back the slots scored in the last 30 days (across restarts and versions)."""
-        rows = select(self.storage, schema.FORECAST_SKILL, (ERROR, ACTUAL, schema.FORECAST_ISSUED_FIELD),
+        rows = select(self.storage, schema.FORECAST_SKILL, (ERROR, ACTUAL, schema.FORECAST_ISSUED_FIELD, COVERED),
                       [({"window": SLOT_WINDOW}, {}, issue_ns - KEEP_NS, issue_ns)])
         by_family: dict[int, dict[int, tuple[float, int]]] = {f.horizon: {} for f in FAMILIES}
         errs: dict[int, dict[Key, dict[int, float]]] = {f.horizon: {} for f in FAMILIES}
+        covs: dict[int, dict[Key, dict[int, float]]] = {f.horizon: {} for f in FAMILIES}
         for r in rows:
             fam = next((f for f in FAMILIES if str(f.horizon) == r.get("horizon") and f.issue == r.get("issue")), None)
             err, act, issued = r.get(ERROR), r.get(ACTUAL), r.get(schema.FORECAST_ISSUED_FIELD)
@@ -311,21 +335,24 @@ class Scorer:
             by_family[fam.horizon][t] = (float(act), parse_time_ns(issued))
             key = (str(r.get("model")), str(r.get("name")), str(r.get("version")))
             errs[fam.horizon].setdefault(key, {})[t] = float(err)
+            if isinstance(r.get(COVERED), bool):
+                covs[fam.horizon].setdefault(key, {})[t] = float(r[COVERED])
         for fam in FAMILIES:
             slots = by_family[fam.horizon]
             if not slots:
                 continue
             targets = np.array(sorted(slots), np.int64)
             pos = {int(t): i for i, t in enumerate(targets)}
-            errors = {}
-            for key, values in errs[fam.horizon].items():
-                e = np.full(len(targets), np.nan)
-                for t, v in values.items():
-                    e[pos[t]] = v
-                errors[key] = e
+            columns: tuple[dict[Key, np.ndarray], dict[Key, np.ndarray]] = ({}, {})
+            for column, source in zip(columns, (errs[fam.horizon], covs[fam.horizon]), strict=True):
+                for key, values in source.items():
+                    e = np.full(len(targets), np.nan)
+                    for t, v in values.items():
+                        e[pos[t]] = v
+                    column[key] = e
             ledger = Ledger()
             ledger.append(targets, np.array([slots[t][1] for t in targets.tolist()], np.int64),
-                          np.array([slots[t][0] for t in targets.tolist()]), errors)
+                          np.array([slots[t][0] for t in targets.tolist()]), *columns)
             self.ledgers[fam.horizon] = ledger
             self.cursor[fam.horizon] = int(targets[-1])
         self.restored = True
@@ -334,14 +361,18 @@ class Scorer:
             log.info("skill: read back %d scored slots of the last 30 days", n)
 
     def _slot_points(self, fam: Family, targets: np.ndarray, issued: np.ndarray, actual: np.ndarray,
-                     errors: dict[Key, np.ndarray]) -> list[Point]:
+                     errors: dict[Key, np.ndarray], covered: dict[Key, np.ndarray]) -> list[Point]:
         out = []
         for key, err in errors.items():
             tags = _tags(fam, key, SLOT_WINDOW)
-            for t, d, a, e in zip(targets.tolist(), issued.tolist(), actual.tolist(), err.tolist(), strict=True):
+            cov = covered.get(key, np.full(len(err), np.nan)).tolist()
+            for t, d, a, e, c in zip(targets.tolist(), issued.tolist(), actual.tolist(), err.tolist(), cov,
+                                     strict=True):
                 if np.isfinite(e):
-                    out.append(Point(schema.FORECAST_SKILL, tags, {ERROR: float(e), ACTUAL: float(a),
-                                                                   schema.FORECAST_ISSUED_FIELD: iso(d)}, t))
+                    fields: dict = {ERROR: float(e), ACTUAL: float(a), schema.FORECAST_ISSUED_FIELD: iso(d)}
+                    if np.isfinite(c):
+                        fields[COVERED] = bool(c)
+                    out.append(Point(schema.FORECAST_SKILL, tags, fields, t))
         return out
 
     @staticmethod
@@ -356,6 +387,8 @@ class Scorer:
                                    "skill_slots": st.skill_slots}
                         if st.skill is not None:
                             fields["skill"] = st.skill
+                    if st.coverage_slots:
+                        fields |= {"p10_p90_coverage": st.coverage, "coverage_slots": st.coverage_slots}
                     out.append(Point(schema.FORECAST_SKILL, _tags(FAMILY[horizon], key, window), fields, issue_ns))
         return out
 
@@ -375,8 +408,14 @@ class Scorer:
         return {"issued_at": iso(issued) if issued else None, "horizons": horizons}
 
 
-ERROR, ACTUAL = "error_kwh", "actual_kwh"
+ERROR, ACTUAL, COVERED = "error_kwh", "actual_kwh", "in_p10_p90"
+P10, P90 = "p10_kwh", "p90_kwh"  # a forecast's interval, when its bundle has one
 SLOT_WINDOW = "slot"
+Row = tuple[float, int, float | None, float | None]  # a model's forecast of a target: kWh, issue ns, P10, P90
+
+
+def _number(v) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) else None
 
 
 def _tags(fam: Family, key: Key, window: str) -> dict[str, str]:

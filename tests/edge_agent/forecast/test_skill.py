@@ -14,7 +14,9 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
 from shared.agent_client import AgentClient, check_status
+from shared.points import Point
 from shared.series import iso, parse_time_ns, read_csv
+from shared.storage import StorageConfig, open_storage
 from tests.helpers.agent import wait_for
 from tests.helpers.forecast import CSV, ISSUE, Clock, Retained, forecast_rows, load_meter
 from tests.helpers.models import TOKEN, agent_config
@@ -254,3 +256,45 @@ def test_day_ahead_issues_follow_the_house_timezone():
     assert [iso(int(d)) if d else None for d in issued] == [
         "2023-07-04T22:00:00Z", "2023-07-04T22:00:00Z", "2023-07-05T22:00:00Z",
         "2023-10-28T22:00:00Z", None, "2023-10-29T23:00:00Z"]
+
+
+def test_interval_coverage_is_scored_when_forecasts_carry_p10_p90(skill_agent, influxd_session, influx_db_name):
+    """Bundles with intervals write p10_kwh/p90_kwh (issue 16, uncertainty): the share of slots whose actual fell
+    inside [P10, P90] is scored live per version, stored per slot, and read back after a restart."""
+    start, stop, clock = skill_agent
+    a = actual_slots()
+    issue = int(ISSUE.timestamp() * 1e9)
+    targets = [issue + (k + 1) * SLOT for k in range(9)]
+    points = []
+    for k, t in enumerate(targets):
+        fields = {"value_kwh": a[t] + 0.001, "issued_at": iso(t - SLOT), "fallback": "", "input_complete": True}
+        if k < 8:  # inside for even k, P10 above the actual for odd k; the last one has no interval
+            fields |= {"p10_kwh": a[t] - 0.01 if k % 2 == 0 else a[t] + 0.0005, "p90_kwh": a[t] + 0.02}
+        points.append(Point("forecast", {"model": "cnn", "version": "vI", "horizon": "1", "name": "cnn-1",
+                                         "issue": "rolling"}, fields, t))
+    open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name)).write(points)
+    agent = start(ISSUE - timedelta(seconds=30))
+    for t in [issue, *targets]:
+        step(agent, clock, t)
+    key = ("cnn", "cnn-1", "vI")
+
+    def figures(agent):
+        fc = agent.components["forecast"].skill_status()["skill"]["horizons"]["1"]["forecasters"]
+        return next(f["windows"]["1d"] for f in fc if (f["model"], f["name"], f["version"]) == key)
+
+    got = figures(agent)
+    assert (got["slots"], got["coverage_slots"], got["p10_p90_coverage"]) == (9, 8, 0.5)
+    assert got["mae_kwh"] == pytest.approx(0.001, abs=1e-6)
+    base = next(f["windows"]["1d"] for f in agent.components["forecast"].skill_status()["skill"]["horizons"]["1"]
+                ["forecasters"] if f["name"] == "persistence")
+    assert "p10_p90_coverage" not in base  # baselines have no interval
+    res = influxd_session.query("SELECT in_p10_p90 FROM forecast_skill WHERE \"window\" = 'slot' AND "
+                                "\"name\" = 'cnn-1'", db=influx_db_name)["results"][0]["series"][0]["values"]
+    assert [v for _, v in res] == [True, False] * 4
+    stored = stored_figures(influxd_session, influx_db_name, targets[-1])[(1, key, "1d")]
+    assert (stored["p10_p90_coverage"], stored["coverage_slots"]) == (0.5, 8)
+    stop(agent)
+    agent = start(datetime.fromtimestamp((targets[-1] + SLOT) / 1e9, UTC) - timedelta(seconds=30))
+    step(agent, clock, targets[-1] + SLOT)
+    got = figures(agent)
+    assert (got["slots"], got["coverage_slots"], got["p10_p90_coverage"]) == (9, 8, 0.5)
