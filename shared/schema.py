@@ -32,10 +32,24 @@ FORECAST_VALUE_FIELD = "value_kwh"
 FORECAST_ISSUED_FIELD = "issued_at"
 FORECAST_FALLBACK_FIELD = "fallback"  # why a baseline was served ("" for a model)
 FORECAST_COMPLETE_FIELD = "input_complete"
+FORECAST_SHADOW_FIELD = "shadow"  # true: a model the guard keeps out of service (written and scored, not served)
 BASELINE_MODEL = "baseline"
 
 AGENT = "agent"
+
+# Live skill (edge_agent/forecast/skill.py). Tags: `horizon` 1|96, `issue` (the forecast series scored: `rolling`
+# for the next slot, `day_ahead` for the day ahead), `model` (cnn|lstm|baseline), `name` (bundle or baseline name,
+# e.g. cnn-1, persistence), `version` (a baseline's version is its name), `window`:
+# - `slot`: one point per scored target slot and forecaster (time = the slot's end): `error_kwh` (forecast −
+#   actual), `actual_kwh`, `issued_at` (RFC 3339) — what a restarted agent reads back;
+# - `1d`, `7d`, `30d`: the rolling figures at each cycle (time = the cycle's issue time): `mae_kwh`, `rmse_kwh`,
+#   `bias_kwh`, `slots` (int); for a model also `skill` (1 − MAE / MAE of the best baseline on the same slots;
+#   absent when that MAE is 0), `skill_slots` (int), `baseline` (string), `baseline_mae_kwh`.
+# A forecast with an interval (fields `p10_kwh`, `p90_kwh`) also gets `in_p10_p90` (bool) per slot and
+# `p10_p90_coverage`, `coverage_slots` (int) in the rolling figures.
 FORECAST_SKILL = "forecast_skill"
+FORECAST_SKILL_TAGS = ("horizon", "issue", "model", "name", "version", "window")
+FORECAST_SKILL_WINDOWS = ("slot", "1d", "7d", "30d")
 
 # Written by the agent itself: device rules may not write them unless a rule says so (`allow_reserved`).
 RESERVED_MEASUREMENTS = frozenset({ENERGY_FLOW, FORECAST, AGENT, FORECAST_SKILL})

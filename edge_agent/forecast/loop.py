@@ -14,6 +14,10 @@ overwritten: what was said a day ahead. Retained JSON on `<prefix>/forecast/<kin
 baseline, and `best`: the preferred model that produced a forecast). Without a model, when the input window has
 gaps, or when a model fails (an exception, a non-finite value), the horizon's naive baseline is used and tagged
 model=baseline with the reason; one model failing never drops the others' forecasts.
+
+Live skill and the guard (skill.py, guard.py): every cycle first scores what became known, then judges the loaded
+models; a model that lost to the best baseline over `guard_days` is kept in the shadow (its forecasts are written
+with `shadow` = true and scored, not served or published) and the baseline it lost to is served with the reason.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import numpy as np
 
 from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.forecast.guard import Guard, GuardConfig, skill_payload
+from edge_agent.forecast.skill import Scorer
 from edge_agent.publish import hass
 from edge_agent.runtime.timer import floor_slot
 from edge_agent.storage.boundaries import CounterBoundaries
 from shared import schema
-from shared.baselines import fallback
+from shared.baselines import BASELINES, FALLBACK, fallback
 from shared.points import Point, escape_measurement
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import Readings, SlotSeries, iso, power_to_slots, slots_from_counter
@@ -55,6 +61,12 @@ class ForecastConfig:
     day_ahead_at: str = "00:00"  # local time of the day-ahead issue (a slot boundary)
     models_dir: str = "models"
     preferred_kinds: list[str] = dataclasses.field(default_factory=lambda: ["cnn", "lstm"])
+    # the guard (edge_agent/forecast/guard.py): serve the best baseline instead of a model that lost to it
+    guard: bool = True
+    guard_days: float = 7.0  # judged on its live figures over this many days
+    guard_min_slots_1: int = 300  # next slot: at least this many slots scored (of 672 a week)
+    guard_min_slots_96: int = 480  # day ahead: at least five days of slots
+    guard_return_skill: float = 0.02  # a model in the shadow serves again from this skill on
     # moved to [publish] (still read from here when [publish] is absent)
     topic_prefix: str | None = None
     ha_discovery: bool | None = None
@@ -80,7 +92,18 @@ def parse_config(cfg: AgentConfig) -> ForecastConfig | None:
             raise ValueError
     except ValueError:
         raise ConfigError(f"{where}.day_ahead_at must be HH:MM on a slot boundary (:00, :15, :30, :45)") from None
+    for key, ok, what in (("guard_days", 0 < fc.guard_days <= 30, "between 0 and 30 (days; skill is kept 30 days)"),
+                          ("guard_min_slots_1", fc.guard_min_slots_1 >= 1, "at least 1"),
+                          ("guard_min_slots_96", fc.guard_min_slots_96 >= 1, "at least 1"),
+                          ("guard_return_skill", 0 <= fc.guard_return_skill < 1, "between 0 and 1 (e.g. 0.02)")):
+        if not ok:
+            raise ConfigError(f"{where}.{key} must be {what}, not {getattr(fc, key)!r}")
     return fc if fc.enabled else None
+
+
+def guard_config(fc: ForecastConfig) -> GuardConfig:
+    return GuardConfig(fc.guard, fc.guard_days, {1: fc.guard_min_slots_1, 96: fc.guard_min_slots_96},
+                       fc.guard_return_skill)
 
 
 @dataclass
@@ -92,6 +115,7 @@ class HorizonResult:
     values: np.ndarray
     fallback: str = ""  # why a baseline was served ("" for a model's forecast)
     input_complete: bool = True
+    shadow: bool = False  # a model the guard keeps out of service: written and scored, not served
 
 
 class Forecaster:
@@ -107,6 +131,8 @@ class Forecaster:
         self._tz = ZoneInfo(fc.timezone)
         if fc.source == "counter":
             ctx.on_stored(self._on_stored)
+        self.skill = Scorer(self.storage, self.is_day_ahead_issue)
+        self.guard = Guard(guard_config(fc))
         ctx.timer.add("forecast", fc.delay_s, self.run_once)
 
     def history_slots(self) -> int:
@@ -164,6 +190,7 @@ class Forecaster:
             log.error("forecast: cannot read the consumption series: %s", exc)
             series = SlotSeries(issue_ns, np.full(1, np.nan))
         models = self.active.loaded()
+        self._score(issue_ns, series, models)
         results: list[HorizonResult] = []
         for horizon in (1, 96):
             made, reasons, complete = [], [], True
@@ -186,19 +213,20 @@ class Forecaster:
                     continue
                 made.append(HorizonResult(name, model.manifest["kind"], model.manifest["version"], horizon,
                                           fc.values))
+            made, shadow = self._apply_guard(made, reasons)
             if not made:
                 reason = "; ".join(reasons) if reasons else "no model"
-                base_name, values = fallback(series, issue_ns, horizon)
+                base_name, values, intended = self._baseline(series, issue_ns, horizon)
                 if np.isfinite(values).all():
                     made.append(HorizonResult(f"baseline-{horizon}", schema.BASELINE_MODEL, base_name, horizon,
-                                              values, fallback=reason, input_complete=complete))
+                                              values, fallback=reason, input_complete=complete and intended))
                     self.ctx.health.incr(f"forecast_baseline_{horizon}")
                 else:
                     self.ctx.health.incr("forecast_skipped_no_data")
                     log.warning("forecast: no model and no history for horizon %d at %s", horizon, iso(issue_ns))
             else:
                 self.ctx.health.incr(f"forecast_model_{horizon}")
-            results.extend(made)
+            results.extend(made + shadow)
         self._write(issue_ns, results)
         self._publish(issue_ns, results)
         self.last_forecast = iso(issue_ns)
@@ -218,7 +246,8 @@ class Forecaster:
         return [Point(schema.FORECAST, tags, {schema.FORECAST_VALUE_FIELD: float(v),
                                               schema.FORECAST_ISSUED_FIELD: issued,
                                               schema.FORECAST_FALLBACK_FIELD: r.fallback,
-                                              schema.FORECAST_COMPLETE_FIELD: r.input_complete},
+                                              schema.FORECAST_COMPLETE_FIELD: r.input_complete,
+                                              schema.FORECAST_SHADOW_FIELD: r.shadow},
                       issue_ns + (k + 1) * SLOT_NS) for k, v in enumerate(r.values)]
 
     def _write(self, issue_ns: int, results: list[HorizonResult]) -> None:
@@ -245,6 +274,8 @@ class Forecaster:
         prefix = self.config.publish.topic_prefix
         try:
             for r in results:
+                if r.shadow:
+                    continue
                 self.ctx.publish(f"{prefix}/forecast/{r.model}/{r.horizon}", self._payload(issue_ns, r), qos=1,
                                  retain=True)
             for horizon in (1, 96):
@@ -257,14 +288,69 @@ class Forecaster:
             log.error("forecast: publishing failed: %s", exc)
 
     def best(self, results: list[HorizonResult], horizon: int) -> HorizonResult | None:
-        candidates = [r for r in results if r.horizon == horizon]
+        candidates = [r for r in results if r.horizon == horizon and not r.shadow]
         order = {k: i for i, k in enumerate(self.fc.preferred_kinds + [schema.BASELINE_MODEL])}
         return min(candidates, key=lambda r: order.get(r.model, 99), default=None)
+
+    # -- live skill and the guard ------------------------------------------------------------------------
+    def _score(self, issue_ns: int, series: SlotSeries, models: dict) -> None:
+        """Score what became known, judge the loaded models, publish the skill; never costs the forecast."""
+        t0 = time.perf_counter()
+        try:
+            self.skill.score(issue_ns, series)
+        except Exception as exc:
+            self.ctx.health.incr("skill_errors")
+            log.error("skill: scoring the slots up to %s failed: %s", iso(issue_ns), exc)
+        try:
+            loaded = {n: (m.spec.horizon, m.manifest["kind"], m.manifest["version"]) for n, m in models.items()}
+            for message in self.guard.update(issue_ns, loaded, self.skill.stats):
+                log.warning("%s", message)
+            prefix = self.config.publish.topic_prefix
+            for horizon in (1, 96):
+                doc = skill_payload(issue_ns, horizon, self.skill, self.guard, loaded, self.fc.preferred_kinds)
+                self.ctx.publish(hass.skill_topic(prefix, horizon), json.dumps(doc), qos=1, retain=True)
+        except Exception as exc:
+            self.ctx.health.incr("skill_errors")
+            log.error("skill: judging or publishing failed: %s", exc)
+        self.ctx.health.set("skill_ms", round((time.perf_counter() - t0) * 1000, 1))
+
+    def _apply_guard(self, made: list[HorizonResult], reasons: list[str]) -> tuple[list, list]:
+        """Split a horizon's forecasts into served and shadowed ones; the guard's reasons join `reasons`."""
+        served, shadow = [], []
+        for r in made:
+            verdict = self.guard.shadowed(r.name, r.version)
+            if verdict is None:
+                served.append(r)
+            else:
+                shadow.append(dataclasses.replace(r, shadow=True))
+                reasons.append(verdict.reason or "guard")
+        return served, shadow
+
+    def _baseline(self, series: SlotSeries, issue_ns: int, horizon: int) -> tuple[str, np.ndarray, bool]:
+        """The baseline to serve — the one a shadowed model lost to, else the horizon's fallback order — and
+        whether it is the intended one (False: its history was missing and another stood in: incomplete input)."""
+        name = self.guard.baseline(horizon)
+        if name in BASELINES:
+            values = BASELINES[name](series, issue_ns, horizon)
+            if np.isfinite(values).all():
+                return name, values, True
+        served, values = fallback(series, issue_ns, horizon)
+        return served, values, served == (name if name in BASELINES else FALLBACK.get(horizon))
+
+    def skill_status(self) -> dict:
+        """The live figures and the guard's verdicts (the status API; docs/edge-models.md)."""
+        serving = {}
+        for horizon in (1, 96):
+            best = self.best(self.last_results, horizon)
+            serving[str(horizon)] = None if best is None else {
+                "name": best.name, "model": best.model, "version": best.version, "fallback_reason": best.fallback or None}
+        return {"skill": self.skill.status(), "guard": self.guard.status() | {"serving": serving}}
 
     def discovery_messages(self) -> list[tuple[str, str]]:
         """Home Assistant MQTT discovery configs for the consumption forecasts (edge_agent/hass.py)."""
         pub = self.config.publish
-        return hass.forecast_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix)
+        return hass.forecast_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix) \
+            + hass.skill_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix)
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:

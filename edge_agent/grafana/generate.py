@@ -201,6 +201,23 @@ def forecast_vs_actual(tz: str) -> Board:
     b.add("table", "Forecasts by model (mean kWh per slot)",
           [q('SELECT mean("value_kwh") AS "mean_kwh", count("value_kwh") AS "slots" FROM "forecast" '
              'WHERE $timeFilter GROUP BY "name", "model", "version", "issue"', fmt="table")], w=24, h=7)
+    # live skill (edge_agent/forecast/skill.py): written every cycle, time = the cycle's issue time
+    b.add("timeseries", "Live skill vs the best baseline (7 days)",
+          [q('SELECT last("skill") AS "skill" FROM "forecast_skill" WHERE "window" = \'7d\' AND '
+             '"model" != \'baseline\' AND $timeFilter GROUP BY time(15m), "name", "version" fill(null)')],
+          w=12, h=8, interval="15m", fieldConfig={"defaults": {"unit": "percentunit", "max": 1, "decimals": 1},
+                                                  "overrides": []},
+          description="1 − MAE / MAE of the best naive baseline on the same slots, over the last 7 days, per "
+                      "bundle and version: above 0 the model beats every baseline. Next slot: the rolling "
+                      "forecasts; day ahead: the forecast issued once a day. The guard serves the baseline for a "
+                      "model that stays below 0 (docs/edge-models.md).")
+    b.add("table", "Live scores (latest, kWh per slot)",
+          [q('SELECT last("mae_kwh") AS "mae_kwh", last("rmse_kwh") AS "rmse_kwh", last("bias_kwh") AS "bias_kwh", '
+             'last("slots") AS "slots", last("skill") AS "skill", last("baseline") AS "best_baseline" FROM '
+             '"forecast_skill" WHERE "window" != \'slot\' AND $timeFilter GROUP BY "horizon", "window", "name", '
+             '"version"', fmt="table")], w=12, h=8,
+          description="The newest rolling figures per horizon, window (1d, 7d, 30d), model or baseline and version; "
+                      "bias = mean of forecast − actual.")
     return b
 
 

@@ -152,10 +152,11 @@ class ModelApi:
         m, f = self.models, self.forecaster
         models = {n: {"active": None, "previous": None} for n in BUNDLE_NAMES}
         models.update(m.store.status())
+        live = f.skill_status() if f else {"skill": None, "guard": None}  # live skill and the guard's verdicts
         return {"agent_version": __version__,
                 "interpreter": {"name": m.runtime.name, "version": m.runtime.version},
                 "models": models, "last_forecast": f.last_forecast if f else None,
-                "counters": self.ctx.health.snapshot()}
+                "counters": self.ctx.health.snapshot(), "skill": live["skill"], "guard": live["guard"]}
 
     def _intact(self, entry: StoredVersion) -> bool:
         try:
@@ -237,7 +238,7 @@ class ModelApi:
         return {"issued_at": f.last_forecast,
                 "forecasts": [{"name": r.name, "model": r.model, "version": r.version, "horizon": r.horizon,
                                "values": len(r.values), "fallback": r.fallback or None,
-                               "input_complete": r.input_complete} for r in results]}
+                               "input_complete": r.input_complete, "shadow": r.shadow} for r in results]}
 
     def _forecast_soon(self) -> None:
         """A new model forecasts at once (on the slot timer's thread), not 15 minutes later."""

@@ -43,6 +43,10 @@ def forecast_topic(prefix: str, horizon: int | str) -> str:
     return f"{prefix}/forecast/best/{horizon}"
 
 
+def skill_topic(prefix: str, horizon: int | str) -> str:
+    return f"{prefix}/forecast/skill/{horizon}"
+
+
 def flow_totals_topic(prefix: str) -> str:
     return f"{prefix}/flow/totals"
 
@@ -103,6 +107,34 @@ def forecast_discovery(node_id: str, prefix: str, discovery_prefix: str = DISCOV
         cfg = _base(node_id, prefix, key, name, topic, _fresh(expr, expire_after_s), expire_after_s)
         cfg |= {"unit_of_measurement": "kWh", "device_class": "energy", "suggested_display_precision": 3,
                 "icon": "mdi:chart-bell-curve-cumulative", "json_attributes_topic": topic,
+                "json_attributes_template": f"{{{{ {{{attrs}}} | tojson }}}}"}
+        out.append((config_topic(discovery_prefix, node_id, key), json.dumps(cfg)))
+    return out
+
+
+SKILL_ATTRIBUTES = ("issued_at", "name", "model", "version", "slots", "window", "skill_1d", "skill_30d", "mae_kwh",
+                    "baseline", "baseline_mae_kwh", "state", "guard_reason")
+SKILL_SENSORS = (  # key, name, horizon
+    ("forecast_skill_next_15min", "Forecast skill next 15 min", 1),
+    ("forecast_skill_day_ahead", "Forecast skill day ahead", 96),
+)
+
+
+def skill_discovery(node_id: str, prefix: str, discovery_prefix: str = DISCOVERY_PREFIX,
+                    expire_after_s: int = DEFAULT_EXPIRE_AFTER_S) -> list[tuple[str, str]]:
+    """Configs for the live-skill sensors reading `<prefix>/forecast/skill/<horizon>`: the preferred model's skill
+    over 7 days in % (1 − MAE / MAE of the best naive baseline on the same slots; unknown until scored), with
+    model, version, slots scored and the guard's verdict as attributes. A measurement (`state_class`), so Home
+    Assistant keeps its history as statistics; no device class (a skill is no physical quantity)."""
+    _check_node(node_id)
+    attrs = ", ".join(f"'{a}': value_json.get('{a}')" for a in SKILL_ATTRIBUTES)
+    value = "(value_json.skill * 100) | round(1) if value_json.get('skill') is number else None"
+    out = []
+    for key, name, horizon in SKILL_SENSORS:
+        topic = skill_topic(prefix, horizon)
+        cfg = _base(node_id, prefix, key, name, topic, _fresh(value, expire_after_s), expire_after_s)
+        cfg |= {"unit_of_measurement": "%", "state_class": "measurement", "suggested_display_precision": 1,
+                "icon": "mdi:bullseye-arrow", "json_attributes_topic": topic,
                 "json_attributes_template": f"{{{{ {{{attrs}}} | tojson }}}}"}
         out.append((config_topic(discovery_prefix, node_id, key), json.dumps(cfg)))
     return out

@@ -87,5 +87,11 @@ def test_gappy_window_falls_back_to_baseline(tmp_path, mosquitto_session, influx
         assert [(r.model, r.version, r.horizon) for r in results] == [("baseline", "same_slot_yesterday", 1),
                                                                       ("baseline", "median_7_days", 96)]
         assert agent.health.get("incomplete_windows") >= 1
+        # provenance: neither forecast had its intended input (issue 16): persistence had no last slot, and
+        # cnn-96's window was incomplete
+        assert [r.input_complete for r in results] == [False, False]
+        rows = agent.ctx.open_storage().query("SELECT input_complete FROM forecast WHERE time = "
+                                              f"{parse_time_ns('2023-07-05T12:15:00Z')} GROUP BY horizon")
+        assert {r["horizon"]: r["input_complete"] for r in rows} == {"1": False, "96": False}
     finally:
         agent.stop()

@@ -15,6 +15,7 @@ House in Europe/Berlin. Slots are given by their END in local time; a slot belon
   cnn-96 0.10, lstm-96 0.12, baseline-96 0.20 for all 96 slots; the rolling horizon-96 values for the same
   targets (issue rolling, re-issued minutes before) 0.50 / 0.52 / 0.60; next slot (horizon 1, rolling) cnn-1
   0.07, lstm-1 0.09, baseline-1 0.05 for the eight PV slots.
+- Live skill rows (`forecast_skill`) every 15 minutes from 12:00 to 13:00 local on June 14 (SKILL).
 """
 
 from __future__ import annotations
@@ -113,9 +114,39 @@ def forecasts() -> list[Point]:
     return out
 
 
+# Live skill (`forecast_skill`, one row per cycle and window at the cycle's issue time), June 14 12:00-13:00 local:
+# (horizon, issue, model, name, version) -> window -> one (skill, mae_kwh, slots) per SKILL_TIMES (None: no row);
+# baselines have no skill. An older version's rows stop when it is replaced.
+SKILL_TIMES = [local(2023, 6, 14, 12) + k * SLOT for k in range(5)]
+SKILL = {
+    ("1", "rolling", "cnn", "cnn-1", "v1"): {"7d": [(0.10 + 0.01 * k, 0.050 - 0.001 * k, 600 + k) for k in range(5)],
+                                            "1d": [(0.30, 0.040, 96)] * 5},
+    ("1", "rolling", "cnn", "cnn-1", "v0"): {"7d": [(-0.20, 0.070, 300), (-0.21, 0.071, 301), None, None, None]},
+    ("96", "day_ahead", "lstm", "lstm-96", "v1"): {"7d": [(-0.05, 0.090, 480 + 96 * (k // 4)) for k in range(5)]},
+    ("1", "rolling", "baseline", "persistence", "persistence"): {"7d": [(None, 0.060, 610 + k) for k in range(5)]},
+}
+
+
+def skill_points() -> list[Point]:
+    out = []
+    for (horizon, issue, model, name, version), windows in SKILL.items():
+        tags = {"horizon": horizon, "issue": issue, "model": model, "name": name, "version": version}
+        for window, rows in windows.items():
+            for t, row in zip(SKILL_TIMES, rows, strict=True):
+                if row is None:
+                    continue
+                skill, mae, n = row
+                fields = {"mae_kwh": mae, "rmse_kwh": mae * 1.5, "bias_kwh": -mae / 2, "slots": n}
+                if skill is not None:
+                    fields |= {"skill": skill, "baseline": "persistence", "baseline_mae_kwh": mae / (1 - skill),
+                               "skill_slots": n}
+                out.append(Point("forecast_skill", tags | {"window": window}, fields, ns(t)))
+    return out
+
+
 def points() -> list[Point]:
     return [Point("energy_flow", {}, {k: v for k, v in s.items() if k != "end"}, ns(s["end"])) for s in slots()] \
-        + forecasts()
+        + forecasts() + skill_points()
 
 
 def write(influxd, db: str) -> None:

@@ -147,6 +147,12 @@ def loaded_db(tmp_path_factory, mosquitto_session, influxd_session):
                     {"value_kwh": 0.3 + 0.01 * k, "issued_at": "2023-07-03T00:00:00Z"},
                     int((START + timedelta(days=2, minutes=15 * (k + 1))).timestamp() * 1e9))
               for m in ("cnn", "lstm") for h in ("1", "96") for k in range(96 if h == "96" else 4)])
+    st.write([Point("forecast_skill", {"horizon": h, "issue": "day_ahead" if h == "96" else "rolling", "model": m,
+                                       "name": f"{m}-{h}", "version": "20260101T000000Z", "window": w},
+                    {"mae_kwh": 0.05, "rmse_kwh": 0.08, "bias_kwh": -0.01, "slots": 96, "skill": 0.1 - 0.3 * (m == "lstm"),
+                     "baseline": "persistence", "baseline_mae_kwh": 0.055, "skill_slots": 96},
+                    int((START + timedelta(days=2, minutes=15 * k)).timestamp() * 1e9))
+              for m in ("cnn", "lstm") for h in ("1", "96") for w in ("1d", "7d", "30d") for k in range(4)])
     wait_for(lambda: count(influxd_session, db, "agent", "received") > 0, timeout=20)
     snap = agent.health.point("test").fields  # the agent's real counters, as if reported every 15 minutes
     st.write([Point("agent", {"host": "test"}, {**snap, "received": int(snap["received"]) * (k + 1) // 4,
@@ -202,6 +208,8 @@ def test_every_panel_query_returns_plausible_rows(loaded_db, board, panel, query
     assert np.isfinite(numbers).all()
     if re.search(r"self_consumption|autarky", q):
         assert ((numbers >= 0) & (numbers <= 1.0001)).all()
+    elif "forecast_skill" in q:  # skill and bias can be negative; skill is at most 1
+        assert np.abs(numbers).max() < 1e5 and (numbers[numbers < 0] >= -100).all()
     elif "energy_flow" in q or "forecast" in q:
         assert (numbers >= 0).all() and numbers.max() < 200  # kWh: a few days of a house
     elif '"Power"' in q:
@@ -220,7 +228,8 @@ NUMBER_CHECKED = {
     "home-energy-forecast": {"Forecast next 15 minutes vs actual (kWh per 15 min)",
                              "Forecast day ahead vs actual (kWh per 15 min)",
                              "Error next 15 minutes (forecast − actual, kWh)",
-                             "Error day ahead (forecast − actual, kWh)", "Forecasts by model (mean kWh per slot)"},
+                             "Error day ahead (forecast − actual, kWh)", "Forecasts by model (mean kWh per slot)",
+                             "Live skill vs the best baseline (7 days)", "Live scores (latest, kWh per slot)"},
 }
 
 
@@ -420,6 +429,29 @@ def test_forecast_panels_show_what_was_said_a_day_ahead_and_the_next_slot(handma
     want |= {(n, "rolling"): (v, 96) for n, v in handmade.ROLLING_96.items()}
     want |= {(n, "rolling"): (v, 8) for n, v in handmade.NEXT_SLOT.items()}
     assert table == want
+
+
+def test_skill_panels_show_the_live_figures(handmade_db):
+    influxd, db = handmade_db
+    start, end = handmade.SKILL_TIMES[0] - timedelta(hours=1), handmade.SKILL_TIMES[-1] + timedelta(hours=1)
+    res = run_panel(influxd, db, panel("home-energy-forecast", "Live skill vs the best baseline (7 days)"), start, end)
+    got = {(r["_tags"]["name"], r["_tags"]["version"], r["time"]): r["skill"] for r in rows(res["A"])
+           if r["skill"] is not None}
+    want = {(name, version, handmade.ns(t)): row[0]
+            for (_h, _i, model, name, version), w in handmade.SKILL.items() if model != "baseline" and "7d" in w
+            for t, row in zip(handmade.SKILL_TIMES, w["7d"], strict=True) if row is not None}
+    assert got == pytest.approx(want)  # 7 days only (not the 1-day rows), no baseline, each version its own line
+    res = run_panel(influxd, db, panel("home-energy-forecast", "Live scores (latest, kWh per slot)"), start, end)
+    table = {(r["_tags"]["horizon"], r["_tags"]["window"], r["_tags"]["name"], r["_tags"]["version"]):
+             (round(r["mae_kwh"], 9), r["slots"], r["skill"] if r["skill"] is None else round(r["skill"], 9),
+              r["best_baseline"]) for r in rows(res["A"])}
+    want = {}
+    for (h, _i, _m, name, version), windows in handmade.SKILL.items():
+        for w, series in windows.items():
+            skill, mae, n = [row for row in series if row is not None][-1]
+            want[(h, w, name, version)] = (round(mae, 9), n, skill if skill is None else round(skill, 9),
+                                           None if skill is None else "persistence")
+    assert table == want  # the newest row of each (v0's last one is older than the range's end: still shown)
 
 
 def test_every_flow_and_forecast_panel_is_checked():

@@ -31,7 +31,8 @@ OLD_FORECAST_CONFIG = {
 
 
 def configs(roles=frozenset(ALL_ROLES)) -> dict[str, dict | None]:
-    pairs = hass.forecast_discovery(NODE, PREFIX, DISC) + hass.flow_discovery(NODE, PREFIX, DISC, set(roles))
+    pairs = hass.forecast_discovery(NODE, PREFIX, DISC) + hass.skill_discovery(NODE, PREFIX, DISC) \
+        + hass.flow_discovery(NODE, PREFIX, DISC, set(roles))
     topics = [t for t, _ in pairs]
     assert len(topics) == len(set(topics))
     return {t: (json.loads(p) if p else None) for t, p in pairs}
@@ -44,7 +45,7 @@ def key(topic: str) -> str:
 def test_every_config_has_availability_and_expiry_and_no_object_id():
     assert hass.availability_topic(PREFIX) == "he-test/status"
     cfgs = configs()
-    assert len(cfgs) == 2 + len(hass.TOTAL_SENSORS) + len(hass.SLOT_SENSORS)
+    assert len(cfgs) == 2 + 2 + len(hass.TOTAL_SENSORS) + len(hass.SLOT_SENSORS)
     for topic, cfg in cfgs.items():
         assert topic == f"homeassistant/sensor/testnode/{key(topic)}/config"
         assert cfg["availability_topic"] == "he-test/status"
@@ -58,7 +59,7 @@ def test_every_config_has_availability_and_expiry_and_no_object_id():
 
 def test_forecasts_are_not_meters_and_keep_their_entities():
     cfgs = configs()
-    fc = {key(t): c for t, c in cfgs.items() if "/forecast/" in c["state_topic"]}
+    fc = {key(t): c for t, c in cfgs.items() if "/forecast/best/" in c["state_topic"]}
     assert set(fc) == {"consumption_next_15min", "consumption_next_24h"}  # the unique ids HA already knows
     assert fc["consumption_next_15min"]["state_topic"] == "he-test/forecast/best/1"
     assert fc["consumption_next_24h"]["state_topic"] == "he-test/forecast/best/96"
@@ -83,13 +84,28 @@ def test_flow_counters_are_energy_meters_per_role():
     grid_only = configs({"grid", "consumer"})
     present = {key(t) for t, c in grid_only.items() if c is not None}
     deleted = {key(t) for t, c in grid_only.items() if c is None}
-    assert present == {"consumption_next_15min", "consumption_next_24h", "grid_import_total", "grid_export_total",
-                       "house_total", "autarky_slot"}
+    assert present == {"consumption_next_15min", "consumption_next_24h", "forecast_skill_next_15min",
+                       "forecast_skill_day_ahead", "grid_import_total", "grid_export_total", "house_total",
+                       "autarky_slot"}
     assert deleted == {"pv_total", "battery_charge_total", "battery_discharge_total", "self_supplied_total",
                        "self_consumption_slot"}
     no_battery = configs({"grid", "pv"})
     assert {key(t) for t, c in no_battery.items() if c is None} == {"battery_charge_total",
                                                                    "battery_discharge_total"}
+
+
+def test_live_skill_is_a_percentage_per_horizon_with_its_provenance_as_attributes():
+    skill = {key(t): c for t, c in configs().items() if "/forecast/skill/" in c["state_topic"]}
+    assert set(skill) == {"forecast_skill_next_15min", "forecast_skill_day_ahead"}
+    assert skill["forecast_skill_next_15min"]["state_topic"] == "he-test/forecast/skill/1"
+    assert skill["forecast_skill_day_ahead"]["state_topic"] == "he-test/forecast/skill/96"
+    for c in skill.values():
+        assert (c["unit_of_measurement"], c["state_class"]) == ("%", "measurement") and "device_class" not in c
+        assert c["json_attributes_topic"] == c["state_topic"]
+        for attr in ("model", "version", "slots", "guard_reason", "baseline"):
+            assert f"'{attr}': value_json.get('{attr}')" in c["json_attributes_template"]
+    with pytest.raises(ValueError, match=r"node_id"):
+        hass.skill_discovery("my node", PREFIX)
 
 
 def test_bad_node_id_and_unknown_role_name_the_key():
@@ -119,6 +135,14 @@ NIGHT_SLOT = {**SLOT_FIELDS, "pv": 0.0, "pv_to_house": 0.0, "pv_to_grid": 0.0, "
               "autarky": 0.0}
 
 
+def skill_payload(horizon: int, issued: datetime, **extra) -> str:
+    doc = {"issued_at": iso(issued), "horizon": horizon, "issue": "rolling" if horizon == 1 else "day_ahead",
+           "window": "7d", "name": f"cnn-{horizon}", "model": "cnn", "version": "20261124T101500Z", "skill": 0.12345,
+           "skill_1d": 0.2, "skill_30d": 0.1, "slots": 640, "mae_kwh": 0.05, "baseline": "persistence",
+           "baseline_mae_kwh": 0.057, "state": "serving", "guard_reason": None, **extra}
+    return json.dumps(doc)
+
+
 def forecast_payload(horizon: int, issued: datetime, **extra) -> str:
     values = [0.3125] if horizon == 1 else [0.25] * 96
     doc = {"issued_at": iso(issued), "name": f"cnn-{horizon}", "model": "cnn", "version": "20261124T101500Z",
@@ -135,6 +159,17 @@ SAMPLES = {
                          input_complete=True),
         forecast_payload(1, NOW - timedelta(days=3), fallback_reason=None, input_complete=True),  # retained, old
         forecast_payload(1, NOW - timedelta(seconds=90)),  # an agent from before issue 18: no new keys
+    ],
+    "he-test/forecast/skill/1": [
+        skill_payload(1, NOW - timedelta(seconds=90)),
+        skill_payload(1, NOW - timedelta(seconds=90), skill=-0.25, state="shadow",
+                      guard_reason="guard: cnn-1 20261124T101500Z lost to persistence over the last 7 days (…)"),
+        skill_payload(1, NOW - timedelta(seconds=90), skill=None, slots=0, state="learning"),  # not scored yet
+        skill_payload(1, NOW - timedelta(days=3)),  # retained, old
+    ],
+    "he-test/forecast/skill/96": [
+        skill_payload(96, NOW - timedelta(minutes=5), name=None, model=None, version=None, skill=None, slots=0,
+                      state=None),  # no day-ahead model: only the best baseline is known
     ],
     "he-test/forecast/best/96": [
         forecast_payload(96, NOW - timedelta(minutes=5), fallback_reason="no_model", input_complete=False),
@@ -160,7 +195,8 @@ def ha_judge():
 
 
 def test_home_assistant_accepts_every_config(ha_judge):
-    pairs = hass.forecast_discovery(NODE, PREFIX, DISC) + hass.flow_discovery(NODE, PREFIX, DISC, ALL_ROLES)
+    pairs = hass.forecast_discovery(NODE, PREFIX, DISC) + hass.skill_discovery(NODE, PREFIX, DISC) \
+        + hass.flow_discovery(NODE, PREFIX, DISC, ALL_ROLES)
     version, results = ha_judge(pairs)
     assert version.startswith("20"), version
     for topic, payload in pairs:
@@ -172,6 +208,8 @@ def test_home_assistant_accepts_every_config(ha_judge):
         assert res["dropped_keys"] == [] and res["deprecated_keys"] == [], (topic, res)
         if cfg["state_topic"].endswith("/flow/totals"):
             assert res["energy_dashboard_source"] and res["long_term_statistics"], topic
+        elif "/forecast/skill/" in cfg["state_topic"]:  # a skill's history is kept (mean/min/max), no energy
+            assert res["long_term_statistics"] and not res["energy_dashboard_source"], topic
         elif "/forecast/" in cfg["state_topic"]:
             assert not res["long_term_statistics"] and not res["energy_dashboard_source"], topic
         else:  # the slot's ratios: statistics (mean/min/max), but no Energy-dashboard source
@@ -197,7 +235,8 @@ def test_the_checker_finds_what_was_wrong_before_issue_18(ha_judge):
 
 
 def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
-    pairs = hass.forecast_discovery(NODE, PREFIX, DISC) + hass.flow_discovery(NODE, PREFIX, DISC, ALL_ROLES)
+    pairs = hass.forecast_discovery(NODE, PREFIX, DISC) + hass.skill_discovery(NODE, PREFIX, DISC) \
+        + hass.flow_discovery(NODE, PREFIX, DISC, ALL_ROLES)
     _, results = ha_judge(pairs, SAMPLES)
     by_key = {key(t): r["rendered"] for t, r in results.items()}
     for k, _name, field, _role in hass.TOTAL_SENSORS:
@@ -222,3 +261,13 @@ def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
     assert float(fallback["value"]) == 24.0
     assert json.loads(fallback["attributes"])["fallback_reason"] == "no_model"
     assert too_old["value"] == "None"  # 31 minutes: older than expire_after
+    serving, shadow, learning, stale = by_key["forecast_skill_next_15min"]
+    assert float(serving["value"]) == 12.3 and float(shadow["value"]) == -25.0
+    assert learning["value"] == "None" and stale["value"] == "None"  # unknown, not 0 %
+    attrs = json.loads(shadow["attributes"])
+    assert (attrs["model"], attrs["version"], attrs["slots"], attrs["state"]) == ("cnn", "20261124T101500Z", 640,
+                                                                                    "shadow")
+    assert attrs["guard_reason"].startswith("guard: cnn-1") and attrs["baseline"] == "persistence"
+    assert json.loads(serving["attributes"])["guard_reason"] is None
+    [no_model] = by_key["forecast_skill_day_ahead"]
+    assert no_model["value"] == "None" and json.loads(no_model["attributes"])["baseline"] == "persistence"
