@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from shared import intervals
 from shared.schema import SLOT_NS
 from shared.series import MAX_SLOT_KWH
 from shared.window import WindowSpec
@@ -144,6 +145,11 @@ def validate(doc: Any) -> dict:
                             f"[1, {spec.steps}, {spec.n_features}]")
     if int(math.prod(out["shape"])) != horizon:
         raise ManifestError(f"manifest: output.shape {out['shape']} does not hold {horizon} values")
+    if "intervals" in doc:  # optional: bundles without it have no P10/P90 band
+        try:
+            intervals.validate(doc["intervals"], horizon)
+        except intervals.IntervalError as exc:
+            raise ManifestError(str(exc)) from None
     model = _require(doc, "model", dict)
     if _require(model, "file", str, "model.") != MODEL_FILE:
         raise ManifestError(f"manifest: model.file must be {MODEL_FILE}")
