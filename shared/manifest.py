@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import intervals
+from shared.calendar import CalendarError
 from shared.schema import SLOT_NS
 from shared.series import MAX_SLOT_KWH
 from shared.window import WindowSpec
@@ -116,6 +117,11 @@ def _window(doc: dict) -> WindowSpec:
     fill = "next_median7" if spec.layout == "next" else "median7"
     if fill not in spec.features:
         raise ManifestError(f"manifest: window.features must include {fill} (missing values are filled from it)")
+    if spec.calendar is not None:  # the edge must be able to compute the declared calendar (package, country)
+        try:
+            spec.calendar.check()
+        except CalendarError as exc:
+            raise ManifestError(f"manifest: window.holidays: {exc}") from None
     if spec.layout == "day" and spec.steps < spec.horizon:
         raise ManifestError(f"manifest: window.steps {spec.steps} is shorter than the horizon {spec.horizon}")
     return spec

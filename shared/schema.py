@@ -32,6 +32,8 @@ FORECAST_VALUE_FIELD = "value_kwh"
 FORECAST_ISSUED_FIELD = "issued_at"
 FORECAST_FALLBACK_FIELD = "fallback"  # why a baseline was served ("" for a model)
 FORECAST_COMPLETE_FIELD = "input_complete"
+FORECAST_P10_FIELD, FORECAST_P90_FIELD = "p10_kwh", "p90_kwh"  # the band (shared.intervals); absent without one
+FORECAST_AWAY_FIELD = "away"  # true on day-ahead slots the empty-house profile replaced (shared.away)
 BASELINE_MODEL = "baseline"
 
 AGENT = "agent"

@@ -78,7 +78,7 @@ def split_and_scale(plan: BundlePlan, series: SlotSeries, opts: TrainOptions, ca
     train_issues = train_issues[::plan.every]
     if opts.quick:
         train_issues, val_issues = train_issues[-QUICK_SAMPLES[0]:], val_issues[:QUICK_SAMPLES[1]]
-    spec = plan.window()
+    spec = plan.window(opts.holidays)
     y_all = series.values[series.index_of(int(train_issues[0])):series.index_of(int(train_issues[-1])) + 1]
     spec.mean = float(np.nanmean(y_all))
     spec.std = float(np.nanstd(y_all)) or 1.0
