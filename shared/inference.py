@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shared import intervals as iv
 from shared import manifest as mf
 from shared.interpreter import Runtime, runtime
+from shared.schema import SLOT_NS
 from shared.series import SlotSeries
 from shared.window import WindowSpec, build_input, unscale_output
 
@@ -26,6 +28,8 @@ class ModelError(Exception):
 class Forecast:
     values: np.ndarray  # kWh for the slots after the issue time
     complete: bool  # False: the window had too many gaps (the caller should fall back to a baseline)
+    p10: np.ndarray | None = None  # kWh band (shared.intervals) when the bundle's manifest has `intervals`
+    p90: np.ndarray | None = None
 
 
 def tensor_entry(detail: dict) -> dict:
@@ -101,4 +105,12 @@ class LoadedModel:
         """kWh forecast for the `horizon` slots after issue_ns, from slots ending at or before issue_ns."""
         x, complete = build_input(self.spec, series.until(issue_ns), issue_ns)
         values = unscale_output(self.spec, self.run(x), x)
-        return Forecast(values, complete)
+        return Forecast(values, complete, *self.band(values, issue_ns))
+
+    def band(self, values: np.ndarray, issue_ns: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """P10/P90 around `values` issued at issue_ns, or (None, None) for a bundle without intervals."""
+        doc = self.manifest.get("intervals")
+        if doc is None:
+            return None, None
+        steps = np.arange(1, len(values) + 1)
+        return iv.band(doc, values, issue_ns + steps * SLOT_NS, steps)

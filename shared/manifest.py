@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from shared import intervals
+from shared.calendar import CalendarError
 from shared.schema import SLOT_NS
 from shared.series import MAX_SLOT_KWH
 from shared.window import WindowSpec
@@ -115,6 +117,11 @@ def _window(doc: dict) -> WindowSpec:
     fill = "next_median7" if spec.layout == "next" else "median7"
     if fill not in spec.features:
         raise ManifestError(f"manifest: window.features must include {fill} (missing values are filled from it)")
+    if spec.calendar is not None:  # the edge must be able to compute the declared calendar (package, country)
+        try:
+            spec.calendar.check()
+        except CalendarError as exc:
+            raise ManifestError(f"manifest: window.holidays: {exc}") from None
     if spec.layout == "day" and spec.steps < spec.horizon:
         raise ManifestError(f"manifest: window.steps {spec.steps} is shorter than the horizon {spec.horizon}")
     return spec
@@ -144,6 +151,11 @@ def validate(doc: Any) -> dict:
                             f"[1, {spec.steps}, {spec.n_features}]")
     if int(math.prod(out["shape"])) != horizon:
         raise ManifestError(f"manifest: output.shape {out['shape']} does not hold {horizon} values")
+    if "intervals" in doc:  # optional: bundles without it have no P10/P90 band
+        try:
+            intervals.validate(doc["intervals"], horizon)
+        except intervals.IntervalError as exc:
+            raise ManifestError(str(exc)) from None
     model = _require(doc, "model", dict)
     if _require(model, "file", str, "model.") != MODEL_FILE:
         raise ManifestError(f"manifest: model.file must be {MODEL_FILE}")

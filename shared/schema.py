@@ -33,6 +33,8 @@ FORECAST_ISSUED_FIELD = "issued_at"
 FORECAST_FALLBACK_FIELD = "fallback"  # why a baseline was served ("" for a model)
 FORECAST_COMPLETE_FIELD = "input_complete"
 FORECAST_SHADOW_FIELD = "shadow"  # true: a model the guard keeps out of service (written and scored, not served)
+FORECAST_P10_FIELD, FORECAST_P90_FIELD = "p10_kwh", "p90_kwh"  # the band (shared.intervals); absent without one
+FORECAST_AWAY_FIELD = "away"  # true on day-ahead slots the empty-house profile replaced (shared.away)
 BASELINE_MODEL = "baseline"
 
 AGENT = "agent"

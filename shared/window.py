@@ -11,6 +11,10 @@ Two layouts, both a sequence `[1, steps, features]` of float features:
   last day up to T, v(T), j / 96]. A pooled median is a steadier estimate of the slot's typical (median) use
   than the median of seven single values.
 
+Optional calendar input (both layouts): `holiday` — 1 when the slot (the target slot of a step) is a public
+holiday of the window's declared calendar (`holidays`: country, subdivision, timezone; shared.calendar), else 0.
+A spec that lists `holiday` must declare its calendar; the edge computes exactly that calendar.
+
 Each feature has a name (the manifest lists them); `build_raw` computes exactly the listed columns, so a bundle
 trained with an older feature list keeps working as long as its names are known.
 
@@ -27,11 +31,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from shared.calendar import HolidayCalendar
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries
 
 WEEK = 7 * SLOTS_PER_DAY
 CALENDAR = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")
+HOLIDAY = "holiday"  # optional calendar input: the slot is a public holiday of the spec's calendar
 
 
 @dataclass
@@ -48,6 +54,8 @@ class WindowSpec:
     # slot: persistence) for next-slot models and "pool7d8_q50" (the median of the same time of day ±2 h over
     # 7 days) for day-ahead models; first-release day-ahead bundles used "median7". None: no residual.
     residual: str | None = None
+    # The public-holiday calendar of the `holiday` feature ({"country", "subdivision", "timezone"}), or None.
+    holidays: dict | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in ("next", "day"):
@@ -59,6 +67,14 @@ class WindowSpec:
             raise ValueError(f"unknown {self.layout!r} window features: {', '.join(unknown)}")
         if self.residual is not None and self.residual not in self.features:
             raise ValueError(f"residual feature {self.residual!r} is not among the window's features")
+        if self.holidays is not None:
+            self.holidays = HolidayCalendar.from_dict(self.holidays).to_dict()  # CalendarError is a ValueError
+        if HOLIDAY in self.features and self.holidays is None:
+            raise ValueError(f"the {HOLIDAY!r} feature needs the window's holidays calendar (country, timezone)")
+
+    @property
+    def calendar(self) -> HolidayCalendar | None:
+        return HolidayCalendar.from_dict(self.holidays) if self.holidays else None
 
     @property
     def n_features(self) -> int:
@@ -105,6 +121,8 @@ def pool_params(name: str) -> tuple[int, int, float]:
 
 
 def is_known_feature(layout: str, name: str) -> bool:
+    if name == HOLIDAY:
+        return True
     if layout == "next":
         return name in NEXT_VALUES or name in CALENDAR
     if POOL.match(name):
@@ -205,6 +223,8 @@ def build_raw(spec: WindowSpec, series: SlotSeries, issue_ns: int) -> tuple[np.n
         cols.update(level_1d=np.full(n, level), last=np.full(n, cur), step=np.arange(1, n + 1) / n)
         cal_ns = series.start_ns + SLOT_NS * idx
     cols.update(zip(CALENDAR, calendar(cal_ns).T, strict=True))
+    if HOLIDAY in spec.features:
+        cols[HOLIDAY] = spec.calendar.is_holiday(cal_ns)
     raw = np.column_stack([cols[name] for name in spec.features])
     values = raw[:, value_columns(spec)]
     return raw, np.isnan(values)

@@ -13,6 +13,7 @@ from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries, iso, parse_time_ns
 
 COLUMNS = ["issued_at", "target_time", "horizon_steps", "value_kwh"]
+BAND_COLUMNS = ["p10_kwh", "p90_kwh"]  # empty for a bundle without intervals; optional when reading
 DAY_NS = SLOTS_PER_DAY * SLOT_NS
 
 
@@ -44,14 +45,16 @@ def write_forecasts(model, series: SlotSeries, start_ns: int, end_ns: int, out: 
     written = skipped = 0
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(COLUMNS)
+        w.writerow(COLUMNS + BAND_COLUMNS)
         for t in issue_times_for(model.spec.horizon, start_ns, end_ns).tolist():
             fc = model.predict(series, t)
             if not fc.complete:
                 skipped += 1
                 continue
-            for k, v in enumerate(fc.values, start=1):
-                w.writerow([iso(t), iso(t + k * SLOT_NS), k, f"{v:.6f}"])
+            band = zip(fc.p10, fc.p90, strict=True) if fc.p10 is not None else [(None, None)] * len(fc.values)
+            for k, (v, (lo, hi)) in enumerate(zip(fc.values, band, strict=True), start=1):
+                w.writerow([iso(t), iso(t + k * SLOT_NS), k, f"{v:.6f}",
+                            "" if lo is None else f"{lo:.6f}", "" if hi is None else f"{hi:.6f}"])
             written += 1
     return written, skipped
 
@@ -72,7 +75,13 @@ def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, o
 
 
 def read_forecasts(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    issued, target, steps, values = [], [], [], []
+    issued, target, steps, values = read_forecast_rows(path)[:4]
+    return issued, target, steps, values
+
+
+def read_forecast_rows(path: Path) -> tuple[np.ndarray, ...]:
+    """issued, target, steps, values, p10, p90 (NaN where the file has no band)."""
+    issued, target, steps, values, p10, p90 = [], [], [], [], [], []
     with open(path, newline="") as f:
         r = csv.DictReader(f)
         missing = set(COLUMNS) - set(r.fieldnames or [])
@@ -83,7 +92,10 @@ def read_forecasts(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             target.append(parse_time_ns(row["target_time"]))
             steps.append(int(row["horizon_steps"]))
             values.append(float(row["value_kwh"]))
-    return np.array(issued), np.array(target), np.array(steps), np.array(values)
+            p10.append(float(row.get("p10_kwh") or "nan"))
+            p90.append(float(row.get("p90_kwh") or "nan"))
+    return (np.array(issued), np.array(target), np.array(steps), np.array(values), np.array(p10),
+            np.array(p90))
 
 
 def actual_values(series: SlotSeries, target_ns: np.ndarray) -> np.ndarray:
@@ -117,7 +129,7 @@ def _errors(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
 def evaluate(forecasts: Path, series: SlotSeries) -> dict:
     """RMSE and MAE of the model and of every baseline on the same slots (where the actual value and every
     baseline are known), the best baseline (by RMSE for next-slot, MAE for day-ahead) and the model's ratio."""
-    issued, target, steps, values = read_forecasts(forecasts)
+    issued, target, steps, values, p10, p90 = read_forecast_rows(forecasts)
     actual = actual_values(series, target)
     horizon = int(steps.max()) if len(steps) else 1
     base = baseline_forecasts(series, issued, steps, horizon)
@@ -128,10 +140,28 @@ def evaluate(forecasts: Path, series: SlotSeries) -> dict:
     best = min(result["baselines"], key=lambda n: result["baselines"][n][key])
     result["best_baseline"] = best
     result[f"ratio_{key}_vs_{best}"] = round(result["model"][key] / result["baselines"][best][key], 4)
+    if np.isfinite(p10).any():
+        result["interval"] = interval_scores(series, issued, target, actual, p10, p90, ok)
     if horizon == 1:
         result["ratio_rmse_vs_persistence"] = round(result["model"]["rmse"] /
                                                     result["baselines"]["persistence"]["rmse"], 4)
     return result
+
+
+def interval_scores(series: SlotSeries, issued: np.ndarray, target: np.ndarray, actual: np.ndarray,
+                    p10: np.ndarray, p90: np.ndarray, ok: np.ndarray) -> dict:
+    """P10-P90 coverage and width on the scored slots, next to the climatological band's (shared.intervals) on
+    the slots where both exist."""
+    from shared import intervals as iv
+
+    clim_lo, clim_hi = np.full(len(target), np.nan), np.full(len(target), np.nan)
+    for i, (t, tt) in enumerate(zip(issued.tolist(), target.tolist(), strict=True)):
+        last = series.index_of(t)
+        lo, hi = iv.climatology(series.values, last, np.array([series.index_of(tt)]))
+        clim_lo[i], clim_hi[i] = lo[0], hi[0]
+    both = ok & np.isfinite(clim_lo) & np.isfinite(p10)
+    return {"model": iv.coverage(actual[both], p10[both], p90[both]),
+            "climatology": iv.coverage(actual[both], clim_lo[both], clim_hi[both])}
 
 
 def dumps(doc: dict) -> str:

@@ -26,12 +26,25 @@ def cmd_train(args) -> int:
     t0 = time.time()
     series = _series(args)
     opts = TrainOptions(until_ns=parse_time_ns(args.until) if args.until else None, quick=args.quick,
-                        max_epochs=args.epochs, only=tuple(args.only or ()), seed=args.seed)
+                        max_epochs=args.epochs, only=tuple(args.only or ()), seed=args.seed,
+                        holidays=holiday_calendar(args.holidays, args.timezone))
     docs = train_all(series, Path(args.out), opts)
     print(json.dumps({"seconds": round(time.time() - t0, 1), "bundles": {
         n: {"dir": str(Path(args.out) / n), "bytes": d["model"]["bytes"],
             "validation_int8": d["metrics"]["validation"]["int8"]} for n, d in docs.items()}}))
     return 0
+
+
+def holiday_calendar(code: str | None, timezone: str):
+    """`--holidays DE` or `DE-HE` (country, subdivision) → a checked calendar; None without."""
+    if not code:
+        return None
+    from shared.calendar import HolidayCalendar
+
+    country, _, subdivision = code.partition("-")
+    cal = HolidayCalendar(country, subdivision or None, timezone)
+    cal.check()
+    return cal
 
 
 def cmd_backtest(args) -> int:
@@ -69,6 +82,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--only", action="append", choices=BUNDLE_NAMES, help="train only this bundle (repeatable)")
     t.add_argument("--seed", type=int, default=defaults.seed,
                    help="base random seed (ensemble members use seed, seed+1, …)")
+    t.add_argument("--holidays", metavar="COUNTRY[-SUBDIVISION]",
+                   help="public holidays as an input, e.g. DE or DE-HE (the holidays package; default: none)")
+    t.add_argument("--timezone", default="UTC", help="the house's IANA timezone: which local date a slot is on "
+                                                     "for --holidays (default UTC)")
     t.add_argument("--quick", action="store_true", help="tiny training for tests: not a useful model")
     t.set_defaults(func=cmd_train)
     b = sub.add_parser("backtest", help="walk-forward forecasts through the edge's inference code")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.calendar import HolidayCalendar
 from shared.schema import SLOTS_PER_DAY
-from shared.window import WindowSpec
+from shared.window import HOLIDAY, WindowSpec, feature_names
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,13 @@ class BundlePlan:
     def name(self) -> str:
         return f"{self.kind}-{self.horizon}"
 
-    def window(self) -> WindowSpec:
-        """The plan's window, not yet scaled (training sets mean and std from its training targets)."""
-        return WindowSpec(layout=self.layout, steps=self.steps, horizon=self.horizon, residual=self.residual)
+    def window(self, holidays: HolidayCalendar | None = None) -> WindowSpec:
+        """The plan's window, not yet scaled (training sets mean and std from its training targets); with a
+        holiday calendar, the `holiday` input is added and the calendar declared."""
+        if holidays is None:
+            return WindowSpec(layout=self.layout, steps=self.steps, horizon=self.horizon, residual=self.residual)
+        return WindowSpec(layout=self.layout, steps=self.steps, horizon=self.horizon, residual=self.residual,
+                          features=[*feature_names(self.layout), HOLIDAY], holidays=holidays.to_dict())
 
 
 DAY = SLOTS_PER_DAY  # day-ahead: one input step per target slot of the next day
@@ -53,6 +58,7 @@ class TrainOptions:
     seed: int = 42
     quick: bool = False  # tiny epochs/samples/ensembles: for tests only
     only: tuple[str, ...] = ()
+    holidays: HolidayCalendar | None = None  # public holidays as an input (none by default)
 
     @property
     def epochs(self) -> int:

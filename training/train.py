@@ -21,6 +21,7 @@ from shared.schema import SLOT_NS
 from shared.series import SlotSeries, iso
 from shared.window import WindowSpec, scale_target
 from training import dataset
+from training import intervals as train_intervals
 from training.dataset import SampleCache
 from training.fit import FIT_SHARE, fit_members, refit
 from training.plans import BundlePlan, TrainOptions
@@ -77,7 +78,7 @@ def split_and_scale(plan: BundlePlan, series: SlotSeries, opts: TrainOptions, ca
     train_issues = train_issues[::plan.every]
     if opts.quick:
         train_issues, val_issues = train_issues[-QUICK_SAMPLES[0]:], val_issues[:QUICK_SAMPLES[1]]
-    spec = plan.window()
+    spec = plan.window(opts.holidays)
     y_all = series.values[series.index_of(int(train_issues[0])):series.index_of(int(train_issues[-1])) + 1]
     spec.mean = float(np.nanmean(y_all))
     spec.std = float(np.nanstd(y_all)) or 1.0
@@ -130,14 +131,23 @@ def manifest_head(plan: BundlePlan, spec: WindowSpec, version: str) -> dict:
     }
 
 
+def interval_entries(series: SlotSeries, plan: BundlePlan, split: Split, held_out: ModelScores) -> tuple[dict, dict]:
+    """The manifest's `intervals` (P10/P90) from the held-out int8 forecasts on the validation windows, and
+    their validation record."""
+    return train_intervals.calibrate(series, split.tv, held_out.int8_pred, split.yv, plan.horizon)
+
+
 def complete_manifest(doc: dict, plan: BundlePlan, split: Split, model_bytes: bytes, baselines: dict,
                       held_out: ModelScores | None, shipped: ModelScores, refit_record: dict | None,
-                      opts: TrainOptions, t_start: float) -> dict:
+                      opts: TrainOptions, t_start: float, intervals: tuple[dict, dict] | None = None) -> dict:
     """The whole manifest. `metrics.validation` is always held out: for a refitted bundle the early-stopped
     members' scores, and the shipped model's scores on the by-then-seen windows go to `training.refit`."""
     from training import export
 
     validation = {"baselines": baselines, **(held_out or shipped).as_dict()}
+    if intervals:
+        doc = {**doc, "intervals": intervals[0]}
+        validation["interval"] = intervals[1]
     if refit_record:
         refit_record["validation_seen"] = shipped.as_dict()
     doc = {**doc, **export.manifest_entries(model_bytes)}
@@ -192,8 +202,9 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
         refit_record = refit_members(plan, split, trained, opts, pct)
     model_bytes = export_bundle_model(plan, split, trained, rep, out_dir, pct)
     shipped = model_scores(split.spec, doc, model_bytes, model, split.xv, split.yv, ok)
+    intervals = interval_entries(series, plan, split, held_out or shipped)
     doc = complete_manifest(doc, plan, split, model_bytes, baselines, held_out, shipped, refit_record, opts,
-                            t_start)
+                            t_start, intervals)
     write_bundle(out_dir / plan.name, doc, model_bytes)
     report(doc)
     return doc

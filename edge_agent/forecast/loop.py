@@ -18,6 +18,10 @@ model=baseline with the reason; one model failing never drops the others' foreca
 Live skill and the guard (skill.py, guard.py): every cycle first scores what became known, then judges the loaded
 models; a model that lost to the best baseline over `guard_days` is kept in the shadow (its forecasts are written
 with `shadow` = true and scored, not served or published) and the baseline it lost to is served with the reason.
+
+Bands: a bundle whose manifest has `intervals` (shared.intervals) gives P10/P90 per slot: fields p10_kwh and p90_kwh
+(P50 is value_kwh), the payload's `p10`/`p90` lists and `next_p10_kwh`/`next_p90_kwh`. The away input (away.py)
+replaces the horizon-96 values and band inside the away window with the empty-house profile (field away = true).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 
 from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.forecast.away import Away, switch_discovery
 from edge_agent.forecast.guard import Guard, GuardConfig, skill_payload
 from edge_agent.forecast.skill import Scorer
 from edge_agent.publish import hass
@@ -67,6 +72,7 @@ class ForecastConfig:
     guard_min_slots_1: int = 300  # next slot: at least this many slots scored (of 672 a week)
     guard_min_slots_96: int = 480  # day ahead: at least five days of slots
     guard_return_skill: float = 0.02  # a model in the shadow serves again from this skill on
+    away: bool = True  # listen for the away input on <topic_prefix>/away (away.py)
     # moved to [publish] (still read from here when [publish] is absent)
     topic_prefix: str | None = None
     ha_discovery: bool | None = None
@@ -116,6 +122,9 @@ class HorizonResult:
     fallback: str = ""  # why a baseline was served ("" for a model's forecast)
     input_complete: bool = True
     shadow: bool = False  # a model the guard keeps out of service: written and scored, not served
+    p10: np.ndarray | None = None  # the band (kWh; NaN where unknown), None without one
+    p90: np.ndarray | None = None
+    away: np.ndarray | None = None  # bool per slot: the empty-house profile replaced the forecast
 
 
 class Forecaster:
@@ -134,6 +143,7 @@ class Forecaster:
         self.skill = Scorer(self.storage, self.is_day_ahead_issue)
         self.guard = Guard(guard_config(fc))
         ctx.timer.add("forecast", fc.delay_s, self.run_once)
+        self.away = Away(ctx.config, ctx.publish, ctx.clock, ctx.health) if fc.away else None
 
     def history_slots(self) -> int:
         return self.active.history_slots(8 * SLOTS_PER_DAY + 40)
@@ -212,7 +222,7 @@ class Forecaster:
                     complete = False
                     continue
                 made.append(HorizonResult(name, model.manifest["kind"], model.manifest["version"], horizon,
-                                          fc.values))
+                                          fc.values, p10=fc.p10, p90=fc.p90))
             made, shadow = self._apply_guard(made, reasons)
             if not made:
                 reason = "; ".join(reasons) if reasons else "no model"
@@ -227,6 +237,8 @@ class Forecaster:
             else:
                 self.ctx.health.incr(f"forecast_model_{horizon}")
             results.extend(made + shadow)
+        if self.away is not None:
+            self.away.apply(issue_ns, results, series)
         self._write(issue_ns, results)
         self._publish(issue_ns, results)
         self.last_forecast = iso(issue_ns)
@@ -247,8 +259,19 @@ class Forecaster:
                                               schema.FORECAST_ISSUED_FIELD: issued,
                                               schema.FORECAST_FALLBACK_FIELD: r.fallback,
                                               schema.FORECAST_COMPLETE_FIELD: r.input_complete,
-                                              schema.FORECAST_SHADOW_FIELD: r.shadow},
+                                              schema.FORECAST_SHADOW_FIELD: r.shadow,
+                                              **self._band_fields(r, k)},
                       issue_ns + (k + 1) * SLOT_NS) for k, v in enumerate(r.values)]
+
+    @staticmethod
+    def _band_fields(r: HorizonResult, k: int) -> dict:
+        """p10_kwh/p90_kwh where the band is known, away = true where the empty-house profile was used."""
+        out: dict = {}
+        if r.p10 is not None and np.isfinite(r.p10[k]) and np.isfinite(r.p90[k]):
+            out = {schema.FORECAST_P10_FIELD: float(r.p10[k]), schema.FORECAST_P90_FIELD: float(r.p90[k])}
+        if r.away is not None and r.away[k]:
+            out[schema.FORECAST_AWAY_FIELD] = True
+        return out
 
     def _write(self, issue_ns: int, results: list[HorizonResult]) -> None:
         rolling, day_ahead = schema.FORECAST_ISSUES
@@ -268,7 +291,23 @@ class Forecaster:
                            "input_complete": r.input_complete, "next_kwh": round(float(r.values[0]), 4),
                            "total_kwh": round(float(np.sum(r.values)), 3),
                            "first_target": iso(issue_ns + SLOT_NS),
-                           "values": [round(float(v), 4) for v in r.values]})
+                           "values": [round(float(v), 4) for v in r.values], **self._band_payload(r)})
+
+    def _band_payload(self, r: HorizonResult) -> dict:
+        """`p10`/`p90` lists (null where unknown) and `next_p10_kwh`/`next_p90_kwh`; `away` = the away window's
+        {from, to} (null when home) and `away_slots`, the slots that got the empty-house profile."""
+        def rounded(a: np.ndarray) -> list:
+            return [round(float(v), 4) if np.isfinite(v) else None for v in a]
+
+        out: dict = {}
+        if r.p10 is not None:
+            p10, p90 = rounded(r.p10), rounded(r.p90)
+            out = {"p10": p10, "p90": p90, "next_p10_kwh": p10[0], "next_p90_kwh": p90[0]}
+        if self.away is not None and r.horizon == SLOTS_PER_DAY:
+            window = self.away.window
+            out["away"] = json.loads(window.to_payload()) if window is not None else None
+            out["away_slots"] = int(r.away.sum()) if r.away is not None else 0
+        return out
 
     def _publish(self, issue_ns: int, results: list[HorizonResult]) -> None:
         prefix = self.config.publish.topic_prefix
@@ -349,16 +388,21 @@ class Forecaster:
     def discovery_messages(self) -> list[tuple[str, str]]:
         """Home Assistant MQTT discovery configs for the consumption forecasts (edge_agent/hass.py)."""
         pub = self.config.publish
+        away = [switch_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix)] if self.away else []
         return hass.forecast_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix) \
-            + hass.skill_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix)
+            + hass.skill_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix) + away
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.away is not None:
+            self.away.start()
         if self.config.publish.discovery:
             for topic, payload in self.discovery_messages():
                 self.ctx.publish(topic, payload, qos=1, retain=True)
 
     def stop(self) -> None:
+        if self.away is not None:
+            self.away.stop()
         self.storage.close()
 
 

@@ -293,9 +293,10 @@ class Scorer:
     # -- database -------------------------------------------------------------------------------------------
     def _forecast_rows(self, ranges: dict[int, int], hi: int) -> dict[int, dict[Key, dict[int, Row]]]:
         """The models' forecasts for targets in (ranges[horizon], hi], one request for both families:
-        {horizon: {key: {target: (kWh, issue ns, P10, P90)}}} (P10/P90 None for a forecast without interval)."""
+        {horizon: {key: {target: (kWh, issue ns, P10, P90)}}} (P10/P90 None for a forecast without interval);
+        slots the away input replaced are left out."""
         rows = select(self.storage, schema.FORECAST, (schema.FORECAST_VALUE_FIELD, schema.FORECAST_ISSUED_FIELD,
-                                                      P10, P90),
+                                                      P10, P90, schema.FORECAST_AWAY_FIELD),
                       [({"horizon": str(h), "issue": FAMILY[h].issue}, {"model": BASELINE}, lo, hi)
                        for h, lo in ranges.items()])
         out: dict[int, dict[Key, dict[int, Row]]] = {}
@@ -305,6 +306,8 @@ class Scorer:
                 continue
             lo = ranges[fam.horizon]
             value, issued = r.get(schema.FORECAST_VALUE_FIELD), r.get(schema.FORECAST_ISSUED_FIELD)
+            if r.get(schema.FORECAST_AWAY_FIELD) is True:  # the empty-house profile, not the model: not its skill
+                continue
             if not isinstance(value, int | float) or isinstance(value, bool) or not np.isfinite(value):
                 continue
             try:

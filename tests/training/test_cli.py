@@ -58,7 +58,8 @@ def test_backtest_and_evaluate_formats(seed_bundles, tmp_path):
     _run("backtest", "--bundle", str(seed_bundles / "lstm-96"), "--data", str(SEED_CSV),
          "--start", "2023-06-18T02:00:00Z", "--end", "2023-06-21T00:00:00Z", "--out", str(out96))
     rows1 = list(csv.DictReader(out1.read_text().splitlines()))
-    assert list(rows1[0]) == ["issued_at", "target_time", "horizon_steps", "value_kwh"]
+    assert list(rows1[0]) == ["issued_at", "target_time", "horizon_steps", "value_kwh", "p10_kwh", "p90_kwh"]
+    assert all(float(r["p10_kwh"]) <= float(r["value_kwh"]) <= float(r["p90_kwh"]) for r in rows1)
     assert rows1[0]["issued_at"] == "2023-06-18T02:00:00Z" and rows1[0]["target_time"] == "2023-06-18T02:15:00Z"
     assert len(rows1) == 96 and all(r["horizon_steps"] == "1" for r in rows1)
     rows96 = list(csv.DictReader(out96.read_text().splitlines()))

@@ -78,6 +78,12 @@ def main() -> None:
         summary[n]["rmse_vs_persistence"] = round(
             results[n]["int8"]["model"]["rmse"] / results[n]["int8"]["baselines"]["persistence"]["rmse"], 4)
         summary[n]["independent_rmse_vs_persistence"] = independent[n]["persistence"]["rmse_ratio"]
+    for n in NAMES:  # the P10-P90 band on the test period, next to the climatological band on the same slots
+        band = results[n]["int8"].get("interval")
+        if band:
+            summary[n]["p10_p90"] = band["model"]
+            summary[n]["climatology_p10_p90"] = band["climatology"]
+            summary[n]["independent_p10_p90"] = independent[n].get("p10_p90")
     for n in ("cnn-96", "lstm-96"):
         summary[n]["mae_vs_median_7_days"] = round(
             results[n]["int8"]["model"]["mae"] / results[n]["int8"]["baselines"]["median_7_days"]["mae"], 4)

@@ -5,8 +5,12 @@
 Actuals: the counter's difference on a regular 15-minute grid (annotation rows skipped, duplicates → last value,
 negative steps — the meter replacement — and steps over 5 kWh dropped). Baselines recomputed from those actuals:
 persistence (the slot before the target) and the median of the same slot on the 7 previous days, either `strict`
-(all 7 days known, as the project's `evaluate` does) or `nan_skip` (median of the known days). Prints one JSON
-object: per file and baseline, the slots scored and the model's MAE and RMSE relative to the baseline's.
+(all 7 days known, as the project's `evaluate` does) or `nan_skip` (median of the known days), the same slot
+yesterday and last week. Prints one JSON object: per file and baseline, the slots scored and the model's MAE and
+RMSE relative to the baseline's; `day_ahead_best`: the model's MAE relative to the best of yesterday, last week and
+the strict 7-day median on the slots all three know; `p10_p90` (files with p10_kwh/p90_kwh columns): the share of
+actual values inside the band and its mean width, and `climatology_p10_p90` the same for the 10-90 % quantiles of
+the same slot over the previous 28 days (at least 7 known), on the same slots.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ def actuals(raw_csv: str) -> pd.Series:
 
 
 def score(d: pd.Series, forecasts_csv: str) -> dict:
-    fc = pd.read_csv(forecasts_csv)
-    fc = fc.set_index(pd.to_datetime(fc["target_time"], utc=True))["value_kwh"]
+    rows = pd.read_csv(forecasts_csv)
+    rows = rows.set_index(pd.to_datetime(rows["target_time"], utc=True))
+    fc = rows["value_kwh"]
     y = d.reindex(fc.index)
     days = pd.concat([d.shift(k * 96).reindex(fc.index) for k in range(1, 8)], axis=1)
     baselines = {"median_7_days_strict": days.median(axis=1, skipna=False),
                  "median_7_days_nan_skip": days.median(axis=1, skipna=True),
-                 "persistence": d.shift(1).reindex(fc.index)}
+                 "persistence": d.shift(1).reindex(fc.index),
+                 "same_slot_yesterday": days.iloc[:, 0], "same_slot_last_week": days.iloc[:, 6]}
     out = {}
     for name, base in baselines.items():
         ok = y.notna() & base.notna() & fc.notna()
@@ -43,7 +49,27 @@ def score(d: pd.Series, forecasts_csv: str) -> dict:
         out[name] = {"slots": int(ok.sum()),
                      "mae_ratio": round(float(err.abs().mean() / berr.abs().mean()), 4),
                      "rmse_ratio": round(float(np.sqrt((err ** 2).mean() / (berr ** 2).mean())), 4)}
+    day = ["same_slot_yesterday", "same_slot_last_week", "median_7_days_strict"]
+    ok = y.notna() & fc.notna() & pd.concat([baselines[b] for b in day], axis=1).notna().all(axis=1)
+    maes = {b: float((baselines[b][ok] - y[ok]).abs().mean()) for b in day}
+    best = min(maes, key=maes.get)
+    out["day_ahead_best"] = {"baseline": best, "slots": int(ok.sum()),
+                             "mae_ratio": round(float((fc[ok] - y[ok]).abs().mean() / maes[best]), 4)}
+    lo, hi = rows.get("p10_kwh"), rows.get("p90_kwh")
+    ok = y.notna() & lo.notna() & hi.notna() if lo is not None and hi is not None else None
+    if ok is not None and ok.any():
+        month = pd.concat([d.shift(k * 96).reindex(fc.index) for k in range(1, 29)], axis=1)
+        enough = month.notna().sum(axis=1) >= 7
+        clim_lo, clim_hi = month.quantile(0.1, axis=1), month.quantile(0.9, axis=1)
+        ok &= enough
+        out["p10_p90"] = band(y[ok], lo[ok], hi[ok])
+        out["climatology_p10_p90"] = band(y[ok], clim_lo[ok], clim_hi[ok])
     return out
+
+
+def band(y: pd.Series, lo: pd.Series, hi: pd.Series) -> dict:
+    return {"slots": int(len(y)), "coverage": round(float(((y >= lo) & (y <= hi)).mean()), 4),
+            "width_kwh": round(float((hi - lo).mean()), 5)}
 
 
 def main(argv: list[str]) -> None:

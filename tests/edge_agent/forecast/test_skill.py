@@ -298,3 +298,29 @@ def test_interval_coverage_is_scored_when_forecasts_carry_p10_p90(skill_agent, i
     step(agent, clock, targets[-1] + SLOT)
     got = figures(agent)
     assert (got["slots"], got["coverage_slots"], got["p10_p90_coverage"]) == (9, 8, 0.5)
+
+
+def test_slots_the_away_profile_replaced_do_not_count_as_the_models_skill(skill_agent, influxd_session,
+                                                                          influx_db_name):
+    """A day-ahead slot inside the away window carries the empty-house profile (away = true), not the model's
+    forecast: scoring it would credit or blame the model for what it did not say."""
+    start, stop, clock = skill_agent
+    a = actual_slots()
+    issue = int(ISSUE.timestamp() * 1e9)
+    targets = [issue + (k + 1) * SLOT for k in range(6)]
+    points = []
+    for k, t in enumerate(targets):
+        fields = {"value_kwh": a[t] + (0.5 if k < 4 else 0.001), "issued_at": iso(t - SLOT), "fallback": "",
+                  "input_complete": True}
+        if k < 4:
+            fields["away"] = True
+        points.append(Point("forecast", {"model": "cnn", "version": "vA", "horizon": "1", "name": "cnn-1",
+                                         "issue": "rolling"}, fields, t))
+    open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name)).write(points)
+    agent = start(ISSUE - timedelta(seconds=30))
+    for t in [issue, *targets]:
+        step(agent, clock, t)
+    fc = agent.components["forecast"].skill_status()["skill"]["horizons"]["1"]["forecasters"]
+    got = next(f["windows"]["1d"] for f in fc if (f["model"], f["name"], f["version"]) == ("cnn", "cnn-1", "vA"))
+    assert got["slots"] == 2 and got["mae_kwh"] == pytest.approx(0.001, abs=1e-6)
+    stop(agent)
