@@ -55,6 +55,7 @@ class SpoolConfig:
     segment_bytes: int = 16 * 1024 * 1024
     batch_points: int = 5000
     batch_interval_s: float = 1.0
+    drain_quiet_s: float = 0.2  # a batch goes out when nothing was spooled for this long
     commit_interval_s: float = 0.1
 
 

@@ -225,8 +225,8 @@ class Ingest:
                 return
             if not has_data:
                 continue
-            if self.spool.pending_points < cfg.batch_points and not self._stop.is_set():
-                self._stop.wait(cfg.batch_interval_s)  # let a batch fill up, bounded by time
+            if not self._stop.is_set():  # let a batch fill up, bounded by time and by a pause of the stream
+                self.spool.wait_for_batch(cfg.batch_points, cfg.batch_interval_s, cfg.drain_quiet_s)
             records, pos = self.spool.peek(cfg.batch_points)
             body = b"".join(records)
             try:

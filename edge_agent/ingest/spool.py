@@ -18,6 +18,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,23 @@ class Spool:
                 return True
             self._data_ready.wait(timeout)
             return self._pending_points > 0
+
+    def wait_for_batch(self, points: int, timeout: float, quiet: float) -> None:
+        """Block until `points` are pending, `timeout` has passed, or nothing was appended for `quiet` seconds.
+
+        The drainer's batch: full batches go at once, a trickle is gathered for up to `timeout`, and the end of a
+        burst goes out after `quiet` instead of waiting out the whole `timeout` (waiting longer would only
+        delay what is already there)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._pending_points < points:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                before = self._pending_points
+                self._data_ready.wait(min(quiet, left))
+                if self._pending_points == before:
+                    return
 
     def peek(self, max_points: int) -> tuple[list[bytes], Position]:
         """Records (line-protocol bytes, each line ending in a newline) from the cursor on — at least one

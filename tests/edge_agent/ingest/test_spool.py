@@ -4,6 +4,8 @@ the first release's cursor file is read, a failed append leaves nothing half-wri
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 from edge_agent.ingest.spool import CURSOR_SLOT, Spool
 from shared.points import Point
@@ -64,3 +66,30 @@ def test_failed_append_leaves_no_torn_record(tmp_path):
         pass
     assert os.path.getsize(next(tmp_path.glob("*.seg"))) == size
     assert s.pending_points == 1
+
+
+def test_a_batch_waits_while_the_stream_flows_and_goes_when_it_pauses(tmp_path):
+    """The drainer's wait (bench-ingest: the end of a burst sat out the whole batch interval, 1 s, before its last
+    write): full batches go at once, a flowing stream is gathered, a pause of `quiet` ends the wait."""
+    s = Spool(tmp_path)
+    s.append(pts(*range(10)))
+    t0 = time.monotonic()
+    s.wait_for_batch(10, timeout=30, quiet=5)
+    assert time.monotonic() - t0 < 1  # a full batch: no wait
+    s.wait_for_batch(5000, timeout=30, quiet=0.2)
+    paused = time.monotonic() - t0
+    assert paused < 10  # before: the whole timeout (30 s)
+
+    def trickle():
+        for v in range(12):
+            time.sleep(0.05)
+            s.append(pts(float(v)))
+
+    writer = threading.Thread(target=trickle)
+    t0 = time.monotonic()
+    writer.start()
+    s.wait_for_batch(5000, timeout=30, quiet=0.5)
+    waited = time.monotonic() - t0
+    writer.join()
+    assert waited >= 0.6 and s.pending_points == 22  # it waited for the whole trickle, then for the pause
+    s.close()
