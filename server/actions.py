@@ -97,8 +97,12 @@ def pull(s, node_id, doc: dict) -> dict:
 
 def train(s, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id) if node_id is not None else None
-    only(doc, ("data", "until", "epochs", "quick", "auto_push"))
+    only(doc, ("data", "pull_days", "until", "epochs", "quick", "auto_push"))
     params: dict = {"auto_push": flag(doc, "auto_push"), "quick": flag(doc, "quick")}
+    if (days := integer(doc, "pull_days", 1, 3650)) is not None:
+        if node is None or doc.get("data"):
+            raise bad("pull_days", "is for a node's training without data files (it pulls the node's last days)")
+        params["pull_days"] = days
     if (until := iso_time(doc, "until")) is not None:
         params["until"] = until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if (data := str_list(doc, "data")) is not None:

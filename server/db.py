@@ -167,10 +167,11 @@ class Database:
         return self.all(f"SELECT {JOB_SUMMARY if summary else '*'} FROM jobs ORDER BY id DESC LIMIT ?", limit)
 
     def last_pull(self, node_id: int) -> dict | None:
-        """The node's newest finished history pull: its result names the CSV file."""
-        row = self.one("SELECT result FROM jobs WHERE node_id=? AND kind='pull' AND state='done' "
-                       "ORDER BY id DESC LIMIT 1", node_id)
-        return json.loads(row["result"]) if row else None
+        """The node's newest finished history pull (a pull job, or a training job that pulled first): its file."""
+        row = self.one("SELECT coalesce(json_extract(result, '$.pulled'), result) AS pulled FROM jobs "
+                       "WHERE node_id=? AND state='done' AND (kind='pull' OR json_extract(result, '$.pulled') "
+                       "IS NOT NULL) ORDER BY id DESC LIMIT 1", node_id)
+        return json.loads(row["pulled"]) if row else None
 
     def claim_job(self, worker: str) -> dict | None:
         """Atomically take the oldest queued job (safe across processes: one UPDATE decides)."""

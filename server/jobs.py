@@ -33,6 +33,7 @@ from shared.series import read_csv
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERIES = ("EnergyMeter", "EnergyIn")  # measurement and field pulled when neither node nor job names one
+PULL_SPAN = (0.0, 10.0)  # a training job that pulls first (`pull_days`): the pull's share of its progress bar
 
 
 def redact(line: str, max_len: int = 300) -> str:
@@ -167,9 +168,10 @@ class Worker:
         if self.s.db.cancel_requested(jid):
             raise Cancelled()
 
-    # -- pull -----------------------------------------------------------------------------------------
-    def pull(self, jid: int, node_id: int, params: dict) -> dict:
-        """History from the node's InfluxDB into a local CSV (time,value), week by week with progress."""
+    # -- pull ----------------------------------------------------------------------------------------------
+    def pull(self, jid: int, node_id: int, params: dict, span: tuple[float, float] = (0, 100)) -> dict:
+        """History from the node's InfluxDB into a local CSV (time,value), week by week with progress (mapped onto
+        `span` of the job's bar)."""
         node = self.s.db.node(node_id)
         influx = json.loads(node["influx"] or "{}")
         if not influx.get("url"):
@@ -180,14 +182,15 @@ class Worker:
                   params.get("tags") or influx.get("tags") or None)
         folder = private_dir(private_dir(self.s.config.cache_dir) / f"node-{node_id}")
         out = folder / f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv"
-        rows = self._pull_to_csv(jid, influx, series, start, end, out)
+        rows = self._pull_to_csv(jid, influx, series, start, end, out, span)
         measurement, field = series[:2]
         self.s.db.job_log(jid, f"{rows} readings of {measurement}.{field} → {out.name}")
         if rows == 0:
             raise ValueError(f"no {measurement}.{field} readings between {params['start']} and {params['end']}")
         return {"file": str(out), "rows": rows}
 
-    def _pull_to_csv(self, jid: int, influx: dict, series: tuple, start: datetime, end: datetime, out: Path) -> int:
+    def _pull_to_csv(self, jid: int, influx: dict, series: tuple, start: datetime, end: datetime, out: Path,
+                     span: tuple[float, float]) -> int:
         """Write the readings to `out` (0600), appearing only when complete; the number of rows."""
         from shared.storage import open_storage
 
@@ -197,14 +200,15 @@ class Worker:
             with open_private(tmp, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["time", "value"])
-                rows = self._pull_weeks(jid, st, influx["url"], series, start, end, w)
+                rows = self._pull_weeks(jid, st, influx["url"], series, start, end, w, span)
             os.replace(tmp, out)
         finally:
             st.close()
             tmp.unlink(missing_ok=True)
         return rows
 
-    def _pull_weeks(self, jid: int, st, url: str, series: tuple, start: datetime, end: datetime, w) -> int:
+    def _pull_weeks(self, jid: int, st, url: str, series: tuple, start: datetime, end: datetime, w,
+                    span: tuple[float, float]) -> int:
         rows, t, total = 0, start, (end - start).total_seconds()
         while t < end:
             t2 = min(end, t + timedelta(days=7))
@@ -212,14 +216,22 @@ class Worker:
                 w.writerow([datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z"), v])
                 rows += 1
             t = t2
-            self._progress(jid, 100 * (t - start).total_seconds() / total, f"pulled to {t:%Y-%m-%d}")
+            done = (t - start).total_seconds() / total
+            self._progress(jid, span[0] + (span[1] - span[0]) * done, f"pulled to {t:%Y-%m-%d}")
         return rows
 
     # -- train ----------------------------------------------------------------------------------------
-    def _data_files(self, node_id: int | None, params: dict) -> list[str]:
-        """The job's CSV files, each checked again to lie in the server's data areas (server.datafiles)."""
+    def _data_files(self, jid: int, node_id: int | None, params: dict) -> list[str]:
+        """The job's CSV files, each checked again to lie in the server's data areas (server.datafiles): the given
+        ones, else with `pull_days` the node's last that many days pulled now, else the node's latest pull."""
         if params.get("data"):
             given = [str(p) for p in params["data"]]
+        elif params.get("pull_days") and node_id:
+            end = datetime.now(UTC).replace(second=0, microsecond=0)
+            start = end - timedelta(days=int(params["pull_days"]))
+            pulled = self.pull(jid, node_id, {"start": start.isoformat(), "end": end.isoformat()}, PULL_SPAN)
+            params["pulled"] = pulled  # the job's result names it: the gate's "latest pull" (Database.last_pull)
+            given = [pulled["file"]]
         else:
             last = self.s.db.last_pull(node_id) if node_id else None
             if not last:
@@ -231,7 +243,7 @@ class Worker:
         return files
 
     def train(self, jid: int, node_id: int | None, params: dict) -> dict:
-        files = self._data_files(node_id, params)
+        files = self._data_files(jid, node_id, params)
         self._progress(jid, 1, "training")
         with tempfile.TemporaryDirectory(prefix="train-") as out:
             self._run_training(jid, self._training_command(files, params, out))
@@ -241,6 +253,8 @@ class Worker:
             series = load(files)
             versions = [self.s.registry.add(Path(out) / n, series, jid) for n in BUNDLE_NAMES]
         result = {"versions": {v["name"]: v["version"] for v in versions}}
+        if params.get("pulled"):
+            result["pulled"] = params["pulled"]
         if params.get("auto_push") and node_id:
             self._progress(jid, 96, "gate and push")
             result["pushes"] = self.auto_push(node_id, versions, series)

@@ -122,3 +122,40 @@ def test_pulled_files_are_private(app, worker, influxd_session, influx_db_name):
     f = Path(job["result"]["file"])
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     assert stat.S_IMODE(f.parent.stat().st_mode) == 0o700 and stat.S_IMODE(f.parent.parent.stat().st_mode) == 0o700
+
+
+def test_a_scheduled_retrain_pulls_the_last_pull_days_itself(app, worker, influxd_session, influx_db_name):
+    """A scheduled retrain queues `pull_days`: the job pulls that many days up to now from the node's InfluxDB and
+    trains on them (it used to ignore `pull_days` and fail with "no data: pull history first" on a node that had
+    never been pulled by hand, or train on an old manual pull)."""
+    st = open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name))
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    t0 = now - timedelta(days=70)
+    st.write([Point("EnergyMeter", {}, {"EnergyIn": 100 + 0.25 * i}, int((t0 + timedelta(minutes=15 * i)).timestamp()
+                                                                          * 1e9)) for i in range(70 * 96)])
+    s = app.extensions["home_energy"]
+    c = app.test_client()
+    node = c.post("/api/v1/nodes", headers=AUTH, json={
+        "name": "pi", "api_url": "http://127.0.0.1:9", "api_token": "t" * 20, "retrain_days": 7,
+        "influx": {"url": influxd_session.url, "database": influx_db_name}}).json
+    jobs.Worker(s).schedule_retrains()
+    job = s.db.one("SELECT * FROM jobs WHERE node_id=?", node["id"])
+    for _ in range(600):  # until the training itself runs (a full one: cancelled below) or the job ends
+        job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
+        if job["state"] not in ("queued", "running") or job["stage"].startswith(("training", "cnn", "lstm")):
+            break
+        time.sleep(0.1)
+    assert job["state"] == "running", job
+    pulled = sorted((s.config.cache_dir / f"node-{node['id']}").glob("*.csv"))
+    assert len(pulled) == 1, pulled
+    rows = list(csv.DictReader(open(pulled[0])))  # noqa: SIM115
+    first = datetime.fromisoformat(rows[0]["time"].replace("Z", "+00:00"))
+    assert now - timedelta(days=60, minutes=15) <= first <= now - timedelta(days=59, hours=23)
+    assert 59 * 96 <= len(rows) <= 60 * 96 + 1
+    assert pulled[0].name in job["log"]  # what the training was given
+    c.post(f"/api/v1/jobs/{job['id']}/cancel", headers=AUTH)
+    for _ in range(300):
+        if c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json["state"] == "cancelled":
+            break
+        time.sleep(0.1)
+    assert c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json["state"] == "cancelled"
