@@ -43,7 +43,22 @@ class StoredVersion:
     path: Path
 
     def to_dict(self) -> dict:
-        return {"version": self.version, "sha256": self.sha256, "activated_at": self.activated_at}
+        out = {"version": self.version, "sha256": self.sha256, "activated_at": self.activated_at}
+        node = self.trained_for()
+        if node is not None:
+            out["node"] = node
+        return out
+
+    def trained_for(self) -> str | None:
+        """The node whose history trained this version (the manifest's `data.node`, set by the server's
+        training task); None for bundles that do not say."""
+        try:
+            doc = json.loads((self.path / mf.MANIFEST_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        node = doc.get("data", {}).get("node") if isinstance(doc, dict) and isinstance(doc.get("data"), dict) \
+            else None
+        return node if isinstance(node, str) else None
 
 
 class ModelStore:

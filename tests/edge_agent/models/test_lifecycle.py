@@ -117,3 +117,16 @@ def test_every_rejection_leaves_the_active_model(agent_with_api, signed, seed_bu
     counters = c.status()["counters"]
     assert counters["bundle_rejected_bad_signature"] == 2 and counters["bundle_rejected_hash_mismatch"] == 1
 
+
+
+def test_status_names_the_node_a_version_was_trained_for(agent_with_api, signed):
+    """Issue 17: the server's training task writes the house into the manifest (data.node); the agent reports it
+    per version, so a version trained for another house shows as such."""
+    c = client(agent_with_api)
+    plain = signed("lstm-1", "20260101T000000Z")
+    owned = signed("lstm-1", "20260201T000000Z", mutate=lambda d: d["data"].__setitem__("node", "house-a"))
+    c.push(plain)
+    assert "node" not in c.status()["models"]["lstm-1"]["active"]
+    c.push(owned)
+    st = c.status()["models"]["lstm-1"]
+    assert st["active"]["node"] == "house-a" and "node" not in st["previous"]
