@@ -128,3 +128,7 @@ test-pi: system-deps venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache build artefacts
+
+# N = 1, 2, 4, 8 synthetic houses trained (quick) on 1 and 2 Ray nodes on loopback; overview p95; JSON (docs/fleet.md).
+bench-fleet: venv system-deps
+	$(PY) -m tools.benchmarks.bench_fleet $(ARGS)
