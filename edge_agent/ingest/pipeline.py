@@ -245,15 +245,17 @@ class Ingest:
                 continue
             backoff = 0.5
             self._storage_rejected(refused)
-            n = body.count(b"\n")
-            self.spool.commit(pos, n)
-            self.health.incr("stored", n - len(refused))
-            self._update_spool_gauges()
+            # announce before committing: once nothing is pending, every stored point has been announced (the
+            # flow must not compute a slot between the commit and the hook, from readings it was not told of)
             if self.on_stored:
                 try:
                     self.on_stored(split_lines(body))
                 except Exception:
                     log.exception("on_stored hook failed")
+            n = body.count(b"\n")
+            self.spool.commit(pos, n)
+            self.health.incr("stored", n - len(refused))
+            self._update_spool_gauges()
 
     def _drain_deadline_passed(self) -> bool:
         return time.monotonic() > self._stop_deadline
