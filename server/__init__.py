@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -40,6 +41,7 @@ def create_app(config: ServerConfig | None = None, start_worker: bool = False) -
     for bp in (auth.bp, api.bp, pages.bp):
         app.register_blueprint(bp)
     app.jinja_env.filters["fromjson"] = json.loads
+    app.jinja_env.filters["datetime"] = _utc_text
     app.context_processor(lambda: {"user": auth.current_user()})
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
@@ -48,6 +50,11 @@ def create_app(config: ServerConfig | None = None, start_worker: bool = False) -
         start_worker_thread(st)
     log.info("server ready: data in %s, signing key %s", config.data_dir, st.keys.key_id)
     return app
+
+
+def _utc_text(t: float) -> str:
+    """A stored time (epoch seconds) as the page shows it: UTC to the minute."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _http_error(exc: HTTPException):

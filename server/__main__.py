@@ -32,10 +32,15 @@ def main() -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     if args.cmd == "worker":
+        import signal
+
         from server.jobs import Worker
         from server.state import build_state
 
-        Worker(build_state(cfg)).run_forever()
+        worker = Worker(build_state(cfg))
+        # gunicorn stops it with SIGTERM: running jobs are cancelled (their Ray tasks stopped), Ray shut down
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        worker.run_forever()
         return 0
     from server import create_app
 

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 
 from server import datafiles, jobs, nodes
+from server.registry import group_owner, node_owner
 from server.validate import (
     ActionError,
     bad,
@@ -28,7 +29,8 @@ from server.validate import (
 from shared.agent_client import ApiError
 from shared.schema import BUNDLE_NAMES
 
-__all__ = ["ActionError", "add_node", "cancel", "job_or_404", "node_or_404", "pull", "push", "rollback", "train"]
+__all__ = ["ActionError", "add_node", "cancel", "job_or_404", "node_or_404", "pull", "push", "rollback", "seed",
+           "train"]
 MAX_ID = 2**63 - 1
 
 
@@ -97,8 +99,19 @@ def pull(s, node_id, doc: dict) -> dict:
 
 def train(s, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id) if node_id is not None else None
-    only(doc, ("data", "until", "epochs", "quick", "auto_push"))
+    only(doc, ("data", "pull_days", "until", "epochs", "quick", "auto_push") + (() if node else ("group",)))
     params: dict = {"auto_push": flag(doc, "auto_push"), "quick": flag(doc, "quick")}
+    if node is None:  # trained on files, for a group of houses: its versions belong to the group
+        group = text(doc, "group", max_len=32) or "default"
+        try:
+            group_owner(group)
+        except ValueError as exc:
+            raise bad("group", str(exc)) from None
+        params["group"] = group
+    if (days := integer(doc, "pull_days", 1, 3650)) is not None:
+        if node is None or doc.get("data"):
+            raise bad("pull_days", "is for a node's training without data files (it pulls the node's last days)")
+        params["pull_days"] = days
     if (until := iso_time(doc, "until")) is not None:
         params["until"] = until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if (data := str_list(doc, "data")) is not None:
@@ -132,15 +145,52 @@ def cancel(s, job_id, doc: dict | None = None) -> dict:
 
 
 def push(s, node_id, doc: dict) -> dict:
-    """Push a training run's versions (or given names) to a node. Without `override`, the gate decides."""
+    """Push one of the node's own training runs (all bundles, or given names). Without `override`, the gate decides.
+
+    Only the node's own versions are found here: another house's or a group's version is `seed`, an explicit and
+    recorded action, so that a version trained on house A never reaches house B by a slip."""
     node = node_or_404(s, node_id)
     only(doc, ("version", "names", "override", "allow_older"))
     version = text(doc, "version", True, 64)
     names = str_list(doc, "names", len(BUNDLE_NAMES), BUNDLE_NAMES) or list(BUNDLE_NAMES)
-    override, allow_older = flag(doc, "override"), flag(doc, "allow_older")
-    rows = [s.registry.get(n, version) for n in names]
+    rows = [s.registry.get(node_owner(node["id"]), n, version) for n in names]
     if not any(rows):
-        raise ActionError(f"no registered version {version!r}", 404, "not_found")
+        hint = "; another house's or a group's version is installed with seed (from_node or from_group)" \
+            if any(s.registry.named(n, version) for n in names) else ""
+        raise ActionError(f"no version {version!r} trained for node {node['name']}{hint}", 404, "not_found")
+    return _push_rows(s, node, rows, flag(doc, "override"), flag(doc, "allow_older"))
+
+
+def seed(s, node_id, doc: dict) -> dict:
+    """Install another house's (`from_node`) or a group's (`from_group`) version on this node — e.g. a new house
+    before it has history of its own. Recorded with its source; the gate applies unless `override`."""
+    node = node_or_404(s, node_id)
+    only(doc, ("from_node", "from_group", "version", "names", "override", "allow_older"))
+    from_node, group = integer(doc, "from_node", 1, MAX_ID), text(doc, "from_group", max_len=32)
+    if (from_node is None) == (group is None):  # the field named: the one given (an empty or null one too)
+        raise bad("from_group" if "from_group" in doc else "from_node",
+                  "give either from_node (a node id) or from_group (a group name)")
+    if from_node is not None:
+        source = node_or_404(s, from_node)
+        if source["id"] == node["id"]:
+            raise bad("from_node", f"is node {node['name']} itself: push its own versions with push")
+        owner = node_owner(source["id"])
+    else:
+        try:
+            owner = group_owner(group)
+        except ValueError as exc:
+            raise bad("from_group", str(exc)) from None
+    version = text(doc, "version", True, 64)
+    names = str_list(doc, "names", len(BUNDLE_NAMES), BUNDLE_NAMES) or list(BUNDLE_NAMES)
+    rows = [s.registry.get(owner, n, version) for n in names]
+    if not any(rows):
+        raise ActionError(f"no version {version!r} of {owner}", 404, "not_found")
+    return _push_rows(s, node, rows, flag(doc, "override"), flag(doc, "allow_older")) | {"source": owner}
+
+
+def _push_rows(s, node: dict, rows: list, override: bool, allow_older: bool) -> dict:
+    """Push registry rows to a node that answered with the agent's status; each through the gate unless
+    `override`."""
     status = nodes.poll(s.db, node)
     if not status.get("reachable"):
         raise ActionError(f"node {node['name']} is unreachable: {status.get('error')}", 502, "unreachable")
@@ -154,9 +204,9 @@ def push(s, node_id, doc: dict) -> dict:
                 series = _recent_series(s, node)
             ok, why = nodes.gate(s.registry, status, row, series)
             if not ok:
-                results.append({"ok": False, "name": row["name"], "version": version, "gate": why})
+                results.append({"ok": False, "name": row["name"], "version": row["version"], "gate": why})
                 continue
-        results.append(nodes.push(s.db, s.registry, node, row["name"], version, allow_older=allow_older))
+        results.append(nodes.push(s.db, node, row, allow_older=allow_older))
     nodes.poll(s.db, node)
     return {"node": node["name"], "results": results}
 

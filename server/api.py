@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from server import actions, jobs, nodes
 from server.auth import api_auth, form_fields
+from server.registry import group_owner, node_owner
 from server.state import current
 from server.validate import bad, flag, integer
 from training.train import SEED_REFERENCE
@@ -91,6 +92,12 @@ def push(node_id):
     return jsonify(actions.push(current(), node_id, body()))
 
 
+@bp.post("/nodes/<int:node_id>/seed")
+@api_auth
+def seed(node_id):
+    return jsonify(actions.seed(current(), node_id, body()))
+
+
 @bp.post("/nodes/<int:node_id>/rollback")
 @api_auth
 def rollback(node_id):
@@ -115,26 +122,64 @@ def cancel(job_id):
     return jsonify(actions.cancel(current(), job_id, body()))
 
 
+def _owner_arg(s) -> str | None:
+    """?node=<id> or ?group=<name>: whose versions (None: everyone's)."""
+    node_id, group = integer(request.args, "node", 1, actions.MAX_ID), request.args.get("group")
+    if node_id is not None and group:
+        raise bad("node", "give node or group, not both")
+    if node_id is not None:
+        return node_owner(actions.node_or_404(s, node_id)["id"])
+    if group:
+        try:
+            return group_owner(group)
+        except ValueError as exc:
+            raise bad("group", str(exc)) from None
+    return None
+
+
+def _versions_json(s, limit: int, owner: str | None) -> bytes:
+    """The version list; its JSON is cached per process until a version is added (one cheap query per request)."""
+    key = (str(s.config.db_path), limit, owner, *s.db.versions_mark())
+    cached = _models_cache.get(key)
+    if cached is None:
+        cached = json.dumps({"versions": s.registry.list(limit, owner), "seed": SEED_REFERENCE}).encode()
+        if len(_models_cache) > 64:
+            _models_cache.clear()
+        _models_cache[key] = cached
+    return cached
+
+
 @bp.get("/models")
 @api_auth
 def models():
-    """The version list; its JSON is cached per process until a version is added (one cheap query per request)."""
+    """Every owner's versions, or one node's (?node=ID) or group's (?group=NAME)."""
     s = current()
     limit = integer(request.args, "limit", 1, 1000, 200)
-    key = (str(s.config.db_path), limit, *s.db.versions_mark())
-    cached = _models_cache.get(key)
-    if cached is None:
-        cached = json.dumps({"versions": s.registry.list(limit), "seed": SEED_REFERENCE}).encode()
-        _models_cache.clear()
-        _models_cache[key] = cached
-    return current_app.response_class(cached, mimetype="application/json")
+    return current_app.response_class(_versions_json(s, limit, _owner_arg(s)), mimetype="application/json")
+
+
+@bp.get("/nodes/<int:node_id>/models")
+@api_auth
+def node_models(node_id):
+    """The versions trained for this node (its registry)."""
+    s = current()
+    owner = node_owner(actions.node_or_404(s, node_id)["id"])
+    limit = integer(request.args, "limit", 1, 1000, 200)
+    return current_app.response_class(_versions_json(s, limit, owner), mimetype="application/json")
 
 
 @bp.get("/models/<name>/<version>")
 @api_auth
 def model(name, version):
-    row = current().registry.get(name, version)
-    if row is None:
+    """One bundle; ?node= or ?group= says whose when several houses have a version of that name and time."""
+    s = current()
+    owner = _owner_arg(s)
+    rows = [r for r in ([s.registry.get(owner, name, version)] if owner else s.registry.named(name, version)) if r]
+    if not rows:
         raise actions.ActionError(f"no version {name} {version}", 404, "not_found")
+    if len(rows) > 1:
+        raise actions.ActionError(f"{name} {version} exists for {', '.join(r['owner'] for r in rows)}: add "
+                                  f"?node=ID or ?group=NAME", 409, "ambiguous")
+    row = rows[0]
     row.pop("path", None)
     return jsonify(row)

@@ -7,6 +7,7 @@ setting is never silently ignored.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 import tomllib
@@ -46,6 +47,37 @@ KEYS: dict[str, tuple[str, Callable | None, str]] = {
 # keys copied as they are (data_dir, training_data_dirs and the secrets are resolved first)
 PLAIN = frozenset(KEYS) - {"data_dir", "training_data_dirs"} - {k for k in KEYS if k.startswith(SECRETS)}
 
+# The [jobs] table: where trainings run (Ray) and how many jobs run at once.
+JOBS_KEYS: dict[str, tuple[str, Callable | None, str]] = {
+    "ray_address": ("str", None, ""),
+    "ray_auth_token_file": ("str", None, ""),
+    "ray_temp_dir": ("str", None, ""),
+    "embedded_cpus": ("int", lambda v: v >= 0, "≥ 0 (0: every core)"),
+    "cpus_per_job": ("float", _positive, "> 0"),
+    "memory_mb_per_job": ("int", lambda v: v >= 0, "≥ 0 (0: no reservation)"),
+    "max_concurrent": ("int", lambda v: v >= 0, "≥ 0 (0: what the cluster holds)"),
+    "pull_concurrency": ("int", _positive, "≥ 1"),
+    "poll_concurrency": ("int", _positive, "≥ 1"),
+    "skill_poll_s": ("float", lambda v: v >= 0, "≥ 0 (0: off)"),
+}
+
+
+@dataclass
+class JobsConfig:
+    """[jobs]: trainings run as Ray tasks — on a Ray started inside the job worker at its first training
+    (`ray_address` empty), or on the cluster at `ray_address` (host:port of `ray start --head`)."""
+
+    ray_address: str = ""
+    ray_auth_token_file: str = ""  # the cluster's token (Ray's token auth); embedded: generated in data_dir
+    ray_temp_dir: str = ""  # embedded Ray's session files (default: Ray's, /tmp/ray)
+    embedded_cpus: int = 0
+    cpus_per_job: float = 1.0
+    memory_mb_per_job: int = 0
+    max_concurrent: int = 0
+    pull_concurrency: int = 4
+    poll_concurrency: int = 8
+    skill_poll_s: float = 3600.0
+
 
 @dataclass
 class ServerConfig:
@@ -63,6 +95,7 @@ class ServerConfig:
     login_window_s: float = 300.0
     trusted_proxies: int = 0
     training_data_dirs: list[Path] = field(default_factory=list)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @property
     def db_path(self) -> Path:
@@ -86,11 +119,12 @@ class ServerConfig:
         return self.data_dir / "cache"
 
 
-def _checked(key: str, value, where: str):
+def _checked(key: str, value, where: str, keys: dict = KEYS, prefix: str = ""):
     """The value converted to its key's type, or a ConfigError naming the key."""
-    if key not in KEYS:
-        raise ConfigError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(KEYS))}")
-    kind, check, wants = KEYS[key]
+    if key not in keys:
+        raise ConfigError(f"{where}: unknown key {prefix}{key!r}; known: {', '.join(sorted(keys))}")
+    kind, check, wants = keys[key]
+    key = prefix + key
     ok = {"int": isinstance(value, int) and not isinstance(value, bool),
           "float": isinstance(value, int | float) and not isinstance(value, bool),
           "bool": isinstance(value, bool),
@@ -156,11 +190,26 @@ def load_config(path: str | Path | None = None, **overrides) -> ServerConfig:
     """Read the TOML file (`path`, else `$SERVER_CONFIG`; none: only the environment and `overrides`)."""
     doc, base, where = _read_toml(path or os.environ.get("SERVER_CONFIG"))
     doc.update(overrides)
+    jobs = _jobs(doc.pop("jobs", {}), where)
     doc = {k: _checked(k, v, where) for k, v in doc.items()}
     data_dir = _data_dir(doc, base)
     plain = {k: v for k, v in doc.items() if k in PLAIN}
     dirs = [(p if p.is_absolute() else base / p).resolve() for p in map(Path, doc.get("training_data_dirs", []))]
-    return ServerConfig(data_dir=data_dir, training_data_dirs=dirs, **plain, **_secrets(doc, base, data_dir))
+    if jobs.ray_auth_token_file and not Path(jobs.ray_auth_token_file).is_absolute():
+        jobs.ray_auth_token_file = str(base / jobs.ray_auth_token_file)
+    return ServerConfig(data_dir=data_dir, training_data_dirs=dirs, jobs=jobs, **plain,
+                        **_secrets(doc, base, data_dir))
+
+
+def _jobs(table, where: str) -> JobsConfig:
+    """The [jobs] table, each key checked like the top level's (errors name `jobs.<key>`)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: jobs must be a table ([jobs]), got {table!r}")
+    cfg = JobsConfig(**{k: _checked(k, v, where, JOBS_KEYS, "jobs.") for k, v in table.items()})
+    if cfg.ray_address and not re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}", cfg.ray_address):
+        raise ConfigError(f"{where}: jobs.ray_address must be host:port (of `ray start --head`), got "
+                          f"{cfg.ray_address!r}")
+    return cfg
 
 
 def _generated_secret(path: Path) -> str:

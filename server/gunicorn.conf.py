@@ -2,6 +2,7 @@
 
 Request handling runs in `workers` processes; the job worker runs once, in a process the master starts when it is
 ready as `python -m server worker` (jobs are claimed atomically in SQLite, so even a second worker could not run a job twice).
+Only the job worker imports and starts Ray (at its first training): the HTTP workers never load it.
 """
 
 import os
@@ -31,6 +32,11 @@ def when_ready(server):
 
 
 def on_exit(server):
+    """Stop the job worker: it cancels its running jobs and shuts Ray down (up to about 30 s), else it is killed."""
     if _job_worker is not None and _job_worker.poll() is None:
         _job_worker.terminate()
-        _job_worker.wait(10)
+        try:
+            _job_worker.wait(45)
+        except subprocess.TimeoutExpired:
+            _job_worker.kill()
+            _job_worker.wait()

@@ -1,65 +1,54 @@
-"""Background jobs (pull history, train) run by a worker, never inside a request.
+"""Background jobs (pull history, train) run by the job worker, never inside a request.
 
-Design: jobs are rows in SQLite. A worker claims the oldest queued job with one atomic UPDATE, so however many
-workers run (one per gunicorn master via the `when_ready` hook, or a thread in development), a job runs once.
-A partial unique index allows one queued/running job per node. Progress (percent, stage), log, result and a
-cancel flag live in the row, so the page survives reloads. Training runs `python -m training train` as a
-subprocess (its `progress:` lines update the row; cancel kills it).
+Jobs are rows in SQLite: the record of what ran, where (machine and Ray node), for how long, with what result.
+The worker claims queued jobs with one atomic UPDATE each, so however many workers run, a job runs once; a partial
+unique index allows one queued/running job per node. Each claimed job runs in a thread of the worker:
+- a **pull** reads the node's InfluxDB into data_dir/cache here (network I/O on the LAN, no CPU; at most
+  `[jobs] pull_concurrency` at once);
+- a **train** (after its own pull with `pull_days`) hands the house's history to a Ray task
+  (training.task.train_house via server.cluster) and gets the four bundles back; the task's progress events drive
+  the row's bar, cancel stops the task, and the bundles are signed and registered for the job's owner here.
+  As many trainings run as the cluster holds (its CPUs / `cpus_per_job`, or `max_concurrent`); operator jobs go
+  before scheduled ones, otherwise the oldest first, and a house has at most one job in the queue: a nightly
+  retrain of every house runs longest-untrained first and no house starves.
+Progress (percent, stage), log, result and a cancel flag live in the row, so the page survives reloads. The worker
+also polls the nodes' status and, now and then, their live skill (server.skill), in a small thread pool.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 import re
-import signal
 import socket
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from server import datafiles, nodes
+from server.cluster import Cluster
 from server.db import Database
-from server.files import open_private, private_dir
+from server.pull import history_bytes, node_skill, pull_history
+from server.registry import group_owner, node_owner
+from shared import manifest as mf
 from shared.schema import BUNDLE_NAMES
 from shared.series import read_csv
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SERIES = ("EnergyMeter", "EnergyIn")  # measurement and field pulled when neither node nor job names one
+PULL_SPAN = (0.0, 10.0)  # a training job that pulls first (`pull_days`): the pull's share of its progress bar
+TRAIN_SPAN = (12.0, 92.0)  # the training task's share
+SCHEDULE_EVERY_S = 60.0
+CANCEL_GRACE_S = 30.0  # a cancelled task that has not stopped by then is given up (and logged)
 
 
 def redact(line: str, max_len: int = 300) -> str:
     """A training error line for the job log without quoted or bracketed text (which could echo file content)."""
     return re.sub(r"\[[^\]]*\]?|'[^']*'?|\"[^\"]*\"?", "…", line)[:max_len]
-
-
-def _influx_rows(st, url: str, measurement: str, field: str, start, end, tags):
-    """query_series, with errors that say what went wrong but show nothing of the answer (the URL may point at
-    another service than InfluxDB)."""
-    from shared.storage import StorageError
-
-    try:
-        return st.query_series(measurement, field, start, end, tags)
-    except StorageError as exc:
-        if exc.status in (401, 403):
-            raise ValueError(f"InfluxDB at {url} refused the credentials (HTTP {exc.status})") from None
-        if exc.status == 404:
-            raise ValueError(f"InfluxDB at {url}: database not found (HTTP 404)") from None
-        if exc.status:
-            raise ValueError(f"InfluxDB at {url}: query failed (HTTP {exc.status})") from None
-        reason = re.search(r"\[Errno \d+\][\w ]+|timed out", str(exc))
-        if "unreachable" in str(exc):
-            raise ValueError(f"InfluxDB at {url} unreachable" + (f": {reason.group(0)}" if reason else "")) from None
-        raise ValueError(f"InfluxDB at {url} refused the query (check measurement, field and tags)") from None
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
-        raise ValueError(f"InfluxDB at {url}: the answer is not an InfluxDB query result") from None
 
 
 class JobRefused(Exception):
@@ -70,9 +59,9 @@ class Cancelled(Exception):
     pass
 
 
-def enqueue(db: Database, node_id: int | None, kind: str, params: dict) -> int:
+def enqueue(db: Database, node_id: int | None, kind: str, params: dict, scheduled: bool = False) -> int:
     try:
-        return db.add_job(node_id, kind, params)
+        return db.add_job(node_id, kind, params, scheduled)
     except sqlite3.IntegrityError:
         raise JobRefused("this node already has a queued or running job; wait for it or cancel it") from None
 
@@ -85,61 +74,121 @@ def public(job: dict) -> dict:
     return out
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _span(span: tuple[float, float], fraction: float) -> float:
+    return span[0] + (span[1] - span[0]) * fraction
 
 
-def _storage_config(influx: dict):
-    """The node's InfluxDB connection as a StorageConfig (what to read is the pull's, not the storage's)."""
-    from shared.storage import StorageConfig
-
-    return StorageConfig(**{k: v for k, v in influx.items() if k in StorageConfig.__dataclass_fields__
-                            and k not in ("measurement", "field", "tags")})
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Worker:
-    def __init__(self, app_state):
+    def __init__(self, app_state, cluster: Cluster | None = None):
         self.s = app_state  # server.state.State: config, db, registry, keys
+        cfg = app_state.config.jobs
+        self.cluster = cluster or Cluster(cfg, app_state.config.data_dir)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self._stop = threading.Event()
-        self._last_schedule = 0.0
-        self._last_poll = 0.0
+        self._last = {"schedule": 0.0, "poll": 0.0, "skill": 0.0}
+        self._threads: dict[int, tuple[str, threading.Thread]] = {}
+        self._monitor = ThreadPoolExecutor(cfg.poll_concurrency, thread_name_prefix="node-poll")
+        self._monitoring: list = []
 
     # -- loop -----------------------------------------------------------------------------------------
     def run_forever(self, poll_s: float = 0.5) -> None:
         log.info("job worker %s started", self.name)
+        self.recover()
         while not self._stop.is_set():
             try:
                 self.tick()
             except Exception:
                 log.exception("worker tick failed")
             self._stop.wait(poll_s)
+        self._shutdown()
 
     def stop(self) -> None:
         self._stop.set()
 
+    def _shutdown(self) -> None:
+        """Running jobs are cancelled (their tasks stopped), then Ray and the poll threads go."""
+        for jid in list(self._threads):
+            self.s.db.job_update(jid, cancel=1)
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        for _, t in list(self._threads.values()):
+            t.join(max(0.1, deadline - time.monotonic()))
+        self._monitor.shutdown(wait=False, cancel_futures=True)
+        self.cluster.shutdown()
+        log.info("job worker %s stopped", self.name)
+
+    def recover(self) -> None:
+        """Jobs left running by a worker of this machine that is gone (killed, restarted) are marked failed, so
+        their nodes can get new jobs (one queued or running job per node)."""
+        host = socket.gethostname()
+        for job in self.s.db.running_jobs():
+            w_host, _, rest = (job["worker"] or "").partition(":")
+            pid = rest.partition(":")[0]
+            if w_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+                self.s.db.job_update(job["id"], state="failed", stage="failed", finished=time.time(),
+                                     error="the job worker stopped while this job ran")
+
     def tick(self) -> None:
         now = time.time()
-        if now - self._last_schedule > 60:
-            self._last_schedule = now
+        cfg = self.s.config
+        if now - self._last["schedule"] > SCHEDULE_EVERY_S:
+            self._last["schedule"] = now
             self.schedule_retrains()
-        if now - self._last_poll > self.s.config.status_poll_s:
-            self._last_poll = now
-            for node in self.s.db.nodes():
-                nodes.poll(self.s.db, node)
-        job = self.s.db.claim_job(self.name)
-        if job:
-            self.run_job(job)
+        self._monitoring = [f for f in self._monitoring if not f.done()]
+        if not self._monitoring and now - self._last["poll"] > cfg.status_poll_s:
+            self._last["poll"] = now
+            self._monitoring = [self._monitor.submit(nodes.poll, self.s.db, n) for n in self.s.db.nodes()]
+        if cfg.jobs.skill_poll_s and not self._monitoring and now - self._last["skill"] > cfg.jobs.skill_poll_s:
+            self._last["skill"] = now
+            self._monitoring = [self._monitor.submit(self.refresh_skill, n) for n in self.s.db.nodes()]
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        """Claim queued jobs while there is room (trainings: the cluster's capacity; pulls: pull_concurrency) and
+        run each in its own thread."""
+        for jid in [j for j, (_, t) in self._threads.items() if not t.is_alive()]:
+            del self._threads[jid]
+        while not self._stop.is_set():
+            running = [kind for kind, _ in self._threads.values()]
+            kinds = tuple(k for k, room in (("train", self.cluster.capacity()),
+                                            ("pull", self.s.config.jobs.pull_concurrency)) if running.count(k) < room)
+            job = self.s.db.claim_job(self.name, kinds) if kinds else None
+            if job is None:
+                return
+            t = threading.Thread(target=self.run_job, args=(job,), name=f"job-{job['id']}", daemon=True)
+            self._threads[job["id"]] = (job["kind"], t)
+            t.start()
 
     def schedule_retrains(self) -> None:
-        """Nodes with retrain_days > 0 get a training job when their last one is that old."""
+        """Nodes with retrain_days > 0 get a training job (pull 60 days, train, push if better) when their last one
+        is that old; queued longest-untrained first."""
         for node in self.s.db.nodes_to_retrain():
             if node["last_train"] is None or time.time() - node["last_train"] > node["retrain_days"] * 86400:
                 try:
-                    enqueue(self.s.db, node["id"], "train", {"pull_days": 60, "auto_push": True, "scheduled": True})
+                    enqueue(self.s.db, node["id"], "train", {"pull_days": 60, "auto_push": True, "scheduled": True},
+                            scheduled=True)
                     log.info("scheduled retrain queued for %s", node["name"])
                 except JobRefused:
                     pass
+
+    def refresh_skill(self, node: dict, now: datetime | None = None) -> None:
+        """The node's live skill, if it answers and has an InfluxDB connection (errors are only logged)."""
+        status = json.loads(node["status"]) if node.get("status") else {}
+        if not status.get("reachable") or not json.loads(node["influx"] or "{}").get("url"):
+            return
+        try:
+            self.s.db.set_node_skill(node["id"], node_skill(node, status, now or datetime.now(UTC)))
+        except Exception as exc:
+            log.info("live skill of %s: %s", node["name"], exc)
 
     def run_job(self, job: dict) -> None:
         db, jid = self.s.db, job["id"]
@@ -164,62 +213,30 @@ class Worker:
 
     def _progress(self, jid: int, percent: float, stage: str) -> None:
         self.s.db.job_update(jid, percent=round(percent, 1), stage=stage)
-        if self.s.db.cancel_requested(jid):
+        if self.s.db.cancel_requested(jid) or self._stop.is_set():
             raise Cancelled()
 
     # -- pull -----------------------------------------------------------------------------------------
-    def pull(self, jid: int, node_id: int, params: dict) -> dict:
-        """History from the node's InfluxDB into a local CSV (time,value), week by week with progress."""
-        node = self.s.db.node(node_id)
-        influx = json.loads(node["influx"] or "{}")
-        if not influx.get("url"):
-            raise ValueError(f"node {node['name']} has no InfluxDB connection configured")
-        start, end = _time(params["start"]), _time(params["end"])
-        series = (params.get("measurement") or influx.get("measurement", DEFAULT_SERIES[0]),
-                  params.get("field") or influx.get("field", DEFAULT_SERIES[1]),
-                  params.get("tags") or influx.get("tags") or None)
-        folder = private_dir(private_dir(self.s.config.cache_dir) / f"node-{node_id}")
-        out = folder / f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv"
-        rows = self._pull_to_csv(jid, influx, series, start, end, out)
-        measurement, field = series[:2]
-        self.s.db.job_log(jid, f"{rows} readings of {measurement}.{field} → {out.name}")
-        if rows == 0:
-            raise ValueError(f"no {measurement}.{field} readings between {params['start']} and {params['end']}")
-        return {"file": str(out), "rows": rows}
-
-    def _pull_to_csv(self, jid: int, influx: dict, series: tuple, start: datetime, end: datetime, out: Path) -> int:
-        """Write the readings to `out` (0600), appearing only when complete; the number of rows."""
-        from shared.storage import open_storage
-
-        st = open_storage(_storage_config(influx))
-        tmp = out.with_suffix(".part")
-        try:
-            with open_private(tmp, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["time", "value"])
-                rows = self._pull_weeks(jid, st, influx["url"], series, start, end, w)
-            os.replace(tmp, out)
-        finally:
-            st.close()
-            tmp.unlink(missing_ok=True)
-        return rows
-
-    def _pull_weeks(self, jid: int, st, url: str, series: tuple, start: datetime, end: datetime, w) -> int:
-        rows, t, total = 0, start, (end - start).total_seconds()
-        while t < end:
-            t2 = min(end, t + timedelta(days=7))
-            for ns, v in _influx_rows(st, url, *series[:2], t, t2, series[2]):
-                w.writerow([datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z"), v])
-                rows += 1
-            t = t2
-            self._progress(jid, 100 * (t - start).total_seconds() / total, f"pulled to {t:%Y-%m-%d}")
-        return rows
+    def pull(self, jid: int, node_id: int, params: dict, span: tuple[float, float] = (0.0, 100.0)) -> dict:
+        """History from the node's InfluxDB into a local CSV (server.pull), its progress on `span` of the bar."""
+        self.s.db.job_update(jid, host=socket.gethostname())
+        result = pull_history(self.s.config, self.s.db.node(node_id), params,
+                              lambda done, stage: self._progress(jid, _span(span, done), stage))
+        self.s.db.job_log(jid, f"{result['rows']} readings of {result.pop('series')} → {Path(result['file']).name}")
+        return result
 
     # -- train ----------------------------------------------------------------------------------------
-    def _data_files(self, node_id: int | None, params: dict) -> list[str]:
-        """The job's CSV files, each checked again to lie in the server's data areas (server.datafiles)."""
+    def _data_files(self, jid: int, node_id: int | None, params: dict) -> list[str]:
+        """The job's CSV files, each checked again to lie in the server's data areas (server.datafiles): the given
+        ones, else with `pull_days` the node's last that many days pulled now, else the node's latest pull."""
         if params.get("data"):
             given = [str(p) for p in params["data"]]
+        elif params.get("pull_days") and node_id:
+            end = datetime.now(UTC).replace(second=0, microsecond=0)
+            start = end - timedelta(days=int(params["pull_days"]))
+            pulled = self.pull(jid, node_id, {"start": start.isoformat(), "end": end.isoformat()}, PULL_SPAN)
+            params["pulled"] = pulled  # the job's result names it: the gate's "latest pull" (Database.last_pull)
+            given = [pulled["file"]]
         else:
             last = self.s.db.last_pull(node_id) if node_id else None
             if not last:
@@ -231,55 +248,78 @@ class Worker:
         return files
 
     def train(self, jid: int, node_id: int | None, params: dict) -> dict:
-        files = self._data_files(node_id, params)
-        self._progress(jid, 1, "training")
-        with tempfile.TemporaryDirectory(prefix="train-") as out:
-            self._run_training(jid, self._training_command(files, params, out))
-            self._progress(jid, 93, "registering")
-            from training.data import load
+        """Train as a Ray task on the house's history, register the bundles for the job's owner, push if asked."""
+        files = self._data_files(jid, node_id, params)
+        node = self.s.db.node(node_id) if node_id else None
+        owner = node_owner(node_id) if node_id else group_owner(params.get("group") or "default")
+        self._progress(jid, PULL_SPAN[1] + 1, "waiting for the cluster" if not self.cluster.started else "submitted")
+        done = self._run_task(jid, files, params, node["name"] if node else None)
+        self._progress(jid, TRAIN_SPAN[1] + 1, "registering")
+        from training.data import load
 
-            series = load(files)
-            versions = [self.s.registry.add(Path(out) / n, series, jid) for n in BUNDLE_NAMES]
-        result = {"versions": {v["name"]: v["version"] for v in versions}}
+        series = load(files)
+        with tempfile.TemporaryDirectory(prefix="bundles-") as out:
+            dirs = []
+            for name in BUNDLE_NAMES:
+                d = Path(out) / name
+                d.mkdir()
+                (d / mf.MANIFEST_FILE).write_bytes(done["bundles"][name]["manifest"])
+                (d / mf.MODEL_FILE).write_bytes(done["bundles"][name]["model"])
+                dirs.append(d)
+            versions = self.s.registry.add_run(dirs, owner, series, jid, node["name"] if node else None)
+        result = {"versions": {v["name"]: v["version"] for v in versions}, "owner": owner,
+                  "ran_on": {k: done.get(k) for k in ("host", "ray_node", "peak_mb", "seconds")}}
+        if params.get("pulled"):
+            result["pulled"] = params["pulled"]
         if params.get("auto_push") and node_id:
             self._progress(jid, 96, "gate and push")
             result["pushes"] = self.auto_push(node_id, versions, series)
         return result
 
-    def _training_command(self, files: list[str], params: dict, out: str) -> list[str]:
-        cmd = [self.s.config.python, "-m", "training", "train", "--out", out]
-        for f in files:
-            cmd += ["--data", f]
-        if params.get("until"):
-            cmd += ["--until", params["until"]]
-        if params.get("quick"):
-            cmd.append("--quick")
-        return cmd + ["--epochs", str(int(params.get("epochs") or self.s.config.training_epochs))]
-
-    def _run_training(self, jid: int, cmd: list[str]) -> None:
-        """The training subprocess: its `progress:` lines drive the bar, `[bundle]` lines and (redacted) error
-        lines go to the job log; a cancel kills its process group."""
-        self.s.db.job_log(jid, "$ " + " ".join(cmd))
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+    def _run_task(self, jid: int, files: list[str], params: dict, node_name: str | None) -> dict:
+        """The Ray task: its events drive the bar and the log; a cancel stops it. Returns its last event."""
+        kw = {"node": node_name, "until": params.get("until"), "quick": bool(params.get("quick")),
+              "epochs": int(params.get("epochs") or self.s.config.training_epochs)}
+        self.s.db.job_log(jid, f"training {', '.join(Path(f).name for f in files)} as a Ray task "
+                               f"({self.s.config.jobs.cpus_per_job:g} CPU){' quick' if kw['quick'] else ''}")
+        self._progress(jid, TRAIN_SPAN[0], "training")
+        gen = self.cluster.submit(history_bytes(files), **kw)
+        cancelled_at = None
         try:
-            for line in proc.stdout:
-                self._training_line(jid, line.rstrip())
-        except Cancelled:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-        if proc.wait() != 0:
-            raise RuntimeError(f"training failed (exit {proc.returncode}); see the job log")
+            for event in self.cluster.events(gen):
+                if cancelled_at is None and (self.s.db.cancel_requested(jid) or self._stop.is_set()):
+                    cancelled_at = time.monotonic()
+                    self.cluster.cancel(gen)
+                if cancelled_at is not None:
+                    if time.monotonic() - cancelled_at > CANCEL_GRACE_S:
+                        log.warning("job %d: the cancelled task has not stopped after %.0f s", jid, CANCEL_GRACE_S)
+                        break
+                    continue
+                if event is None:
+                    continue
+                if "bundles" in event:
+                    self.s.db.job_update(jid, host=event.get("host"), ray_node=event.get("ray_node"),
+                                         peak_mb=event.get("peak_mb"))
+                    self.s.db.job_log(jid, f"trained on {event.get('host')} (Ray node "
+                                           f"{(event.get('ray_node') or '?')[:12]}) in {event.get('seconds')} s, "
+                                           f"peak {event.get('peak_mb')} MB")
+                    return event
+                self._task_event(jid, event)
+        except Exception as exc:
+            if cancelled_at is not None:
+                raise Cancelled() from None
+            raise RuntimeError(f"training task failed: {_task_error(exc)}") from None
+        if cancelled_at is not None:
+            raise Cancelled()
+        raise RuntimeError("the training task ended without bundles")
 
-    def _training_line(self, jid: int, line: str) -> None:
-        if line.startswith("progress: "):
-            pct, _, stage = line[len("progress: "):].partition(" ")
-            self._progress(jid, 2 + 0.9 * float(pct), stage)
-        elif line.startswith("["):
-            self.s.db.job_log(jid, line)
-        elif line.startswith("error"):
-            self.s.db.job_log(jid, redact(line))
+    def _task_event(self, jid: int, event: dict) -> None:
+        if "progress" in event:
+            self.s.db.job_update(jid, percent=round(_span(TRAIN_SPAN, event["progress"] / 100), 1),
+                                 stage=str(event.get("stage", ""))[:120])
+        elif "line" in event:
+            line = str(event["line"])
+            self.s.db.job_log(jid, redact(line) if line.startswith("error") else line[:500])
 
     def auto_push(self, node_id: int, versions: list[dict], series) -> list[dict]:
         node = self.s.db.node(node_id)
@@ -290,16 +330,22 @@ class Worker:
         for v in versions:
             ok, why = nodes.gate(self.s.registry, status, v, series)
             if ok:
-                results.append(nodes.push(self.s.db, self.s.registry, node, v["name"], v["version"]) | {"gate": why})
+                results.append(nodes.push(self.s.db, node, v) | {"gate": why})
             else:
                 results.append({"ok": False, "name": v["name"], "version": v["version"], "gate": why})
         nodes.poll(self.s.db, node)
         return results
 
 
+def _task_error(exc: Exception) -> str:
+    """A failed task's error for the job row: its last line (Ray prints the remote traceback above it), redacted."""
+    text = str(exc).strip().splitlines()
+    return redact(text[-1] if text else type(exc).__name__)
+
+
 def _check_readable(file: str) -> None:
     """Read the file here, so that a bad one fails with its name only, never with its content (the training
-    subprocess's own error could quote it)."""
+    process's own error could quote it)."""
     try:
         ok = len(read_csv(file).times) > 0
     except (ValueError, OSError, UnicodeError):

@@ -58,7 +58,10 @@ def _version_entry(entry) -> dict | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("version"), str) or \
             not _VERSION.fullmatch(entry["version"]) or not _SHA256.fullmatch(_short(entry.get("sha256"))):
         raise BadStatus("bad model version entry")
-    return {"version": entry["version"], "sha256": entry["sha256"], "activated_at": _short(entry.get("activated_at"), 40)}
+    out = {"version": entry["version"], "sha256": entry["sha256"], "activated_at": _short(entry.get("activated_at"), 40)}
+    if entry.get("node") is not None:  # the node the version was trained for (its manifest's data.node)
+        out["node"] = _short(entry["node"])
+    return out
 
 
 def clean_status(doc) -> dict:
@@ -139,9 +142,9 @@ def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSe
     active = ((node_status or {}).get("models") or {}).get(new["name"], {}).get("active")
     if not active:
         return True, "the node has no active model for this name"
-    if active["version"] == new["version"]:
+    if active["sha256"] == new["sha256"]:
         return False, "already active"
-    current = registry.get(new["name"], active["version"])
+    current = registry.by_sha(new["name"], active["sha256"])  # the model itself: versions repeat across houses
     if current is None:
         return False, f"the active version {active['version']} is not in this registry: push manually to replace it"
     if series is None:
@@ -152,13 +155,13 @@ def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSe
     return False, f"MAE on the last {GATE_DAYS} days {mae_new:.4f} > active {mae_cur:.4f}: not pushed"
 
 
-def push(db: Database, registry: Registry, node: dict, name: str, version: str, allow_older: bool = False) -> dict:
-    """Push one registered version; the agent's verdict (accepted or its error code/message) is recorded."""
+def push(db: Database, node: dict, row: dict, allow_older: bool = False) -> dict:
+    """Push one registered bundle (a registry row); the agent's verdict (accepted or its error code/message) is
+    recorded, with the row's owner when it is not the node's own (a seed)."""
     from shared.bundle import bundle_archive
 
-    row = registry.get(name, version)
-    if row is None:
-        raise LookupError(f"no version {name} {version} in the registry")
+    name, version = row["name"], row["version"]
+    source = None if row["owner"] == f"node:{node['id']}" else row["owner"]
     try:
         result = client(node).push_archive(bundle_archive(Path(row["path"])), allow_older=allow_older)
         answer = safe_code(result.get("status")) if isinstance(result, dict) else "bad_response"
@@ -167,6 +170,7 @@ def push(db: Database, registry: Registry, node: dict, name: str, version: str, 
         ok, code, message = False, safe_code(exc.code), safe_message(exc.message)
     except ValueError:
         ok, code, message = False, "bad_response", "the answer is not the agent's"
-    db.add_push(node["id"], name, version, ok, code, message)
+    db.add_push(node["id"], name, version, ok, code, message, source)
     log.info("push %s %s to %s: %s (%s)", name, version, node["name"], "accepted" if ok else "rejected", message)
-    return {"ok": ok, "name": name, "version": version, "code": code, "message": message}
+    return {"ok": ok, "name": name, "version": version, "code": code, "message": message} | \
+        ({"source": source} if source else {})

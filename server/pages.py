@@ -1,11 +1,13 @@
-"""The model-management page: one overview and the same actions as the API, as forms (session + CSRF token)."""
+"""The model-management pages: an overview of all houses and one page per house with the same actions as the API,
+as forms (session + CSRF token)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 
-from server import actions, nodes
+from server import actions, nodes, overview
 from server.auth import csrf_token, form_fields, login_required
+from server.registry import node_owner, owner_node_id
 from server.state import current
 from shared.schema import BUNDLE_NAMES
 from training.train import SEED_REFERENCE
@@ -16,13 +18,46 @@ bp = Blueprint("pages", __name__)
 @bp.get("/")
 @login_required
 def index():
+    """All houses, failing ones first; the newest jobs; registering a node."""
     s = current()
+    return render_template("index.html", csrf=csrf_token(), houses=overview.rows(s.db), jobs=s.db.recent_jobs(10),
+                           names={n["id"]: n["name"] for n in s.db.nodes()}, public_key=s.keys.public_text,
+                           bundle_names=BUNDLE_NAMES)
+
+
+@bp.get("/nodes/<int:node_id>")
+@login_required
+def node(node_id):
+    """One house: its state, its own versions with metrics and plots, its jobs and pushes, and the actions."""
+    s = current()
+    try:
+        row = actions.node_or_404(s, node_id)
+    except actions.ActionError as exc:
+        return exc.message, 404
+    owner = node_owner(row["id"])
     runs: dict[str, list] = {}
-    for v in s.registry.list(48):
+    for v in s.registry.list(48, owner):
         runs.setdefault(v["version"], []).append(v)
-    return render_template("index.html", csrf=csrf_token(), nodes=[nodes.public(n) for n in s.db.nodes()],
-                           runs=runs, plots=s.db.newest_plots(), seed=SEED_REFERENCE, public_key=s.keys.public_text,
-                           bundle_names=BUNDLE_NAMES, jobs=s.db.recent_jobs(10), pushes=s.db.recent_pushes(8))
+    house = next(h for h in overview.rows(s.db) if h["id"] == row["id"])
+    names = {n["id"]: n["name"] for n in s.db.nodes()}
+    return render_template("node.html", csrf=csrf_token(), n=nodes.public(row), house=house, runs=runs,
+                           plots=s.db.newest_plots(owner), seed=SEED_REFERENCE, bundle_names=BUNDLE_NAMES,
+                           jobs=s.db.recent_jobs(10, node_id=row["id"]), pushes=s.db.recent_pushes(8, row["id"]),
+                           sources=_seed_sources(s, owner, names))
+
+
+def _seed_sources(s, owner: str, names: dict[int, str]) -> list[tuple[str, str]]:
+    """The newest runs of other houses and groups: (form value "owner/version", label)."""
+    seen: dict[str, str] = {}
+    for v in s.registry.list(400):
+        if v["owner"] == owner:
+            continue
+        key = f"{v['owner']}/{v['version']}"
+        nid = owner_node_id(v["owner"])
+        seen.setdefault(key, f"{names.get(nid, v['owner']) if nid else v['owner']} — {v['version']}")
+        if len(seen) >= 40:
+            break
+    return list(seen.items())
 
 
 def _checkboxes(doc: dict, *names: str) -> dict:
@@ -30,14 +65,18 @@ def _checkboxes(doc: dict, *names: str) -> dict:
     return doc | {n: doc.get(n) == "on" for n in names}
 
 
-def _done(fn, *args, ok: str):
-    """Run an action, flash its outcome and go back to the overview."""
+def _back(node_id: int | None = None):
+    return redirect(url_for("pages.node", node_id=node_id) if node_id else url_for("pages.index"))
+
+
+def _done(fn, *args, ok: str, node_id: int | None = None):
+    """Run an action, flash its outcome and go back to the house's page (or the overview)."""
     try:
         fn(current(), *args)
         flash(ok, "ok")
     except actions.ActionError as exc:
         flash(exc.message, "error")
-    return redirect(url_for("pages.index"))
+    return _back(node_id)
 
 
 @bp.post("/nodes")
@@ -49,36 +88,65 @@ def add_node():
 @bp.post("/nodes/<int:node_id>/pull")
 @login_required
 def pull(node_id):
-    return _done(actions.pull, node_id, form_fields(), ok="History pull started.")
+    return _done(actions.pull, node_id, form_fields(), ok="History pull started.", node_id=node_id)
 
 
 @bp.post("/nodes/<int:node_id>/train")
 @login_required
 def train(node_id):
-    return _done(actions.train, node_id, _checkboxes(form_fields(), "quick", "auto_push"), ok="Training started.")
+    return _done(actions.train, node_id, _checkboxes(form_fields(), "quick", "auto_push"), ok="Training started.",
+                 node_id=node_id)
+
+
+def _flash_pushes(result: dict) -> None:
+    """One message per bundle: accepted by the node, or why not (the gate, or the node's answer)."""
+    for r in result["results"]:
+        flash(f"{r['name']} {r.get('version')}: " + ("accepted by the node" if r["ok"] else
+              f"not pushed — {r.get('gate') or r.get('message')}"), "ok" if r["ok"] else "error")
 
 
 @bp.post("/nodes/<int:node_id>/push")
 @login_required
 def push(node_id):
-    """One message per bundle: accepted by the node, or why not (the gate, or the node's answer)."""
     try:
-        result = actions.push(current(), node_id, _checkboxes(form_fields(), "override"))
-        for r in result["results"]:
-            flash(f"{r['name']} {r.get('version')}: " + ("accepted by the node" if r["ok"] else
-                  f"not pushed — {r.get('gate') or r.get('message')}"), "ok" if r["ok"] else "error")
+        _flash_pushes(actions.push(current(), node_id, _checkboxes(form_fields(), "override")))
     except actions.ActionError as exc:
         flash(exc.message, "error")
-    return redirect(url_for("pages.index"))
+    return _back(node_id)
+
+
+@bp.post("/nodes/<int:node_id>/seed")
+@login_required
+def seed(node_id):
+    """Another house's or a group's version on this house: only with the confirmation ticked."""
+    doc = _checkboxes(form_fields(), "override", "confirm")
+    run, confirmed = str(doc.pop("run", "")), doc.pop("confirm")
+    owner, _, version = run.partition("/")
+    if not confirmed:
+        flash("Not seeded: tick the box to confirm that this house gets a model trained for another one.", "error")
+        return _back(node_id)
+    source = {"from_node": owner[5:]} if owner.startswith("node:") else {"from_group": owner[6:]}
+    try:
+        _flash_pushes(actions.seed(current(), node_id, doc | source | {"version": version}))
+    except actions.ActionError as exc:
+        flash(exc.message, "error")
+    return _back(node_id)
 
 
 @bp.post("/nodes/<int:node_id>/rollback")
 @login_required
 def rollback(node_id):
-    return _done(actions.rollback, node_id, form_fields(), ok="Rolled back.")
+    return _done(actions.rollback, node_id, form_fields(), ok="Rolled back.", node_id=node_id)
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
 @login_required
 def cancel(job_id):
-    return _done(actions.cancel, job_id, ok="Cancel requested.")
+    s = current()
+    try:
+        job = actions.job_or_404(s, job_id)
+    except actions.ActionError as exc:
+        flash(exc.message, "error")
+        return _back()
+    back = job["node_id"] if request.form.get("back") == "node" else None
+    return _done(actions.cancel, job_id, ok="Cancel requested.", node_id=back)

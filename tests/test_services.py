@@ -20,3 +20,19 @@ def test_mosquitto_accepts_connections(mosquitto):
     mosquitto.restart()
     with socket.create_connection(("127.0.0.1", mosquitto.port), timeout=2):
         pass
+
+
+def test_a_started_service_in_a_with_block_is_not_started_twice(tmp_path):
+    """`with start_gunicorn(...) as s` (started, then entered) used to start a second process on the same port; the
+    first one outlived the block (gunicorn servers were left running after the server tests)."""
+    import psutil
+
+    from tools.services import Mosquitto
+
+    broker = Mosquitto(tmp_path / "m").start()
+    first = broker.proc.pid
+    with broker as entered:
+        assert entered is broker and broker.proc.pid == first
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=2):
+            pass
+    assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE

@@ -92,7 +92,7 @@ class _Process:
         return self.proc is not None and self.proc.poll() is None
 
     def __enter__(self):
-        return self.start()
+        return self if self.running else self.start()  # `with Service(...).start() as s` must not start it twice
 
     def __exit__(self, *exc):
         self.stop()

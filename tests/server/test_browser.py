@@ -1,5 +1,6 @@
-"""The page in a real headless Chromium against a real gunicorn: log in, train on a slice of the real data,
-watch the progress bar finish, push to a real running edge agent, see its active version change."""
+"""The page in a real headless Chromium against a real gunicorn: log in, see the overview of the houses, open the
+house's page, train on a slice of the real data (a Ray task of the job worker's embedded Ray), watch the progress bar
+finish, push to a real running edge agent, see its active version change there and on the overview."""
 
 from __future__ import annotations
 
@@ -65,9 +66,12 @@ def test_login_train_watch_push_in_chromium(stack, artefacts_dir):
         page.fill("input[name=username]", "admin")
         page.fill("input[name=password]", PASSWORD)
         page.click("#login")
-        expect(page.locator("#nodes")).to_contain_text("pi")
-        expect(page.locator("#nodes")).to_contain_text("ai-edge-litert")
+        expect(page.locator("#houses")).to_contain_text("pi")  # the overview of all houses
+        expect(page.locator("#houses")).to_contain_text("ai-edge-litert")
         page.screenshot(path=str(shots / "1-logged-in.png"), full_page=True)
+        page.click("#houses a:text-is('pi')")  # the house's own page
+        expect(page.locator("#house-name")).to_have_text("pi")
+        expect(page.locator("#nodes")).to_contain_text("ai-edge-litert")
 
         train = page.locator("form:has(button.train)")
         train.locator("input[name=data]").fill(str(SEED_CSV))
@@ -91,7 +95,13 @@ def test_login_train_watch_push_in_chromium(stack, artefacts_dir):
         expect(page.locator(".flash.ok").first).to_contain_text("accepted by the node")
         expect(page.locator("b[data-active='cnn-1']")).to_have_text(version)
         expect(page.locator("b[data-active='lstm-96']")).to_have_text(version)
+        expect(page.locator(".trained-for")).to_have_count(0)  # its own models
         page.screenshot(path=str(shots / "4-pushed.png"), full_page=True)
+        page.click("text=← all houses")
+        expect(page.locator("#houses b[data-active='cnn-1']")).to_have_text(version)
+        expect(page.locator("#houses")).to_contain_text("accepted")  # the last push
+        expect(page.locator("#houses .problems")).to_have_count(0)
+        page.screenshot(path=str(shots / "5-overview.png"), full_page=True)
         browser.close()
     status = agent.components["api"].status()
     assert status["models"]["cnn-1"]["active"]["version"] == version

@@ -34,6 +34,9 @@ def routes(ok_file: str) -> dict[tuple[str, str], dict]:
         ("POST", "/api/v1/train"): train,
         ("POST", "/api/v1/nodes/<int:node_id>/push"): {"version": "20260101T000000Z", "names": ["cnn-1"],
                                                        "override": True, "allow_older": False},
+        ("POST", "/api/v1/nodes/<int:node_id>/seed"): {"from_group": "default", "version": "20260101T000000Z",
+                                                       "names": ["cnn-1"], "override": True, "allow_older": False},
+        ("GET", "/api/v1/nodes/<int:node_id>/models"): None,
         ("POST", "/api/v1/nodes/<int:node_id>/rollback"): {"name": "cnn-1"},
         ("GET", "/api/v1/jobs"): None,
         ("GET", "/api/v1/jobs/<int:job_id>"): None,
@@ -88,7 +91,8 @@ def test_every_api_route_answers_wrong_types_with_a_4xx(server, tmp_path):
         for url in urls:
             full = server.url + url
             # query strings
-            for q in ("limit=abc", "limit=-1", f"limit={HUGE}", "limit=1.5", "limit=", "refresh=abc", "refresh=1"):
+            for q in ("limit=abc", "limit=-1", f"limit={HUGE}", "limit=1.5", "limit=", "refresh=abc", "refresh=1",
+                      "node=abc", "node=0", f"node={HUGE}", "group=NOT%20A%20GROUP", "group=%00", "group="):
                 check(http.request(method, f"{full}?{q}", headers=AUTH, timeout=60,
                                        json=valid if valid is not None else None), q.split("=")[0])
             if valid is None:

@@ -1,0 +1,121 @@
+"""Reading a node's InfluxDB (read-only credentials stored with the node): history pulls into the server's cache and
+the live-skill figures. Errors say what went wrong but show nothing of the answer: the URL may point at another
+service than InfluxDB."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from server.config import ServerConfig
+from server.files import open_private, private_dir
+
+DEFAULT_SERIES = ("EnergyMeter", "EnergyIn")  # measurement and field pulled when neither node nor job names one
+
+Progress = Callable[[float, str], None]  # (fraction done 0..1, stage)
+
+
+def storage_config(influx: dict):
+    """The node's InfluxDB connection as a StorageConfig (what to read is the pull's, not the storage's)."""
+    from shared.storage import StorageConfig
+
+    return StorageConfig(**{k: v for k, v in influx.items() if k in StorageConfig.__dataclass_fields__
+                            and k not in ("measurement", "field", "tags")})
+
+
+def safe_errors(url: str, fn, *args):
+    """fn(*args) with the storage's errors turned into a ValueError naming the URL and the HTTP status only."""
+    from shared.storage import StorageError
+
+    try:
+        return fn(*args)
+    except StorageError as exc:
+        if exc.status in (401, 403):
+            raise ValueError(f"InfluxDB at {url} refused the credentials (HTTP {exc.status})") from None
+        if exc.status == 404:
+            raise ValueError(f"InfluxDB at {url}: database not found (HTTP 404)") from None
+        if exc.status:
+            raise ValueError(f"InfluxDB at {url}: query failed (HTTP {exc.status})") from None
+        reason = re.search(r"\[Errno \d+\][\w ]+|timed out", str(exc))
+        if "unreachable" in str(exc):
+            raise ValueError(f"InfluxDB at {url} unreachable" + (f": {reason.group(0)}" if reason else "")) from None
+        raise ValueError(f"InfluxDB at {url} refused the query (check measurement, field and tags)") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        raise ValueError(f"InfluxDB at {url}: the answer is not an InfluxDB query result") from None
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def influx_of(node: dict) -> dict:
+    influx = json.loads(node["influx"] or "{}")
+    if not influx.get("url"):
+        raise ValueError(f"node {node['name']} has no InfluxDB connection configured")
+    return influx
+
+
+def pull_history(config: ServerConfig, node: dict, params: dict, progress: Progress) -> dict:
+    """The node's readings between params start and end into data_dir/cache/node-<id>/<start>-<end>.csv
+    (time,value; 0600; it appears only when complete), week by week with progress; {"file", "rows"}."""
+    from shared.storage import open_storage
+
+    influx = influx_of(node)
+    start, end = _time(params["start"]), _time(params["end"])
+    series = (params.get("measurement") or influx.get("measurement", DEFAULT_SERIES[0]),
+              params.get("field") or influx.get("field", DEFAULT_SERIES[1]),
+              params.get("tags") or influx.get("tags") or None)
+    folder = private_dir(private_dir(config.cache_dir) / f"node-{node['id']}")
+    out = folder / f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv"
+    st = open_storage(storage_config(influx))
+    tmp = out.with_suffix(".part")
+    try:
+        with open_private(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["time", "value"])
+            rows = _weeks(st, influx["url"], series, start, end, w, progress)
+        os.replace(tmp, out)
+    finally:
+        st.close()
+        tmp.unlink(missing_ok=True)
+    if rows == 0:
+        raise ValueError(f"no {series[0]}.{series[1]} readings between {params['start']} and {params['end']}")
+    return {"file": str(out), "rows": rows, "series": f"{series[0]}.{series[1]}"}
+
+
+def _weeks(st, url: str, series: tuple, start: datetime, end: datetime, w, progress: Progress) -> int:
+    rows, t, total = 0, start, (end - start).total_seconds()
+    while t < end:
+        t2 = min(end, t + timedelta(days=7))
+        for ns, v in safe_errors(url, st.query_series, *series[:2], t, t2, series[2]):
+            w.writerow([datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z"), v])
+            rows += 1
+        t = t2
+        progress((t - start).total_seconds() / total, f"pulled to {t:%Y-%m-%d}")
+    return rows
+
+
+def node_skill(node: dict, status: dict, now: datetime) -> dict:
+    """The live skill of the node's active models (server.skill) from its InfluxDB."""
+    from server.skill import live_skill
+    from shared.storage import open_storage
+
+    influx = influx_of(node)
+    active = {name: m["active"]["version"] for name, m in (status.get("models") or {}).items() if m.get("active")}
+    if not active:
+        return {}
+    st = open_storage(storage_config(influx))
+    try:
+        return safe_errors(influx["url"], live_skill, st, influx, active, now, DEFAULT_SERIES)
+    finally:
+        st.close()
+
+
+def history_bytes(files: list[str]) -> list[tuple[str, bytes]]:
+    """The training data handed to a task: (file name, content) per file."""
+    return [(Path(f).name, Path(f).read_bytes()) for f in files]
