@@ -65,6 +65,42 @@ def _version_entry(entry) -> dict | None:
     return out
 
 
+_GUARD_STATES = ("learning", "serving", "shadow")
+
+
+def _text_or_none(value, max_len: int = 64) -> str | None:
+    """A short string, or None for anything else (the guard part is shown, never trusted)."""
+    return value if isinstance(value, str) and len(value) <= max_len and not _CONTROL.search(value) else None
+
+
+def _finite_or_none(value) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def clean_guard(guard) -> dict | None:
+    """The documented part of the agent's `guard` status (docs/edge-models.md) the page shows: per model its
+    state, version, since, reason and skill; per horizon what was served and why. Entries of another shape are
+    dropped; reasons are one bounded line."""
+    if not isinstance(guard, dict):
+        return None
+    models = {}
+    for name, m in list((guard.get("models") if isinstance(guard.get("models"), dict) else {}).items())[:16]:
+        if isinstance(name, str) and _MODEL_NAME.fullmatch(name) and isinstance(m, dict) and \
+                m.get("state") in _GUARD_STATES:
+            reason = m.get("reason")
+            models[name] = {"state": m["state"], "version": _text_or_none(m.get("version")),
+                            "since": _text_or_none(m.get("since"), 40), "skill": _finite_or_none(m.get("skill")),
+                            "reason": safe_message(reason) if isinstance(reason, str) else None}
+    serving = {}
+    for h, entry in (guard.get("serving") if isinstance(guard.get("serving"), dict) else {}).items():
+        if h in ("1", "96") and isinstance(entry, dict):
+            reason = entry.get("fallback_reason")
+            serving[h] = {k: _text_or_none(entry.get(k)) for k in ("name", "model", "version")} | \
+                {"fallback_reason": safe_message(reason) if isinstance(reason, str) else None}
+    return {"enabled": guard.get("enabled") is True, "models": models, "serving": serving}
+
+
 def clean_status(doc) -> dict:
     """The documented status fields of an answer, checked; BadStatus if it is not an agent's status.
 
@@ -83,6 +119,7 @@ def clean_status(doc) -> dict:
             "interpreter": {"name": _short(doc["interpreter"].get("name")),
                             "version": _short(doc["interpreter"].get("version"))},
             "models": models,
+            "guard": clean_guard(doc.get("guard")),
             "last_forecast": None if last is None else _short(last, 40),
             "counters": {k: v for k, v in list(counters.items())[:200] if _COUNTER.fullmatch(k)
                          and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}}

@@ -36,11 +36,11 @@ def plotly_js() -> tuple[str, bytes, bytes]:
 
 
 def _layout(title: str, y_title: str, **extra) -> dict:
-    return {"title": {"text": title, "font": {"size": 13}}, "height": 260,
-            "margin": {"l": 60, "r": 16, "t": 36, "b": 40}, "hovermode": "x unified",
+    return {"title": {"text": title, "font": {"size": 13}}, "height": 320,
+            "margin": {"l": 60, "r": 16, "t": 36, "b": 100}, "hovermode": "x unified",
             "xaxis": {"title": {"text": "time (UTC)"}, "type": "date"},
             "yaxis": {"title": {"text": y_title}, "rangemode": "tozero"},
-            "legend": {"orientation": "h", "y": -0.25}, **extra}
+            "legend": {"orientation": "h", "y": -0.3, "yanchor": "top"}, **extra}
 
 
 def _clean(values) -> list[float | None]:
@@ -63,15 +63,19 @@ def forecast_vs_actual(first_slot_end_ns: int, actual: np.ndarray, forecast: np.
     return to_json({"data": data, "layout": _layout(title, KWH_SLOT)})
 
 
+def _line(s: dict, series: list[dict]) -> dict:
+    """A colour per bundle name; the first version listed (the active one) solid, older ones dotted."""
+    first = next(x for x in series if x["name"] == s["name"]) is s
+    return {"color": NAME_COLORS.get(s["name"], "#444"), "width": 1.6 if first else 1.2,
+            "dash": "solid" if first else "dot"}
+
+
 def skill_over_time(series: list[dict], validation: dict[str, float | None], title: str) -> str:
     """Live 7-day skill in % per model name and version (`series`: {"name", "version", "t": [iso], "skill":
     [fraction]}), with each active model's validation skill as a dashed line. 0 % is the best naive baseline."""
-    data = []
-    for s in series:
-        data.append({"type": "scatter", "mode": "lines", "name": f"{s['name']} {s['version']}", "x": s["t"],
-                     "y": [None if v is None else round(100 * v, 2) for v in s["skill"]],
-                     "line": {"color": NAME_COLORS.get(s["name"], "#444"), "width": 1.6},
-                     "hovertemplate": "%{y:.1f} %"})
+    data = [{"type": "scatter", "mode": "lines", "name": f"{s['name']} {s['version']}", "x": s["t"],
+             "y": [None if v is None else round(100 * v, 2) for v in s["skill"]], "line": _line(s, series),
+             "hovertemplate": "%{y:.1f} %"} for s in series]
     shapes = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 0, "y1": 0,
                "line": {"color": "#c62828", "width": 1}}]
     for name, v in validation.items():
@@ -88,7 +92,7 @@ def coverage_over_time(series: list[dict], title: str, nominal: float = 0.8) -> 
     """Share of actual slots inside the P10–P90 band (7 days, %) per name and version; nominal 80 % dashed."""
     data = [{"type": "scatter", "mode": "lines", "name": f"{s['name']} {s['version']}", "x": s["t"],
              "y": [None if v is None else round(100 * v, 1) for v in s["coverage"]],
-             "line": {"color": NAME_COLORS.get(s["name"], "#444"), "width": 1.6}, "hovertemplate": "%{y:.1f} %"}
+             "line": _line(s, series), "hovertemplate": "%{y:.1f} %"}
             for s in series if any(v is not None for v in s["coverage"])]
     shapes = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 100 * nominal, "y1": 100 * nominal,
                "line": {"color": COLORS["p80"], "width": 1, "dash": "dash"}}]
