@@ -82,15 +82,12 @@ def _validation(metrics: dict) -> dict:
 
 def _live_rows(s, house: dict) -> list[dict]:
     """Per bundle name: the active version, its live 7-day figures, its validation figures and the guard."""
-    guard = ((house.get("status") or {}).get("guard") or {}).get("models") or {}
     out = []
     for m in house["models"]:
         active = (((house.get("status") or {}).get("models") or {}).get(m["name"]) or {}).get("active")
         row = s.registry.by_sha(m["name"], active["sha256"]) if active else None
-        g = guard.get(m["name"])
         out.append({"name": m["name"], "version": m["version"], "live": m.get("skill"),
-                    "validation": _validation(row["metrics"]) if row else None,
-                    "guard": g if g and g.get("version") in (None, m["version"]) else None})
+                    "validation": _validation(row["metrics"]) if row else None, "guard": m.get("guard")})
     return out
 
 

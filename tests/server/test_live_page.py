@@ -4,6 +4,7 @@ reason, with plotly charts (axes, units, hover values) — in a real headless Ch
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -84,6 +85,31 @@ def test_the_guard_part_of_the_status_is_kept_checked():
     assert g["state"] == "shadow" and g["skill"] == -0.087 and "\x1b" not in g["reason"] and len(g["reason"]) <= 300
     assert set(guard["serving"]) == {"96"} and guard["serving"]["96"]["fallback_reason"] == "guard: cnn-96 lost"
     assert nodes.clean_status({**doc, "guard": "nonsense"})["guard"] is None
+
+
+def test_a_model_in_the_shadow_puts_its_house_on_top_of_the_overview(app):
+    from server import overview
+    from tests.helpers.server import AUTH
+
+    s = app.extensions["home_energy"]
+    c = app.test_client()
+    ids = [c.post("/api/v1/nodes", headers=AUTH, json={"name": name, "api_url": "http://127.0.0.1:9",
+                                                         "api_token": "t" * 20}).json["id"] for name in ("a", "b")]
+    entry = {"version": V, "sha256": "a" * 64, "activated_at": "2026-03-01T00:00:00Z"}
+    for nid, state in zip(ids, ("serving", "shadow"), strict=True):
+        status = nodes.clean_status({"agent_version": "0.9", "interpreter": {"name": "x", "version": "1"},
+                                     "models": {"cnn-96": {"active": entry}},
+                                     "guard": {"enabled": True, "models": {"cnn-96": {
+                                         "version": V, "state": state, "reason": "guard: lost"}}}})
+        s.db.set_node_status(nid, {"reachable": True, **status})
+    rows = overview.rows(s.db)
+    assert [r["name"] for r in rows] == ["b", "a"]
+    assert rows[0]["problems"] == ["cnn-96 in the shadow (the baseline serves)"] and rows[1]["problems"] == []
+    # a verdict about another version than the active one is not shown as this one's
+    status = json.loads(s.db.node(ids[1])["status"])
+    status["guard"]["models"]["cnn-96"]["version"] = "20250101T000000Z"
+    s.db.set_node_status(ids[1], status)
+    assert next(r for r in overview.rows(s.db) if r["name"] == "b")["problems"] == []
 
 
 @pytest.mark.timeout(300)
@@ -174,6 +200,10 @@ def test_the_house_page_shows_live_skill_validation_coverage_and_guard_in_chromi
             page.locator("#live").screenshot(path=str(tmp_path / "live-section.png"))
             if os.environ.get("DOCS_SCREENSHOTS"):  # once, for docs/server.md
                 shutil.copy(tmp_path / "live-section.png", ROOT / "docs" / "img" / "server-live-skill.png")
+            page.goto(f"{base}/")  # the overview: the house is flagged for its model in the shadow
+            expect(page.locator("#houses .problems")).to_have_text("cnn-96 in the shadow (the baseline serves)")
+            expect(page.locator("#houses .guard-shadow")).to_have_count(1)
+            page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
             browser.close()
         assert not cdn, cdn  # plotly.js comes from this server, nothing from elsewhere
         assert (tmp_path / "live-skill.png").stat().st_size > 20_000
