@@ -203,7 +203,8 @@ def gate_window(new: dict, current: dict, series: SlotSeries) -> tuple[int | Non
     if days < need:
         return None, (f"only {days:.1f} days of recent data after the training end {iso(unseen)} (the later of "
                       f"{new['version']} and the active {current['version']}); the gate needs {need} "
-                      f"(not seen by either): not pushed automatically — push manually, or a later pull decides")
+                      f"(not seen by either): not pushed automatically — push it again after a later pull (the gate "
+                      f"compares on that), or push it manually with override")
     start = max(unseen, series.last_ns - GATE_DAYS * SLOTS_PER_DAY * SLOT_NS)
     return start, f"{min(days, GATE_DAYS):.1f} days after the training end {iso(unseen)}"
 

@@ -62,7 +62,7 @@ def test_no_automatic_push_when_the_compared_days_were_training_data(app, seed_b
     ok, why = nodes.gate(registry, status, new, seed_series.until(end))
     assert not ok, why
     assert "only 0.0 days of recent data after the training end " + iso(end) in why
-    assert "push manually, or a later pull decides" in why
+    assert "push it again after a later pull" in why and "push it manually with override" in why
 
 
 def test_the_later_training_end_counts(app, seed_bundles, tmp_path, seed_series):
