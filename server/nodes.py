@@ -14,10 +14,11 @@ from server.db import Database
 from server.registry import Registry
 from shared.agent_client import AgentClient, ApiError
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
-from shared.series import SlotSeries
+from shared.series import SlotSeries, iso, parse_time_ns
 
 log = logging.getLogger(__name__)
-GATE_DAYS = 7
+GATE_DAYS = 7  # the gate compares on at most the last 7 days after both versions' training ends
+MIN_UNSEEN_DAYS = {1: 1, 96: 2}  # horizon → days after both training ends needed before an automatic push
 
 
 def client(node: dict) -> AgentClient:
@@ -64,6 +65,42 @@ def _version_entry(entry) -> dict | None:
     return out
 
 
+_GUARD_STATES = ("learning", "serving", "shadow")
+
+
+def _text_or_none(value, max_len: int = 64) -> str | None:
+    """A short string, or None for anything else (the guard part is shown, never trusted)."""
+    return value if isinstance(value, str) and len(value) <= max_len and not _CONTROL.search(value) else None
+
+
+def _finite_or_none(value) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def clean_guard(guard) -> dict | None:
+    """The documented part of the agent's `guard` status (docs/edge-models.md) the page shows: per model its
+    state, version, since, reason and skill; per horizon what was served and why. Entries of another shape are
+    dropped; reasons are one bounded line."""
+    if not isinstance(guard, dict):
+        return None
+    models = {}
+    for name, m in list((guard.get("models") if isinstance(guard.get("models"), dict) else {}).items())[:16]:
+        if isinstance(name, str) and _MODEL_NAME.fullmatch(name) and isinstance(m, dict) and \
+                m.get("state") in _GUARD_STATES:
+            reason = m.get("reason")
+            models[name] = {"state": m["state"], "version": _text_or_none(m.get("version")),
+                            "since": _text_or_none(m.get("since"), 40), "skill": _finite_or_none(m.get("skill")),
+                            "reason": safe_message(reason) if isinstance(reason, str) else None}
+    serving = {}
+    for h, entry in (guard.get("serving") if isinstance(guard.get("serving"), dict) else {}).items():
+        if h in ("1", "96") and isinstance(entry, dict):
+            reason = entry.get("fallback_reason")
+            serving[h] = {k: _text_or_none(entry.get(k)) for k in ("name", "model", "version")} | \
+                {"fallback_reason": safe_message(reason) if isinstance(reason, str) else None}
+    return {"enabled": guard.get("enabled") is True, "models": models, "serving": serving}
+
+
 def clean_status(doc) -> dict:
     """The documented status fields of an answer, checked; BadStatus if it is not an agent's status.
 
@@ -82,6 +119,7 @@ def clean_status(doc) -> dict:
             "interpreter": {"name": _short(doc["interpreter"].get("name")),
                             "version": _short(doc["interpreter"].get("version"))},
             "models": models,
+            "guard": clean_guard(doc.get("guard")),
             "last_forecast": None if last is None else _short(last, 40),
             "counters": {k: v for k, v in list(counters.items())[:200] if _COUNTER.fullmatch(k)
                          and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}}
@@ -119,8 +157,19 @@ def poll(db: Database, node: dict) -> dict:
     return status
 
 
-def recent_mae(bundle_path: Path, series: SlotSeries, days: int = GATE_DAYS) -> float:
-    """MAE of a bundle on the last `days` of the series (issue times as in the backtest)."""
+def trained_until_ns(row: dict) -> int | None:
+    """Where a version's training data ended: its manifest's `data.end` (the end of the last validation target;
+    day-ahead bundles refit on the validation part, and every bundle early-stops on it). None when unknown."""
+    end = (row.get("data") or {}).get("end")
+    try:
+        return parse_time_ns(end) if isinstance(end, str) else None
+    except ValueError:
+        return None
+
+
+def recent_mae(bundle_path: Path, series: SlotSeries, start_ns: int) -> tuple[float, int]:
+    """MAE of a bundle over the issue times (as in the backtest) from `start_ns` whose whole target window lies in
+    the series, and how many issues were scored."""
     from shared.inference import LoadedModel
     from training.backtest import issue_times_for
 
@@ -128,17 +177,41 @@ def recent_mae(bundle_path: Path, series: SlotSeries, days: int = GATE_DAYS) -> 
     h = model.spec.horizon
     end = series.last_ns - h * SLOT_NS + SLOT_NS
     errs = []
-    for t in issue_times_for(h, end - days * SLOTS_PER_DAY * SLOT_NS, end).tolist():
+    for t in issue_times_for(h, start_ns, end).tolist():
         f = model.predict(series, t)
         actual = series.window(t + h * SLOT_NS, h)
         ok = np.isfinite(actual)
         if f.complete and ok.any():
             errs.append(np.abs(f.values[ok] - actual[ok]))
-    return float(np.mean(np.concatenate(errs))) if errs else float("inf")
+    return (float(np.mean(np.concatenate(errs))) if errs else float("inf")), len(errs)
+
+
+def gate_window(new: dict, current: dict, series: SlotSeries) -> tuple[int | None, str]:
+    """The first issue time the two versions are compared from (None: not enough unseen data) and why.
+
+    Only targets after the later of the two training ends count: on days one version trained on it looks better
+    than it is (a refitted day-ahead version by about 2 % on its validation windows). At most the last GATE_DAYS
+    of them, and at least MIN_UNSEEN_DAYS for the horizon."""
+    ends = [trained_until_ns(new), trained_until_ns(current)]
+    if None in ends:
+        which = new["version"] if ends[0] is None else current["version"]
+        return None, f"version {which} does not say where its training data ended (data.end): push manually"
+    h = int(new.get("horizon") or int(new["name"].rsplit("-", 1)[1]))
+    unseen = max(ends)
+    days = max(0, series.last_ns - unseen) / (SLOTS_PER_DAY * SLOT_NS)
+    need = MIN_UNSEEN_DAYS.get(h, max(MIN_UNSEEN_DAYS.values()))
+    if days < need:
+        return None, (f"only {days:.1f} days of recent data after the training end {iso(unseen)} (the later of "
+                      f"{new['version']} and the active {current['version']}); the gate needs {need} "
+                      f"(not seen by either): not pushed automatically — push it again after a later pull (the gate "
+                      f"compares on that), or push it manually with override")
+    start = max(unseen, series.last_ns - GATE_DAYS * SLOTS_PER_DAY * SLOT_NS)
+    return start, f"{min(days, GATE_DAYS):.1f} days after the training end {iso(unseen)}"
 
 
 def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSeries | None) -> tuple[bool, str]:
-    """Automatic pushes only: the new version must beat the node's active one on the same recent data."""
+    """Automatic pushes only: the new version must not be worse than the node's active one on recent data that
+    neither of them trained on."""
     active = ((node_status or {}).get("models") or {}).get(new["name"], {}).get("active")
     if not active:
         return True, "the node has no active model for this name"
@@ -149,10 +222,16 @@ def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSe
         return False, f"the active version {active['version']} is not in this registry: push manually to replace it"
     if series is None:
         return False, "no recent data to compare on: push manually"
-    mae_new, mae_cur = recent_mae(Path(new["path"]), series), recent_mae(Path(current["path"]), series)
+    start, span = gate_window(new, current, series)
+    if start is None:
+        return False, span
+    (mae_new, n_new), (mae_cur, _) = recent_mae(Path(new["path"]), series, start), \
+        recent_mae(Path(current["path"]), series, start)
+    if not n_new:
+        return False, f"no complete forecast on the {span}: push manually"
     if mae_new <= mae_cur:
-        return True, f"MAE on the last {GATE_DAYS} days {mae_new:.4f} ≤ active {mae_cur:.4f}"
-    return False, f"MAE on the last {GATE_DAYS} days {mae_new:.4f} > active {mae_cur:.4f}: not pushed"
+        return True, f"MAE on the {span} {mae_new:.4f} ≤ active {mae_cur:.4f}"
+    return False, f"MAE on the {span} {mae_new:.4f} > active {mae_cur:.4f}: not pushed"
 
 
 def push(db: Database, node: dict, row: dict, allow_older: bool = False) -> dict:

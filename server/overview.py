@@ -1,6 +1,7 @@
 """The overview of all houses: one row per node with what an operator checks first, failing houses on top.
 
-A house is failing when its agent does not answer, its last training failed or its last push was refused. Each
+A house is failing when its agent does not answer, its last training failed, its last push was refused or the
+agent's guard keeps one of its active models in the shadow (it lost to a naive baseline, which serves instead). Each
 active model says which house (or group) it was trained for — found by its sha256 in the registry, since the same
 version string can belong to several houses — and its live skill when the worker has measured one
 (server.skill).
@@ -29,6 +30,9 @@ def problems(row: dict) -> list[str]:
         out.append("last training failed")
     if row["last_push"] and not row["last_push"]["ok"]:
         out.append("last push refused")
+    shadow = [m["name"] for m in row.get("models") or [] if (m.get("guard") or {}).get("state") == "shadow"]
+    if shadow:
+        out.append(f"{', '.join(shadow)} in the shadow (the baseline serves)")
     return out
 
 
@@ -45,6 +49,7 @@ def rows(db: Database) -> list[dict]:
     owners = db.owners_by_sha(shas)
     for n in nodes:
         models = (n["status"] or {}).get("models") or {}
+        guard = ((n["status"] or {}).get("guard") or {}).get("models") or {}
         n["models"] = []
         for name in BUNDLE_NAMES:
             active = (models.get(name) or {}).get("active")
@@ -52,7 +57,9 @@ def rows(db: Database) -> list[dict]:
                 n["models"].append({"name": name, "version": None})
                 continue
             owner = owners.get(active["sha256"])
+            g = guard.get(name)
             n["models"].append({"name": name, "version": active["version"], "owner": owner,
+                                "guard": g if g and g.get("version") in (None, active["version"]) else None,
                                 "trained_for": _label(owner, names), "own": owner == f"node:{n['id']}",
                                 "skill": (n["skill"] or {}).get(name) if (n["skill"] or {}).get(name, {}).get(
                                     "version") == active["version"] else None})

@@ -3,9 +3,11 @@ as forms (session + CSRF token)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from datetime import UTC, datetime
 
-from server import actions, nodes, overview
+from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
+
+from server import actions, nodes, overview, plots
 from server.auth import csrf_token, form_fields, login_required
 from server.registry import node_owner, owner_node_id
 from server.state import current
@@ -41,9 +43,85 @@ def node(node_id):
     house = next(h for h in overview.rows(s.db) if h["id"] == row["id"])
     names = {n["id"]: n["name"] for n in s.db.nodes()}
     return render_template("node.html", csrf=csrf_token(), n=nodes.public(row), house=house, runs=runs,
+                           live=_live_rows(s, house), plotly_js=_plotly_url(),
                            plots=s.db.newest_plots(owner), seed=SEED_REFERENCE, bundle_names=BUNDLE_NAMES,
                            jobs=s.db.recent_jobs(10, node_id=row["id"]), pushes=s.db.recent_pushes(8, row["id"]),
                            sources=_seed_sources(s, owner, names))
+
+
+def _plotly_url() -> str:
+    return url_for("pages.plotly_js", v=plots.plotly_js()[0])
+
+
+@bp.get("/vendor/plotly.min.js")
+def plotly_js():
+    """plotly.js from the installed `plotly` wheel: no CDN. Public (nothing secret), gzipped when the browser
+    accepts it, cached by the browser for a year (the URL carries the version; private: the session cookie
+    may ride along)."""
+    version, body, gz = plots.plotly_js()
+    zipped = "gzip" in request.headers.get("Accept-Encoding", "")
+    resp = Response(gz if zipped else body, mimetype="text/javascript")
+    if zipped:
+        resp.headers["Content-Encoding"] = "gzip"
+    resp.headers["Vary"] = "Accept-Encoding"
+    resp.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    resp.headers["X-Plotly-Version"] = version
+    return resp
+
+
+def _validation(metrics: dict) -> dict:
+    """A version's held-out validation figures, comparable with the live ones: MAE, skill against its best
+    baseline (1 − MAE / baseline MAE, the agent's definition) and the P10–P90 coverage of its band."""
+    val = (metrics or {}).get("validation") or {}
+    mae = (val.get("int8") or {}).get("mae")
+    base = min(((b["mae"], n) for n, b in (val.get("baselines") or {}).items() if b.get("mae")), default=None)
+    cov = ((val.get("interval") or {}).get("calibration") or {}).get("coverage")
+    return {"mae": mae, "baseline": base[1] if base else None, "baseline_mae": base[0] if base else None,
+            "skill": 1 - mae / base[0] if mae is not None and base else None, "coverage": cov}
+
+
+def _live_rows(s, house: dict) -> list[dict]:
+    """Per bundle name: the active version, its live 7-day figures, its validation figures and the guard."""
+    out = []
+    for m in house["models"]:
+        active = (((house.get("status") or {}).get("models") or {}).get(m["name"]) or {}).get("active")
+        row = s.registry.by_sha(m["name"], active["sha256"]) if active else None
+        out.append({"name": m["name"], "version": m["version"], "live": m.get("skill"),
+                    "validation": _validation(row["metrics"]) if row else None, "guard": m.get("guard")})
+    return out
+
+
+@bp.get("/nodes/<int:node_id>/skill.json")
+@login_required
+def skill_chart(node_id):
+    """The house's 7-day live skill and P10–P90 coverage over the last two weeks, as plotly figures, read from
+    its InfluxDB (the agent's forecast_skill rows) when the page asks: the page does not wait for the house."""
+    from server import skill
+    from server.pull import influx_of, safe_errors, storage_config
+    from shared.storage import open_storage
+
+    s = current()
+    try:
+        row = actions.node_or_404(s, node_id)
+        influx = influx_of(row)
+    except (actions.ActionError, ValueError) as exc:
+        return jsonify(error=str(getattr(exc, "message", exc))), 404
+    status = nodes.public(row)["status"] or {}
+    versions: dict[str, list[str]] = {}
+    for name, m in (status.get("models") or {}).items():
+        versions[name] = [e["version"] for e in (m.get("active"), m.get("previous")) if e]
+    st = open_storage(storage_config(influx))
+    try:
+        hist = safe_errors(influx["url"], skill.history, st, versions, datetime.now(UTC))
+    except ValueError as exc:
+        return jsonify(error=str(exc)), 502
+    finally:
+        st.close()
+    house = next(h for h in overview.rows(s.db) if h["id"] == row["id"])
+    validation = {r["name"]: (r["validation"] or {}).get("skill") for r in _live_rows(s, house)}
+    return jsonify(series=len(hist),
+                   skill=plots.skill_over_time(hist, validation, "Live skill, 7-day window (dashed: validation)"),
+                   coverage=plots.coverage_over_time(hist, "P10–P90 coverage, 7-day window (dashed: nominal 80 %)"))
 
 
 def _seed_sources(s, owner: str, names: dict[int, str]) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from server.db import DEFAULT_GROUP, Database
 from server.files import private_dir
-from server.plots import forecast_vs_actual_svg
+from server.plots import forecast_vs_actual
 from shared import manifest as mf
 from shared import signing
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
@@ -116,13 +116,15 @@ class Registry:
             fc = [model.predict(series, int(t)) for t in issues]
             forecast = np.array([f.values[0] if f.complete else np.nan for f in fc])
             actual = np.array([series.window(int(t) + SLOT_NS, 1)[0] for t in issues])
+            first = int(issues[0]) + SLOT_NS
         else:
             day = SLOTS_PER_DAY * SLOT_NS
             issue = (end - day) // day * day
             f = model.predict(series, int(issue))
             forecast = f.values if f.complete else np.full(h, np.nan)
             actual = series.window(int(issue) + h * SLOT_NS, h)
-        return forecast_vs_actual_svg(actual, forecast, f"{doc['name']} {doc['version']} (validation)")
+            first = int(issue) + SLOT_NS
+        return forecast_vs_actual(first, actual, forecast, f"{doc['name']} {doc['version']} (validation)")
 
     def get(self, owner: str, name: str, version: str) -> dict | None:
         row = self.db.version(owner, name, version)

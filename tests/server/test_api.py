@@ -93,7 +93,10 @@ def test_train_register_push_gate_and_rollback(app, worker, edge_agent):
     models = c.get("/api/v1/models", headers=AUTH).json["versions"]
     assert {m["name"] for m in models} == {"cnn-1", "lstm-1", "cnn-96", "lstm-96"} and len(models) == 8
     row = c.get(f"/api/v1/models/cnn-1/{versions[0]}", headers=AUTH).json
-    assert row["plot"].startswith("<svg") and "persistence" in row["metrics"]["validation"]["baselines"]
+    plot = json.loads(row["plot"])  # a plotly figure: forecast and actual, in kWh per 15 min
+    assert [t["name"] for t in plot["data"]] == ["actual", "forecast"]
+    assert plot["layout"]["yaxis"]["title"]["text"] == "kWh per 15 min"
+    assert "persistence" in row["metrics"]["validation"]["baselines"]
     # manual push with override: accepted by the agent
     r = c.post(f"/api/v1/nodes/{nid}/push", headers=AUTH, json={"version": versions[1], "override": True})
     assert all(x["ok"] for x in r.json["results"]), r.json

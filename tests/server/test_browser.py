@@ -87,6 +87,9 @@ def test_login_train_watch_push_in_chromium(stack, artefacts_dir):
         expect(page.locator("#versions")).to_contain_text("cnn-1", timeout=300_000)
         expect(page.locator("tr[data-job] .state").first).to_have_text("done")
         version = page.locator("form:has(button.push) select[name=version] option").first.inner_text()
+        # the validation plots of the new run: plotly charts with their unit, drawn from the registry's figures
+        expect(page.locator("#validation-plots .chart[data-drawn]")).to_have_count(4, timeout=30_000)
+        expect(page.locator("#validation-plots .chart .g-ytitle").first).to_have_text("kWh per 15 min")
         page.screenshot(path=str(shots / "3-trained.png"), full_page=True)
 
         push = page.locator("form:has(button.push)")
