@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults eval-seed eval-rolling test-ansible test-pi clean
+.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults bench-fleet eval-seed eval-rolling test-ansible test-pi clean
 
 help:
 	@echo "make demo          replay the real year, train, push, forecast (see README)"
@@ -15,7 +15,7 @@ help:
 	@echo "make venv          .venv with every component's dependencies"
 	@echo "make venv-hass     .venv-hass: Home Assistant, for the MQTT discovery checks (needs Python >= 3.13)"
 	@echo "make lint          ruff"
-	@echo "make bench-ingest | bench-edge | bench-train | bench-server | bench-flow | bench-faults   benchmarks (print JSON)"
+	@echo "make bench-ingest | bench-edge | bench-train | bench-server | bench-flow | bench-faults | bench-fleet   benchmarks (print JSON)"
 	@echo "make eval-seed     train on the seed split, backtest, print the README accuracy table"
 	@echo "make eval-rolling  train before each of June-August 2023 (3 seeds), backtest the month, score independently"
 	@echo "make test-ansible  provision a debootstrapped Debian root with ansible/site.yml"
