@@ -328,9 +328,9 @@ class Worker:
             return [{"ok": False, "message": f"node unreachable: {status.get('error')}"}]
         results = []
         for v in versions:
-            ok, why = nodes.gate(self.s.registry, status, v, series)
-            if ok:
-                results.append(nodes.push(self.s.db, node, v) | {"gate": why})
+            row, why = nodes.choose_push(self.s.registry, status, v, series)
+            if row is not None:
+                results.append(nodes.push(self.s.db, node, row) | {"gate": why})
             else:
                 results.append({"ok": False, "name": v["name"], "version": v["version"], "gate": why})
         nodes.poll(self.s.db, node)

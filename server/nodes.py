@@ -234,6 +234,36 @@ def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSe
     return False, f"MAE on the {span} {mae_new:.4f} > active {mae_cur:.4f}: not pushed"
 
 
+EARLIER_CANDIDATES = 6  # earlier versions of a name the gate tries after the new one (about a week of nightly runs)
+
+
+def gate_candidates(registry: Registry, node_status: dict | None, new: dict) -> list[dict]:
+    """The new version, then the owner's earlier versions of the same name that are newer than the node's active
+    one, newest first. A retrain's new version has no unseen days yet (it trained on everything up to now); an
+    earlier one that was not pushed has, by the next pulls — so scheduled retrains still replace a model that an
+    unseen-data comparison says is worse, a few days later."""
+    active = ((node_status or {}).get("models") or {}).get(new["name"], {}).get("active") or {}
+    floor = active.get("version") or ""
+    earlier = [r for r in registry.list(limit=50 * EARLIER_CANDIDATES, owner=new["owner"])
+               if r["name"] == new["name"] and floor < r["version"] < new["version"]]
+    rows = [registry.get(new["owner"], r["name"], r["version"]) for r in earlier[:EARLIER_CANDIDATES]]
+    return [new] + [r for r in rows if r is not None]
+
+
+def choose_push(registry: Registry, node_status: dict | None, new: dict,
+                series: SlotSeries | None) -> tuple[dict | None, str]:
+    """The version an automatic push sends for `new`'s name (None: none) and the gate's reason: the first of
+    gate_candidates that passes the gate; else the new version's own reason."""
+    reason = ""
+    for row in gate_candidates(registry, node_status, new):
+        ok, why = gate(registry, node_status, row, series)
+        if ok:
+            return row, why if row is new else f"{why} (earlier version {row['version']}: {new['version']} " \
+                                              "has no unseen days yet)"
+        reason = reason or why
+    return None, reason
+
+
 def push(db: Database, node: dict, row: dict, allow_older: bool = False) -> dict:
     """Push one registered bundle (a registry row); the agent's verdict (accepted or its error code/message) is
     recorded, with the row's owner when it is not the node's own (a seed)."""

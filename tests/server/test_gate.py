@@ -95,3 +95,45 @@ def test_a_version_without_a_training_end_is_not_pushed_automatically(app, seed_
     registry, status, new, _ = _pair(app, seed_bundles, tmp_path, "cnn-1")
     ok, why = nodes.gate(registry, status, new | {"data": {}}, seed_series)
     assert not ok and "data.end" in why, why
+
+
+def _version(src: Path, dst: Path, data_end: str, version: str) -> Path:
+    d = _other_model(src, dst, data_end)
+    model = d / mf.MODEL_FILE
+    model.write_bytes(model.read_bytes() + version.encode())  # a sha256 of its own
+    doc = json.loads((d / mf.MANIFEST_FILE).read_text())
+    doc["version"] = version
+    doc["model"] |= {"sha256": mf.sha256_file(model), "bytes": model.stat().st_size}
+    (d / mf.MANIFEST_FILE).write_bytes(mf.dump(doc))
+    return d
+
+
+def test_a_retrain_pushes_an_earlier_version_once_it_has_unseen_days(app, seed_bundles, tmp_path, seed_series):
+    """Nightly retrains train on everything up to now, so their new version never has unseen days: the gate then
+    tries the house's earlier versions (newer than the active one), newest first — a version from three days ago
+    is compared on the three days after its training end and pushed; older ones than the active never are."""
+    name = "cnn-96"
+    s = app.extensions["home_energy"]
+    owner = node_owner(1)
+    end = parse_time_ns(mf.load(seed_bundles / name)["data"]["end"])
+    src = seed_bundles / name
+    old = s.registry.add_run([_version(src, tmp_path / "old", iso(end - 40 * DAY), "20260101T000000Z")], owner)[0]
+    active = s.registry.add_run([_version(src, tmp_path / "act", iso(end - 30 * DAY), "20260201T000000Z")], owner)[0]
+    earlier = s.registry.add_run([_version(src, tmp_path / "ear", iso(end - 3 * DAY), "20260301T000000Z")],
+                                 owner)[0]
+    new = s.registry.add_run([_version(src, tmp_path / "new", iso(end), "20260304T000000Z")], owner)[0]
+    status = {"models": {name: {"active": {"version": active["version"], "sha256": active["sha256"],
+                                           "activated_at": "2026-02-01T00:00:00Z"}}}}
+    series = seed_series.until(end)
+    assert not nodes.gate(s.registry, status, new, series)[0]  # no unseen day for the new one
+    assert [r["version"] for r in nodes.gate_candidates(s.registry, status, new)] == [new["version"],
+                                                                                      earlier["version"]]
+    row, why = nodes.choose_push(s.registry, status, new, series)
+    assert row is not None and row["version"] == earlier["version"], why
+    assert f"3.0 days after the training end {iso(end - 3 * DAY)}" in why and "earlier version" in why
+    assert old["version"] not in why
+    # one day after: the earlier version has too few unseen days as well: nothing, with the new one's reason
+    status_e = {"models": {name: {"active": {"version": earlier["version"], "sha256": earlier["sha256"],
+                                             "activated_at": "2026-03-01T00:00:00Z"}}}}
+    row, why = nodes.choose_push(s.registry, status_e, new, series)
+    assert row is None and "only 0.0 days" in why, why
