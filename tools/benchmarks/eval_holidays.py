@@ -4,7 +4,7 @@ For each month (default May 2023: Labour Day, Ascension, Whit Monday in Germany)
 month twice with the same seed — without and with `--holidays DE --timezone Europe/Berlin` — through
 tools/benchmarks/eval_rolling.py (train, backtest through the edge's inference code, score independently), then
 scores both on the month's holiday days and on its other days separately: MAE per 15-minute slot of the day-ahead
-bundles' midnight issue and of the next-slot bundles, in kWh, next to the 7-day median's MAE on the same slots.
+bundles' 00:00 UTC issue and of the next-slot bundles, in kWh, next to the 7-day median's MAE on the same slots.
 
 The last line printed is one JSON object:
 `{"holiday_dates": [...], "without": {"cnn-96": {"holiday_mae": …, "other_mae": …}, …}, "with": {…},
@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CSV = ROOT / "data" / "seed_house" / "raw_data.csv"
 NAMES = ("cnn-1", "lstm-1", "cnn-96", "lstm-96")
 TZ = "Europe/Berlin"
+DAY_NS = 96 * 900 * 10**9
 
 
 def actual_by_slot() -> dict[int, float]:
@@ -46,13 +47,12 @@ def local_date(t_ns: int) -> str:
 
 
 def errors(path: Path, actual: dict[int, float], day_ahead: bool) -> list[tuple[str, float]]:
-    """(local date, |forecast − actual|) for the day-ahead issue at local midnight or every next-slot forecast."""
+    """(local date, |forecast − actual|) for the day-ahead issue at 00:00 UTC or every next-slot forecast."""
     out = []
     with open(path) as f:
         for row in csv.DictReader(f):
             issued = parse_time_ns(row["issued_at"])
-            if day_ahead and datetime.fromtimestamp(issued / 1e9, UTC).astimezone(ZoneInfo(TZ)).strftime("%H:%M") \
-                    != "00:00":
+            if day_ahead and issued % DAY_NS:  # the backtest's day-ahead issue: 00:00 UTC
                 continue
             t = parse_time_ns(row["target_time"])
             if t in actual:
@@ -68,10 +68,9 @@ def split_mae(errs: list[tuple[str, float]], holidays: set[str]) -> dict:
 
 
 def median_7d(actual: dict[int, float], targets: list[int]) -> list[tuple[str, float]]:
-    day = 96 * 900 * 10**9
     out = []
     for t in targets:
-        past = [actual.get(t - k * day) for k in range(1, 8)]
+        past = [actual.get(t - k * DAY_NS) for k in range(1, 8)]
         if all(v is not None for v in past):
             out.append((local_date(t), abs(float(np.median(past)) - actual[t])))
     return out
