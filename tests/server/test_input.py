@@ -121,3 +121,14 @@ def test_every_api_route_answers_wrong_types_with_a_4xx(server, tmp_path):
                     n += 1
                     check(http.request(method, full, headers=AUTH, json=doc, timeout=60), key)
     assert n > 500
+
+
+def test_importing_the_console_script_module_runs_nothing():
+    """`home-energy-server` imports server.__main__ for its main(); the module ran main() (and sys.exit) at import
+    time, so any import of it — a tool, a test, a doc build — started parsing argv and exited."""
+    import importlib
+    import sys
+
+    sys.modules.pop("server.__main__", None)
+    module = importlib.import_module("server.__main__")
+    assert callable(module.main)
