@@ -198,6 +198,19 @@ def forecast_vs_actual(tz: str) -> Board:
                                {"id": "calculateField", "options": {
                                    "mode": "binary", "alias": "error", "replaceFields": True,
                                    "binary": {"left": "forecast", "operator": "-", "right": "actual"}}}])
+    for label, cond in FORECAST_KINDS:  # the band (shared/intervals.py), where the bundles carry one
+        b.add("timeseries", f"Band {label}: P10–P90 of the models vs actual (kWh per 15 min)",
+              [q(f'SELECT mean("p10_kwh") AS "P10", mean("value_kwh") AS "P50", mean("p90_kwh") AS "P90" '
+                 f'FROM "forecast" WHERE {cond} AND "model" != \'baseline\' AND $timeFilter '
+                 'GROUP BY time(15m) fill(null)'), q(ACTUAL, ref="B")], w=12, h=8, interval="15m",
+              fieldConfig={"defaults": {"unit": "kwatth", "decimals": 3}, "overrides": [
+                  {"matcher": {"id": "byName", "options": "P90"},
+                   "properties": [{"id": "custom.fillBelowTo", "value": "P10"},
+                                  {"id": "custom.fillOpacity", "value": 20}, {"id": "custom.lineWidth", "value": 0}]},
+                  {"matcher": {"id": "byName", "options": "P10"},
+                   "properties": [{"id": "custom.lineWidth", "value": 0}]}]},
+              description="Mean of the learned models' P10, P50 (the forecast) and P90 per slot; about 8 of 10 "
+                          "actual values should fall inside the shaded band. Empty for bundles without a band.")
     b.add("table", "Forecasts by model (mean kWh per slot)",
           [q('SELECT mean("value_kwh") AS "mean_kwh", count("value_kwh") AS "slots" FROM "forecast" '
              'WHERE $timeFilter GROUP BY "name", "model", "version", "issue"', fmt="table")], w=24, h=7)

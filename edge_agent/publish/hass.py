@@ -89,7 +89,8 @@ def _fresh(expr: str, max_age_s: int) -> str:
             f"{{{{ {expr} }}}}{{% else %}}None{{% endif %}}")
 
 
-FORECAST_ATTRIBUTES = ("issued_at", "model", "version", "fallback_reason", "input_complete")
+FORECAST_ATTRIBUTES = ("issued_at", "model", "version", "fallback_reason", "input_complete",
+                       "next_p10_kwh", "next_p90_kwh")  # the band of the next slot (None without one)
 FORECAST_SENSORS = (  # key (unique id and topic part, unchanged since the first release), name, horizon, value
     ("consumption_next_15min", "Consumption next 15 min", 1, "value_json.next_kwh"),
     ("consumption_next_24h", "Consumption next 24 h", 96, "value_json.total_kwh"),

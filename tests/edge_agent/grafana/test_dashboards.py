@@ -229,7 +229,9 @@ NUMBER_CHECKED = {
                              "Forecast day ahead vs actual (kWh per 15 min)",
                              "Error next 15 minutes (forecast − actual, kWh)",
                              "Error day ahead (forecast − actual, kWh)", "Forecasts by model (mean kWh per slot)",
-                             "Live skill vs the best baseline (7 days)", "Live scores (latest, kWh per slot)"},
+                             "Live skill vs the best baseline (7 days)", "Live scores (latest, kWh per slot)",
+                             "Band next 15 minutes: P10–P90 of the models vs actual (kWh per 15 min)",
+                             "Band day ahead: P10–P90 of the models vs actual (kWh per 15 min)"},
 }
 
 
@@ -429,6 +431,27 @@ def test_forecast_panels_show_what_was_said_a_day_ahead_and_the_next_slot(handma
     want |= {(n, "rolling"): (v, 96) for n, v in handmade.ROLLING_96.items()}
     want |= {(n, "rolling"): (v, 8) for n, v in handmade.NEXT_SLOT.items()}
     assert table == want
+
+
+def test_band_panels_show_the_models_p10_p50_p90(handmade_db):
+    """The learned models' mean P10 / P50 / P90 per slot (baselines excluded), what was said a day ahead and the
+    next slot, next to the actual consumption; the shading goes from P10 to P90."""
+    influxd, db = handmade_db
+    start, end = handmade.JUNE14_TARGETS[0], handmade.JUNE14_TARGETS[-1]
+    actual = {handmade.ns(s["end"]): s["house"] for s in handmade.slots() if start <= s["end"] <= end}
+    for title, names, targets in (("day ahead", ("cnn-96", "lstm-96"), handmade.JUNE14_TARGETS),
+                                  ("next 15 minutes", ("cnn-1", "lstm-1"), handmade.RUN_TARGETS)):
+        values = handmade.DAY_AHEAD if title == "day ahead" else handmade.NEXT_SLOT
+        p50 = sum(values[n] for n in names) / len(names)
+        pnl = panel("home-energy-forecast", f"Band {title}: P10–P90 of the models vs actual (kWh per 15 min)")
+        res = run_panel(influxd, db, pnl, start, end)
+        got = {r["time"]: (r["P10"], r["P50"], r["P90"]) for r in rows(res["A"]) if r["P50"] is not None}
+        assert sorted(got) == [handmade.ns(t) for t in targets], title
+        for band in got.values():
+            assert band == pytest.approx((p50 * 0.5, p50, p50 * 1.5)), title
+        assert {t: v for t, v in forecast_series(res["B"])[""].items()} == pytest.approx(actual, abs=1e-12)
+        fill = next(o for o in pnl["fieldConfig"]["overrides"] if o["matcher"]["options"] == "P90")
+        assert {"id": "custom.fillBelowTo", "value": "P10"} in fill["properties"]
 
 
 def test_skill_panels_show_the_live_figures(handmade_db):

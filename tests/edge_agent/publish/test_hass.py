@@ -155,8 +155,8 @@ SAMPLES = {
     "he-test/flow/totals": [json.dumps(TOTALS)],
     "he-test/flow/slot": [json.dumps(SLOT_FIELDS), json.dumps(NIGHT_SLOT)],
     "he-test/forecast/best/1": [
-        forecast_payload(1, NOW - timedelta(seconds=90), p10=[0.2], p90=[0.45], fallback_reason=None,
-                         input_complete=True),
+        forecast_payload(1, NOW - timedelta(seconds=90), p10=[0.2], p90=[0.45], next_p10_kwh=0.2, next_p90_kwh=0.45,
+                         fallback_reason=None, input_complete=True),
         forecast_payload(1, NOW - timedelta(days=3), fallback_reason=None, input_complete=True),  # retained, old
         forecast_payload(1, NOW - timedelta(seconds=90)),  # an agent from before issue 18: no new keys
     ],
@@ -254,7 +254,7 @@ def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
     assert stale["value"] == "None"  # a retained forecast from three days ago is not shown as current
     assert json.loads(fresh["attributes"]) == {"issued_at": iso(NOW - timedelta(seconds=90)), "model": "cnn",
                                                "version": "20261124T101500Z", "fallback_reason": None,
-                                               "input_complete": True}
+                                               "input_complete": True, "next_p10_kwh": 0.2, "next_p90_kwh": 0.45}
     assert float(old_agent["value"]) == 0.3125
     assert json.loads(old_agent["attributes"])["fallback_reason"] is None
     fallback, too_old = by_key["consumption_next_24h"]
