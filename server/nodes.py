@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -237,17 +238,20 @@ def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSe
 EARLIER_CANDIDATES = 6  # earlier versions of a name the gate tries after the new one (about a week of nightly runs)
 
 
-def gate_candidates(registry: Registry, node_status: dict | None, new: dict) -> list[dict]:
+def gate_candidates(registry: Registry, node_status: dict | None, new: dict) -> Iterator[dict]:
     """The new version, then the owner's earlier versions of the same name that are newer than the node's active
     one, newest first. A retrain's new version has no unseen days yet (it trained on everything up to now); an
     earlier one that was not pushed has, by the next pulls — so scheduled retrains still replace a model that an
     unseen-data comparison says is worse, a few days later."""
+    yield new  # the registry is only asked when the new version does not pass
     active = ((node_status or {}).get("models") or {}).get(new["name"], {}).get("active") or {}
     floor = active.get("version") or ""
     earlier = [r for r in registry.list(limit=50 * EARLIER_CANDIDATES, owner=new["owner"])
                if r["name"] == new["name"] and floor < r["version"] < new["version"]]
-    rows = [registry.get(new["owner"], r["name"], r["version"]) for r in earlier[:EARLIER_CANDIDATES]]
-    return [new] + [r for r in rows if r is not None]
+    for r in earlier[:EARLIER_CANDIDATES]:
+        row = registry.get(new["owner"], r["name"], r["version"])
+        if row is not None:
+            yield row
 
 
 def choose_push(registry: Registry, node_status: dict | None, new: dict,

@@ -56,8 +56,8 @@ class StoredVersion:
             doc = json.loads((self.path / mf.MANIFEST_FILE).read_text())
         except (OSError, ValueError):
             return None
-        node = doc.get("data", {}).get("node") if isinstance(doc, dict) and isinstance(doc.get("data"), dict) \
-            else None
+        data = doc.get("data") if isinstance(doc, dict) else None
+        node = data.get("node") if isinstance(data, dict) else None
         return node if isinstance(node, str) else None
 
 

@@ -112,3 +112,25 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
 def count(influxd, db: str, measurement: str, field: str) -> int:
     res = influxd.query(f'SELECT count("{field}") FROM "{measurement}"', db=db)["results"][0]
     return res["series"][0]["values"][0][1] if "series" in res else 0
+
+
+class Agents:
+    """In-process agents a test starts, stops and restarts on one config; `stop_all` stops what is left."""
+
+    def __init__(self, cfg_path: Path, clock, components: tuple[str, ...] = ("forecast", "api")):
+        self.cfg_path, self.clock, self.components = cfg_path, clock, components
+        self.running: list[Agent] = []
+
+    def start(self) -> Agent:
+        agent = Agent(load_config(self.cfg_path), clock=self.clock, components=self.components)
+        agent.start()
+        self.running.append(agent)
+        return agent
+
+    def stop(self, agent: Agent) -> None:
+        self.running.remove(agent)
+        agent.stop()
+
+    def stop_all(self) -> None:
+        for agent in list(self.running):
+            self.stop(agent)

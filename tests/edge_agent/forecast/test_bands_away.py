@@ -9,12 +9,10 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.config import load_config
 from shared import away as empty_house
 from shared.agent_client import AgentClient
 from shared.series import parse_time_ns
-from tests.helpers.agent import wait_for
+from tests.helpers.agent import Agents, wait_for
 from tests.helpers.forecast import ISSUE, Retained, load_meter
 from tests.helpers.models import TOKEN, agent_config
 
@@ -47,21 +45,9 @@ def agent_env(tmp_path, mosquitto_session, influxd_session, influx_db_name, serv
     cfg_path = agent_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, server_keys)
     pub = Publisher(mosquitto_session.port)
     pub.send("he-test/away", "", retain=True)  # the session broker: no window left from another test
-    agents = []
-
-    def start() -> Agent:
-        agent = Agent(load_config(cfg_path), clock=lambda: ISSUE, components=("forecast", "api"))
-        agent.start()
-        agents.append(agent)
-        return agent
-
-    def stop(agent: Agent) -> None:
-        agents.remove(agent)
-        agent.stop()
-
-    yield start, stop, pub
-    for agent in list(agents):
-        stop(agent)
+    agents = Agents(cfg_path, clock=lambda: ISSUE)
+    yield agents.start, agents.stop, pub
+    agents.stop_all()
     pub.send("he-test/away", "", retain=True)
     pub.close()
 

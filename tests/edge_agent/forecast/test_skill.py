@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from edge_agent.agent import Agent
-from edge_agent.config import load_config
 from shared.agent_client import AgentClient, check_status
 from shared.points import Point
 from shared.series import iso, parse_time_ns, read_csv
 from shared.storage import StorageConfig, open_storage
-from tests.helpers.agent import wait_for
+from tests.helpers.agent import Agents, wait_for
 from tests.helpers.forecast import CSV, ISSUE, Clock, Retained, forecast_rows, load_meter
 from tests.helpers.models import TOKEN, agent_config
 
@@ -150,22 +149,14 @@ def skill_agent(tmp_path, mosquitto_session, influxd_session, influx_db_name, se
     cfg_path = agent_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, server_keys,
                             forecast_extra=f'day_ahead_at = "{DAY_AHEAD_AT}:00"\ntimezone = "UTC"')
     clock = Clock(ISSUE - timedelta(seconds=30))
-    agents = []
+    agents = Agents(cfg_path, clock)
 
     def start(at: datetime) -> Agent:
         clock.set(at)
-        agent = Agent(load_config(cfg_path), clock=clock, components=("forecast", "api"))
-        agent.start()
-        agents.append(agent)
-        return agent
+        return agents.start()
 
-    def stop(agent: Agent) -> None:
-        agents.remove(agent)
-        agent.stop()
-
-    yield start, stop, clock
-    for a in agents:
-        a.stop()
+    yield start, agents.stop, clock
+    agents.stop_all()
 
 
 def test_live_skill_equals_an_independent_computation_and_survives_a_restart(
