@@ -43,19 +43,31 @@ def test_drainer_survives_running_out_of_file_descriptors(tmp_path, mosquitto_se
         wait_for(lambda: count(influxd_session, influx_db_name, "EnergyMeter", "EnergyIn") == 50)
         in_use = len(os.listdir("/proc/self/fd"))
         resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 16, hard))
-        try:
-            while True:
-                hogs.append(os.open(os.devnull, os.O_RDONLY))
-        except OSError:
-            pass
-        pub.publish_all(msgs(50, 50))  # spooled (the spool's file is open) but not drainable: peek cannot open
-        wait_for(lambda: agent.health.get("thread_restarts_drainer") >= 1, timeout=15)
+        sent = 50
+
+        def drainer_restarted() -> bool:
+            # Other threads of this process (an HTTP connection collected, a query closed) free descriptors at
+            # any time; the drainer, opening a segment once per batch, may win one and drain. So: take every
+            # free descriptor again and spool more (on the spool's open file) until peek has failed once.
+            nonlocal sent
+            try:
+                while True:
+                    hogs.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                pass
+            if agent.health.get("thread_restarts_drainer") >= 1:
+                return True
+            pub.publish_all(msgs(sent, 10))
+            sent += 10
+            return False
+
+        wait_for(drainer_restarted, timeout=30)
     finally:
         for fd in hogs:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     try:
-        wait_for(lambda: count(influxd_session, influx_db_name, "EnergyMeter", "EnergyIn") == 100, timeout=60)
+        wait_for(lambda: count(influxd_session, influx_db_name, "EnergyMeter", "EnergyIn") == sent, timeout=60)
         assert all(t.is_alive() for t in agent.ingest.threads)
         assert agent.problem() is None
     finally:
