@@ -72,7 +72,7 @@ def _field_value(value: FieldValue) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"field value {value!r} is not finite")
-        return repr(value)
+        return repr(float(value))  # np.float64 is a float whose repr is `np.float64(…)`
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     raise TypeError(f"unsupported field type {type(value).__name__}")
