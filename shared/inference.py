@@ -101,16 +101,18 @@ class LoadedModel:
             return (y.astype(np.float32) - zp) * scale
         return y.astype(np.float32)
 
-    def predict(self, series: SlotSeries, issue_ns: int) -> Forecast:
-        """kWh forecast for the `horizon` slots after issue_ns, from slots ending at or before issue_ns."""
+    def predict(self, series: SlotSeries, issue_ns: int, band_scale: float = 1.0) -> Forecast:
+        """kWh forecast for the `horizon` slots after issue_ns, from slots ending at or before issue_ns;
+        `band_scale`: the recalibration of the band (shared.intervals.recalibrated_scale)."""
         x, complete = build_input(self.spec, series.until(issue_ns), issue_ns)
         values = unscale_output(self.spec, self.run(x), x)
-        return Forecast(values, complete, *self.band(values, issue_ns))
+        return Forecast(values, complete, *self.band(values, issue_ns, band_scale))
 
-    def band(self, values: np.ndarray, issue_ns: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def band(self, values: np.ndarray, issue_ns: int, band_scale: float = 1.0
+             ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """P10/P90 around `values` issued at issue_ns, or (None, None) for a bundle without intervals."""
         doc = self.manifest.get("intervals")
         if doc is None:
             return None, None
         steps = np.arange(1, len(values) + 1)
-        return iv.band(doc, values, issue_ns + steps * SLOT_NS, steps)
+        return iv.band(doc, values, issue_ns + steps * SLOT_NS, steps, band_scale)

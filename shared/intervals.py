@@ -11,6 +11,14 @@ step buckets of `step_edges` (day-ahead: steps 1, 2–4, 5–16, 17–96; next s
 forecast's own level makes the band narrow at night and wide when the house is busy (measured on the seed data:
 an unscaled band is 10–15 % wider at the same coverage). P50 is the model's forecast itself.
 
+Recalibration in operation: the table is calibrated on the validation weeks, and a house's errors drift with the
+season (eval-rolling: a fixed table covered 0.73 of June and 0.85 of July). So the edge — and the backtest, which
+must show what the edge does — multiplies the band's two half-widths by one *band scale* per bundle: the 80 %
+quantile, over the last `RECALIBRATION_DAYS` of scored slots, of the scale each slot would have needed to be
+covered (`needed_scale`). That is rolling-window split-conformal recalibration: by construction about 80 % of the
+last week's slots would have been inside, and the scale follows a drift within days. It is a function of stored
+forecasts and actuals only (no state to lose at a restart); with less than a day of scored slots it is 1.
+
 One implementation for training and the edge; a bundle without `intervals` (older bundles) has no band.
 """
 
@@ -30,6 +38,9 @@ TOD_GROUPS = 6  # blocks of 4 hours
 STEP_EDGES = {1: [], 96: [2, 5, 17]}  # step buckets: [1], [2, 4], [5, 16], [17, 96] for day-ahead
 MIN_GROUP = 30  # fewer residuals in a group: it uses the quantiles of all residuals
 MAX_SCALED = 100.0  # |quantile| bound checked in manifests (a scaled residual of 100 is 5 kWh at 0 kWh)
+RECALIBRATION_DAYS = 7  # the band scale is the coverage quantile of the needed scales of this many days
+RECALIBRATION_MIN_SLOTS = SLOTS_PER_DAY  # fewer scored slots: scale 1 (the manifest's table as calibrated)
+SCALE_BOUNDS = (0.5, 3.0)  # a scale outside says the scoring is broken, not the band: stay near the table
 
 
 class IntervalError(ValueError):
@@ -69,14 +80,43 @@ def calibrate(pred: np.ndarray, actual: np.ndarray, target_ns: np.ndarray, steps
     return doc
 
 
-def band(doc: dict, p50: np.ndarray, target_ns: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(p10, p90) in kWh for the forecast p50 of the target slots; p10 ≤ p50 ≤ p90 and p10 ≥ 0."""
+def band(doc: dict, p50: np.ndarray, target_ns: np.ndarray, steps: np.ndarray, band_scale: float = 1.0
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """(p10, p90) in kWh for the forecast p50 of the target slots; p10 ≤ p50 ≤ p90 and p10 ≥ 0. `band_scale`
+    (`recalibrated_scale`) multiplies both half-widths."""
     p50 = np.asarray(p50, dtype=np.float64)
     q = np.asarray(doc["table"], dtype=np.float64)[groups(doc, target_ns, steps)]
-    scale = p50 + doc["scale_offset_kwh"]
+    scale = (p50 + doc["scale_offset_kwh"]) * band_scale
     p10 = np.clip(p50 + np.minimum(q[:, 0], 0.0) * scale, 0.0, None)
     p90 = p50 + np.maximum(q[:, 1], 0.0) * scale
     return p10, p90
+
+
+def needed_scale(actual: np.ndarray, p50: np.ndarray, p10: np.ndarray, p90: np.ndarray,
+                 band_scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """Per slot, the smallest band scale whose band would have held the actual value, from a forecast written
+    with `band_scale` (NaN where something is unknown; inf where the band had no width on the actual's side).
+    A P10 clipped at 0 kWh understates the lower half-width: such a slot asks for a scale no larger than needed."""
+    a, m, lo, hi = (np.asarray(x, dtype=np.float64) for x in (actual, p50, p10, p90))
+    s = np.broadcast_to(np.asarray(band_scale, dtype=np.float64), a.shape)
+    above = a >= m
+    half = np.where(above, hi - m, m - lo) / s  # the unscaled half-width on the actual's side
+    dist = np.abs(a - m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(half > 0, dist / half, np.where(dist > 0, np.inf, 0.0))
+    need[~(np.isfinite(a) & np.isfinite(m) & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(s) & (s > 0))] = np.nan
+    return need
+
+
+def recalibrated_scale(needed: np.ndarray, coverage: float = QUANTILES[1] - QUANTILES[0]) -> float:
+    """The band scale for the next forecasts: the `coverage` quantile of the recent slots' needed scales (1 with
+    fewer than RECALIBRATION_MIN_SLOTS), within SCALE_BOUNDS."""
+    n = np.asarray(needed, dtype=np.float64)
+    n = n[~np.isnan(n)]
+    if len(n) < RECALIBRATION_MIN_SLOTS:
+        return 1.0
+    q = float(np.quantile(np.minimum(n, 10 * SCALE_BOUNDS[1]), coverage))  # inf (no width): uncovered at any scale
+    return round(min(max(q, SCALE_BOUNDS[0]), SCALE_BOUNDS[1]), 4)
 
 
 def validate(doc: Any, horizon: int) -> dict:

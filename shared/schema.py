@@ -34,6 +34,7 @@ FORECAST_FALLBACK_FIELD = "fallback"  # why a baseline was served ("" for a mode
 FORECAST_COMPLETE_FIELD = "input_complete"
 FORECAST_SHADOW_FIELD = "shadow"  # true: a model the guard keeps out of service (written and scored, not served)
 FORECAST_P10_FIELD, FORECAST_P90_FIELD = "p10_kwh", "p90_kwh"  # the band (shared.intervals); absent without one
+FORECAST_BAND_SCALE_FIELD = "band_scale"  # the band's recalibration when it was written (shared.intervals)
 FORECAST_AWAY_FIELD = "away"  # true on day-ahead slots the empty-house profile replaced (shared.away)
 BASELINE_MODEL = "baseline"
 
@@ -47,7 +48,8 @@ AGENT = "agent"
 # - `1d`, `7d`, `30d`: the rolling figures at each cycle (time = the cycle's issue time): `mae_kwh`, `rmse_kwh`,
 #   `bias_kwh`, `slots` (int); for a model also `skill` (1 − MAE / MAE of the best baseline on the same slots;
 #   absent when that MAE is 0), `skill_slots` (int), `baseline` (string), `baseline_mae_kwh`.
-# A forecast with an interval (fields `p10_kwh`, `p90_kwh`) also gets `in_p10_p90` (bool) per slot and
+# A forecast with an interval (fields `p10_kwh`, `p90_kwh`) also gets `in_p10_p90` (bool) and `band_need` (the
+# band scale that would have covered the actual, shared.intervals.needed_scale) per slot, and
 # `p10_p90_coverage`, `coverage_slots` (int) in the rolling figures.
 FORECAST_SKILL = "forecast_skill"
 FORECAST_SKILL_TAGS = ("horizon", "issue", "model", "name", "version", "window")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +40,60 @@ def with_float_model(model, float_model: Path):
     return LoadedModel(doc, model_bytes, model.runtime)
 
 
-def write_forecasts(model, series: SlotSeries, start_ns: int, end_ns: int, out: Path) -> tuple[int, int]:
+class RecentNeeds:
+    """For a walk-forward backtest, what the edge's live scoring gives its band recalibration: the needed band
+    scales (shared.intervals.needed_scale) of the forecasts whose targets are known at an issue time, over the
+    last RECALIBRATION_DAYS — so that the backtest's band is the one the edge would have served."""
+
+    def __init__(self, series: SlotSeries):
+        self.series = series
+        self.pending: deque[tuple[int, float, float, float, float]] = deque()  # target, p50, p10, p90, scale
+        self.known: deque[tuple[int, float]] = deque()  # target, needed scale
+        self.scales: list[float] = []
+
+    def add(self, issue_ns: int, values: np.ndarray, p10: np.ndarray, p90: np.ndarray, scale: float) -> None:
+        for k, row in enumerate(zip(values.tolist(), p10.tolist(), p90.tolist(), strict=True), start=1):
+            self.pending.append((issue_ns + k * SLOT_NS, *row, scale))
+
+    def scale(self, issue_ns: int) -> float:
+        from shared import intervals as iv
+
+        while self.pending and self.pending[0][0] <= issue_ns:
+            target, p50, p10, p90, scale = self.pending.popleft()
+            actual = actual_values(self.series, np.array([target]))
+            need = iv.needed_scale(actual, np.array([p50]), np.array([p10]), np.array([p90]), scale)[0]
+            self.known.append((target, float(need)))
+        while self.known and self.known[0][0] <= issue_ns - iv.RECALIBRATION_DAYS * DAY_NS:
+            self.known.popleft()
+        s = iv.recalibrated_scale(np.array([n for _, n in self.known]))
+        self.scales.append(s)
+        return s
+
+    def summary(self) -> dict:
+        from shared import intervals as iv
+
+        s = np.array(self.scales or [1.0])
+        return {"days": iv.RECALIBRATION_DAYS, "scale_min": float(s.min()), "scale_mean": round(float(s.mean()), 4),
+                "scale_max": float(s.max())}
+
+
+def write_forecasts(model, series: SlotSeries, start_ns: int, end_ns: int, out: Path,
+                    recent: RecentNeeds | None = None) -> tuple[int, int]:
     """Forecast at every issue time in [start, end) from the slots ending at or before it; returns how many
-    issue times were written and how many were skipped (incomplete window)."""
+    issue times were written and how many were skipped (incomplete window). With `recent`, the band is
+    recalibrated at each issue time as on the edge."""
     written = skipped = 0
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS + BAND_COLUMNS)
         for t in issue_times_for(model.spec.horizon, start_ns, end_ns).tolist():
-            fc = model.predict(series, t)
+            scale = recent.scale(t) if recent is not None else 1.0
+            fc = model.predict(series, t, band_scale=scale)
             if not fc.complete:
                 skipped += 1
                 continue
+            if recent is not None and fc.p10 is not None:
+                recent.add(t, fc.values, fc.p10, fc.p90, scale)
             band = zip(fc.p10, fc.p90, strict=True) if fc.p10 is not None else [(None, None)] * len(fc.values)
             for k, (v, (lo, hi)) in enumerate(zip(fc.values, band, strict=True), start=1):
                 w.writerow([iso(t), iso(t + k * SLOT_NS), k, f"{v:.6f}",
@@ -60,18 +103,25 @@ def write_forecasts(model, series: SlotSeries, start_ns: int, end_ns: int, out: 
 
 
 def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, out: Path,
-             float_model: Path | None = None) -> dict:
+             float_model: Path | None = None, recalibrate: bool = True) -> dict:
     """Write the forecasts CSV through the edge's inference code; a summary of the run.
 
-    `float_model`: run this float TFLite file with the bundle's window instead of the bundle's int8 model."""
+    `float_model`: run this float TFLite file with the bundle's window instead of the bundle's int8 model.
+    `recalibrate`: the band as the edge serves it, recalibrated on the backtest's own last week (starting from
+    the manifest's table: the backtest knows no scored slots before `start`); False: the table as calibrated."""
     from shared.inference import LoadedModel
 
     model = LoadedModel.from_dir(bundle_dir)
     if float_model is not None:
         model = with_float_model(model, float_model)
-    written, skipped = write_forecasts(model, series, start_ns, end_ns, out)
-    return {"bundle": model.name, "version": model.manifest["version"], "model": "float" if float_model else "int8",
-            "issues": written, "skipped_incomplete": skipped, "runtime": str(model.runtime)}
+    recent = RecentNeeds(series) if recalibrate and model.manifest.get("intervals") else None
+    written, skipped = write_forecasts(model, series, start_ns, end_ns, out, recent)
+    summary = {"bundle": model.name, "version": model.manifest["version"],
+               "model": "float" if float_model else "int8", "issues": written, "skipped_incomplete": skipped,
+               "runtime": str(model.runtime)}
+    if recent is not None:
+        summary["band_recalibration"] = recent.summary()
+    return summary
 
 
 def read_forecasts(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -51,7 +51,8 @@ def cmd_backtest(args) -> int:
     from training.backtest import backtest
 
     summary = backtest(Path(args.bundle), _series(args), parse_time_ns(args.start), parse_time_ns(args.end),
-                       Path(args.out), Path(args.float_model) if args.float_model else None)
+                       Path(args.out), Path(args.float_model) if args.float_model else None,
+                       recalibrate=not args.fixed_band)
     print(json.dumps(summary))
     return 0
 
@@ -96,6 +97,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True)
     b.add_argument("--float-model", help="run this float reference model (DIR/float/NAME.tflite from train) "
                                          "instead of the bundle's int8 model")
+    b.add_argument("--fixed-band", action="store_true",
+                   help="the manifest's band as calibrated, without the edge's recalibration on the last 7 days "
+                        "of scored slots (shared.intervals)")
     b.set_defaults(func=cmd_backtest)
     e = sub.add_parser("evaluate", help="model vs baselines on the same slots, as JSON")
     e.add_argument("--forecasts", required=True)

@@ -20,7 +20,9 @@ models; a model that lost to the best baseline over `guard_days` is kept in the 
 with `shadow` = true and scored, not served or published) and the baseline it lost to is served with the reason.
 
 Bands: a bundle whose manifest has `intervals` (shared.intervals) gives P10/P90 per slot: fields p10_kwh and p90_kwh
-(P50 is value_kwh), the payload's `p10`/`p90` lists and `next_p10_kwh`/`next_p90_kwh`. The away input (away.py)
+(P50 is value_kwh), the payload's `p10`/`p90` lists and `next_p10_kwh`/`next_p90_kwh`. The band is recalibrated on
+the bundle's live scoring of the last week (`band_scale`, written with the points and in the payload), so that it
+keeps covering about 80 % when the house drifts from the weeks it was calibrated on. The away input (away.py)
 replaces the horizon-96 values and band inside the away window with the empty-house profile (field away = true).
 """
 
@@ -124,6 +126,7 @@ class HorizonResult:
     shadow: bool = False  # a model the guard keeps out of service: written and scored, not served
     p10: np.ndarray | None = None  # the band (kWh; NaN where unknown), None without one
     p90: np.ndarray | None = None
+    band_scale: float = 1.0  # the band's recalibration (shared.intervals), from the live scoring
     away: np.ndarray | None = None  # bool per slot: the empty-house profile replaced the forecast
 
 
@@ -208,7 +211,8 @@ class Forecaster:
                 if model.spec.horizon != horizon:
                     continue
                 try:
-                    fc = model.predict(series, issue_ns)
+                    scale = self._band_scale(horizon, name, issue_ns) if "intervals" in model.manifest else 1.0
+                    fc = model.predict(series, issue_ns, band_scale=scale)
                     if not np.all(np.isfinite(fc.values)):
                         raise ValueError("non-finite forecast")
                 except Exception as exc:  # one model failing must not cost the others their forecasts
@@ -222,7 +226,7 @@ class Forecaster:
                     complete = False
                     continue
                 made.append(HorizonResult(name, model.manifest["kind"], model.manifest["version"], horizon,
-                                          fc.values, p10=fc.p10, p90=fc.p90))
+                                          fc.values, p10=fc.p10, p90=fc.p90, band_scale=scale))
             made, shadow = self._apply_guard(made, reasons)
             if not made:
                 reason = "; ".join(reasons) if reasons else "no model"
@@ -268,7 +272,8 @@ class Forecaster:
         """p10_kwh/p90_kwh where the band is known, away = true where the empty-house profile was used."""
         out: dict = {}
         if r.p10 is not None and np.isfinite(r.p10[k]) and np.isfinite(r.p90[k]):
-            out = {schema.FORECAST_P10_FIELD: float(r.p10[k]), schema.FORECAST_P90_FIELD: float(r.p90[k])}
+            out = {schema.FORECAST_P10_FIELD: float(r.p10[k]), schema.FORECAST_P90_FIELD: float(r.p90[k]),
+                   schema.FORECAST_BAND_SCALE_FIELD: float(r.band_scale)}
         if r.away is not None and r.away[k]:
             out[schema.FORECAST_AWAY_FIELD] = True
         return out
@@ -302,7 +307,8 @@ class Forecaster:
         out: dict = {}
         if r.p10 is not None:
             p10, p90 = rounded(r.p10), rounded(r.p90)
-            out = {"p10": p10, "p90": p90, "next_p10_kwh": p10[0], "next_p90_kwh": p90[0]}
+            out = {"p10": p10, "p90": p90, "next_p10_kwh": p10[0], "next_p90_kwh": p90[0],
+                   "band_scale": r.band_scale}
         if self.away is not None and r.horizon == SLOTS_PER_DAY:
             window = self.away.window
             out["away"] = json.loads(window.to_payload()) if window is not None else None
@@ -352,6 +358,14 @@ class Forecaster:
             self.ctx.health.incr("skill_errors")
             log.error("skill: judging or publishing failed: %s", exc)
         self.ctx.health.set("skill_ms", round((time.perf_counter() - t0) * 1000, 1))
+
+    def _band_scale(self, horizon: int, name: str, issue_ns: int) -> float:
+        """The bundle's band recalibration from its live scoring; 1 (the table as calibrated) if that fails."""
+        try:
+            return self.skill.band_scale(horizon, name, issue_ns)
+        except Exception as exc:
+            log.error("forecast: band recalibration of %s failed: %s", name, exc)
+            return 1.0
 
     def _apply_guard(self, made: list[HorizonResult], reasons: list[str]) -> tuple[list, list]:
         """Split a horizon's forecasts into served and shadowed ones; the guard's reasons join `reasons`."""

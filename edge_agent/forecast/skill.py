@@ -19,8 +19,13 @@ the series anyway (8 days: the last week's baselines of a day-ahead issue a day 
 reading that changes history changes the baseline too — as it would change a model's input.
 
 Storage (`forecast_skill`, shared/schema.py): one point per scored slot and forecaster (`window` = `slot`: error,
-actual, issue time) — what a restart reads back (30 days) instead of re-scoring — and every cycle the rolling
-figures (`window` = `1d`, `7d`, `30d`; time = the cycle's issue time) for dashboards and history.
+actual, issue time; for a forecast with a band whether the actual was inside and the band scale that would have
+covered it) — what a restart reads back (30 days) instead of re-scoring — and every cycle the rolling figures
+(`window` = `1d`, `7d`, `30d`; time = the cycle's issue time) for dashboards and history.
+
+Band recalibration (shared.intervals): `band_scale(horizon, name)` is the 80 % quantile of the needed scales of
+that bundle's forecasts (every version: each slot's need is relative to its own version's band) over the last
+RECALIBRATION_DAYS; the forecast loop serves the next band with it.
 
 Cost per cycle: one query for the forecasts of the targets after the last scored slot, a few baseline calls, and
 the rolling figures vectorised over a column store of the last 30 days (≤ 2,880 slots per family). A slot whose
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared import intervals as iv
 from shared import schema
 from shared.baselines import BASELINES
 from shared.points import Point
@@ -100,7 +106,7 @@ class Stats:
 class Ledger:
     """The scored slots of one family (the last 30 days) as columns: target, issue time, actual, and per
     forecaster its error (NaN where it was not scored) and, for a forecast with an interval, whether the actual
-    fell inside [P10, P90] (1.0 / 0.0, NaN without an interval)."""
+    fell inside [P10, P90] (1.0 / 0.0, NaN without an interval) and the band scale that would have covered it."""
 
     def __init__(self) -> None:
         self.targets = np.zeros(0, np.int64)
@@ -108,20 +114,22 @@ class Ledger:
         self.actual = np.zeros(0)
         self.errors: dict[Key, np.ndarray] = {}
         self.covered: dict[Key, np.ndarray] = {}
+        self.needed: dict[Key, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def append(self, targets: np.ndarray, issued: np.ndarray, actual: np.ndarray,
-               errors: dict[Key, np.ndarray], covered: dict[Key, np.ndarray] | None = None) -> None:
-        """Slots after the last one held, sorted; `errors` (and `covered`) aligned with `targets`."""
+               errors: dict[Key, np.ndarray], covered: dict[Key, np.ndarray] | None = None,
+               needed: dict[Key, np.ndarray] | None = None) -> None:
+        """Slots after the last one held, sorted; `errors` (and `covered`, `needed`) aligned with `targets`."""
         if not len(targets):
             return
         n_old, n_new = len(self.targets), len(targets)
         self.targets = np.concatenate([self.targets, np.asarray(targets, np.int64)])
         self.issued = np.concatenate([self.issued, np.asarray(issued, np.int64)])
         self.actual = np.concatenate([self.actual, np.asarray(actual, float)])
-        for column, new_values in ((self.errors, errors), (self.covered, covered or {})):
+        for column, new_values in ((self.errors, errors), (self.covered, covered or {}), (self.needed, needed or {})):
             for key in set(column) | set(new_values):
                 old, new = column.get(key), new_values.get(key)
                 column[key] = np.concatenate([np.full(n_old, np.nan) if old is None else old,
@@ -135,6 +143,13 @@ class Ledger:
         self.targets, self.issued, self.actual = self.targets[i:], self.issued[i:], self.actual[i:]
         self.errors = {k: e[i:] for k, e in self.errors.items() if np.isfinite(e[i:]).any()}
         self.covered = {k: c[i:] for k, c in self.covered.items() if k in self.errors}
+        self.needed = {k: c[i:] for k, c in self.needed.items() if k in self.errors}
+
+    def band_scale(self, name: str, since_ns: int) -> float:
+        """The recalibrated band scale of bundle `name` (all its versions) from the slots ending after since_ns."""
+        s = int(np.searchsorted(self.targets, since_ns, side="right"))
+        needs = [n[s:] for k, n in self.needed.items() if k[0] != BASELINE and k[1] == name]
+        return iv.recalibrated_scale(np.concatenate(needs) if needs else np.zeros(0))
 
     def stats(self, key: Key, since_ns: int, baselines: tuple[str, ...]) -> Stats | None:
         """Figures of `key` over the slots ending after since_ns (None: none scored)."""
@@ -205,10 +220,10 @@ class Scorer:
             if fam.horizon in ranges:
                 new = self._score_family(fam, ranges[fam.horizon], issue_ns, series, rows.get(fam.horizon, {}))
                 scored.append((fam, new))
-        for fam, (targets, issued, actual, errors, covered) in scored:  # every query succeeded: commit
-            self.ledgers[fam.horizon].append(targets, issued, actual, errors, covered)
+        for fam, (targets, issued, actual, errors, covered, needed) in scored:  # every query succeeded: commit
+            self.ledgers[fam.horizon].append(targets, issued, actual, errors, covered, needed)
             self.cursor[fam.horizon] = max(self.cursor[fam.horizon] or issue_ns, issue_ns)
-            points += self._slot_points(fam, targets, issued, actual, errors, covered)
+            points += self._slot_points(fam, targets, issued, actual, errors, covered, needed)
         for ledger in self.ledgers.values():
             ledger.forget_until(issue_ns - KEEP_NS)
         figures = self.rolling(issue_ns)
@@ -220,6 +235,10 @@ class Scorer:
 
     def stats(self, horizon: int, key: Key, since_ns: int) -> Stats | None:
         return self.ledgers[horizon].stats(key, since_ns, FAMILY[horizon].baselines)
+
+    def band_scale(self, horizon: int, name: str, issue_ns: int) -> float:
+        """What bundle `name`'s band is multiplied with in the cycle issued at issue_ns (shared.intervals)."""
+        return self.ledgers[horizon].band_scale(name, issue_ns - iv.RECALIBRATION_DAYS * DAY_NS)
 
     def rolling(self, issue_ns: int) -> dict[int, dict[Key, dict[str, Stats]]]:
         """Per family and forecaster, the figures over the last 1, 7 and 30 days (windows without slots omitted)."""
@@ -247,16 +266,19 @@ class Scorer:
         issued = targets - SLOT_NS if fam.horizon == 1 else self._day_ahead_issues(targets, rows, pos)
         errors: dict[Key, np.ndarray] = {}
         covered: dict[Key, np.ndarray] = {}
+        needed: dict[Key, np.ndarray] = {}
         for key, values in rows.items():
-            err, cov = np.full(len(targets), np.nan), np.full(len(targets), np.nan)
-            for t, (value, _issued, p10, p90) in values.items():
+            err, cov, need = (np.full(len(targets), np.nan) for _ in range(3))
+            for t, (value, _issued, p10, p90, scale) in values.items():
                 a = actual[pos[t]]
                 err[pos[t]] = value - a
                 if p10 is not None and p90 is not None and np.isfinite(a):
                     cov[pos[t]] = float(p10 <= a <= p90)
+                    need[pos[t]] = iv.needed_scale(np.array([a]), np.array([value]), np.array([p10]),
+                                                   np.array([p90]), scale)[0]
             errors[key] = err
             if np.isfinite(cov).any():
-                covered[key] = cov
+                covered[key], needed[key] = cov, need
         for name in fam.baselines:
             err = np.full(len(targets), np.nan)
             by_issue: dict[int, np.ndarray] = {}
@@ -270,7 +292,8 @@ class Scorer:
         keep = np.isfinite(actual) & (issued > 0)
         errors = {k: e[keep] for k, e in errors.items() if np.isfinite(e[keep]).any()}
         return (targets[keep], issued[keep], actual[keep], errors,
-                {k: c[keep] for k, c in covered.items() if k in errors})
+                {k: c[keep] for k, c in covered.items() if k in errors},
+                {k: n[keep] for k, n in needed.items() if k in errors})
 
     def _day_ahead_issues(self, targets: np.ndarray, rows: dict[Key, dict[int, Row]],
                           pos: dict[int, int]) -> np.ndarray:
@@ -293,10 +316,11 @@ class Scorer:
     # -- database -------------------------------------------------------------------------------------------
     def _forecast_rows(self, ranges: dict[int, int], hi: int) -> dict[int, dict[Key, dict[int, Row]]]:
         """The models' forecasts for targets in (ranges[horizon], hi], one request for both families:
-        {horizon: {key: {target: (kWh, issue ns, P10, P90)}}} (P10/P90 None for a forecast without interval);
-        slots the away input replaced are left out."""
+        {horizon: {key: {target: (kWh, issue ns, P10, P90, band scale)}}} (P10/P90 None for a forecast without
+        interval; band scale 1 for one written before recalibration); slots the away input replaced are left out."""
         rows = select(self.storage, schema.FORECAST, (schema.FORECAST_VALUE_FIELD, schema.FORECAST_ISSUED_FIELD,
-                                                      P10, P90, schema.FORECAST_AWAY_FIELD),
+                                                      P10, P90, schema.FORECAST_BAND_SCALE_FIELD,
+                                                      schema.FORECAST_AWAY_FIELD),
                       [({"horizon": str(h), "issue": FAMILY[h].issue}, {"model": BASELINE}, lo, hi)
                        for h, lo in ranges.items()])
         out: dict[int, dict[Key, dict[int, Row]]] = {}
@@ -319,16 +343,20 @@ class Scorer:
                 continue
             key = (str(r.get("model")), str(r.get("name")), str(r.get("version")))
             p10, p90 = _number(r.get(P10)), _number(r.get(P90))
-            out.setdefault(fam.horizon, {}).setdefault(key, {})[t] = (float(value), d, p10, p90)
+            scale = _number(r.get(schema.FORECAST_BAND_SCALE_FIELD))
+            out.setdefault(fam.horizon, {}).setdefault(key, {})[t] = (float(value), d, p10, p90,
+                                                                      scale if scale and scale > 0 else 1.0)
         return out
 
     def restore(self, issue_ns: int) -> None:
         """Read back the slots scored in the last 30 days (across restarts and versions)."""
-        rows = select(self.storage, schema.FORECAST_SKILL, (ERROR, ACTUAL, schema.FORECAST_ISSUED_FIELD, COVERED),
+        rows = select(self.storage, schema.FORECAST_SKILL, (ERROR, ACTUAL, schema.FORECAST_ISSUED_FIELD, COVERED,
+                                                            NEEDED),
                       [({"window": SLOT_WINDOW}, {}, issue_ns - KEEP_NS, issue_ns)])
         by_family: dict[int, dict[int, tuple[float, int]]] = {f.horizon: {} for f in FAMILIES}
         errs: dict[int, dict[Key, dict[int, float]]] = {f.horizon: {} for f in FAMILIES}
         covs: dict[int, dict[Key, dict[int, float]]] = {f.horizon: {} for f in FAMILIES}
+        needs: dict[int, dict[Key, dict[int, float]]] = {f.horizon: {} for f in FAMILIES}
         for r in rows:
             fam = next((f for f in FAMILIES if str(f.horizon) == r.get("horizon") and f.issue == r.get("issue")), None)
             err, act, issued = r.get(ERROR), r.get(ACTUAL), r.get(schema.FORECAST_ISSUED_FIELD)
@@ -340,14 +368,17 @@ class Scorer:
             errs[fam.horizon].setdefault(key, {})[t] = float(err)
             if isinstance(r.get(COVERED), bool):
                 covs[fam.horizon].setdefault(key, {})[t] = float(r[COVERED])
+            if (need := _number(r.get(NEEDED))) is not None:
+                needs[fam.horizon].setdefault(key, {})[t] = need
         for fam in FAMILIES:
             slots = by_family[fam.horizon]
             if not slots:
                 continue
             targets = np.array(sorted(slots), np.int64)
             pos = {int(t): i for i, t in enumerate(targets)}
-            columns: tuple[dict[Key, np.ndarray], dict[Key, np.ndarray]] = ({}, {})
-            for column, source in zip(columns, (errs[fam.horizon], covs[fam.horizon]), strict=True):
+            columns: tuple[dict[Key, np.ndarray], ...] = ({}, {}, {})
+            for column, source in zip(columns, (errs[fam.horizon], covs[fam.horizon], needs[fam.horizon]),
+                                      strict=True):
                 for key, values in source.items():
                     e = np.full(len(targets), np.nan)
                     for t, v in values.items():
@@ -364,17 +395,21 @@ class Scorer:
             log.info("skill: read back %d scored slots of the last 30 days", n)
 
     def _slot_points(self, fam: Family, targets: np.ndarray, issued: np.ndarray, actual: np.ndarray,
-                     errors: dict[Key, np.ndarray], covered: dict[Key, np.ndarray]) -> list[Point]:
+                     errors: dict[Key, np.ndarray], covered: dict[Key, np.ndarray],
+                     needed: dict[Key, np.ndarray]) -> list[Point]:
         out = []
         for key, err in errors.items():
             tags = _tags(fam, key, SLOT_WINDOW)
             cov = covered.get(key, np.full(len(err), np.nan)).tolist()
-            for t, d, a, e, c in zip(targets.tolist(), issued.tolist(), actual.tolist(), err.tolist(), cov,
-                                     strict=True):
+            need = needed.get(key, np.full(len(err), np.nan)).tolist()
+            for t, d, a, e, c, n in zip(targets.tolist(), issued.tolist(), actual.tolist(), err.tolist(), cov,
+                                        need, strict=True):
                 if np.isfinite(e):
                     fields: dict = {ERROR: float(e), ACTUAL: float(a), schema.FORECAST_ISSUED_FIELD: iso(d)}
                     if np.isfinite(c):
                         fields[COVERED] = bool(c)
+                    if not np.isnan(n):  # inf (a band without width on that side) is stored as NEEDED_MAX
+                        fields[NEEDED] = min(float(n), NEEDED_MAX)
                     out.append(Point(schema.FORECAST_SKILL, tags, fields, t))
         return out
 
@@ -411,10 +446,11 @@ class Scorer:
         return {"issued_at": iso(issued) if issued else None, "horizons": horizons}
 
 
-ERROR, ACTUAL, COVERED = "error_kwh", "actual_kwh", "in_p10_p90"
+ERROR, ACTUAL, COVERED, NEEDED = "error_kwh", "actual_kwh", "in_p10_p90", "band_need"
+NEEDED_MAX = 1000.0  # line protocol has no inf; far above any scale the recalibration uses
 P10, P90 = "p10_kwh", "p90_kwh"  # a forecast's interval, when its bundle has one
 SLOT_WINDOW = "slot"
-Row = tuple[float, int, float | None, float | None]  # a model's forecast of a target: kWh, issue ns, P10, P90
+Row = tuple[float, int, float | None, float | None, float]  # a model's forecast: kWh, issue ns, P10, P90, scale
 
 
 def _number(v) -> float | None:

@@ -101,3 +101,49 @@ def test_climatology_is_the_same_slots_quantiles_over_28_days():
     for k, t in enumerate((last + 1, last + 50)):
         pool = series.values[[t - 96 * d for d in range(1, 29)]]
         assert lo[k] == pytest.approx(np.nanquantile(pool, 0.1)) and hi[k] == pytest.approx(np.nanquantile(pool, 0.9))
+
+
+def test_needed_scale_is_the_scale_that_just_covers_the_actual():
+    doc = iv.calibrate(*_synthetic(60, seed=4)[:4], 96)
+    p50, actual, target, steps, _ = _synthetic(10, seed=5)
+    for written_with in (1.0, 1.7):  # the scale a forecast was written with is taken out again
+        p10, p90 = iv.band(doc, p50, target, steps, written_with)
+        need = iv.needed_scale(actual, p50, p10, p90, written_with)
+        inside = (actual >= p10) & (actual <= p90)
+        assert np.array_equal(need <= written_with + 1e-9, inside)
+        lo, hi = iv.band(doc, p50, target, steps, float(np.max(need[np.isfinite(need)])) * 1.0001)
+        real = actual >= 0  # (the synthetic noise goes below 0 kWh, where no band reaches: P10 ≥ 0)
+        assert np.all(((actual >= lo) & (actual <= hi))[real])  # the largest needed scale covers every slot
+    need = iv.needed_scale(np.array([1.0, np.nan, 0.5, 0.5]), np.array([0.5, 0.5, 0.5, 0.4]),
+                           np.array([0.4, 0.4, 0.5, 0.4]), np.array([0.5, 0.7, 0.5, 0.4]))
+    assert need[1] != need[1] and need[2] == 0.0 and need[0] == np.inf and need[3] == np.inf
+
+
+def test_recalibrated_scale_covers_80_percent_of_recent_slots_within_bounds():
+    rng = np.random.default_rng(6)
+    assert iv.recalibrated_scale(rng.uniform(0, 2, iv.RECALIBRATION_MIN_SLOTS - 1)) == 1.0  # too few: the table
+    need = rng.uniform(0, 2, 672)
+    s = iv.recalibrated_scale(np.concatenate([need, [np.nan] * 50]))
+    assert abs(np.mean(need <= s) - 0.8) < 0.01 and 1.5 < s < 1.7
+    assert iv.recalibrated_scale(np.full(200, 0.01)) == iv.SCALE_BOUNDS[0]
+    assert iv.recalibrated_scale(np.full(200, np.inf)) == iv.SCALE_BOUNDS[1]
+
+
+def test_a_drifting_error_is_followed_within_days():
+    """Errors twice as large as in calibration: a fixed table covers far less than 80 %, the recalibrated band
+    (a week of needed scales, as the edge and the backtest use them) about 80 % after the first days."""
+    doc = iv.calibrate(*_synthetic(60, seed=7)[:4], 96)
+    p50, actual, target, steps, _ = _synthetic(28, seed=8)
+    actual = p50 + 2 * (actual - p50)
+    needs: list[np.ndarray] = []
+    fixed, recal = [], []
+    for day in range(28):
+        s = slice(day * 96, (day + 1) * 96)
+        scale = iv.recalibrated_scale(np.concatenate(needs[-iv.RECALIBRATION_DAYS:]) if needs else np.zeros(0))
+        lo, hi = iv.band(doc, p50[s], target[s], steps[s], scale)
+        lo1, hi1 = iv.band(doc, p50[s], target[s], steps[s])
+        if day >= 3:
+            recal.append(np.mean((actual[s] >= lo) & (actual[s] <= hi)))
+            fixed.append(np.mean((actual[s] >= lo1) & (actual[s] <= hi1)))
+        needs.append(iv.needed_scale(actual[s], p50[s], lo, hi, scale))
+    assert np.mean(fixed) < 0.6 and abs(np.mean(recal) - 0.8) < 0.04

@@ -51,6 +51,25 @@ def test_holiday_bundle_declares_its_calendar_and_the_band_reaches_the_backtest(
     assert set(result["interval"]) == {"model", "climatology"}
     assert result["interval"]["model"]["n"] == result["interval"]["climatology"]["n"] > 0
 
+    # the band the edge serves: recalibrated at each issue on the last 7 days of the backtest's own forecasts.
+    # Recomputed here from the fixed band (the manifest's table as calibrated) and the actual values alone.
+    fixed = tmp_path / "fixed.csv"
+    _cli("backtest", "--bundle", str(out / "cnn-96"), "--data", CSV, "--start", "2023-05-20T00:00:00Z",
+         "--end", "2023-06-10T00:00:00Z", "--out", str(fixed), "--fixed-band")
+    issued, target, _, v0, lo0, hi0 = read_forecast_rows(fixed)
+    np.testing.assert_allclose(v0, values)
+    actual = np.array([series.values[series.index_of(int(t))] for t in target])
+    need = np.where(actual >= v0, (actual - v0) / (hi0 - v0), (v0 - actual) / (v0 - lo0))
+    scales = []
+    for t in np.unique(issued):
+        known = (target <= t) & (target > t - 7 * 96 * 900 * 10**9) & np.isfinite(need)
+        want = float(np.clip(np.quantile(need[known], 0.8), 0.5, 3.0)) if known.sum() >= 96 else 1.0
+        rows = (issued == t) & (hi0 - v0 > 1e-4)
+        got = (p90[rows] - values[rows]) / (hi0[rows] - v0[rows])
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4)
+        scales.append(want)
+    assert scales[0] == 1.0 and len(set(scales)) > 5  # the table at first, then the last week's scale
+
 
 def test_unknown_holiday_country_is_refused_before_training(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training", "train", "--data", CSV, "--out", str(tmp_path), "--quick",

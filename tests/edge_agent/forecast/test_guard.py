@@ -200,11 +200,11 @@ def test_one_model_failing_drops_neither_the_others_nor_the_baselines(tmp_path, 
         wait_for(settled)
         loaded = agent.ctx.models().loaded()
 
-        def raises(series, issue_ns):
+        def raises(series, issue_ns, band_scale=1.0):
             raise RuntimeError("interpreter crashed")
 
-        def nan(series, issue_ns, real=loaded["cnn-96"].predict):
-            out = real(series, issue_ns)
+        def nan(series, issue_ns, band_scale=1.0, real=loaded["cnn-96"].predict):
+            out = real(series, issue_ns, band_scale)
             out.values[3] = np.nan
             return out
 

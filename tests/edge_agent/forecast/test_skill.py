@@ -315,3 +315,64 @@ def test_slots_the_away_profile_replaced_do_not_count_as_the_models_skill(skill_
     got = next(f["windows"]["1d"] for f in fc if (f["model"], f["name"], f["version"]) == ("cnn", "cnn-1", "vA"))
     assert got["slots"] == 2 and got["mae_kwh"] == pytest.approx(0.001, abs=1e-6)
     stop(agent)
+
+
+def test_band_is_recalibrated_on_the_last_week_of_live_scoring_and_after_a_restart(skill_agent, influxd_session,
+                                                                                    influx_db_name, signed):
+    """A bundle's band is multiplied by the 80 % quantile of the scales its scored slots of the last 7 days would
+    have needed (shared.intervals): written forecasts (with the scale they were served with) whose actuals lie at
+    known multiples of their half-widths give a known scale, which the next forecast's band carries, in the
+    database and after a restart (read back from `forecast_skill`)."""
+    from shared import intervals as iv
+
+    start, stop, clock = skill_agent
+    a = actual_slots()
+    issue = int(ISSUE.timestamp() * 1e9)
+    need = np.linspace(0.2, 2.5, 96)
+    half = 0.02  # kWh, the band's half-width before its scale
+    points = []
+    for k in range(96):
+        t = issue - DAY + k * SLOT
+        s = 2.0 if k % 2 else 1.0  # the scale the forecast was served with is taken out again
+        v = a[t] - need[k] * half  # the actual lies need × half above the forecast
+        fields = {"value_kwh": v, "issued_at": iso(t - SLOT), "fallback": "", "input_complete": True,
+                  "p10_kwh": v - s * half, "p90_kwh": v + s * half, "band_scale": s}
+        points.append(Point("forecast", {"model": "cnn", "version": "vOld", "horizon": "1", "name": "cnn-1",
+                                         "issue": "rolling"}, fields, t))
+    open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name)).write(points)
+
+    def expected_scale(until: int) -> float:
+        """From the database and the meter's CSV alone: every cnn-1 forecast scored by `until`, last 7 days."""
+        res = influxd_session.query(
+            "SELECT value_kwh, p10_kwh, p90_kwh, band_scale FROM forecast WHERE \"name\" = 'cnn-1' AND "
+            f"issue = 'rolling' AND time > {until - 7 * DAY} AND time <= {until} GROUP BY *",
+            db=influx_db_name)["results"][0]
+        needs = []
+        for series in res["series"]:
+            for t, v, lo, hi, scale in series["values"]:
+                up, down = (hi - v) / scale, (v - lo) / scale
+                needs.append((a[t] - v) / up if a[t] >= v else (v - a[t]) / down)
+        assert len(needs) >= 96
+        return float(np.clip(np.quantile(needs, 0.8), *iv.SCALE_BOUNDS))
+
+    agent = start(ISSUE - timedelta(seconds=30))
+    AgentClient(agent.components["api"].url, TOKEN).push(signed("cnn-1", "20260101T000000Z"))
+    fc = agent.components["forecast"]
+    step(agent, clock, issue)
+    want = expected_scale(issue)
+    assert 1.9 < want < 2.2  # mostly the 96 hand-made slots: 2.04 alone
+    assert fc.skill.band_scale(1, "cnn-1", issue) == pytest.approx(want, abs=2e-4)
+    r = next(r for r in fc.last_results if r.name == "cnn-1")
+    p10, p90 = fc.active.loaded()["cnn-1"].band(r.values, issue, want)
+    assert r.band_scale == pytest.approx(want, abs=2e-4)
+    np.testing.assert_allclose([r.p10[0], r.p90[0]], [p10[0], p90[0]], atol=1e-4)
+    res = influxd_session.query(f"SELECT band_scale FROM forecast WHERE \"name\" = 'cnn-1' AND "
+                                f"version = '20260101T000000Z' AND time = {issue + SLOT}", db=influx_db_name)
+    assert res["results"][0]["series"][0]["values"][0][1] == pytest.approx(want, abs=2e-4)
+    stop(agent)
+    agent = start(datetime.fromtimestamp((issue + SLOT) / 1e9, UTC) - timedelta(seconds=30))
+    step(agent, clock, issue + SLOT)  # reads back the needs scored so far, scores the forecast made at `issue`
+    want = expected_scale(issue + SLOT)
+    assert agent.components["forecast"].skill.band_scale(1, "cnn-1", issue + SLOT) == pytest.approx(want, abs=2e-4)
+    r = next(r for r in agent.components["forecast"].last_results if r.name == "cnn-1")
+    assert r.band_scale == pytest.approx(want, abs=2e-4)
