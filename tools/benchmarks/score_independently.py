@@ -10,7 +10,11 @@ yesterday and last week. Prints one JSON object: per file and baseline, the slot
 RMSE relative to the baseline's; `day_ahead_best`: the model's MAE relative to the best of yesterday, last week and
 the strict 7-day median on the slots all three know; `p10_p90` (files with p10_kwh/p90_kwh columns): the share of
 actual values inside the band and its mean width, and `climatology_p10_p90` the same for the 10-90 % quantiles of
-the same slot over the previous 28 days (at least 7 known), on the same slots.
+the same slot over the previous 28 days (at least 7 known), on the same slots. The climatological band covers less
+than 80 % (28 values of one slot), so its width is not comparable as it is: `climatology_recalibrated_p10_p90` gives
+it the recalibration the edge gives the models' bands — both half-widths (around the 28 days' median) times the
+80 % quantile of the factors that would have covered the file's own earlier targets known at the row's issue time,
+over the last 7 days (factor 1 before a day of them) — so that both bands are compared at about the same coverage.
 """
 
 from __future__ import annotations
@@ -64,7 +68,31 @@ def score(d: pd.Series, forecasts_csv: str) -> dict:
         ok &= enough
         out["p10_p90"] = band(y[ok], lo[ok], hi[ok])
         out["climatology_p10_p90"] = band(y[ok], clim_lo[ok], clim_hi[ok])
+        mid = month.median(axis=1)
+        r_lo, r_hi = recalibrated(y, mid, clim_lo, clim_hi, pd.to_datetime(rows["issued_at"], utc=True))
+        out["climatology_recalibrated_p10_p90"] = band(y[ok], r_lo[ok], r_hi[ok])
     return out
+
+
+def recalibrated(y: pd.Series, mid: pd.Series, lo: pd.Series, hi: pd.Series, issued: pd.Series
+                 ) -> tuple[pd.Series, pd.Series]:
+    """The band [lo, hi] around `mid` with both half-widths times, per row, the 80 % quantile of the factors that
+    would have covered the rows whose targets ended in the 7 days up to the row's issue time (1 with fewer than 96)."""
+    up, down = (hi - mid).to_numpy(), (mid - lo).to_numpy()
+    a, m = y.to_numpy(), mid.to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(a >= m, (a - m) / up, (m - a) / down)
+    need = np.where((a == m), 0.0, need)
+    target, issue = pd.DatetimeIndex(y.index).asi8, pd.DatetimeIndex(issued).asi8
+    factor = np.ones(len(y))
+    week = 7 * 86400 * 10**9
+    for t in np.unique(issue):
+        rows = issue == t
+        known = (target <= t) & (target > t - week) & ~np.isnan(need)
+        if known.sum() >= 96:
+            factor[rows] = min(max(np.quantile(np.minimum(need[known], 30.0), 0.8), 0.5), 3.0)
+    return (pd.Series(np.clip(m - factor * down, 0, None), index=y.index),
+            pd.Series(m + factor * up, index=y.index))
 
 
 def band(y: pd.Series, lo: pd.Series, hi: pd.Series) -> dict:
