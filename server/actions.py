@@ -99,7 +99,8 @@ def pull(s, node_id, doc: dict) -> dict:
 
 def train(s, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id) if node_id is not None else None
-    only(doc, ("data", "pull_days", "until", "epochs", "quick", "auto_push") + (() if node else ("group",)))
+    only(doc, ("data", "pull_days", "until", "epochs", "quick", "auto_push", "holidays", "timezone")
+         + (() if node else ("group",)))
     params: dict = {"auto_push": flag(doc, "auto_push"), "quick": flag(doc, "quick")}
     if node is None:  # trained on files, for a group of houses: its versions belong to the group
         group = text(doc, "group", max_len=32) or "default"
@@ -121,7 +122,28 @@ def train(s, node_id, doc: dict) -> dict:
             raise bad("data", str(exc)) from None
     if (epochs := integer(doc, "epochs", 1, 1000)) is not None:
         params["epochs"] = epochs
+    params |= _calendar(doc)
     return _enqueue(s, node["id"] if node else None, "train", params)
+
+
+def _calendar(doc: dict) -> dict:
+    """`holidays` ("DE", "DE-HE"; "" for none) and `timezone` of a training, checked with the holidays package;
+    without them a node's training takes the agent's own (its status `calendar`)."""
+    from shared.calendar import CalendarError, HolidayCalendar
+
+    if doc.get("holidays") == "":  # none, whatever the agent says
+        return {"holidays": ""}
+    code, tz = text(doc, "holidays", max_len=16), text(doc, "timezone", max_len=64)
+    if code is None:
+        if tz is not None:
+            raise bad("timezone", "goes with holidays (the timezone of the holiday calendar)")
+        return {}
+    try:
+        cal = HolidayCalendar.parse(code, tz or "UTC")
+        cal.check()
+    except CalendarError as exc:
+        raise bad("timezone" if "timezone" in str(exc) else "holidays", str(exc)) from None
+    return {"holidays": cal.code, "timezone": cal.timezone}
 
 
 def _enqueue(s, node_id, kind: str, params: dict) -> dict:

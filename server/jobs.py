@@ -59,6 +59,20 @@ class Cancelled(Exception):
     pass
 
 
+def training_calendar(params: dict, node: dict | None) -> tuple[dict | None, str]:
+    """The public holidays a training uses — the job's own (`holidays`, "" for none), else what the node's agent
+    says in its status (`calendar`: its [forecast] holidays and timezone) — and where that came from."""
+    if "holidays" in params:
+        if not params["holidays"]:
+            return None, "the job"
+        return {"holidays": params["holidays"], "timezone": params.get("timezone") or "UTC"}, "the job"
+    status = nodes.public(node)["status"] if node else None
+    cal = (status or {}).get("calendar") or {}
+    if cal.get("holidays"):
+        return {"holidays": cal["holidays"], "timezone": cal.get("timezone") or "UTC"}, "the agent's config"
+    return None, ""
+
+
 def enqueue(db: Database, node_id: int | None, kind: str, params: dict, scheduled: bool = False) -> int:
     try:
         return db.add_job(node_id, kind, params, scheduled)
@@ -253,7 +267,7 @@ class Worker:
         node = self.s.db.node(node_id) if node_id else None
         owner = node_owner(node_id) if node_id else group_owner(params.get("group") or "default")
         self._progress(jid, PULL_SPAN[1] + 1, "waiting for the cluster" if not self.cluster.started else "submitted")
-        done = self._run_task(jid, files, params, node["name"] if node else None)
+        done = self._run_task(jid, files, params, node)
         self._progress(jid, TRAIN_SPAN[1] + 1, "registering")
         from training.data import load
 
@@ -276,12 +290,17 @@ class Worker:
             result["pushes"] = self.auto_push(node_id, versions, series)
         return result
 
-    def _run_task(self, jid: int, files: list[str], params: dict, node_name: str | None) -> dict:
+    def _run_task(self, jid: int, files: list[str], params: dict, node: dict | None) -> dict:
         """The Ray task: its events drive the bar and the log; a cancel stops it. Returns its last event."""
-        kw = {"node": node_name, "until": params.get("until"), "quick": bool(params.get("quick")),
-              "epochs": int(params.get("epochs") or self.s.config.training_epochs)}
+        kw = {"node": node["name"] if node else None, "until": params.get("until"),
+              "quick": bool(params.get("quick")), "epochs": int(params.get("epochs") or self.s.config.training_epochs)}
+        calendar, source = training_calendar(params, node)
+        if calendar:
+            kw |= calendar
         self.s.db.job_log(jid, f"training {', '.join(Path(f).name for f in files)} as a Ray task "
-                               f"({self.s.config.jobs.cpus_per_job:g} CPU){' quick' if kw['quick'] else ''}")
+                               f"({self.s.config.jobs.cpus_per_job:g} CPU){' quick' if kw['quick'] else ''}"
+                               + (f", public holidays {calendar['holidays']} ({calendar['timezone']}, {source})"
+                                  if calendar else ""))
         self._progress(jid, TRAIN_SPAN[0], "training")
         gen = self.cluster.submit(history_bytes(files), **kw)
         cancelled_at = None

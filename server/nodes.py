@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
@@ -102,6 +103,20 @@ def clean_guard(guard) -> dict | None:
     return {"enabled": guard.get("enabled") is True, "models": models, "serving": serving}
 
 
+def clean_calendar(doc) -> dict | None:
+    """The agent's `calendar` (its [forecast] holidays and timezone), checked; None when absent or malformed."""
+    from shared.calendar import CalendarError, HolidayCalendar
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("timezone"), str) or len(doc["timezone"]) > 64:
+        return None
+    code, tz = doc.get("holidays"), doc["timezone"]
+    try:
+        ZoneInfo(tz)
+        return {"holidays": None if code is None else HolidayCalendar.parse(code, tz).code, "timezone": tz}
+    except (CalendarError, ZoneInfoNotFoundError, ValueError):
+        return None
+
+
 def clean_status(doc) -> dict:
     """The documented status fields of an answer, checked; BadStatus if it is not an agent's status.
 
@@ -121,6 +136,7 @@ def clean_status(doc) -> dict:
                             "version": _short(doc["interpreter"].get("version"))},
             "models": models,
             "guard": clean_guard(doc.get("guard")),
+            "calendar": clean_calendar(doc.get("calendar")),
             "last_forecast": None if last is None else _short(last, 40),
             "counters": {k: v for k, v in list(counters.items())[:200] if _COUNTER.fullmatch(k)
                          and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}}

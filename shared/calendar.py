@@ -76,6 +76,19 @@ class HolidayCalendar:
             raise CalendarError("holidays must be an object with country, subdivision and timezone")
         return cls(doc["country"], doc.get("subdivision"), doc.get("timezone", "UTC"))
 
+    @classmethod
+    def parse(cls, code: str, timezone: str = "UTC") -> HolidayCalendar:
+        """`DE` or `DE-HE` (ISO 3166 country, optional subdivision) as written in configs and on the command line;
+        the format is checked, not whether the package knows it (`check`)."""
+        if not isinstance(code, str):
+            raise CalendarError(f"holidays must be a code like 'DE' or 'DE-HE', not {code!r}")
+        country, _, subdivision = code.strip().partition("-")
+        return cls(country, subdivision or None, timezone)
+
+    @property
+    def code(self) -> str:
+        return self.country + (f"-{self.subdivision}" if self.subdivision else "")
+
     def to_dict(self) -> dict:
         return {"country": self.country, "subdivision": self.subdivision, "timezone": self.timezone}
 

@@ -41,8 +41,7 @@ def holiday_calendar(code: str | None, timezone: str):
         return None
     from shared.calendar import HolidayCalendar
 
-    country, _, subdivision = code.partition("-")
-    cal = HolidayCalendar(country, subdivision or None, timezone)
+    cal = HolidayCalendar.parse(code, timezone)
     cal.check()
     return cal
 

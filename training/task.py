@@ -38,7 +38,8 @@ BOOT = ("import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl
         "from training.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
-def command(files: list[Path], out: Path, until: str | None, quick: bool, epochs: int) -> list[str]:
+def command(files: list[Path], out: Path, until: str | None, quick: bool, epochs: int,
+            holidays: str | None = None, timezone: str = "UTC") -> list[str]:
     cmd = [sys.executable, "-c", BOOT, str(os.getpid()), "train", "--out", str(out), "--epochs", str(int(epochs))]
     for f in files:
         cmd += ["--data", str(f)]
@@ -46,6 +47,8 @@ def command(files: list[Path], out: Path, until: str | None, quick: bool, epochs
         cmd += ["--until", until]
     if quick:
         cmd.append("--quick")
+    if holidays:
+        cmd += ["--holidays", holidays, "--timezone", timezone]
     return cmd
 
 
@@ -93,8 +96,10 @@ def _bundles(out: Path, node: str | None) -> dict[str, dict[str, bytes]]:
 
 
 def train_house(files: list[tuple[str, bytes]], node: str | None = None, until: str | None = None,
-                quick: bool = False, epochs: int = 40, cpus: float = 1) -> Iterator[dict]:
-    """Train the four bundles on `files` ((name, CSV bytes): the house's history); see the module docstring."""
+                quick: bool = False, epochs: int = 40, cpus: float = 1, holidays: str | None = None,
+                timezone: str = "UTC") -> Iterator[dict]:
+    """Train the four bundles on `files` ((name, CSV bytes): the house's history); see the module docstring.
+    `holidays` (`DE`, `DE-HE`) with the house's `timezone`: public holidays as an input (training --holidays)."""
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="house-") as tmp:
         tmp_dir = Path(tmp)
@@ -106,7 +111,8 @@ def train_house(files: list[tuple[str, bytes]], node: str | None = None, until: 
             path.write_bytes(data)
             paths.append(path)
         out = tmp_dir / "out"
-        proc = subprocess.Popen(command(paths, out, until, quick, epochs), cwd=tmp_dir, env=_environment(cpus),
+        proc = subprocess.Popen(command(paths, out, until, quick, epochs, holidays, timezone), cwd=tmp_dir,
+                                env=_environment(cpus),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             for raw in proc.stdout:

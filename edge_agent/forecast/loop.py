@@ -66,6 +66,9 @@ class ForecastConfig:
     max_interp_s: float = 1800.0  # counter input: interpolate between readings at most this far apart
     timezone: str = "UTC"  # the house's timezone: when the day-ahead forecast is issued
     day_ahead_at: str = "00:00"  # local time of the day-ahead issue (a slot boundary)
+    # the house's public holidays (`DE`, `DE-HE`; "" none): the server's trainings for this house use them as an
+    # input (it reads them from the status API); a bundle computes the calendar it declares, whatever this says
+    holidays: str = ""
     models_dir: str = "models"
     preferred_kinds: list[str] = dataclasses.field(default_factory=lambda: ["cnn", "lstm"])
     # the guard (edge_agent/forecast/guard.py): serve the best baseline instead of a model that lost to it
@@ -100,6 +103,13 @@ def parse_config(cfg: AgentConfig) -> ForecastConfig | None:
             raise ValueError
     except ValueError:
         raise ConfigError(f"{where}.day_ahead_at must be HH:MM on a slot boundary (:00, :15, :30, :45)") from None
+    if fc.holidays:
+        from shared.calendar import CalendarError, HolidayCalendar
+
+        try:
+            HolidayCalendar.parse(fc.holidays, fc.timezone).check()
+        except CalendarError as exc:
+            raise ConfigError(f"{where}.holidays {fc.holidays!r}: {exc}") from None
     for key, ok, what in (("guard_days", 0 < fc.guard_days <= 30, "between 0 and 30 (days; skill is kept 30 days)"),
                           ("guard_min_slots_1", fc.guard_min_slots_1 >= 1, "at least 1"),
                           ("guard_min_slots_96", fc.guard_min_slots_96 >= 1, "at least 1"),
@@ -389,6 +399,10 @@ class Forecaster:
                 return name, values, True
         served, values = fallback(series, issue_ns, horizon)
         return served, values, served == (name if name in BASELINES else FALLBACK.get(horizon))
+
+    def calendar_status(self) -> dict:
+        """What the server's trainings for this house take from it (the status API's `calendar`)."""
+        return {"holidays": self.fc.holidays or None, "timezone": self.fc.timezone}
 
     def skill_status(self) -> dict:
         """The live figures and the guard's verdicts (the status API; docs/edge-models.md)."""

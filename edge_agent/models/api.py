@@ -156,7 +156,8 @@ class ModelApi:
         return {"agent_version": __version__,
                 "interpreter": {"name": m.runtime.name, "version": m.runtime.version},
                 "models": models, "last_forecast": f.last_forecast if f else None,
-                "counters": self.ctx.health.snapshot(), "skill": live["skill"], "guard": live["guard"]}
+                "counters": self.ctx.health.snapshot(), "skill": live["skill"], "guard": live["guard"],
+                "calendar": f.calendar_status() if f else None}
 
     def _intact(self, entry: StoredVersion) -> bool:
         try:

@@ -263,6 +263,8 @@ def check_root(root: Path) -> list[str]:
     if agent.get("api", {}).get("bind") != want_bind:
         problems.append(f"[api] bind {agent.get('api', {}).get('bind')!r}, expected the default-route address "
                         f"{want_bind!r}")
+    if agent.get("forecast", {}).get("timezone") != "Europe/Berlin" or "holidays" in agent.get("forecast", {}):
+        problems.append(f"[forecast] not in the dashboards' timezone without holidays: {agent.get('forecast')}")
     storage = agent.get("storage", {})
     if storage.get("version") != 1 or storage.get("create_database") is not False:
         problems.append(f"[storage] not the 1.x default with create_database = false: {storage}")

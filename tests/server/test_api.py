@@ -4,6 +4,7 @@ import json
 import time
 
 from tests.conftest import SEED_CSV
+from tests.helpers.models import TOKEN as AGENT_TOKEN
 from tests.helpers.server import AUTH, PASSWORD, csrf_of
 
 
@@ -149,3 +150,53 @@ def test_failed_logins_are_counted_per_account_too(tmp_path):
     c.environ_base["REMOTE_ADDR"] = "198.51.100.1"
     csrf = csrf_of(c.get("/login").get_data(as_text=True))
     assert c.post("/login", data={"username": "root", "password": "x", "csrf_token": csrf}).status_code == 401
+
+
+def test_a_houses_training_takes_the_public_holidays_its_agent_is_configured_with(
+        app, worker, logged_in, tmp_path, mosquitto_session, influxd_session, influx_db_name):
+    """`[forecast] holidays` on the edge → the agent's status `calendar` → the node's trainings get the holiday
+    input (the bundle declares the calendar); a training may say otherwise, and a bad code names the field."""
+    from edge_agent.forecast.loop import ForecastConfig
+    from server.jobs import training_calendar
+    from shared import manifest as mf
+    from shared import signing
+    from tests.helpers.agent import start_agent
+    from tests.helpers.models import agent_config
+
+    keys = app.extensions["home_energy"].keys
+    cfg = agent_config(tmp_path / "agent", mosquitto_session.port, influxd_session.url, influx_db_name,
+                       signing.KeyPair(keys.private), forecast_extra='holidays = "DE-HE"\ntimezone = "Europe/Berlin"')
+    agent = start_agent(cfg, components=("forecast", "api"))
+    try:
+        c = app.test_client()
+        r = c.post("/api/v1/nodes", headers=AUTH, json={"name": "hessen", "api_url": agent.components["api"].url,
+                                                         "api_token": AGENT_TOKEN})
+        assert r.status_code == 201, r.json
+        assert r.json["status"]["calendar"] == {"holidays": "DE-HE", "timezone": "Europe/Berlin"}
+        nid = r.json["id"]
+        page = logged_in.get(f"/nodes/{nid}").get_data(as_text=True)
+        assert "with public holidays DE-HE (Europe/Berlin), from the agent's config" in page
+        bad = c.post(f"/api/v1/nodes/{nid}/train", headers=AUTH, json={"data": [str(SEED_CSV)], "holidays": "XX"})
+        assert bad.status_code == 400 and bad.json["error"]["field"] == "holidays"
+        assert "unknown country 'XX'" in bad.json["error"]["message"]
+        job = c.post(f"/api/v1/nodes/{nid}/train", headers=AUTH,
+                     json={"data": [str(SEED_CSV)], "until": "2023-05-10T00:00:00Z", "quick": True}).json
+        for _ in range(600):
+            job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
+            if job["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+        assert job["state"] == "done", job
+        assert "public holidays DE-HE (Europe/Berlin, the agent's config)" in job["log"]
+        reg = app.extensions["home_energy"].registry
+        row = reg.get(job["result"]["owner"], "cnn-96", job["result"]["versions"]["cnn-96"])
+        assert mf.load(row["path"])["window"]["holidays"] == {"country": "DE", "subdivision": "HE",
+                                                               "timezone": "Europe/Berlin"}
+    finally:
+        agent.stop()
+    node = {"name": "n", "status": json.dumps({"calendar": {"holidays": "DE", "timezone": "Europe/Berlin"}})}
+    assert training_calendar({}, node) == ({"holidays": "DE", "timezone": "Europe/Berlin"}, "the agent's config")
+    assert training_calendar({"holidays": ""}, node) == (None, "the job")  # none, whatever the agent says
+    assert training_calendar({"holidays": "AT", "timezone": "Europe/Vienna"}, node)[0]["holidays"] == "AT"
+    assert training_calendar({}, {"name": "n", "status": None}) == (None, "")
+    assert ForecastConfig().holidays == ""  # none by default

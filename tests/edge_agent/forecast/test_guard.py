@@ -248,3 +248,16 @@ def test_guard_settings_are_checked_and_the_error_names_the_key(tmp_path, line, 
                                                             extra="[forecast]\n")))
     assert (defaults.guard, defaults.guard_days, defaults.guard_min_slots_1, defaults.guard_min_slots_96,
             defaults.guard_return_skill) == (True, 7.0, 300, 480, 0.02)
+
+
+def test_the_houses_holidays_are_checked_and_reported_in_the_status(tmp_path):
+    """[forecast] holidays: the code a server's trainings for this house use; a code the holidays package does not
+    know is a config error naming the key."""
+    for line in ('holidays = "XX"', 'holidays = "de"', 'holidays = "DE-ZZ"'):
+        cfg = load_config(write_config(tmp_path / line[12:14], 1883, "http://127.0.0.1:8086", "energy",
+                                       extra=f"[forecast]\n{line}\n"))
+        with pytest.raises(ConfigError, match=r"\[forecast\]\.holidays"):
+            forecast.SPEC.parse(cfg)
+    cfg = load_config(write_config(tmp_path / "ok", 1883, "http://127.0.0.1:8086", "energy",
+                                   extra='[forecast]\nholidays = "DE-HE"\ntimezone = "Europe/Berlin"\n'))
+    assert forecast.SPEC.parse(cfg).holidays == "DE-HE"
