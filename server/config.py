@@ -43,6 +43,8 @@ KEYS: dict[str, tuple[str, Callable | None, str]] = {
     "login_window_s": ("float", _positive, "> 0"),
     "trusted_proxies": ("int", lambda v: 0 <= v <= 5, "between 0 and 5"),
     "training_data_dirs": ("list[str]", lambda v: all(v), "a list of directories"),
+    "keep_runs": ("int", lambda v: v >= 0, "≥ 0 (0: keep every run)"),
+    "keep_pulls": ("int", lambda v: v >= 0, "≥ 0 (0: keep every pull)"),
 } | {f"{k}{suffix}": ("str", None, "") for k in SECRETS for suffix in ("", "_file", "_env")}
 # keys copied as they are (data_dir, training_data_dirs and the secrets are resolved first)
 PLAIN = frozenset(KEYS) - {"data_dir", "training_data_dirs"} - {k for k in KEYS if k.startswith(SECRETS)}
@@ -95,6 +97,10 @@ class ServerConfig:
     login_window_s: float = 300.0
     trusted_proxies: int = 0
     training_data_dirs: list[Path] = field(default_factory=list)
+    # retention (server/retention.py): per house or group the newest training runs kept besides those a node has
+    # active or as previous; per house the newest history pulls kept
+    keep_runs: int = 10
+    keep_pulls: int = 3
     jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @property

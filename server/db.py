@@ -215,6 +215,15 @@ class Database:
         return self.all(f"SELECT {VERSION_SUMMARY} FROM versions WHERE owner=? ORDER BY version DESC, name LIMIT ?",
                         owner, limit)
 
+    def owner_runs(self, owner: str) -> list[dict]:
+        """The owner's training runs, newest first: version, its bundles' paths and model hashes."""
+        return self.all("SELECT version, group_concat(path, char(10)) AS paths, group_concat(sha256) AS shas, "
+                        "sum(bytes) AS bytes FROM versions WHERE owner=? GROUP BY version ORDER BY version DESC",
+                        owner)
+
+    def delete_run(self, owner: str, version: str) -> None:
+        self.run("DELETE FROM versions WHERE owner=? AND version=?", owner, version)
+
     def owner_has_version(self, owner: str, version: str) -> bool:
         return self.one("SELECT 1 AS x FROM versions WHERE owner=? AND version=? LIMIT 1", owner, version) is not None
 

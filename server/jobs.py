@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from server import datafiles, nodes
+from server import datafiles, nodes, retention
 from server.cluster import Cluster
 from server.db import Database
 from server.pull import history_bytes, node_skill, pull_history
@@ -237,6 +237,13 @@ class Worker:
         result = pull_history(self.s.config, self.s.db.node(node_id), params,
                               lambda done, stage: self._progress(jid, _span(span, done), stage))
         self.s.db.job_log(jid, f"{result['rows']} readings of {result.pop('series')} → {Path(result['file']).name}")
+        try:
+            gone = retention.prune_pulls(self.s.db, self.s.config.cache_dir, node_id, self.s.config.keep_pulls)
+            if gone["files"]:
+                self.s.db.job_log(jid, f"retention: deleted {gone['files']} older pulls ({gone['bytes'] >> 10} KB; "
+                                       f"keep_pulls = {self.s.config.keep_pulls})")
+        except OSError as exc:
+            log.warning("retention: pulls of node %d: %s", node_id, exc)
         return result
 
     # -- train ----------------------------------------------------------------------------------------
@@ -288,6 +295,14 @@ class Worker:
         if params.get("auto_push") and node_id:
             self._progress(jid, 96, "gate and push")
             result["pushes"] = self.auto_push(node_id, versions, series)
+        try:
+            gone = retention.prune_runs(self.s.db, self.s.config.registry_dir, owner, self.s.config.keep_runs)
+            if gone["runs"]:
+                self.s.db.job_log(jid, f"retention: deleted {gone['runs']} older runs of {owner} "
+                                       f"({', '.join(gone['versions'])}; {gone['bytes'] >> 10} KB of models; "
+                                       f"keep_runs = {self.s.config.keep_runs})")
+        except OSError as exc:
+            log.warning("retention: runs of %s: %s", owner, exc)
         return result
 
     def _run_task(self, jid: int, files: list[str], params: dict, node: dict | None) -> dict:

@@ -40,6 +40,19 @@ def test_history_pull_from_the_nodes_influxdb(app, worker, influxd_session, infl
     assert job["result"]["rows"] == len(rows) == 14 * 96
     assert rows[0] == {"time": "2023-03-01T00:00:00Z", "value": "100.0"}
     assert "influx" in node and "password" not in node["influx"]
+    # retention: the house keeps its newest keep_pulls (3) pulled files
+    first = Path(job["result"]["file"])
+    for day in (2, 3, 4):
+        job = c.post(f"/api/v1/nodes/{node['id']}/pull", headers=AUTH,
+                     json={"start": f"2023-03-0{day}T00:00:00Z", "end": "2023-03-15T00:00:00Z"}).json
+        for _ in range(200):
+            job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
+            if job["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.05)
+        assert job["state"] == "done", job
+    assert not first.exists() and len(list(first.parent.glob("*.csv"))) == 3
+    assert "retention: deleted 1 older pulls" in job["log"] and Path(job["result"]["file"]).exists()
 
 
 def test_a_job_is_claimed_by_one_worker_only(app):
