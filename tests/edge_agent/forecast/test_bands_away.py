@@ -77,6 +77,7 @@ def test_models_write_and_publish_their_band_and_an_older_bundle_runs_without(ag
         assert all(lo <= v <= hi for lo, v, hi in zip(day["p10"], day["values"], day["p90"], strict=True))
         nxt = wait_for(lambda: sub.messages.get("he-test/forecast/cnn/1"))
         assert nxt["next_p10_kwh"] <= nxt["next_kwh"] <= nxt["next_p90_kwh"]
+        assert nxt["band_scale"] == day["band_scale"] == 1.0  # nothing scored yet: the table as calibrated
         assert "p10" not in wait_for(lambda: sub.messages.get("he-test/forecast/lstm/96"))
     finally:
         sub.close()
