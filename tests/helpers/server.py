@@ -4,6 +4,7 @@ a foreign HTTP service (what a node URL may point at instead of an agent)."""
 from __future__ import annotations
 
 import re
+import time
 
 from werkzeug.security import generate_password_hash
 
@@ -12,6 +13,17 @@ from tests.conftest import SEED_CSV
 
 PASSWORD = "correct horse battery"
 API_TOKEN = "server-api-token-0123456789"
+
+
+def job_finished(client, job: dict, timeout: float = 300, interval: float = 0.05) -> dict:
+    """Poll a job through the API (a Flask test client) until it is neither queued nor running; the job."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(interval)
+    raise AssertionError(f"job {job['id']} did not finish within {timeout} s: {job}")
 
 
 def server_config(tmp_path, **extra):

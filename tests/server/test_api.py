@@ -5,7 +5,7 @@ import time
 
 from tests.conftest import SEED_CSV
 from tests.helpers.models import TOKEN as AGENT_TOKEN
-from tests.helpers.server import AUTH, PASSWORD, csrf_of
+from tests.helpers.server import AUTH, PASSWORD, csrf_of, job_finished
 
 
 def test_unauthenticated_and_csrfless_requests_are_refused(app, logged_in):
@@ -83,11 +83,7 @@ def test_train_register_push_gate_and_rollback(app, worker, edge_agent):
                      json={"data": [str(SEED_CSV)], "until": until, "quick": True}).json
         busy = c.post(f"/api/v1/nodes/{nid}/train", headers=AUTH, json={"data": [str(SEED_CSV)], "quick": True})
         assert busy.status_code == 409  # one job per node at a time
-        for _ in range(600):
-            job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
-            if job["state"] not in ("queued", "running"):
-                break
-            time.sleep(0.5)
+        job = job_finished(c, job, timeout=300, interval=0.5)
         assert job["state"] == "done", job
         assert job["percent"] == 100 and "[cnn-1]" in job["log"]
         versions.append(job["result"]["versions"]["cnn-1"])
@@ -181,11 +177,7 @@ def test_a_houses_training_takes_the_public_holidays_its_agent_is_configured_wit
         assert "unknown country 'XX'" in bad.json["error"]["message"]
         job = c.post(f"/api/v1/nodes/{nid}/train", headers=AUTH,
                      json={"data": [str(SEED_CSV)], "until": "2023-05-10T00:00:00Z", "quick": True}).json
-        for _ in range(600):
-            job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
-            if job["state"] not in ("queued", "running"):
-                break
-            time.sleep(0.5)
+        job = job_finished(c, job, timeout=300, interval=0.5)
         assert job["state"] == "done", job
         assert "public holidays DE-HE (Europe/Berlin, the agent's config)" in job["log"]
         reg = app.extensions["home_energy"].registry

@@ -13,7 +13,7 @@ from pathlib import Path
 from server import jobs
 from shared.points import Point
 from shared.storage import StorageConfig, open_storage
-from tests.helpers.server import AUTH
+from tests.helpers.server import AUTH, job_finished
 
 
 def test_history_pull_from_the_nodes_influxdb(app, worker, influxd_session, influx_db_name):
@@ -45,11 +45,7 @@ def test_history_pull_from_the_nodes_influxdb(app, worker, influxd_session, infl
     for day in (2, 3, 4):
         job = c.post(f"/api/v1/nodes/{node['id']}/pull", headers=AUTH,
                      json={"start": f"2023-03-0{day}T00:00:00Z", "end": "2023-03-15T00:00:00Z"}).json
-        for _ in range(200):
-            job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
-            if job["state"] not in ("queued", "running"):
-                break
-            time.sleep(0.05)
+        job = job_finished(c, job, timeout=20)
         assert job["state"] == "done", job
     assert not first.exists() and len(list(first.parent.glob("*.csv"))) == 3
     assert "retention: deleted 1 older pulls" in job["log"] and Path(job["result"]["file"]).exists()
@@ -103,11 +99,7 @@ def test_a_pull_from_a_foreign_url_shows_nothing_of_its_answer(app, worker):
                 "influx": {"version": 1, "url": foreign.url, "database": "energy"}}).json
             job = c.post(f"/api/v1/nodes/{node['id']}/pull", headers=AUTH,
                          json={"start": "2023-03-01T00:00:00Z", "end": "2023-03-02T00:00:00Z"}).json
-            for _ in range(200):
-                job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
-                if job["state"] not in ("queued", "running"):
-                    break
-                time.sleep(0.05)
+            job = job_finished(c, job, timeout=20)
             assert job["state"] == "failed" and "TOPSECRET" not in str(job), job
             assert "InfluxDB" in job["error"]
         finally:
@@ -127,11 +119,7 @@ def test_pulled_files_are_private(app, worker, influxd_session, influx_db_name):
                                                             "url": influxd_session.url, "database": influx_db_name}}).json
     job = c.post(f"/api/v1/nodes/{node['id']}/pull", headers=AUTH,
                  json={"start": "2023-03-01T00:00:00Z", "end": "2023-03-02T00:00:00Z"}).json
-    for _ in range(200):
-        job = c.get(f"/api/v1/jobs/{job['id']}", headers=AUTH).json
-        if job["state"] not in ("queued", "running"):
-            break
-        time.sleep(0.05)
+    job = job_finished(c, job, timeout=20)
     assert job["state"] == "done", job
     f = Path(job["result"]["file"])
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
