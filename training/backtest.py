@@ -58,11 +58,13 @@ class RecentNeeds:
     def scale(self, issue_ns: int) -> float:
         from shared import intervals as iv
 
+        due = []
         while self.pending and self.pending[0][0] <= issue_ns:
-            target, p50, p10, p90, scale = self.pending.popleft()
-            actual = actual_values(self.series, np.array([target]))
-            need = iv.needed_scale(actual, np.array([p50]), np.array([p10]), np.array([p90]), scale)[0]
-            self.known.append((target, float(need)))
+            due.append(self.pending.popleft())
+        if due:
+            target, p50, p10, p90, scale = (np.array(c) for c in zip(*due, strict=True))
+            need = iv.needed_scale(actual_values(self.series, target), p50, p10, p90, scale)
+            self.known.extend(zip(target.tolist(), need.tolist(), strict=True))
         while self.known and self.known[0][0] <= issue_ns - iv.RECALIBRATION_DAYS * DAY_NS:
             self.known.popleft()
         s = iv.recalibrated_scale(np.array([n for _, n in self.known]))

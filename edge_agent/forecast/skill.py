@@ -268,17 +268,17 @@ class Scorer:
         covered: dict[Key, np.ndarray] = {}
         needed: dict[Key, np.ndarray] = {}
         for key, values in rows.items():
-            err, cov, need = (np.full(len(targets), np.nan) for _ in range(3))
-            for t, (value, _issued, p10, p90, scale) in values.items():
-                a = actual[pos[t]]
-                err[pos[t]] = value - a
-                if p10 is not None and p90 is not None and np.isfinite(a):
-                    cov[pos[t]] = float(p10 <= a <= p90)
-                    need[pos[t]] = iv.needed_scale(np.array([a]), np.array([value]), np.array([p10]),
-                                                   np.array([p90]), scale)[0]
-            errors[key] = err
-            if np.isfinite(cov).any():
-                covered[key], needed[key] = cov, need
+            value, lo, hi, scale = (np.full(len(targets), np.nan) for _ in range(4))
+            for t, (v, _issued, p10, p90, s) in values.items():
+                i = pos[t]
+                value[i], scale[i] = v, s
+                if p10 is not None and p90 is not None:
+                    lo[i], hi[i] = p10, p90
+            errors[key] = value - actual
+            banded = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(actual)
+            if banded.any():
+                covered[key] = np.where(banded, (lo <= actual) & (actual <= hi), np.nan)
+                needed[key] = iv.needed_scale(actual, value, lo, hi, scale)
         for name in fam.baselines:
             err = np.full(len(targets), np.nan)
             by_issue: dict[int, np.ndarray] = {}
