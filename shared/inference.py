@@ -52,6 +52,9 @@ class LoadedModel:
             self._interp = self.runtime.load(model_bytes)
         except Exception as exc:
             raise ModelError("load_failed", f"{self.runtime} cannot load the model: {exc}") from None
+        crash = self.runtime.known_crash(model_bytes)
+        if crash:
+            raise ModelError("load_failed", f"{self.runtime} cannot run the model: {crash}")
         self._lock = threading.Lock()
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]

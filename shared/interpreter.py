@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from dataclasses import dataclass
+import platform
+import sys
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 CANDIDATES = (
     ("ai-edge-litert", "ai_edge_litert.interpreter"),
@@ -28,6 +32,7 @@ class Runtime:
     name: str
     version: str
     interpreter_class: Any
+    machine: str = field(default_factory=platform.machine)
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
@@ -37,6 +42,40 @@ class Runtime:
         interp = self.interpreter_class(model_content=model_content, num_threads=1)
         interp.allocate_tensors()
         return interp
+
+    def inspect(self, model_content: bytes):
+        """The model in an interpreter without delegates and without allocated tensors, to read its ops and tensors
+        as stored: once the default XNNPACK delegate has taken a FULLY_CONNECTED, the interpreter reports one
+        scale per output channel for its weights even when the model has one."""
+        module = sys.modules[self.interpreter_class.__module__]
+        resolver = getattr(module, "OpResolverType", None)
+        kw = {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if resolver else {}
+        return self.interpreter_class(model_content=model_content, **kw)
+
+    def known_crash(self, model_content: bytes) -> str | None:
+        """Why running this model would kill the process here (a runtime bug that ends in SIGSEGV, which no
+        `except` catches, so the model must be refused before its first `invoke`), or None."""
+        if self.name == "tflite-runtime" and self.machine in ("aarch64", "arm64") and \
+                per_channel_rows_dense(self.inspect(model_content)):
+            return ("tflite-runtime on aarch64 crashes (SIGSEGV) on an int8 FULLY_CONNECTED with per-channel weights "
+                    "over more than one row, and this model has one (a day-ahead bundle exported before Dense "
+                    "weights were quantized per tensor): install ai-edge-litert (requirements/edge.txt) or push a "
+                    "bundle trained since (docs/pi.md)")
+        return None
+
+
+def per_channel_rows_dense(interp) -> bool:
+    """Whether the model (in an interpreter from `Runtime.inspect`) has an int8 FULLY_CONNECTED with per-channel
+    weight scales applied to more than one row."""
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    for op in interp._get_ops_details():
+        if op["op_name"] != "FULLY_CONNECTED":
+            continue
+        x, w = tensors[op["inputs"][0]], tensors[op["inputs"][1]]
+        rows = int(np.prod(x["shape"][:-1]))
+        if rows > 1 and len(w["quantization_parameters"]["scales"]) > 1:
+            return True
+    return False
 
 
 _cached: Runtime | None = None

@@ -28,7 +28,11 @@ def representative(x_train: np.ndarray, seed: int) -> np.ndarray:
 def export_members(kind: str, spec: WindowSpec, trained: list, calibration: np.ndarray,
                    float_file: Path | None = None) -> bytes:
     """The trained members averaged in one batch-1 graph (as the edge runs it) → int8 TFLite bytes; with
-    `float_file`, also write the float twin there."""
+    `float_file`, also write the float twin there.
+
+    Day-ahead models apply Dense layers (the blend head's fixed 0/1 projections) to every step of the window:
+    their weights are quantized per tensor, because tflite-runtime 2.14 on aarch64 crashes on a per-channel int8
+    FULLY_CONNECTED over more than one row (docs/pi.md). For 0/1 weights one scale is exact."""
     from training.models import build, ensemble
 
     members = []
@@ -40,11 +44,12 @@ def export_members(kind: str, spec: WindowSpec, trained: list, calibration: np.n
     if float_file is not None:
         float_file.parent.mkdir(parents=True, exist_ok=True)
         float_file.write_bytes(to_float(export_model))
-    return to_int8(export_model, calibration)
+    return to_int8(export_model, calibration, per_tensor_dense=spec.horizon > 1)
 
 
-def to_int8(export_model, representative: np.ndarray) -> bytes:
-    """Quantize weights and activations to int8, with int8 input and output tensors."""
+def to_int8(export_model, representative: np.ndarray, per_tensor_dense: bool = False) -> bytes:
+    """Quantize weights and activations to int8, with int8 input and output tensors. TensorFlow quantizes Dense
+    weights per output channel unless `per_tensor_dense` (one scale per weight tensor)."""
 
     def rep():
         for x in representative:
@@ -56,6 +61,7 @@ def to_int8(export_model, representative: np.ndarray) -> bytes:
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
+    conv._experimental_disable_per_channel_quantization_for_dense_layers = per_tensor_dense
     return conv.convert()
 
 

@@ -48,12 +48,13 @@ def run_check(*args: str, timeout: float = 2400) -> dict:
 
 
 # What tflite-runtime 2.14 does on aarch64 (docs/pi.md): int8 FULLY_CONNECTED with per-channel weights (what
-# TensorFlow 2.21 exports) and more than one input row dies with SIGSEGV — a NULL load in its NEON kernel, with or
-# without XNNPACK — so the day-ahead bundles (a Dense over the 96-step window) do; per-tensor weights, one row and
-# every other op of the bundles run. If this changes (a new export, a fixed runtime), update docs/pi.md and the
-# README's interpreter table.
+# TensorFlow 2.21 exports by default) and more than one input row dies with SIGSEGV — a NULL load in its NEON
+# kernel, with or without XNNPACK; per-tensor weights, one row and every other op of the bundles run. The day-ahead
+# bundles apply Dense layers over the 96-step window, so training exports their Dense weights per tensor, and all
+# four bundles run; the agent's guard refuses exactly the models that would crash. If this changes (a new export, a
+# fixed runtime), update docs/pi.md and the README's interpreter table.
 TFLITE_RUNTIME_ARM64 = {
-    "cnn-1": "ok", "lstm-1": "ok", "cnn-96": "signal 11", "lstm-96": "signal 11",
+    "cnn-1": "ok", "lstm-1": "ok", "cnn-96": "ok", "lstm-96": "ok",
     "fully_connected_3d": "signal 11", "fully_connected_rows2": "signal 11",
     "fully_connected_3d_per_tensor": "ok", "fully_connected_rows2_per_tensor": "ok", "fully_connected_2d": "ok",
     "conv_2d": "ok", "softmax": "ok", "mul": "ok", "sub": "ok", "reshape": "ok",
@@ -80,3 +81,8 @@ def test_edge_installs_forecasts_and_ingests_on_arm64(suite, python, seed_bundle
         assert probe["ops"]["fully_connected_3d"]["dense_weight_scales"] == [18]
         assert probe["ops"]["fully_connected_3d_per_tensor"]["dense_weight_scales"] == [1]
         assert probe["xnnpack"] == TFLITE_RUNTIME_ARM64 and probe["builtin"] == TFLITE_RUNTIME_ARM64
+        agent = probe["agent_forecast"]
+        assert agent["interpreter"]["name"] == "tflite-runtime" and agent["missing"] == []
+        assert agent["max_diff_vs_host_lsb"] <= 1
+        crashing = {name for name, status in TFLITE_RUNTIME_ARM64.items() if status != "ok"}
+        assert {name for name, refused in probe["refused_by_guard"].items() if refused} == crashing

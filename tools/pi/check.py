@@ -12,7 +12,8 @@ Per suite, in a fresh copy of the cached root (tools/pi/roots.py):
    into the database; stored points are counted exactly (no loss, no duplicate) and the agent must stop cleanly;
 5. bookworm only (tflite-runtime has no wheel for Python 3.13): tflite-runtime 2.14 + numpy < 2 in a second venv
    runs each bundle and single-op models of their ops (tools/pi/single_ops.py), each in its own process, with and
-   without XNNPACK; what it does is reported (tests/pi asserts it is what docs/pi.md says), not a problem here.
+   without XNNPACK, then the four bundles through the agent's inference code with it, and which of the single-op
+   models the agent's guard refuses; what it does is reported (tests/pi asserts it is what docs/pi.md says).
 Prints progress on stderr and one JSON line; exits 1 when a check fails, 2 when this host cannot run arm64 roots.
 Every figure measured under emulation is an emulated figure, not a Pi figure (docs/pi.md has a Pi 4 estimate).
 """
@@ -173,13 +174,25 @@ def _wait(predicate, timeout: float) -> bool:
     return False
 
 
-def tflite_runtime_probe(root: ArmRoot, bundles: Path, ops_dir: Path) -> dict:
+GUARD_PROBE = """
+import json, sys
+from pathlib import Path
+from shared.interpreter import runtime
+rt = runtime("tflite-runtime")
+print(json.dumps({Path(f).stem: rt.known_crash(Path(f).read_bytes()) is not None for f in sys.argv[1:]}))
+"""
+
+
+def tflite_runtime_probe(root: ArmRoot, wheel: Path, bundles: Path, ops_dir: Path, host_fc: dict) -> dict:
     """tflite-runtime 2.14 (numpy < 2) in its own venv: every bundle and single-op model, with and without
-    XNNPACK, each in its own process."""
+    XNNPACK, each in its own process; then, with the package installed there (no extras: no ai-edge-litert), the
+    four bundles through the agent's inference code with tflite-runtime, and which single-op models the agent's
+    guard (`Runtime.known_crash`) refuses."""
     t = time.monotonic()
+    py = f"{INSIDE}/venv-tflite/bin/python"
     root.run("python3", "-m", "venv", f"{INSIDE}/venv-tflite")
     root.run(f"{INSIDE}/venv-tflite/bin/pip", "install", "-q", "--only-binary=:all:", "tflite-runtime==2.14.0",
-             "numpy<2", timeout=1800)
+             "numpy<2", f"{INSIDE}/{wheel.name}", timeout=1800)
     install_s = time.monotonic() - t
     files = [f"{INSIDE}/bundles/{n}/model.tflite" for n in NAMES]
     files += [f"{INSIDE}/ops/{p.name}" for p in sorted(ops_dir.glob("*.tflite"))]
@@ -191,6 +204,18 @@ def tflite_runtime_probe(root: ArmRoot, bundles: Path, ops_dir: Path) -> dict:
         doc = json.loads(r.stdout.strip().splitlines()[-1])
         out[label] = {Path(k).parent.name if k.endswith("/model.tflite") else Path(k).stem: v["status"]
                       for k, v in doc.items()}
+    r = root.run(py, f"{INSIDE}/inside.py", "forecast", "--bundles", f"{INSIDE}/bundles", "--csv",
+                 f"{INSIDE}/raw_data.csv", "--runs", "0", "--interpreter", "tflite-runtime",
+                 *[a for i in ISSUES for a in ("--issue", i)], check=False, timeout=900)
+    if r.returncode == 0:
+        arm = json.loads(r.stdout.strip().splitlines()[-1])
+        worst, missing = compare(host_fc, arm)
+        out["agent_forecast"] = {"interpreter": arm["interpreter"], "max_diff_vs_host_lsb": round(worst, 2),
+                                 "missing": missing}
+    else:
+        out["agent_forecast"] = {"exit_code": r.returncode, "detail": r.stderr.strip().splitlines()[-3:]}
+    r = root.run(py, "-c", GUARD_PROBE, *(f"{INSIDE}/ops/{p.name}" for p in sorted(ops_dir.glob("*.tflite"))))
+    out["refused_by_guard"] = json.loads(r.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -264,7 +289,7 @@ def check_suite(suite: str, work: Path, wheel: Path, bundles: Path, host_fc: dic
         if ops_dir is not None and suite == "bookworm":
             log(f"[{suite}] tflite-runtime 2.14 probe …")
             try:
-                result["tflite_runtime"] = tflite_runtime_probe(root, bundles, ops_dir)
+                result["tflite_runtime"] = tflite_runtime_probe(root, wheel, bundles, ops_dir, host_fc)
             except RuntimeError as exc:
                 problems.check(False, f"{suite}: tflite-runtime probe failed: {exc}")
     result["seconds"] = round(time.monotonic() - t_all, 1)
