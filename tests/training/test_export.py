@@ -81,3 +81,25 @@ def test_tflite_runtime_on_aarch64_refuses_a_per_channel_day_ahead_model_before_
     next_slot = (seed_bundles / "cnn-1" / "model.tflite").read_bytes()
     assert max(_dense_weight_scales(next_slot)) > 1
     LoadedModel.from_dir(seed_bundles / "cnn-1", AARCH64_TFLITE_RUNTIME)
+
+
+def test_an_agent_on_aarch64_tflite_runtime_answers_an_old_day_ahead_push_with_load_failed(
+        agent_with_api, seed_bundles, signed, server_keys, tmp_path):
+    """Over real HTTP: the upload's smoke run would have killed the agent; it answers 422 and keeps serving."""
+    from shared.agent_client import AgentClient, ApiError
+    from tests.helpers.models import TOKEN, sign_copy
+
+    agent_with_api.ctx.models().runtime = AARCH64_TFLITE_RUNTIME
+    doc, old, _ = _day_ahead_exports(seed_bundles / "cnn-96", "cnn")
+    bundle = tmp_path / "old-cnn-96"
+    bundle.mkdir()
+    (bundle / "model.tflite").write_bytes(old)
+    (bundle / "manifest.json").write_bytes(mf.dump(doc))
+    sign_copy(bundle, tmp_path / "old-signed", server_keys, "20260101T000000Z")
+    client = AgentClient(agent_with_api.components["api"].url, TOKEN)
+    with pytest.raises(ApiError) as err:
+        client.push(tmp_path / "old-signed")
+    assert err.value.status == 422 and err.value.code == "load_failed"
+    assert "tflite-runtime" in err.value.message and "ai-edge-litert" in err.value.message
+    assert client.status()["models"]["cnn-96"]["active"] is None
+    assert client.push(signed("cnn-96", "20260102T000000Z"))["status"] == "active"  # today's export runs
