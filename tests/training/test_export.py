@@ -12,22 +12,16 @@ import pytest
 from shared import manifest as mf
 from shared.inference import LoadedModel, ModelError
 from shared.interpreter import Runtime, per_channel_rows_dense, runtime
+from tools.pi.single_ops import dense_weight_scales
 
 AARCH64_TFLITE_RUNTIME = Runtime("tflite-runtime", "2.14.0", runtime("ai-edge-litert").interpreter_class,
                                  machine="aarch64")
 
 
-def _dense_weight_scales(content: bytes) -> list[int]:
-    interp = runtime("ai-edge-litert").inspect(content)
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    return [len(tensors[op["inputs"][1]]["quantization_parameters"]["scales"])
-            for op in interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
-
-
 @pytest.mark.parametrize("name", ["cnn-96", "lstm-96"])
 def test_day_ahead_bundles_quantize_dense_weights_per_tensor(seed_bundles, name):
     content = (seed_bundles / name / "model.tflite").read_bytes()
-    scales = _dense_weight_scales(content)
+    scales = dense_weight_scales(content)
     assert scales and set(scales) == {1}, scales  # the blend head's projections, over all 96 steps
     assert not per_channel_rows_dense(runtime("ai-edge-litert").inspect(content))
     LoadedModel.from_dir(seed_bundles / name, AARCH64_TFLITE_RUNTIME)  # not refused
@@ -52,7 +46,7 @@ def _day_ahead_exports(bundle, kind: str) -> tuple[dict, bytes, bytes]:
 def test_per_tensor_dense_weights_change_no_output(seed_bundles, kind):
     """The projections are 0/1, so one scale per tensor is exact: both exports answer alike to the last bit."""
     _, old, new = _day_ahead_exports(seed_bundles / f"{kind}-96", kind)
-    assert max(_dense_weight_scales(old)) > 1 and set(_dense_weight_scales(new)) == {1}
+    assert max(dense_weight_scales(old)) > 1 and set(dense_weight_scales(new)) == {1}
     outputs = []
     for content in (old, new):
         interp = runtime("ai-edge-litert").load(content)
@@ -69,7 +63,7 @@ def test_per_tensor_dense_weights_change_no_output(seed_bundles, kind):
 
 def test_tflite_runtime_on_aarch64_refuses_a_per_channel_day_ahead_model_before_running_it(seed_bundles):
     doc, content, _ = _day_ahead_exports(seed_bundles / "cnn-96", "cnn")
-    assert max(_dense_weight_scales(content)) > 1
+    assert max(dense_weight_scales(content)) > 1
     with pytest.raises(ModelError) as err:
         LoadedModel(doc, content, AARCH64_TFLITE_RUNTIME)
     assert err.value.code == "load_failed"
@@ -79,7 +73,7 @@ def test_tflite_runtime_on_aarch64_refuses_a_per_channel_day_ahead_model_before_
                                       machine="x86_64"))
     LoadedModel(doc, content, runtime("ai-edge-litert"))
     next_slot = (seed_bundles / "cnn-1" / "model.tflite").read_bytes()
-    assert max(_dense_weight_scales(next_slot)) > 1
+    assert max(dense_weight_scales(next_slot)) > 1
     LoadedModel.from_dir(seed_bundles / "cnn-1", AARCH64_TFLITE_RUNTIME)
 
 

@@ -82,10 +82,11 @@ def ops_of(content: bytes) -> list[str]:
 
 
 def dense_weight_scales(content: bytes) -> list[int]:
-    """How many quantization scales each FULLY_CONNECTED op's weights have (1: per tensor; >1: per channel)."""
-    from ai_edge_litert.interpreter import Interpreter
+    """How many quantization scales each FULLY_CONNECTED op's weights have (1: per tensor; >1: per channel), read
+    without delegates (`Runtime.inspect`)."""
+    from shared.interpreter import runtime
 
-    interp = Interpreter(model_content=content)
+    interp = runtime("ai-edge-litert").inspect(content)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     return [len(tensors[op["inputs"][1]]["quantization_parameters"]["scales"])
             for op in interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
