@@ -22,11 +22,13 @@ import random
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -175,6 +177,188 @@ format = "seed_json"
     return cfg
 
 
+@dataclass
+class Demo:
+    """What the stages share: the temporary directory, the services, the agent and the credentials."""
+
+    tmp: Path
+    epochs: int
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(9))
+    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    agent_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    services: list = field(default_factory=list)  # started, stopped in reverse order
+    broker: Mosquitto | None = None
+    db: Influxd | None = None
+    server: Gunicorn | None = None
+    agent: subprocess.Popen | None = None
+    api_port: int = 0
+    cfg: Path | None = None
+    live: LiveMeter | None = None
+
+    def client(self):
+        from shared.agent_client import AgentClient
+
+        return AgentClient(f"http://127.0.0.1:{self.api_port}", self.agent_token)
+
+    def stop(self) -> None:
+        if self.live:
+            self.live.stop.set()
+        if self.agent:
+            self.agent.terminate()
+            self.agent.wait(30)
+        for svc in reversed(self.services):
+            svc.stop()
+
+
+def start_services(d: Demo) -> None:
+    """Steps 1-2: Mosquitto, influxd, the server (gunicorn) and the edge agent with its model API."""
+    from werkzeug.security import generate_password_hash
+
+    from shared import signing
+
+    d.broker = Mosquitto(d.tmp / "mosquitto").start()
+    d.services.append(d.broker)
+    d.db = Influxd(d.tmp / "influxd").start()
+    d.services.append(d.db)
+    d.db.create_database("energy")
+    say(f"mosquitto on 127.0.0.1:{d.broker.port}, influxd on {d.db.url}")
+    keys = signing.load_or_create_keypair(d.tmp / "server" / "keys" / "signing.key")
+    d.server = Gunicorn(d.tmp / "gunicorn", generate_password_hash(d.password), d.api_token,
+                        data_dir=d.tmp / "server", workers=2,
+                        extra_config=f"training_epochs = {d.epochs}\nstatus_poll_s = 10\n").start()
+    d.services.append(d.server)
+    say(f"server (gunicorn) on {d.server.url}")
+    d.api_port = free_port()
+    d.cfg = agent_config(d.tmp, d.broker, d.db, d.api_port, d.agent_token, keys.public_text)
+    d.agent = spawn_agent(d.cfg)
+    wait_for_api(d.client())
+    say(f"edge agent running, model API on 127.0.0.1:{d.api_port}")
+
+
+@dataclass
+class Replay:
+    times: list[int]  # the real readings' times, shifted to end at now_slot
+    values: list[float]
+    now_slot: int
+    sent: int = 0
+    ingested: int = 0
+    flow_slots: int = 0
+
+    @property
+    def first(self) -> datetime:
+        return datetime.fromtimestamp(self.times[0] / 1e9, UTC)
+
+
+def replay_year(d: Demo) -> Replay:
+    """Step 3: the real year as jittered MQTT readings ending now, counted into the database; then the live meter,
+    and the energy flow's catch-up over the whole year."""
+    rows = read_csv(CSV)
+    now_slot = int(time.time() * 1e9) // SLOT_NS * SLOT_NS
+    shift = now_slot - int(rows.times[-1])
+    r = Replay([int(t) + shift for t in rows.times], rows.values.tolist(), now_slot)
+    say(f"replaying {len(r.times)} real meter readings ({r.first:%Y-%m-%d} … now; shifted by "
+        f"{timedelta(microseconds=shift // 1000).days} days)")
+    pub = Publisher("127.0.0.1", d.broker.port, client_id="demo-replay", max_inflight=1000)
+
+    def progress(n: int) -> None:
+        print(f"\r[demo] replay: {n:6d}/{len(r.times)} ({100 * n / len(r.times):3.0f} %)", end="", file=sys.stderr,
+              flush=True)
+
+    t0 = time.monotonic()
+    readings = jittered(r.times, r.values)
+    r.sent = pub.publish_all(counter_messages(readings),
+                             progress=lambda n: progress(n * len(r.times) // len(readings)))
+    print(file=sys.stderr)
+    deadline = time.monotonic() + 300
+    while count(d.db, "EnergyMeter", "EnergyIn") < r.sent and time.monotonic() < deadline:
+        time.sleep(0.5)
+    r.ingested = count(d.db, "EnergyMeter", "EnergyIn")
+    say(f"{r.ingested} of {r.sent} stored in {time.monotonic() - t0:.1f} s")
+    d.live = LiveMeter(pub, r.times, r.values, now_slot)
+    d.live.start()
+    deadline = time.monotonic() + 300  # the flow recomputes the whole year (late data): wait until it caught up
+    while time.monotonic() < deadline:
+        r.flow_slots = count(d.db, "energy_flow", "house")
+        if r.flow_slots >= len(r.times) - 300:
+            break
+        time.sleep(1)
+    say(f"energy flow: {r.flow_slots} slots of house consumption")
+    return r
+
+
+def train_and_push(d: Demo, r: Replay) -> dict:
+    """Step 4, through the server's API: register the node, pull its history, train the four models and push them
+    (the automatic push through the gate). Returns the training job's result."""
+    base, token = d.server.url, d.api_token
+    node = api(base, token, "/api/v1/nodes", {
+        "name": "demo-pi", "api_url": f"http://127.0.0.1:{d.api_port}", "api_token": d.agent_token,
+        "influx": {"version": 1, "url": d.db.url, "database": "energy", "measurement": "EnergyMeter",
+                   "field": "EnergyIn", "tags": {"device_id": "meter-1"}}})
+    start = (r.first - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    end = (datetime.fromtimestamp(r.now_slot / 1e9, UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    job = api(base, token, f"/api/v1/nodes/{node['id']}/pull", {"start": start, "end": end})
+    pulled = wait_job(base, token, job["id"], "history pull")
+    say(f"pulled {pulled['result']['rows']} readings from the node's InfluxDB")
+    job = api(base, token, f"/api/v1/nodes/{node['id']}/train", {"auto_push": True, "epochs": d.epochs})
+    result = wait_job(base, token, job["id"], "training")["result"]
+    for p in result.get("pushes", []):
+        say(f"push {p.get('name')} {p.get('version')}: {'accepted' if p.get('ok') else 'not pushed'} "
+            f"({p.get('gate') or p.get('message')})")
+    return result
+
+
+def trained_metrics(d: Demo, result: dict) -> dict:
+    """Per trained model: its held-out int8 errors against the best baseline, from the server's registry."""
+    version = next(iter(result["versions"].values()))
+    trained = {}
+    for name in result["versions"]:
+        row = api(d.server.url, d.api_token, f"/api/v1/models/{name}/{version}")
+        val = row["metrics"]["validation"]
+        best = min(val["baselines"], key=lambda b: val["baselines"][b]["mae"])
+        trained[name] = {"int8_rmse": round(val["int8"]["rmse"], 4), "int8_mae": round(val["int8"]["mae"], 4),
+                         "best_baseline": best, "baseline_mae": round(val["baselines"][best]["mae"], 4),
+                         "persistence_rmse": round(val["baselines"]["persistence"]["rmse"], 4),
+                         "bytes": row["bytes"]}
+    return trained
+
+
+def summarise(d: Demo, r: Replay, result: dict, t_start: float) -> dict:
+    """Step 5: a forecast now, and the JSON summary (what was stored, trained, pushed and forecast, by whom)."""
+    client = d.client()
+    fc = client.forecast_now()
+    say(f"forecast issued at {fc['issued_at']}: " + ", ".join(f"{f['name']} ({f['model']})"
+                                                              for f in fc["forecasts"]))
+    status = client.status()
+    by_model = {}
+    res = d.db.query('SELECT count("value_kwh") FROM "forecast" WHERE "issue" = \'rolling\' AND time > now() '
+                     'GROUP BY "model"', db="energy")["results"][0]
+    for series in res.get("series", []):
+        by_model[series["tags"]["model"]] = series["values"][0][1]
+    return {"ingested": r.ingested, "lost": r.sent - r.ingested, "flow_slots": r.flow_slots,
+            "trained": trained_metrics(d, result),
+            "pushed": all(p.get("ok") for p in result.get("pushes", [])) and bool(result.get("pushes")),
+            "active_versions": {n: (m["active"] or {}).get("version") for n, m in status["models"].items()},
+            "forecasts_written": count(d.db, "forecast", "value_kwh"),
+            # the newest forecasts (targets after now) by who made them, and why a baseline was used if so
+            "forecast_points_by_model": by_model,
+            "forecast_cycles": {k: int(v) for k, v in status["counters"].items()
+                                if k.startswith(("forecast_model_", "forecast_baseline_"))},
+            "fallback_reasons": sorted({f.get("fallback") for f in fc["forecasts"] if f.get("fallback")}),
+            "interpreter": f"{status['interpreter']['name']} {status['interpreter']['version']}",
+            "seconds": round(time.time() - t_start, 1)}
+
+
+def wait_for_stop() -> None:
+    say("running — press Ctrl-C to stop")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        while not stop.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--exit", action="store_true", help="stop by itself when everything ran")
@@ -182,146 +366,26 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=40)
     args = ap.parse_args()
     t_start = time.time()
-    tmp = Path(tempfile.mkdtemp(prefix="home-energy-demo-"))
-    say(f"working directory {tmp}")
-    from werkzeug.security import generate_password_hash
-
-    from shared import signing
-    from shared.agent_client import AgentClient
-
-    password, api_token, agent_token = secrets.token_urlsafe(9), secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    stack: list = []
-    agent = live = None
+    d = Demo(Path(tempfile.mkdtemp(prefix="home-energy-demo-")), args.epochs)
+    say(f"working directory {d.tmp}")
     try:
-        broker = Mosquitto(tmp / "mosquitto").start()
-        stack.append(broker)
-        db = Influxd(tmp / "influxd").start()
-        stack.append(db)
-        db.create_database("energy")
-        say(f"mosquitto on 127.0.0.1:{broker.port}, influxd on {db.url}")
-        keys = signing.load_or_create_keypair(tmp / "server" / "keys" / "signing.key")
-        server = Gunicorn(tmp / "gunicorn", generate_password_hash(password), api_token, data_dir=tmp / "server",
-                          workers=2, extra_config=f"training_epochs = {args.epochs}\nstatus_poll_s = 10\n").start()
-        stack.append(server)
-        say(f"server (gunicorn) on {server.url}")
-        api_port = free_port()
-
-        cfg = agent_config(tmp, broker, db, api_port, agent_token, keys.public_text)
-        agent = spawn_agent(cfg)
-        client = AgentClient(f"http://127.0.0.1:{api_port}", agent_token)
-        wait_for_api(client)
-        say(f"edge agent running, model API on 127.0.0.1:{api_port}")
-
-        # -- replay the real year, shifted to end now ------------------------------------------------------
-        rows = read_csv(CSV)
-        now_slot = int(time.time() * 1e9) // SLOT_NS * SLOT_NS
-        shift = now_slot - int(rows.times[-1])
-        times = [int(t) + shift for t in rows.times]
-        values = rows.values.tolist()
-        first = datetime.fromtimestamp(times[0] / 1e9, UTC)
-        say(f"replaying {len(times)} real meter readings ({first:%Y-%m-%d} … now; shifted by "
-            f"{timedelta(microseconds=shift // 1000).days} days)")
-        pub = Publisher("127.0.0.1", broker.port, client_id="demo-replay", max_inflight=1000)
-
-        def progress(n: int) -> None:
-            print(f"\r[demo] replay: {n:6d}/{len(times)} ({100 * n / len(times):3.0f} %)", end="", file=sys.stderr,
-                  flush=True)
-
-        t0 = time.monotonic()
-        readings = jittered(times, values)
-        sent = pub.publish_all(counter_messages(readings), progress=lambda n: progress(n * len(times) // len(readings)))
-        print(file=sys.stderr)
-        deadline = time.monotonic() + 300
-        while count(db, "EnergyMeter", "EnergyIn") < sent and time.monotonic() < deadline:
-            time.sleep(0.5)
-        ingested = count(db, "EnergyMeter", "EnergyIn")
-        say(f"{ingested} of {sent} stored in {time.monotonic() - t0:.1f} s")
-        live = LiveMeter(pub, times, values, now_slot)
-        live.start()
-        # the flow recomputes the whole year (late data) — wait until it has caught up
-        deadline = time.monotonic() + 300
-        flow_slots = 0
-        while time.monotonic() < deadline:
-            flow_slots = count(db, "energy_flow", "house")
-            if flow_slots >= len(times) - 300:
-                break
-            time.sleep(1)
-        say(f"energy flow: {flow_slots} slots of house consumption")
-
-        # -- the server: node, pull, train, push --------------------------------------------------------------
-        base = server.url
-        node = api(base, api_token, "/api/v1/nodes", {
-            "name": "demo-pi", "api_url": f"http://127.0.0.1:{api_port}", "api_token": agent_token,
-            "influx": {"version": 1, "url": db.url, "database": "energy", "measurement": "EnergyMeter",
-                       "field": "EnergyIn", "tags": {"device_id": "meter-1"}}})
-        start = (first - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        end = (datetime.fromtimestamp(now_slot / 1e9, UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        job = api(base, api_token, f"/api/v1/nodes/{node['id']}/pull", {"start": start, "end": end})
-        pulled = wait_job(base, api_token, job["id"], "history pull")
-        say(f"pulled {pulled['result']['rows']} readings from the node's InfluxDB")
-        job = api(base, api_token, f"/api/v1/nodes/{node['id']}/train", {"auto_push": True, "epochs": args.epochs})
-        trained_job = wait_job(base, api_token, job["id"], "training")
-        result = trained_job["result"]
-        for p in result.get("pushes", []):
-            say(f"push {p.get('name')} {p.get('version')}: {'accepted' if p.get('ok') else 'not pushed'} "
-                f"({p.get('gate') or p.get('message')})")
-        version = next(iter(result["versions"].values()))
-        trained = {}
-        for name in result["versions"]:
-            row = api(base, api_token, f"/api/v1/models/{name}/{version}")
-            val = row["metrics"]["validation"]
-            best = min(val["baselines"], key=lambda b: val["baselines"][b]["mae"])
-            trained[name] = {"int8_rmse": round(val["int8"]["rmse"], 4), "int8_mae": round(val["int8"]["mae"], 4),
-                             "best_baseline": best, "baseline_mae": round(val["baselines"][best]["mae"], 4),
-                             "persistence_rmse": round(val["baselines"]["persistence"]["rmse"], 4),
-                             "bytes": row["bytes"]}
-        fc = client.forecast_now()
-        say(f"forecast issued at {fc['issued_at']}: " + ", ".join(f"{f['name']} ({f['model']})"
-                                                                  for f in fc["forecasts"]))
-        status = client.status()
-        by_model = {}
-        res = db.query('SELECT count("value_kwh") FROM "forecast" WHERE "issue" = \'rolling\' AND time > now() '
-                       'GROUP BY "model"', db="energy")["results"][0]
-        for series in res.get("series", []):
-            by_model[series["tags"]["model"]] = series["values"][0][1]
-        active = {n: (m["active"] or {}).get("version") for n, m in status["models"].items()}
-        summary = {"ingested": ingested, "lost": sent - ingested, "flow_slots": flow_slots, "trained": trained,
-                   "pushed": all(p.get("ok") for p in result.get("pushes", [])) and bool(result.get("pushes")),
-                   "active_versions": active,
-                   "forecasts_written": count(db, "forecast", "value_kwh"),
-                   # the newest forecasts (targets after now) by who made them, and why a baseline was used if so
-                   "forecast_points_by_model": by_model,
-                   "forecast_cycles": {k: int(v) for k, v in status["counters"].items()
-                                       if k.startswith(("forecast_model_", "forecast_baseline_"))},
-                   "fallback_reasons": sorted({f.get("fallback") for f in fc["forecasts"] if f.get("fallback")}),
-                   "interpreter": f"{status['interpreter']['name']} {status['interpreter']['version']}",
-                   "seconds": round(time.time() - t_start, 1)}
-        print(f"\n  Model-management page: {server.url}/   user: admin   password: {password}\n"
-              f"  Agent model API:       http://127.0.0.1:{api_port}/api/v1/status (Bearer token in {cfg})\n"
-              f"  InfluxDB:              {db.url} (database energy: EnergyMeter, energy_flow, forecast, agent)\n"
-              f"  MQTT:                  127.0.0.1:{broker.port} (forecasts retained on home-energy/forecast/#)\n",
+        start_services(d)
+        replay = replay_year(d)
+        result = train_and_push(d, replay)
+        summary = summarise(d, replay, result, t_start)
+        print(f"\n  Model-management page: {d.server.url}/   user: admin   password: {d.password}\n"
+              f"  Agent model API:       http://127.0.0.1:{d.api_port}/api/v1/status (Bearer token in {d.cfg})\n"
+              f"  InfluxDB:              {d.db.url} (database energy: EnergyMeter, energy_flow, forecast, agent)\n"
+              f"  MQTT:                  127.0.0.1:{d.broker.port} (forecasts retained on home-energy/forecast/#)\n",
               file=sys.stderr)
         if not args.exit:
-            say("running — press Ctrl-C to stop")
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *a: stop.set())
-            try:
-                while not stop.wait(1):
-                    pass
-            except KeyboardInterrupt:
-                pass
+            wait_for_stop()
         print(json.dumps(summary))
         return 0
     finally:
-        if live:
-            live.stop.set()
-        if agent:
-            agent.terminate()
-            agent.wait(30)
-        for svc in reversed(stack):
-            svc.stop()
+        d.stop()
         if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(d.tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
