@@ -139,8 +139,7 @@ def _calendar(doc: dict) -> dict:
             raise bad("timezone", "goes with holidays (the timezone of the holiday calendar)")
         return {}
     try:
-        cal = HolidayCalendar.parse(code, tz or "UTC")
-        cal.check()
+        cal = HolidayCalendar.parse(code, tz or "UTC").check()
     except CalendarError as exc:
         raise bad("timezone" if "timezone" in str(exc) else "holidays", str(exc)) from None
     return {"holidays": cal.code, "timezone": cal.timezone}

@@ -92,9 +92,10 @@ class HolidayCalendar:
     def to_dict(self) -> dict:
         return {"country": self.country, "subdivision": self.subdivision, "timezone": self.timezone}
 
-    def check(self) -> None:
-        """Raise CalendarError if the package does not know this country/subdivision."""
+    def check(self) -> HolidayCalendar:
+        """This calendar; CalendarError if the package does not know its country/subdivision."""
         _year(self.country, self.subdivision, 2024)
+        return self
 
     def is_holiday(self, end_ns: np.ndarray) -> np.ndarray:
         """1.0 for slots (by end time) whose middle falls on a public holiday in the local timezone, else 0.0."""

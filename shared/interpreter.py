@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import math
 import platform
 import sys
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 CANDIDATES = (
     ("ai-edge-litert", "ai_edge_litert.interpreter"),
@@ -72,7 +71,7 @@ def per_channel_rows_dense(interp) -> bool:
         if op["op_name"] != "FULLY_CONNECTED":
             continue
         x, w = tensors[op["inputs"][0]], tensors[op["inputs"][1]]
-        rows = int(np.prod(x["shape"][:-1]))
+        rows = math.prod(int(d) for d in x["shape"][:-1])
         if rows > 1 and len(w["quantization_parameters"]["scales"]) > 1:
             return True
     return False

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared import intervals as iv
 from shared.baselines import BASELINES
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries, iso, parse_time_ns
@@ -56,8 +57,6 @@ class RecentNeeds:
             self.pending.append((issue_ns + k * SLOT_NS, *row, scale))
 
     def scale(self, issue_ns: int) -> float:
-        from shared import intervals as iv
-
         due = []
         while self.pending and self.pending[0][0] <= issue_ns:
             due.append(self.pending.popleft())
@@ -72,8 +71,6 @@ class RecentNeeds:
         return s
 
     def summary(self) -> dict:
-        from shared import intervals as iv
-
         s = np.array(self.scales or [1.0])
         return {"days": iv.RECALIBRATION_DAYS, "scale_min": float(s.min()), "scale_mean": round(float(s.mean()), 4),
                 "scale_max": float(s.max())}
@@ -204,8 +201,6 @@ def interval_scores(series: SlotSeries, issued: np.ndarray, target: np.ndarray, 
                     p10: np.ndarray, p90: np.ndarray, ok: np.ndarray) -> dict:
     """P10-P90 coverage and width on the scored slots, next to the climatological band's (shared.intervals) on
     the slots where both exist."""
-    from shared import intervals as iv
-
     clim_lo, clim_hi = np.full(len(target), np.nan), np.full(len(target), np.nan)
     for i, (t, tt) in enumerate(zip(issued.tolist(), target.tolist(), strict=True)):
         last = series.index_of(t)

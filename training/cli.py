@@ -41,9 +41,7 @@ def holiday_calendar(code: str | None, timezone: str):
         return None
     from shared.calendar import HolidayCalendar
 
-    cal = HolidayCalendar.parse(code, timezone)
-    cal.check()
-    return cal
+    return HolidayCalendar.parse(code, timezone).check()
 
 
 def cmd_backtest(args) -> int:
