@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
@@ -44,21 +42,3 @@ def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: f
                 np.zeros(0, np.int64))
     return np.stack(xs).astype(np.float32), np.stack(ys), np.array(kept, dtype=np.int64)
 
-
-class SampleCache:
-    """`build` on one series, remembered for one training run: bundles with the same window (including its
-    scaling) and issue times share their samples (cnn-96 and lstm-96 do), which halves the day-ahead sample
-    building. Callers must not modify the returned arrays."""
-
-    def __init__(self, series: SlotSeries) -> None:
-        self.series = series
-        self._samples: dict[tuple, Samples] = {}
-
-    def build(self, spec: WindowSpec, issues: np.ndarray, min_known: float) -> Samples:
-        key = (json.dumps(spec.to_dict(), sort_keys=True), issues.tobytes(), min_known)
-        if key not in self._samples:
-            self._samples[key] = build(spec, self.series, issues, min_known)
-        return self._samples[key]
-
-    def __len__(self) -> int:
-        return len(self._samples)

@@ -22,7 +22,6 @@ from shared.series import SlotSeries, iso
 from shared.window import WindowSpec, scale_target
 from training import dataset
 from training import intervals as train_intervals
-from training.dataset import SampleCache
 from training.fit import FIT_SHARE, fit_members, refit
 from training.plans import BundlePlan, TrainOptions
 from training.progress import log, progress
@@ -69,9 +68,8 @@ def split_issues(issues: np.ndarray, horizon: int, fraction: float) -> tuple[np.
     return train, issues[issues >= cut]
 
 
-def split_and_scale(plan: BundlePlan, series: SlotSeries, opts: TrainOptions, cache: SampleCache,
-                    pct: tuple[float, float]) -> Split:
-    """Time-ordered issue split, scaling from the training targets only, samples from the cache."""
+def split_and_scale(plan: BundlePlan, series: SlotSeries, opts: TrainOptions, pct: tuple[float, float]) -> Split:
+    """Time-ordered issue split, scaling from the training targets only."""
     until = opts.until_ns or series.last_ns + SLOT_NS
     issues = dataset.issue_times(series, series.start_ns, until - plan.horizon * SLOT_NS + 1)
     train_issues, val_issues = split_issues(issues, plan.horizon, opts.validation_fraction)
@@ -83,8 +81,8 @@ def split_and_scale(plan: BundlePlan, series: SlotSeries, opts: TrainOptions, ca
     spec.mean = float(np.nanmean(y_all))
     spec.std = float(np.nanstd(y_all)) or 1.0
     progress(pct[0], f"{plan.name}: building samples")
-    xt, yt, tt = cache.build(spec, train_issues, plan.min_known)
-    xv, yv, tv = cache.build(spec, val_issues, plan.min_known)
+    xt, yt, tt = dataset.build(spec, series, train_issues, plan.min_known)
+    xv, yv, tv = dataset.build(spec, series, val_issues, plan.min_known)
     if len(xt) < 50 or len(xv) < 10:
         raise ValueError(f"{plan.name}: not enough complete samples (train {len(xt)}, validation {len(xv)}): "
                          f"need about 8 days of history plus training data")
@@ -183,14 +181,14 @@ def report(doc: dict) -> None:
 
 
 def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str, opts: TrainOptions,
-              pct: tuple[float, float], cache: SampleCache) -> dict:
+              pct: tuple[float, float]) -> dict:
     """One bundle; `pct` is its share of the run's progress. The order of the TensorFlow steps (fit, held-out
     export, refit, export) is what a seed reproduces: keep it."""
     from training import export
     from training.models import ensemble
 
     t_start = time.time()
-    split = split_and_scale(plan, series, opts, cache, pct)
+    split = split_and_scale(plan, series, opts, pct)
     baselines, ok = baseline_scores(series, split.tv, split.yv, plan.horizon)
     trained = fit_members(plan, split.spec, (split.xt, split.st, split.xv, split.sv), opts, pct)
     model = ensemble(trained, split.spec)  # the members' layers, shared: it follows the refit
@@ -217,11 +215,10 @@ def train_all(series: SlotSeries, out_dir: Path, opts: TrainOptions) -> dict[str
         series = series.until(opts.until_ns - 1)
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     plans = opts.plans()
-    cache = SampleCache(series)
     docs = {}
     for i, plan in enumerate(plans):
         docs[plan.name] = train_one(plan, series, out_dir, version, opts,
-                                    (100 * i / len(plans), 100 * (i + 1) / len(plans)), cache)
+                                    (100 * i / len(plans), 100 * (i + 1) / len(plans)))
     progress(100, "done")
     (out_dir / "summary.json").write_text(json.dumps(
         {n: d["metrics"]["validation"] for n, d in docs.items()}, indent=2) + "\n")

@@ -65,8 +65,11 @@ def test_holiday_bundle_declares_its_calendar_and_the_band_reaches_the_backtest(
         known = (target <= t) & (target > t - 7 * 96 * 900 * 10**9) & np.isfinite(need)
         want = float(np.clip(np.quantile(need[known], 0.8), 0.5, 3.0)) if known.sum() >= 96 else 1.0
         rows = (issued == t) & (hi0 - v0 > 1e-4)
-        got = (p90[rows] - values[rows]) / (hi0[rows] - v0[rows])
-        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4)
+        half = hi0[rows] - v0[rows]
+        got = (p90[rows] - values[rows]) / half
+        # the CSV keeps 6 decimals: a ratio of two rounded differences is only exact to about 1e-6 / half-width
+        rounding = 1e-6 * (1 + want) / half
+        assert np.all(np.abs(got - want) <= 2e-3 * want + 2e-4 + rounding), (t, got, want)
         scales.append(want)
     assert scales[0] == 1.0 and len(set(scales)) > 5  # the table at first, then the last week's scale
 

@@ -1,11 +1,8 @@
-"""The training plans against the schema contract, the quick options, and the run's sample cache (no Keras)."""
+"""The training plans against the schema contract, the quick options and the validation split (no Keras)."""
 
 import numpy as np
 
 from shared.schema import BUNDLE_NAMES, SLOT_NS
-from shared.series import counter_to_slots, parse_time_ns, read_csv
-from training import dataset
-from training.dataset import SampleCache
 from training.plans import PLANS, TrainOptions
 from training.train import split_issues
 
@@ -30,21 +27,3 @@ def test_split_drops_training_issues_whose_targets_reach_into_validation():
     assert val[0] == issues[850] and len(val) == 150
     assert train[-1] + 96 * SLOT_NS < val[0] and train[-1] + 97 * SLOT_NS >= val[0]
 
-
-def test_sample_cache_shares_samples_of_the_same_window_and_issues_only():
-    series = counter_to_slots(read_csv("data/seed_house/raw_data.csv"))
-    t0 = parse_time_ns("2023-04-01T00:00:00Z")
-    issues = dataset.issue_times(series, t0, t0 + 40 * SLOT_NS)
-    cache = SampleCache(series)
-    spec = PLANS[1].window()
-    first = cache.build(spec, issues, 1.0)
-    assert cache.build(PLANS[1].window(), issues.copy(), 1.0) is first  # an equal window, equal issues
-    expected = dataset.build(spec, series, issues, 1.0)
-    for got, want in zip(first, expected, strict=True):
-        np.testing.assert_array_equal(got, want)
-    scaled = PLANS[1].window()
-    scaled.mean = 0.3
-    assert cache.build(scaled, issues, 1.0) is not first  # other scaling: other inputs
-    assert cache.build(spec, issues[:-1], 1.0) is not first
-    assert cache.build(spec, issues, 0.5) is not first
-    assert len(cache) == 4
