@@ -4,6 +4,8 @@ of the calls is part of what makes a training reproducible."""
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 
 from training.plans import BundlePlan, TrainOptions
@@ -45,7 +47,15 @@ def fit_members(plan: BundlePlan, spec, data: tuple, opts: TrainOptions, pct: tu
         model.fit(xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size, verbose=0,
                   shuffle=True, callbacks=[stop, _progress_callback(keras, label, epochs, pct[0] + m * share, share)])
         trained.append(model)
+        release_fit_data()
     return trained
+
+
+def release_fit_data() -> None:
+    """`model.fit` leaves its copy of the data (the tensors of its dataset) in reference cycles that only a full
+    collection frees; without one after each fit, every member and refit kept another copy: cnn-96 on the full
+    year grew by ~300 MB a member, to a 4.9 GB peak for the four bundles."""
+    gc.collect()
 
 
 def refit(plan: BundlePlan, trained: list, x: np.ndarray, y: np.ndarray, opts: TrainOptions,
@@ -62,4 +72,5 @@ def refit(plan: BundlePlan, trained: list, x: np.ndarray, y: np.ndarray, opts: T
         label = f"{plan.name} refit {m + 1}/{len(trained)}"
         model.fit(x, y, epochs=epochs, batch_size=opts.batch_size, verbose=0, shuffle=True,
                   callbacks=[_progress_callback(keras, label, epochs, pct[0] + m * share, share)])
+        release_fit_data()
     return {"epochs": epochs, "learning_rate": lr, "samples": int(len(x))}
