@@ -1,10 +1,11 @@
-"""`make bench-train`: train all four bundles on the full real year; print time, bundle sizes and each int8 model's
-validation MAE gap to its float model (JSON last)."""
+"""`make bench-train`: train all four bundles on the full real year; print time, the training process's peak RSS,
+bundle sizes and each int8 model's validation MAE gap to its float model (JSON last)."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ def main() -> None:
     print(json.dumps({"bundles": 4, "train_seconds": round(seconds, 1), "per_bundle_seconds": per_bundle,
                       "bundle_bytes": sizes, "max_bundle_kb": round(max(sizes.values()) / 1024, 1),
                       "int8_vs_float_mae_rel": gaps,
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                       "load_avg_before": round(load, 2)}))
 
 
