@@ -33,7 +33,7 @@ def main() -> None:
     print(json.dumps({"bundles": 4, "train_seconds": round(seconds, 1), "per_bundle_seconds": per_bundle,
                       "bundle_bytes": sizes, "max_bundle_kb": round(max(sizes.values()) / 1024, 1),
                       "int8_vs_float_mae_rel": gaps,
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+                      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                       "load_avg_before": round(load, 2)}))
 
 
