@@ -44,17 +44,18 @@ def fit_members(plan: BundlePlan, spec, data: tuple, opts: TrainOptions, pct: tu
         model = build(plan.kind, spec)
         model.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
         stop = keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True)
-        model.fit(xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size, verbose=0,
-                  shuffle=True, callbacks=[stop, _progress_callback(keras, label, epochs, pct[0] + m * share, share)])
+        _fit(model, xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size, verbose=0,
+             shuffle=True, callbacks=[stop, _progress_callback(keras, label, epochs, pct[0] + m * share, share)])
         trained.append(model)
-        release_fit_data()
     return trained
 
 
-def release_fit_data() -> None:
-    """`model.fit` leaves its copy of the data (the tensors of its dataset) in reference cycles that only a full
-    collection frees; without one after each fit, every member and refit kept another copy: cnn-96 on the full
-    year grew by ~300 MiB a member, to a 4.8 GiB peak for the four bundles (3.3 GiB with it)."""
+def _fit(model, *args, **kwargs) -> None:
+    """`model.fit`, then a full collection: fit leaves its copy of the data (the tensors of its dataset) in
+    reference cycles that only a full collection frees; without one after each fit, every member and refit kept
+    another copy: cnn-96 on the full year grew by ~300 MiB a member, to a 4.8 GiB peak for the four bundles
+    (3.3 GiB with it)."""
+    model.fit(*args, **kwargs)
     gc.collect()
 
 
@@ -70,7 +71,6 @@ def refit(plan: BundlePlan, trained: list, x: np.ndarray, y: np.ndarray, opts: T
     for m, model in enumerate(trained):
         keras.backend.set_value(model.optimizer.learning_rate, lr)
         label = f"{plan.name} refit {m + 1}/{len(trained)}"
-        model.fit(x, y, epochs=epochs, batch_size=opts.batch_size, verbose=0, shuffle=True,
-                  callbacks=[_progress_callback(keras, label, epochs, pct[0] + m * share, share)])
-        release_fit_data()
+        _fit(model, x, y, epochs=epochs, batch_size=opts.batch_size, verbose=0, shuffle=True,
+             callbacks=[_progress_callback(keras, label, epochs, pct[0] + m * share, share)])
     return {"epochs": epochs, "learning_rate": lr, "samples": int(len(x))}

@@ -25,9 +25,10 @@ import numpy as np
 
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import parse_time_ns
-from shared.window import WindowSpec, build_raw, feature_names, is_kwh_feature, target
+from shared.window import build_raw, is_kwh_feature, target
 from tools.benchmarks.eval_rolling import MONTHS, month_bounds
 from training.data import load
+from training.plans import PLANS
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = str(ROOT / "data" / "seed_house" / "raw_data.csv")
@@ -50,25 +51,23 @@ def predict(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return np.c_[x, np.ones(len(x))] @ coef
 
 
-def inputs(series, start: str, end: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """kWh inputs [slots, F], targets, the day number of each slot, and the input names, for the days in
-    [start, end) issued at 00:00 UTC."""
-    names = feature_names("day")
-    spec = WindowSpec(layout="day", steps=SLOTS_PER_DAY, horizon=SLOTS_PER_DAY, residual="pool7d8_q50")
-    kwh = [i for i, n in enumerate(names) if is_kwh_feature("day", n)]
+def inputs(series, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """kWh inputs [slots, F] of the shipped day-ahead window (cnn-96's plan), targets, the day number of each slot,
+    and the input names, for the days in [start, end) issued at 00:00 UTC."""
+    spec = next(p for p in PLANS if p.name == "cnn-96").window()
+    kwh = [i for i, n in enumerate(spec.features) if is_kwh_feature(spec.layout, n)]
     xs, ys, days = [], [], []
-    for day, t in enumerate(range(parse_time_ns(start), parse_time_ns(end), DAY_NS)):
+    for day, t in enumerate(range(start_ns, end_ns, DAY_NS)):
         raw, _ = build_raw(spec, series, t)
         xs.append(raw[:, kwh])
         ys.append(target(series, t, SLOTS_PER_DAY))
         days.append(np.full(SLOTS_PER_DAY, day))
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(days), [names[i] for i in kwh]
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(days), [spec.features[i] for i in kwh]
 
 
 def month_bound(series, month: str) -> dict:
-    start, end = month_bounds(month)
-    history_start = np.datetime_as_string(np.datetime64(start[:-1]) - np.timedelta64(WALK_FORWARD_DAYS, "D"))
-    x, y, day, names = inputs(series, history_start + "Z", end)
+    start, end = (parse_time_ns(t) for t in month_bounds(month))
+    x, y, day, names = inputs(series, start - WALK_FORWARD_DAYS * DAY_NS, end)
     known = np.isfinite(y) & np.isfinite(x).all(axis=1)
     scored = known & (day >= WALK_FORWARD_DAYS)
     maes = {b: float(np.abs(x[scored, names.index(b)] - y[scored]).mean()) for b in BASELINES}
