@@ -37,7 +37,7 @@ class Agent:
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # spool, dead letters, models, log
         self.health = Health()
         self.storage = open_storage(config.storage)
-        self.publisher = Publisher(config)
+        self.publisher = Publisher(config, self.health)
         self._stop = threading.Event()
         self.timer = SlotTimer(clock, on_error=lambda name, exc: self.health.incr(f"{name}_errors"))
         self.ctx = AgentContext(config=config, health=self.health, publish=self.publisher.publish,
@@ -51,8 +51,8 @@ class Agent:
             if section is not None:
                 self.components[spec.name] = spec.build(section, self.ctx)
         self._timer_worker = Worker("timer", lambda: self.timer.loop(self._stop, self._timer_worker.beat), self._stop,
-                                    lambda name, exc: self.health.incr("thread_restarts"), self._fatal)
-        self._health_thread: threading.Thread | None = None
+                                    self.health.thread_failed, self._fatal)
+        self._health_worker = Worker("health", self._health_loop, self._stop, self.health.thread_failed, self._fatal)
         self.exit_code = 0
         self.ingest.on_fatal = self._fatal
         self.watchdog: Watchdog | None = None
@@ -67,7 +67,17 @@ class Agent:
         if self.exit_code:
             return "a worker thread gave up"
         max_age = max(2 * self.watchdog.interval_s, 5.0) if self.watchdog else 30.0
-        return self.ingest.stalled(max_age)
+        stalled = self.ingest.stalled(max_age)
+        if stalled or self._stop.is_set():
+            return stalled
+        workers = [self._health_worker] + ([self._timer_worker] if self.timer.jobs else [])
+        for w in workers:
+            if w.fatal or not w.is_alive():
+                return f"worker thread {w.name} is not running"
+        net = getattr(self.publisher.client, "_thread", None)
+        if net is None or not net.is_alive():
+            return "the MQTT network thread of the publisher is not running"
+        return None
 
     def _stored(self, lines: list[bytes]) -> None:
         for listener in self.ctx.stored_listeners:
@@ -79,7 +89,7 @@ class Agent:
 
     def _health_loop(self) -> None:
         interval = self.config.health.interval_s
-        while not self._stop.wait(interval):
+        while not self._health_worker.wait(self._stop, interval):
             self.report_health()
 
     def report_health(self) -> None:
@@ -100,8 +110,7 @@ class Agent:
             log.info("component %s started", name)
         if self.timer.jobs:
             self._timer_worker.start()
-        self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
-        self._health_thread.start()
+        self._health_worker.start()
         interval = watchdog_interval_s()
         if interval:
             self.watchdog = Watchdog(interval / 2, self.problem, self._stop)

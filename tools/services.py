@@ -98,16 +98,22 @@ class _Process:
         self.stop()
 
 
+# The broker's packet limit as the shipped configs set it (ansible/roles/mosquitto, compose-mosquitto.conf): far
+# above any device's message, far below what could hurt a Pi. The agent bounds what it holds on its own too.
+MAX_PACKET_SIZE = 1024 * 1024
+
+
 class Mosquitto(_Process):
     """A Mosquitto broker on 127.0.0.1:port (anonymous, or with a password file)."""
 
     name = "mosquitto"
 
     def __init__(self, workdir: Path, port: int | None = None, users: dict[str, str] | None = None,
-                 persistence: bool = False):
+                 persistence: bool = False, max_packet_size: int = MAX_PACKET_SIZE):
         super().__init__(workdir, port)
         self.users = users or {}
         self.persistence = persistence
+        self.max_packet_size = max_packet_size  # 0: none (a test of the agent's own bound)
 
     def _command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
@@ -119,6 +125,8 @@ class Mosquitto(_Process):
             # Never drop queued QoS 1 messages for a slow persistent subscriber (FACTS.md).
             "max_queued_messages 0",
             "max_inflight_messages 100",
+            # A client that sends a larger packet is disconnected before the broker holds it (issue 23).
+            f"max_packet_size {self.max_packet_size}" if self.max_packet_size else "",
         ]
         if self.users:
             pw = self.workdir / "passwd"

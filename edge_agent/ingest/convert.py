@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge_agent.ingest.deadletter import DeadLetter
+from edge_agent.ingest.deadletter import EXCERPT_BYTES, DeadLetter
 from edge_agent.ingest.formats import Reject
 from edge_agent.ingest.rules import Router
 from edge_agent.runtime.health import Health
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class Message(Protocol):
-    """What the converter needs of an MQTT message (paho's MQTTMessage has it)."""
+    """What the converter needs of an MQTT message (paho's MQTTMessage has it). An oversized message also has
+    `oversize`, its payload's real length, and only its first bytes as `payload` (edge_agent/ingest/mqtt.py)."""
 
     topic: str
     payload: bytes
@@ -55,9 +56,9 @@ class Converter:
         return base
 
     def _reject(self, out: Converted, topic: str, payload: bytes, reason: str, detail: str,
-                rule: str | None) -> None:
+                rule: str | None, payload_bytes: int | None = None) -> None:
         log.debug("rejected message on %s: %s: %s", topic, reason, detail)
-        out.rejects.append(DeadLetter.entry(topic, payload, reason, detail, rule))
+        out.rejects.append(DeadLetter.entry(topic, payload, reason, detail, rule, payload_bytes))
 
     def convert(self, messages: list[Message], received_ns: int | None = None) -> Converted:
         out = Converted()
@@ -77,9 +78,13 @@ class Converter:
                 topic = bytes(getattr(msg, "_topic", b"")).decode("utf-8", errors="replace")
                 self._reject(out, topic, payload, "not_utf8", "topic is not UTF-8", None)
                 continue
+            size = getattr(msg, "oversize", 0) or len(payload)
+            if size > limit:  # dead-lettered with an excerpt and its size: the file never grows by the payload
+                self._reject(out, topic, payload[:EXCERPT_BYTES], "too_large",
+                             f"payload has {size} bytes, limit {limit} (ingest.max_payload_bytes); "
+                             f"the first {min(size, EXCERPT_BYTES)} are kept", None, size)
+                continue
             try:
-                if len(payload) > limit:
-                    raise Reject("too_large", f"payload has {len(payload)} bytes, limit {limit}")
                 now_ns = base + seen.get(topic, 0)
                 seen[topic] = seen.get(topic, 0) + 1
                 _rule, points = self.router.route(topic, payload, now_ns)

@@ -20,10 +20,22 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+EXCERPT_BYTES = 1024  # what an entry keeps of an oversized payload (with its real size)
+
 
 def _open_private(path: Path):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     return os.fdopen(fd, "ab")
+
+
+def _utf8(payload: bytes, truncated: bool) -> str | None:
+    """The payload as text, or None if it is not UTF-8 (an excerpt may end inside a character)."""
+    for cut in range(4 if truncated else 1):
+        try:
+            return payload[:len(payload) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 class DeadLetter:
@@ -38,14 +50,22 @@ class DeadLetter:
         self._file = _open_private(self.path)
 
     @staticmethod
-    def entry(topic: str, payload: bytes, reason: str, detail: str, rule: str | None) -> dict:
+    def entry(topic: str, payload: bytes, reason: str, detail: str, rule: str | None,
+              payload_bytes: int | None = None) -> dict:
+        """One dead-letter line. `payload_bytes`: the real size when `payload` is only an excerpt (an oversized
+        message keeps its first bytes: an entry never grows with what a client sends)."""
         doc = {"time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                "topic": topic, "reason": reason, "detail": detail, "rule": rule}
-        try:
-            doc["payload"] = payload.decode("utf-8")
-        except UnicodeDecodeError:
+        truncated = payload_bytes is not None and payload_bytes > len(payload)
+        text = _utf8(payload, truncated)
+        if text is None:
             doc["payload"] = base64.b64encode(payload).decode("ascii")
             doc["payload_encoding"] = "base64"
+        else:
+            doc["payload"] = text
+        if truncated:
+            doc["payload_bytes"] = payload_bytes
+            doc["payload_truncated"] = True
         return doc
 
     @property

@@ -57,12 +57,13 @@ class Ingest:
         self._queue = MessageQueue(config.ingest.queue_max_messages, config.ingest.queue_max_bytes)
         self._stop = threading.Event()
         self.on_fatal: Callable[[str], None] | None = None
-        self.spooler = Worker("spooler", self._spool_loop, self._stop, self._worker_failed, self._fatal)
-        self.drainer = Worker("drainer", self._drain_loop, self._stop, self._worker_failed, self._fatal)
+        self.spooler = Worker("spooler", self._spool_loop, self._stop, health.thread_failed, self._fatal)
+        self.drainer = Worker("drainer", self._drain_loop, self._stop, health.thread_failed, self._fatal)
         self._warned_full = 0.0
         self._warned_drop = 0.0
         self.connected = threading.Event()
-        self.client = make_client(config, config.mqtt.client_id, manual_ack=True)
+        self.client = make_client(config, config.mqtt.client_id, manual_ack=True,
+                                  on_thread_failure=lambda exc: health.thread_failed("mqtt_ingest", exc))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -104,10 +105,6 @@ class Ingest:
     @property
     def threads(self) -> list[threading.Thread]:
         return [self.spooler.thread, self.drainer.thread]
-
-    def _worker_failed(self, name: str, exc: BaseException) -> None:
-        self.health.incr("thread_restarts")
-        self.health.incr(f"thread_restarts_{name}")
 
     def _fatal(self, name: str) -> None:
         if self.on_fatal:

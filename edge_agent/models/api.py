@@ -25,6 +25,7 @@ from edge_agent.forecast import Forecaster
 from edge_agent.models.httpserver import BoundedHTTPServer, LimitedHandler, Limits
 from edge_agent.models.store import StoredVersion
 from edge_agent.models.verify import verify
+from edge_agent.runtime.supervise import Worker
 from edge_agent.runtime.timer import floor_slot
 from shared.bundle import Bundle, BundleRejected
 from shared.schema import BUNDLE_NAMES
@@ -332,13 +333,17 @@ class ModelApi:
         return Handler
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.server.serve_forever, name="model-api", daemon=True)
-        self._thread.start()
+        # supervised like ingest's workers: if the accept loop ever fails, it is counted and restarted
+        self._stopping = threading.Event()
+        self._worker = Worker("model_api", self.server.serve_forever, self._stopping, self.ctx.health.thread_failed)
+        self._worker.start()
+        self._thread = self._worker.thread
         log.info("model API listening on %s (at most %d connections, %g s to send a request)", self.url,
                  self.api.max_connections, self.api.timeout_s)
 
     def stop(self) -> None:
         if self._thread is not None:
+            self._stopping.set()
             self.server.shutdown()
             self._thread = None
         self.server.server_close()

@@ -7,6 +7,7 @@ import contextlib
 from edge_agent.config import AgentConfig
 from edge_agent.ingest.mqtt import make_client
 from edge_agent.publish import hass
+from edge_agent.runtime.health import Health
 
 
 class Publisher:
@@ -15,8 +16,9 @@ class Publisher:
     drops; it says `online` on every connect and `offline` when it stops, so Home Assistant shows the agent's
     sensors unavailable instead of an old retained forecast as current."""
 
-    def __init__(self, config: AgentConfig):
-        self.client = make_client(config, f"{config.mqtt.client_id}-pub", manual_ack=False)
+    def __init__(self, config: AgentConfig, health: Health | None = None):
+        self.client = make_client(config, f"{config.mqtt.client_id}-pub", manual_ack=False,
+                                  on_thread_failure=health and (lambda exc: health.thread_failed("mqtt_publish")))
         self._config = config
         self.availability_topic = config.publish.availability_topic
         self.client.will_set(self.availability_topic, hass.OFFLINE, qos=1, retain=True)

@@ -24,6 +24,11 @@ class Health:
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + n
 
+    def thread_failed(self, name: str, exc: BaseException | None = None) -> None:
+        """A supervised thread survived a failure (restarted): `thread_restarts` and `thread_restarts_<name>`."""
+        self.incr("thread_restarts")
+        self.incr(f"thread_restarts_{name}")
+
     def set(self, name: str, value: float) -> None:
         with self._lock:
             self._gauges[name] = value

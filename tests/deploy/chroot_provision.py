@@ -254,8 +254,11 @@ def check_root(root: Path) -> list[str]:
         got = (st.st_mode & 0o777, users.get(str(st.st_uid)), groups.get(str(st.st_gid)))
         if got != (mode, owner, group):
             problems.append(f"{p}: {oct(got[0])} {got[1]}:{got[2]}, expected {oct(mode)} {owner}:{group}")
-    if "max_queued_messages 0" not in read("/etc/mosquitto/conf.d/home-energy.conf"):
+    broker_conf = read("/etc/mosquitto/conf.d/home-energy.conf")
+    if "max_queued_messages 0" not in broker_conf:
         problems.append("mosquitto max_queued_messages not raised")
+    if "max_packet_size 1048576" not in broker_conf:
+        problems.append("mosquitto max_packet_size not set")
     if "tensorflow" in " ".join(os.listdir(root / f"opt/home-energy/venv-edge/lib/python{PY}/site-packages")).lower():
         problems.append("TensorFlow in the edge venv")
     agent = tomllib.loads(read("/etc/edge-agent/agent.toml"))

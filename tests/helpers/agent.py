@@ -91,11 +91,12 @@ def start_agent(cfg_path: Path, components: tuple[str, ...] = ()) -> Agent:
     return agent
 
 
-def spawn_agent(cfg_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn_agent(cfg_path: Path, env_extra: dict[str, str] | None = None,
+                wrap=lambda cmd: cmd) -> subprocess.Popen:
+    """The agent as its own process; `wrap` may put the command inside something (a memory cgroup)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
-    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg_path)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc
+    cmd = wrap([sys.executable, "-m", "edge_agent", "run", "--config", str(cfg_path)])
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):

@@ -147,3 +147,42 @@ def test_ack_many_acknowledges_a_group_the_broker_does_not_redeliver(mosquitto_s
         finally:
             again.close()
         assert redelivered == ([] if acked else list(range(50))), (acked, redelivered)
+
+
+def test_network_thread_survives_a_callback_that_raises(mosquitto_session):
+    """Issue 23, item 3: an exception escaping paho's loop (here: from on_message) ended the client's thread for
+    good, and nothing noticed. The agent's client counts it, reconnects and goes on receiving."""
+    got, failures = [], []
+
+    def on_message(client, userdata, msg):
+        if msg.payload == b"boom":
+            raise RecursionError("maximum recursion depth exceeded")  # what deep JSON raised in away.py
+        got.append(msg.payload)
+
+    c = BufferedClient(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="supervised-sub",
+                       clean_session=True)
+    c.on_thread_failure = failures.append
+    c.reconnect_delay_set(1, 1)
+    c.on_message = on_message
+    c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe("poison/#", qos=0)
+    c.connect("127.0.0.1", mosquitto_session.port)
+    c.loop_start()
+    pub = Publisher("127.0.0.1", mosquitto_session.port, client_id="poison-pub")
+    try:
+        time.sleep(0.5)
+        pub.publish_all([("poison/1", b"boom")], qos=0)
+        deadline = time.monotonic() + 10
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(failures) == 1 and isinstance(failures[0], RecursionError) and c.thread_restarts == 1
+        deadline = time.monotonic() + 15
+        while not got and time.monotonic() < deadline:  # reconnected after the backoff, subscribed again
+            pub.publish_all([("poison/2", b"fine")], qos=0)
+            time.sleep(0.5)
+        assert got and got[0] == b"fine"
+        assert c._thread is not None and c._thread.is_alive()
+    finally:
+        pub.close()
+        c.disconnect()
+        c.loop_stop()
+    assert c._thread is None  # stopping still ends the thread
