@@ -73,14 +73,22 @@ class AwayWindow:
                            "to": None if self.end_ns is None else iso(self.end_ns)})
 
 
-def parse_window(payload: bytes | str) -> AwayWindow | None:
-    """The retained `<prefix>/away` payload → a window, or None (home). ValueError names what is wrong."""
-    text = payload.decode() if isinstance(payload, bytes) else payload
+MAX_AHEAD_NS = 366 * 86400 * 10**9  # neither bound more than a year ahead …
+MAX_FROM_PAST_NS = 366 * 86400 * 10**9  # … `from` at most a year ago (away for months is fine) …
+MAX_TO_PAST_NS = 86400 * 10**9  # … and `to` at most a day ago (an old retained window is stale, not "away")
+
+
+def parse_window(payload: bytes | str, now_ns: int) -> AwayWindow | None:
+    """The retained `<prefix>/away` payload → a window, or None (home). ValueError names what is wrong.
+
+    Both bounds must lie within about a year of `now_ns` (issue 23: a window to the year 9999 was used although
+    the agent could not print it, and every forecast cycle then failed to publish)."""
+    text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
     if not text.strip():
         return None
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deep nesting, which killed the client's thread
         raise ValueError("away: payload must be JSON {\"from\": RFC 3339 | null, \"to\": RFC 3339 | null}") from None
     if not isinstance(doc, dict) or not set(doc) <= {"from", "to"}:
         raise ValueError("away: payload must be an object with only the keys from and to")
@@ -94,8 +102,12 @@ def parse_window(payload: bytes | str) -> AwayWindow | None:
             raise ValueError(f"away: {key} must be an RFC 3339 time string or null")
         try:
             bounds.append(parse_time_ns(value))
-        except ValueError:
-            raise ValueError(f"away: {key} {value!r} is not an RFC 3339 time") from None
+        except (ValueError, OverflowError):
+            raise ValueError(f"away: {key} {value[:40]!r} is not an RFC 3339 time") from None
+        earliest = now_ns - (MAX_FROM_PAST_NS if key == "from" else MAX_TO_PAST_NS)
+        if not earliest <= bounds[-1] <= now_ns + MAX_AHEAD_NS:
+            raise ValueError(f"away: {key} {value[:40]!r} is out of range (at most a year ahead; "
+                             f"{'a year' if key == 'from' else 'a day'} in the past)")
     if bounds[0] is not None and bounds[1] is not None and bounds[1] <= bounds[0]:
         raise ValueError("away: to must be after from")
     return AwayWindow(bounds[0], bounds[1])
@@ -128,7 +140,8 @@ class Away:
         self._window: AwayWindow | None = None
         self._state: str | None = None
         self._config = config
-        self.client = make_client(config, f"{config.mqtt.client_id}-away", manual_ack=False)
+        self.client = make_client(config, f"{config.mqtt.client_id}-away", manual_ack=False,
+                                  on_thread_failure=lambda exc: health.thread_failed("mqtt_away"))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 
@@ -146,18 +159,24 @@ class Away:
         if not reason_code.is_failure:
             client.subscribe([(window_topic(self.prefix), 1), (command_topic(self.prefix), 1)])
 
+    def _now_ns(self) -> int:
+        return int(self._clock().timestamp() * 1e9)
+
     def _on_message(self, client, userdata, msg) -> None:
         try:
             if msg.topic == command_topic(self.prefix):
                 self._command(msg.payload.decode(errors="replace").strip().upper())
             elif msg.topic == window_topic(self.prefix):
-                self.set_window(parse_window(msg.payload))
+                self.set_window(parse_window(msg.payload, self._now_ns()))
         except ValueError as exc:
             self._health.incr("away_invalid")
             log.warning("%s (topic %s; the previous away state stays)", exc, msg.topic)
+        except Exception:  # whatever else a message provokes costs that message, not the connection
+            self._health.incr("away_invalid")
+            log.exception("away: a message on %s could not be handled; the previous away state stays", msg.topic)
 
     def _command(self, command: str) -> None:
-        now_ns = int(self._clock().timestamp() * 1e9)
+        now_ns = self._now_ns()
         if command == ON:
             window = AwayWindow(now_ns, None)
             self.set_window(window)
@@ -185,7 +204,7 @@ class Away:
     def publish_state(self) -> None:
         """`ON`/`OFF` on the state topic (retained) when it changed: the window began, ended or was set."""
         window = self.window
-        state = ON if window is not None and window.active(int(self._clock().timestamp() * 1e9)) else OFF
+        state = ON if window is not None and window.active(self._now_ns()) else OFF
         if state != self._state:
             self._state = state
             self._publish(state_topic(self.prefix), state, qos=1, retain=True)

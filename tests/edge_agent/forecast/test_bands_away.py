@@ -147,3 +147,65 @@ def test_away_window_switch_restart_and_bad_payloads(agent_env, influxd_session,
         assert all(r.away is None for r in results)
     finally:
         sub.close()
+
+
+HOSTILE_WINDOWS = [
+    '{"to": "9999-12-31T23:59:59-14:00"}',  # the agent could not print it: every MQTT forecast failed
+    '{"from": "0001-01-01T00:00:00+14:00"}',  # before year 1 in UTC: OverflowError, not ValueError
+    '{"from": "2022-01-01T00:00:00Z", "to": "2022-01-02T00:00:00Z"}',  # ended long before ISSUE: stale
+    "[" * 100_000,  # RecursionError in json: killed the away client's thread for good
+]
+
+
+def test_hostile_away_payloads_are_refused_and_the_listener_survives(agent_env, mosquitto_session):
+    """Issue 23, items 2 and 3, through a real broker: each hostile retained window is refused and counted, the
+    forecasts keep publishing, and the same connection still takes the next valid window, also after a restart
+    with a hostile window retained."""
+    start, stop, pub = agent_env
+    sub = Retained(mosquitto_session.port, "he-test/forecast/#")
+    try:
+        agent = start()
+        fc = agent.components["forecast"]
+        for i, payload in enumerate(HOSTILE_WINDOWS, 1):
+            pub.send("he-test/away", payload, retain=True)
+            wait_for(lambda i=i: agent.health.get("away_invalid") == i)
+            assert fc.away.window is None
+        assert fc.away.client._thread is not None and fc.away.client._thread.is_alive()
+        fc.run_once(T)
+        day = wait_for(lambda: sub.messages.get("he-test/forecast/best/96"))
+        assert day["away"] is None
+        pub.send("he-test/away", json.dumps({"from": "2023-07-05T18:00:00Z", "to": "2024-07-01T00:00:00Z"}),
+                 retain=True)
+        wait_for(lambda: fc.away.window is not None)
+        sub.messages.clear()
+        fc.run_once(T)
+        day = wait_for(lambda: sub.messages.get("he-test/forecast/best/96"))
+        assert day["away"] == {"from": "2023-07-05T18:00:00Z", "to": "2024-07-01T00:00:00Z"}
+
+        pub.send("he-test/away", "[" * 100_000, retain=True)
+        wait_for(lambda: agent.health.get("away_invalid") == len(HOSTILE_WINDOWS) + 1)
+        stop(agent)
+        agent = start()  # the hostile window comes back retained at the start: refused again
+        fc = agent.components["forecast"]
+        wait_for(lambda: agent.health.get("away_invalid") == 1)
+        pub.send("he-test/away/set", "ON")
+        wait_for(lambda: fc.away.window is not None and fc.away.window.end_ns is None)
+    finally:
+        sub.close()
+
+
+@pytest.mark.parametrize("payload", HOSTILE_WINDOWS)
+def test_parse_window_refuses_what_it_cannot_use(payload):
+    from edge_agent.forecast.away import parse_window
+
+    with pytest.raises(ValueError, match="away"):
+        parse_window(payload, parse_time_ns("2023-07-05T12:00:00Z"))
+
+
+def test_parse_window_takes_a_long_holiday():
+    from edge_agent.forecast.away import parse_window
+
+    now = parse_time_ns("2023-07-05T12:00:00Z")
+    w = parse_window('{"from": "2023-01-10T00:00:00+01:00", "to": "2024-06-30T00:00:00Z"}', now)
+    assert w is not None and w.start_ns < now < w.end_ns
+    assert parse_window(" ", now) is None
