@@ -134,8 +134,18 @@ def split_lines(body: bytes) -> list[bytes]:
     return [line + b"\n" for line in body.split(b"\n") if line]
 
 
-# One line-protocol line that cannot run into the next: quoted strings closed on the line, no escaped newline.
-_SELF_CONTAINED = re.compile(rb'(?:[^"\\\n]|\\[^\n]|"(?:[^"\\\n]|\\[^\n])*")*\n?')
+# A line-protocol line that cannot run into the next and means one thing to every parser: the grammar Point.to_line
+# writes. Measurement, tags and field keys escape only space, comma and equals sign, and a `"` in them is an ordinary
+# character (InfluxDB stores `m,device=a"b v=1` with the tag `a"b`; issue 23: a quote in a device name made every
+# reading of that device a dead letter); a field value is a quoted string (escapes `\"` and `\\` only) or a bare
+# token without quotes, backslashes, spaces or commas (InfluxDB 1.x opens a string at any `"` in a value, e.g.
+# `v=1"x`, and then swallows the next lines); an optional integer timestamp. Anything else is held back. Each
+# alternative excludes the others by its first byte: matching is linear.
+_NAME = rb'(?:[^ ,=\\\n]|\\[ ,=])'
+_VALUE = rb'(?:"(?:[^"\\\n]|\\["\\])*"|[^ ",=\\\n]+)'
+_FIELD = _NAME + rb'+=' + _VALUE
+_SELF_CONTAINED = re.compile(rb'(?:[^ ,\\\n]|\\[ ,=])+(?:,' + _NAME + rb'+=' + _NAME + rb'+)* '
+                             + _FIELD + rb'(?:,' + _FIELD + rb')*(?: -?\d+)?\n?')
 
 
 def contained_lines(body: bytes) -> tuple[bytes, list[bytes]]:

@@ -15,7 +15,10 @@ from shared.storage import StorageConfig, open_storage
 _db = itertools.count()
 garbage = st.one_of(st.binary(min_size=1, max_size=60),
                     st.sampled_from([b"X", b"\r", b"#comment", b"m v=1 99999999999999999999", b"\xff\xfe",
-                                     b"m,t=\\ v=1", b"Energy\\", b"m v=\"open", b" ", b"m\\", b"time=1"]))
+                                     b"m,t=\\ v=1", b"Energy\\", b"m v=\"open", b" ", b"m\\", b"time=1",
+                                     # quotes: ordinary in names, a string anywhere in a value (issue 23)
+                                     b'q,k=a"b seq=1', b'q f"k=1', b'q seq=1"x', b'q seq="x"y"',
+                                     b'q,k="v seq=2']))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -204,3 +204,23 @@ def test_generated_hostile_stream(tmp_path_factory, mosquitto_session, influxd_s
     finally:
         pub.close()
         agent.stop()
+
+
+def test_a_quote_in_a_device_name_is_stored(tmp_path, mosquitto_session, influxd_session, influx_db_name):
+    """Issue 23, item 4: InfluxDB takes `"` in a tag as it is, but the drainer held every such line back as "not
+    self-contained", so a device named with a quote (a topic level) only ever produced dead letters."""
+    cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
+                       client_id=f"agent-{influx_db_name}")
+    agent = start_agent(cfg)
+    pub = Publisher("127.0.0.1", mosquitto_session.port, client_id=f"pub-{influx_db_name}")
+    try:
+        pub.publish_all([('tele/plug"1/SENSOR', b'{"Time": "2023-03-01T13:00:00", "ENERGY": {"Power": 5}}'),
+                         ("tele/plug2/SENSOR", b'{"Time": "2023-03-01T13:00:00", "ENERGY": {"Power": 6}}')])
+        wait_for(lambda: count(influxd_session, influx_db_name, "tasmota", "Power") == 2)
+        res = influxd_session.query('SELECT "Power" FROM "tasmota" WHERE "device" = \'plug"1\'',
+                                    db=influx_db_name)["results"][0]
+        assert res["series"][0]["values"][0][1] == 5
+        assert agent.health.get("rejected") == 0
+    finally:
+        pub.close()
+        agent.stop()
