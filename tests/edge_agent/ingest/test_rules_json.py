@@ -4,14 +4,18 @@ config loader and router (no broker, no database: the end-to-end runs are in tes
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.config import ConfigError, load_config
 from edge_agent.ingest.formats import Reject
+from edge_agent.ingest.formats.paths import Glob
 from edge_agent.ingest.rules import Router, TopicPattern, compile_rules
 from tests.helpers.agent import ROOT
 
@@ -315,3 +319,28 @@ def test_config_knows_every_format():
     from edge_agent.ingest.formats import FORMATS
 
     assert set(config.FORMATS) == set(FORMATS)
+
+
+@pytest.mark.timeout(30)  # the backtracking regex took over 120 s on this message
+def test_globs_with_many_stars_match_a_hostile_key_in_linear_time(tmp_path):
+    """Issue 23, item 5: `*_*_*_total` compiled to `.*_.*_.*_total` backtracked cubically on one long key."""
+    r = router(tmp_path, """
+[[rules]]
+topic = "dev/+device"
+format = "json"
+include = ["*_*_*_total", "e?ergy*"]
+exclude = ["*x*x*x*x*y"]
+""")
+    hostile = "a_" * 30_000  # a 60 KB key of underscores that never ends in _total
+    doc = {hostile: 1, "phase_a_import_total": 2.5, "energy": 3, "x_x_x_x_total": 4, "xxxxy": 5}
+    [p] = route(r, "dev/x", doc)
+    assert p.fields == {"phase_a_import_total": 2.5, "energy": 3.0, "x_x_x_x_total": 4.0}
+
+
+@settings(max_examples=3000, deadline=None)
+@given(pattern=st.text("ab_*?", min_size=1, max_size=7), text=st.text("ab_.", max_size=10))
+def test_globs_match_as_fnmatch_would(pattern, text):
+    """The linear matcher agrees with the plain translation (`*` any run, `?` one character, the rest literal)."""
+    reference = re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern),
+                           re.DOTALL)
+    assert Glob(pattern).fullmatch(text) == (reference.fullmatch(text) is not None)
