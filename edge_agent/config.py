@@ -69,6 +69,9 @@ class IngestConfig:
     # QoS 0 beyond it are dropped and counted (`dropped_qos0`): at-most-once by definition.
     queue_max_messages: int = 10_000
     queue_max_bytes: int = 32 * 1024 * 1024
+    # New series (measurement + tags) a rule may create; beyond it messages are dead-lettered as too_many_series
+    # (edge_agent/ingest/series.py). 0: no bound.
+    max_series_per_rule: int = 2000
 
 
 @dataclass

@@ -114,13 +114,18 @@ class Point:
                 or not -MAX_TIME_NS <= self.time_ns <= MAX_TIME_NS:
             raise InvalidPoint("bad_timestamp", f"time {self.time_ns!r} ns is outside InfluxDB's range")
 
-    def to_line(self) -> str:
-        """InfluxDB line protocol; tags sorted by key (the order InfluxDB prefers)."""
+    def series_key(self) -> str:
+        """The series in line protocol: the escaped measurement and tags, sorted by key (the order InfluxDB
+        prefers and keys its index by)."""
         head = escape_measurement(self.measurement)
         for key in sorted(self.tags):
             head += f",{_escape_key(key)}={_escape_key(str(self.tags[key]))}"
+        return head
+
+    def to_line(self, series_key: str | None = None) -> str:
+        """InfluxDB line protocol (`series_key`: this point's, when the caller has it already)."""
         body = ",".join(f"{_escape_key(k)}={_field_value(v)}" for k, v in self.fields.items())
-        return f"{head} {body} {int(self.time_ns)}"
+        return f"{series_key or self.series_key()} {body} {int(self.time_ns)}"
 
 
 def to_lines(points: list[Point]) -> bytes:

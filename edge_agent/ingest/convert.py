@@ -14,8 +14,10 @@ from typing import Protocol
 
 from edge_agent.ingest.deadletter import EXCERPT_BYTES, DeadLetter
 from edge_agent.ingest.formats import Reject
-from edge_agent.ingest.rules import Router
+from edge_agent.ingest.rules import Router, Rule
+from edge_agent.ingest.series import SeriesLimit
 from edge_agent.runtime.health import Health
+from shared.points import Point
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,10 @@ def count_rejects(health: Health, rejects: list[dict]) -> None:
 
 
 class Converter:
-    def __init__(self, router: Router, max_payload_bytes: int):
+    def __init__(self, router: Router, max_payload_bytes: int, series: SeriesLimit | None = None):
         self.router = router
         self.max_payload_bytes = max_payload_bytes
+        self.series = series
         self._last_received_ns = 0
 
     def _group_time(self, n: int) -> int:
@@ -87,8 +90,11 @@ class Converter:
             try:
                 now_ns = base + seen.get(topic, 0)
                 seen[topic] = seen.get(topic, 0) + 1
-                _rule, points = self.router.route(topic, payload, now_ns)
-                lines = "".join(p.to_line() + "\n" for p in points).encode("utf-8")
+                rule, points = self.router.route(topic, payload, now_ns)
+                keys = [p.series_key() for p in points]
+                if self.series is not None:
+                    points, keys = self._admit(out, rule, topic, payload, points, keys)
+                lines = "".join(p.to_line(k) + "\n" for p, k in zip(points, keys, strict=True)).encode("utf-8")
             except Reject as rej:
                 self._reject(out, topic, payload, rej.reason, rej.detail, rej.rule)
                 continue
@@ -102,3 +108,17 @@ class Converter:
             out.points += len(points)
         out.body = b"".join(body)
         return out
+
+    def _admit(self, out: Converted, rule: Rule, topic: str, payload: bytes, points: list[Point],
+               keys: list[str]) -> tuple[list[Point], list[str]]:
+        """The points whose series the rule may write; the message is dead-lettered if it had others."""
+        name = rule.name or rule.pattern.text
+        admitted = [self.series.admit(name, k) for k in keys]
+        if all(admitted):
+            return points, keys
+        refused = admitted.count(False)
+        self._reject(out, topic, payload, "too_many_series",
+                     f"{refused} of {len(points)} points would start a new series beyond "
+                     f"ingest.max_series_per_rule = {self.series.max_per_rule} (rule {name!r})", rule.name)
+        return ([p for p, ok in zip(points, admitted, strict=True) if ok],
+                [k for k, ok in zip(keys, admitted, strict=True) if ok])

@@ -30,6 +30,7 @@ from edge_agent.ingest.drain import write_body
 from edge_agent.ingest.mqtt import make_client
 from edge_agent.ingest.queue import MessageQueue
 from edge_agent.ingest.rules import Router, compile_rules
+from edge_agent.ingest.series import SeriesLimit
 from edge_agent.ingest.spool import Spool, SpoolFull
 from edge_agent.runtime.health import Health
 from edge_agent.runtime.supervise import Worker
@@ -49,7 +50,8 @@ class Ingest:
         self.health = health
         self.on_stored = on_stored
         self.router = Router(compile_rules(config.rules))
-        self.converter = Converter(self.router, config.ingest.max_payload_bytes)
+        self.series = SeriesLimit(config.ingest.max_series_per_rule, config.state_dir / "series.json")
+        self.converter = Converter(self.router, config.ingest.max_payload_bytes, self.series)
         self.spool = Spool(config.resolve(config.spool.dir), config.spool.max_bytes, config.spool.segment_bytes)
         self.deadletter = DeadLetter(config.resolve(config.ingest.deadletter), config.ingest.deadletter_max_bytes,
                                      config.ingest.deadletter_keep,
@@ -166,6 +168,8 @@ class Ingest:
         self.health.incr("received", len(messages))
         self.health.incr("spooled", converted.points)
         self._update_spool_gauges()
+        self.series.save()
+        self.health.set("series", self.series.count)
         return "done"
 
     def _hold(self, messages: list, why: str, counter: str) -> None:
@@ -289,3 +293,4 @@ class Ingest:
             w.join(drain_timeout + 5)
         self.spool.close()
         self.deadletter.close()
+        self.series.save(force=True)

@@ -224,3 +224,36 @@ def test_a_quote_in_a_device_name_is_stored(tmp_path, mosquitto_session, influxd
     finally:
         pub.close()
         agent.stop()
+
+
+def test_series_beyond_the_bound_are_dead_lettered(tmp_path, mosquitto_session, influxd_session, influx_db_name):
+    """Issue 23, item 6: 10,000 device topics made 10,001 series silently. With ingest.max_series_per_rule a
+    rule's new series beyond the bound are dead-lettered (too_many_series) and counted, known ones go on, and
+    the known series survive a restart."""
+    cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
+                       client_id=f"agent-{influx_db_name}")
+    cfg.write_text(cfg.read_text().replace("[ingest]\n", "[ingest]\nmax_series_per_rule = 5\n"))
+
+    def plug(n: int, power: float) -> tuple[str, bytes]:
+        return f"tele/plug{n}/SENSOR", json.dumps({"Time": "2023-03-01T13:00:00", "ENERGY": {"Power": power}},
+                                                  ).encode()
+
+    agent = start_agent(cfg)
+    pub = Publisher("127.0.0.1", mosquitto_session.port, client_id=f"pub-{influx_db_name}")
+    try:
+        pub.publish_all([plug(n, float(n)) for n in range(10)])
+        wait_for(lambda: agent.health.get("rejected_too_many_series") == 5)
+        wait_for(lambda: count(influxd_session, influx_db_name, "tasmota", "Power") == 5)
+        entries = [json.loads(x) for x in (tmp_path / "state" / "deadletter.jsonl").read_text().splitlines()]
+        assert [e["topic"] for e in entries] == [f"tele/plug{n}/SENSOR" for n in range(5, 10)]
+        assert "max_series_per_rule = 5" in entries[0]["detail"]
+        assert agent.health.get("series") == 5
+        agent.stop()
+        agent = start_agent(cfg)  # the known series come back from state_dir/series.json
+        pub.publish_all([plug(0, 100.0), plug(7, 107.0)])
+        wait_for(lambda: agent.health.get("rejected_too_many_series") == 1 and agent.health.get("received") == 2)
+        wait_for(lambda: influxd_session.query('SELECT max("Power") FROM "tasmota"', db=influx_db_name)
+                 ["results"][0]["series"][0]["values"][0][1] == 100.0)
+    finally:
+        pub.close()
+        agent.stop()
