@@ -31,7 +31,8 @@ class StorageConfig:
     org: str | None = None
     bucket: str | None = None
     token: str | None = None
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # per socket operation (connect, each send and receive)
+    deadline_s: float = 60.0  # per request, whole: a database that trickles its answer cannot hold a thread
     create_database: bool = True
     retention_policy: str | None = None
 

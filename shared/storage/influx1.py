@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
+import socket
 import threading
 import urllib.parse
 from collections.abc import Sequence
@@ -31,6 +33,15 @@ def quote_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _abort(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """The request's deadline passed: shut its socket down, so the blocked send or receive returns at once."""
+    expired.set()
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 class Influx1Storage:
     """Thread-safe (one lock around the connection); reconnects after any connection error."""
 
@@ -54,26 +65,37 @@ class Influx1Storage:
     # -- HTTP --------------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, params: dict, body: bytes | None = None,
                  content_type: str | None = None) -> tuple[int, bytes]:
+        """One HTTP exchange, whole within `deadline_s`: the socket timeout restarts with every byte, so a server
+        that sends one byte every few seconds would otherwise hold the caller (the drainer) for ever."""
         url = f"{self._prefix}{path}?{urllib.parse.urlencode(params)}"
         headers = dict(self._headers)
         if content_type:
             headers["Content-Type"] = content_type
         with self._lock:
             for attempt in (1, 2):
+                if self._conn is None:
+                    cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+                    self._conn = cls(self._host, self._port, timeout=self.config.timeout_s)
+                conn = self._conn
+                expired = threading.Event()
+                timer = threading.Timer(self.config.deadline_s, _abort, (conn, expired))
+                timer.daemon = True
+                timer.start()
                 try:
-                    if self._conn is None:
-                        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-                        self._conn = cls(self._host, self._port, timeout=self.config.timeout_s)
-                    self._conn.request(method, url, body=body, headers=headers)
-                    resp = self._conn.getresponse()
+                    conn.request(method, url, body=body, headers=headers)
+                    resp = conn.getresponse()
                     return resp.status, resp.read()
                 except (OSError, http.client.HTTPException) as exc:
-                    if self._conn is not None:
-                        self._conn.close()
+                    conn.close()
                     self._conn = None
+                    if expired.is_set():
+                        raise StorageError(f"InfluxDB at {self.config.url} did not answer within "
+                                           f"{self.config.deadline_s:g} s (storage.deadline_s)") from None
                     # A kept-alive connection may have been closed by the server: retry once on a fresh one.
                     if attempt == 2:
                         raise StorageError(f"InfluxDB at {self.config.url} unreachable: {exc}") from None
+                finally:
+                    timer.cancel()
         raise AssertionError("unreachable")
 
     @staticmethod

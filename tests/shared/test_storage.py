@@ -1,5 +1,8 @@
 """Storage against a real influxd 1.x (and a real 2.x server when one is configured)."""
 
+import socket
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -77,3 +80,41 @@ def test_influx2_write_and_query_series(influxdb_v2):
     assert [v for _, v in series] == [0.0, 1.0, 2.0]
     with pytest.raises(StorageError):
         st.write([Point("storage_t2", {"device_id": "m1"}, {"EnergyIn": "text"}, _ns(base))])
+
+
+def test_influx1_a_trickling_answer_cannot_hold_a_request(tmp_path):
+    """Issue 23, item 8: a database that sends one byte every second (below the socket timeout, which restarts
+    with every byte) held the drainer indefinitely. Each request is now whole within storage.deadline_s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                for byte in b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n":
+                    if stop.wait(1.0):
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    storage = open_storage(StorageConfig(url=f"http://127.0.0.1:{listener.getsockname()[1]}", database="x",
+                                         timeout_s=2.0, deadline_s=3.0, create_database=False))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StorageError, match="storage.deadline_s") as info:
+            storage.write_lines(b"m v=1 1\n")
+        assert info.value.retryable  # the drainer keeps the points and tries again
+        assert time.monotonic() - t0 < 10  # the whole answer would take 45 s
+    finally:
+        stop.set()
+        listener.close()
+        storage.close()
