@@ -15,6 +15,11 @@ from shared.schema import SLOT_NS
 from shared.series import SlotSeries
 from shared.window import WindowSpec, build_input, unscale_output
 
+# What a model's tensors may hold in all (weights, activations, state): the shipped bundles hold 7-200 KB. The
+# bound is read from the model before `allocate_tensors` sizes the arena (issue 23: a signed bundle declaring a
+# 64 MiB tensor kept the agent 64 MiB larger for good, 512 MiB got it killed).
+MAX_TENSOR_BYTES = 16 * 1024 * 1024
+
 
 class ModelError(Exception):
     """The model does not match its manifest or fails to run. `code` is a short machine-readable reason."""
@@ -42,12 +47,20 @@ def tensor_entry(detail: dict) -> dict:
 class LoadedModel:
     """One bundle loaded in an interpreter; `predict` is thread-safe."""
 
-    def __init__(self, manifest: dict, model_bytes: bytes, rt: Runtime | None = None):
+    def __init__(self, manifest: dict, model_bytes: bytes, rt: Runtime | None = None,
+                 max_tensor_bytes: int = MAX_TENSOR_BYTES):
         self.manifest = manifest
         self.spec: WindowSpec = mf.window_spec(manifest)
         self.runtime = rt or runtime()
         if model_bytes[4:8] != b"TFL3":
             raise ModelError("not_tflite", "model.tflite is not a TFLite flatbuffer (no TFL3 identifier)")
+        try:
+            declared = self.runtime.tensor_bytes(model_bytes)
+        except Exception as exc:
+            raise ModelError("load_failed", f"{self.runtime} cannot read the model: {exc}") from None
+        if declared > max_tensor_bytes:
+            raise ModelError("too_large", f"the model's tensors declare {declared:,} bytes, at most "
+                                          f"{max_tensor_bytes:,} (shared.inference.MAX_TENSOR_BYTES)")
         try:
             self._interp = self.runtime.load(model_bytes)
         except Exception as exc:

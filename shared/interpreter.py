@@ -51,6 +51,12 @@ class Runtime:
         kw = {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if resolver else {}
         return self.interpreter_class(model_content=model_content, **kw)
 
+    def tensor_bytes(self, model_content: bytes) -> int:
+        """The bytes all the model's tensors declare (weights, activations, state; a dynamic dimension counts
+        as 1), read before anything is allocated."""
+        return sum(math.prod(max(1, int(d)) for d in t["shape"]) * max(1, t["dtype"]().itemsize)
+                   for t in self.inspect(model_content).get_tensor_details())
+
     def known_crash(self, model_content: bytes) -> str | None:
         """Why running this model would kill the process here (a runtime bug that ends in SIGSEGV, which no
         `except` catches, so the model must be refused before its first `invoke`), or None."""

@@ -1,4 +1,5 @@
-"""The checks a bundle must pass on the edge before activation: signature, manifest, hash, load, smoke run."""
+"""The checks a bundle must pass on the edge before activation: signature, manifest, hash, then a load and smoke
+run in a child process (edge_agent/models/sandbox.py), then the load in the agent."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import math
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge_agent.models.sandbox import SandboxError, run_isolated
 from shared import manifest as mf
 from shared.bundle import Bundle, BundleRejected
 from shared.inference import LoadedModel, ModelError
 from shared.interpreter import Runtime
 from shared.series import MAX_SLOT_KWH, SlotSeries
 from shared.signing import SignatureError, verify_manifest
-from shared.window import build_input, residual_base
+from shared.window import WindowSpec, build_input, residual_base
 
 
 def verify(bundle: Bundle, trusted: Ed25519PublicKey, runtime: Runtime, recent: SlotSeries | None,
@@ -37,29 +39,31 @@ def verify(bundle: Bundle, trusted: Ed25519PublicKey, runtime: Runtime, recent: 
         raise BundleRejected("hash_mismatch", f"model.tflite has sha256 {sha[:16]}… and {len(bundle.model_bytes)} "
                                               f"bytes; the manifest says {doc['model']['sha256'][:16]}… and "
                                               f"{doc['model']['bytes']}")
+    x, complete = smoke_input(mf.window_spec(doc), recent, issue_ns)
+    try:  # first in a child process: a model that exhausts memory or crashes the interpreter dies there alone
+        y = run_isolated(runtime.name, doc, bundle.model_bytes, x)
+    except SandboxError as exc:
+        raise BundleRejected(exc.code, str(exc)) from None
     try:
         model = LoadedModel(doc, bundle.model_bytes, runtime)
     except ModelError as exc:
         raise BundleRejected(exc.code, str(exc)) from None
-    smoke(model, recent, issue_ns)
+    check_plausible(model.spec, x, y, complete)
     return doc, model
 
 
-def smoke(model: LoadedModel, recent: SlotSeries | None, issue_ns: int | None) -> None:
-    """Run the model on the real recent window (or, without enough recent data, on a window of typical values)
-    and require finite outputs between 0 and the physical maximum of a slot."""
-    spec = model.spec
+def smoke_input(spec: WindowSpec, recent: SlotSeries | None, issue_ns: int | None) -> tuple[np.ndarray, bool]:
+    """The real recent window, or (without enough recent data) a window of typical values."""
     if recent is not None and issue_ns is not None:
         x, complete = build_input(spec, recent, issue_ns)
-    else:
-        complete = False
-    if not complete:
-        x = np.zeros((1, spec.steps, spec.n_features), np.float32)  # every value at the training mean
-    try:
-        y = model.run(x).reshape(-1)
-    except Exception as exc:
-        raise BundleRejected("smoke_failed", f"the model fails to run: {exc}") from None
-    kwh = y.astype(np.float64) * spec.std + residual_base(spec, x)
+        if complete:
+            return x, True
+    return np.zeros((1, spec.steps, spec.n_features), np.float32), False  # every value at the training mean
+
+
+def check_plausible(spec: WindowSpec, x: np.ndarray, y: np.ndarray, complete: bool) -> None:
+    """Finite outputs between the physical bounds of a slot."""
+    kwh = y.reshape(-1).astype(np.float64) * spec.std + residual_base(spec, x)
     if not np.all(np.isfinite(kwh)) or kwh.min() < -MAX_SLOT_KWH or kwh.max() > MAX_SLOT_KWH:
         raise BundleRejected("smoke_failed", f"the model's forecast on the {'recent' if complete else 'typical'} "
                                              f"window is implausible: {kwh.min():.3g} … {kwh.max():.3g} kWh per slot")
