@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap
+APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap nftables iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults bench-fleet eval-seed eval-rolling eval-holidays day-ahead-bound test-ansible test-pi clean
@@ -25,7 +25,7 @@ help:
 
 # System packages (Debian/Ubuntu). Installed only when a binary is missing.
 system-deps:
-	@missing=0; for b in mosquitto influxd chromium chromedriver docker-compose debootstrap; do \
+	@missing=0; for b in mosquitto influxd chromium chromedriver docker-compose debootstrap nft ip; do \
 	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
 	  echo "Installing system packages: $(APT_PACKAGES)"; \
