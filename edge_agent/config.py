@@ -298,6 +298,11 @@ def load_config(path: str | Path) -> AgentConfig:
                 "max_payload_bytes"):
         if getattr(ingest, key) < 1:
             raise ConfigError(f"{where}: [ingest].{key} must be at least 1")
+    if ingest.max_series_per_rule < 0:
+        raise ConfigError(f"{where}: [ingest].max_series_per_rule must be 0 (no bound) or more")
+    if ingest.queue_max_bytes < ingest.max_payload_bytes:
+        raise ConfigError(f"{where}: [ingest].queue_max_bytes must be at least max_payload_bytes "
+                          f"({ingest.max_payload_bytes}): every admissible message must fit")
     publish_doc = doc.get("publish")
     if publish_doc is None:  # the first release kept these in [forecast]
         legacy = doc.get("forecast") if isinstance(doc.get("forecast"), dict) else {}

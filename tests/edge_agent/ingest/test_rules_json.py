@@ -344,3 +344,12 @@ def test_globs_match_as_fnmatch_would(pattern, text):
     reference = re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern),
                            re.DOTALL)
     assert Glob(pattern).fullmatch(text) == (reference.fullmatch(text) is not None)
+
+
+@pytest.mark.parametrize("ingest, key", [
+    ("max_series_per_rule = -1", "[ingest].max_series_per_rule"),
+    ("max_payload_bytes = 65536\nqueue_max_bytes = 1000", "[ingest].queue_max_bytes"),
+])
+def test_ingest_bounds_are_checked_with_the_key_named(tmp_path, ingest, key):
+    assert key in config_error(tmp_path, f'[ingest]\n{ingest}\n[[rules]]\ntopic = "a/+x"\nformat = "number"\n'
+                                         'measurement = "m"\nfield = "v"')
