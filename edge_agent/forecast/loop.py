@@ -247,7 +247,12 @@ class Forecaster:
                     self.ctx.health.incr(f"forecast_baseline_{horizon}")
                 else:
                     self.ctx.health.incr("forecast_skipped_no_data")
-                    log.warning("forecast: no model and no history for horizon %d at %s", horizon, iso(issue_ns))
+                    if horizon == SLOTS_PER_DAY:  # a fresh install: the same slots of a day before are needed
+                        log.info("forecast: no day-ahead forecast at %s: no model, and not yet a day of history",
+                                 iso(issue_ns))
+                    else:
+                        log.warning("forecast: no model and no history for horizon %d at %s", horizon,
+                                    iso(issue_ns))
             else:
                 self.ctx.health.incr(f"forecast_model_{horizon}")
             results.extend(made + shadow)
