@@ -35,6 +35,7 @@ import numpy as np
 from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.flow.maths import BatteryState, RoleEnergy, compute
+from edge_agent.flow.power import PowerNow
 from edge_agent.flow.totals import RunningTotals
 from edge_agent.publish import hass
 from edge_agent.runtime.timer import floor_slot
@@ -56,7 +57,9 @@ class FlowDevice:
     input: str = "counter"  # counter (kWh) or power (W)
     import_field: str | None = None  # grid: import counter; pv: production; battery: charge counter
     export_field: str | None = None  # grid: export counter; battery: discharge counter
-    power_field: str | None = None  # input=power: grid + import/− export; battery + charge/− discharge; pv +
+    # input=power: the power it is computed from; counter: the power it reports, for Home Assistant's power sensors
+    # (W; grid + import/− export, battery + charge/− discharge, pv +)
+    power_field: str | None = None
     capacity_kwh: float | None = None  # battery: usable capacity (bounds the tracked content; optional)
 
 
@@ -69,6 +72,7 @@ class FlowConfig:
     max_interp_s: float = 1800.0  # a counter is interpolated between readings at most this far apart …
     gap_s: float = 300.0  # … and a slot whose value bridged more than this is flagged `interpolated`
     publish: bool = True  # retained MQTT: <topic_prefix>/flow/slot and /flow/totals (Home Assistant sensors)
+    power_interval_s: float = 10.0  # the devices' power (power_field) on <topic_prefix>/flow/power at most this often
     devices: list = dataclasses.field(default_factory=list)
 
 
@@ -92,7 +96,7 @@ def parse_config(cfg: AgentConfig) -> FlowConfig | None:
         devices.append(dev)
     if not any(d.role == "grid" for d in devices):
         raise ConfigError(f"{where}: a device with role = \"grid\" (the grid meter) is required")
-    for key in ("delay_s", "late_debounce_s", "max_interp_s", "gap_s"):
+    for key in ("delay_s", "late_debounce_s", "max_interp_s", "gap_s", "power_interval_s"):
         if getattr(fc, key) < 0:
             raise ConfigError(f"{where}.{key} must not be negative")
     if fc.lookback_slots < 1:
@@ -131,8 +135,12 @@ class Flow:
         self._incomplete: set[int] = set()  # recent slot ends computed with a reading missing
         self._dirty: tuple[int, int] | None = None  # slot ends to recompute (late data)
         self._newest: dict[bytes, int] = {}  # newest reading time per series (measurement + tags)
-        self._held: set[int] = set()  # of those, slots a bridged boundary left unknown: redone with the next slot
+        # of those, slots a bridged boundary left unknown or waiting for a price: redone with the next slot (or when
+        # prices arrive), not at every reading
+        self._held: set[int] = set()
         self.totals = RunningTotals(ctx.state_dir / "flow_totals.json")
+        self.power = PowerNow(fc.devices, fc.power_interval_s)
+        self.tariff = ctx.components.get("tariff")  # built before the flow (edge_agent/agent.py COMPONENTS)
         ctx.on_stored(self._on_stored)
         ctx.timer.add("flow", fc.delay_s, self._scheduled, at_start=True)
 
@@ -171,6 +179,8 @@ class Flow:
             self._mark_late(late_lo, late_hi)
         elif touched_incomplete:
             self.ctx.timer.trigger("flow", self.fc.late_debounce_s)
+        if self.fc.publish and self.power.update(lines):
+            self._publish_power()
 
     def _mark_late(self, t_lo: int, t_hi: int) -> None:
         window = int(self.fc.max_interp_s * 1e9)
@@ -256,8 +266,9 @@ class Flow:
         with both slots that share the boundary, whatever order they are computed in (issue 25: the slot before
         the missing reading, computed first as real time does, kept an invented split). So the slot before the
         range and the one after it (when it has ended) are computed too, and written when such a boundary joins
-        them to the range; and the newest slot does not use a value interpolated across its end before the next
-        slot can judge it: that role stays unknown (`missing_<role>`) and the slot is redone with the next."""
+        them to the range; until the slot after such a boundary can judge it, the role stays unknown in the slot
+        before (`missing_<role>`), which is redone with the next slot. With a [tariff], each slot's cost is
+        computed with it (the price the slot was stored with is kept when a dynamic list no longer has it)."""
         start_ns = start_ns // SLOT_NS * SLOT_NS
         end_ns = end_ns // SLOT_NS * SLOT_NS
         if end_ns < start_ns:
@@ -280,6 +291,9 @@ class Flow:
         fields, flags, _state = compute(energy, state, self._capacity)
         interpolated = wide[:-1] | wide[1:]
         write_lo, write_hi = int(ends[first]), int(ends[last])
+        old = self._read_back(write_lo, write_hi)
+        if self.tariff is not None:
+            blanked |= self._add_cost(ends, fields, flags, old)
         points, incomplete, counted = [], set(), {}
         for i in range(first, last + 1):
             t = int(ends[i])
@@ -297,7 +311,6 @@ class Flow:
             # (InfluxDB merges the fields of points with the same series and time)
             values[FLAGS_FIELD] = flag
             points.append(Point(ENERGY_FLOW, {}, values, t))
-        old = self._read_back(write_lo, write_hi) if points else None
         self._drop_stale_fields(points, old)
         for k in range(0, len(points), 5000):
             self.storage.write(points[k:k + 5000])
@@ -311,6 +324,26 @@ class Flow:
         if points and self.fc.publish:
             self._publish(points[-1])
         return len(points)
+
+    def _add_cost(self, ends: np.ndarray, fields: dict[str, np.ndarray], flags: list[str],
+                  old: dict[int, dict] | None) -> set[int]:
+        """cost = grid_import × the slot's price − grid_export × the feed-in price (edge_agent/tariff), with the
+        prices beside it; a slot whose price is not known yet is flagged `missing_price` (returned: the flow is
+        woken when prices arrive, readings do not complete it)."""
+        stored = {t: r["import_price"] for t, r in (old or {}).items()
+                  if isinstance(r.get("import_price"), int | float)}
+        price = self.tariff.import_prices(ends, stored)
+        n = len(ends)
+        imp = fields["grid_import"]
+        exp = fields.get("grid_export", np.zeros(n))
+        fields["import_price"] = price
+        fields["feed_in_price"] = np.full(n, float(self.tariff.feed_in))
+        fields["cost"] = imp * price - exp * self.tariff.feed_in
+        waiting = set()
+        for i in np.where(np.isfinite(imp) & ~np.isfinite(price))[0]:
+            flags[i] = ",".join(filter(None, [flags[i], "missing_price"]))
+            waiting.add(int(i))
+        return waiting
 
     def _read_back(self, start_ns: int, end_ns: int) -> dict[int, dict] | None:
         """What energy_flow holds for the slots ending in [start_ns, end_ns] (None: it cannot be read here)."""
@@ -438,14 +471,28 @@ class Flow:
         except Exception as exc:
             self.ctx.health.incr("publish_errors")
             log.warning("flow: publishing failed: %s", exc)
+        if self.tariff is not None:
+            self.tariff.publish_actual()
+
+    def _publish_power(self) -> None:
+        try:
+            self.ctx.publish(hass.flow_power_topic(self.ctx.topic_prefix), json.dumps(self.power.payload()), qos=0,
+                             retain=True)
+        except Exception as exc:
+            self.ctx.health.incr("publish_errors")
+            log.warning("flow: publishing the power failed: %s", exc)
+
+    def discovery_components(self) -> dict[str, dict]:
+        """Home Assistant: the totals, the slot's ratios and the power sensors (edge_agent/publish/hass.py)."""
+        if not self.fc.publish:
+            return {}
+        pub = self.config.publish
+        return hass.flow_components(pub.node_id, pub.topic_prefix, {d.role for d in self.fc.devices},
+                                    self.power.sensor_roles())
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
-        pub = self.config.publish
-        if self.fc.publish and pub.discovery:
-            roles = {d.role for d in self.fc.devices}
-            for topic, payload in hass.flow_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix, roles):
-                self.ctx.publish(topic, payload, qos=1, retain=True)
+        pass  # the timer runs it; its Home Assistant entities are announced by the agent (discovery_components)
 
     def stop(self) -> None:
         self.storage.close()

@@ -34,13 +34,14 @@ def test_baseline_on_schedule_then_models_after_push(scheduled_agent, influxd_se
     agent, clock, sub = scheduled_agent
     load_meter(influxd_session, influx_db_name, ISSUE)
     # HA discovery configs, retained, at start
-    disc = wait_for(lambda: sub.messages.get("homeassistant/sensor/testnode/consumption_next_15min/config"))
+    dev = wait_for(lambda: sub.messages.get("homeassistant/device/testnode/config"))  # one device config
+    disc = dev["cmps"]["consumption_next_15min"]
     assert disc["state_topic"] == "he-test/forecast/best/1" and disc["unit_of_measurement"] == "kWh"
     assert "value_json.next_kwh" in disc["value_template"] and disc["device_class"] == "energy"
     assert "state_class" not in disc and "object_id" not in disc
-    assert disc["availability_topic"] == "he-test/status" and disc["expire_after"] > 0
+    assert dev["availability_topic"] == "he-test/status" and disc["expire_after"] > 0
     assert wait_for(lambda: sub.messages.get("he-test/status")) == "online"
-    day = sub.messages["homeassistant/sensor/testnode/consumption_next_24h/config"]
+    day = dev["cmps"]["consumption_next_24h"]
     assert day["state_topic"] == "he-test/forecast/best/96" and "total_kwh" in day["value_template"]
     assert not forecast_rows(influxd_session, influx_db_name)  # nothing before the boundary
     clock.set(ISSUE + timedelta(seconds=1))  # the boundary passes: the loop forecasts (no model: baselines)
