@@ -206,3 +206,36 @@ def test_a_hand_computed_day_of_costs(tmp_path, mosquitto_session, influxd_sessi
         pub.close()
         ha.close()
         agent.stop()
+
+
+def test_slots_computed_before_their_prices_are_priced_when_the_prices_arrive(tmp_path, mosquitto_session,
+                                                                             influxd_session, influx_db_name):
+    db, port = influx_db_name, mosquitto_session.port
+    prefix = f"late-{db[-12:]}"
+    paho.mqtt.publish.single(f"{prefix}/prices", "", qos=1, retain=True, port=port)
+    agent = Agent(load_config(config(tmp_path, port, influxd_session.url, db, prefix)),
+                  clock=Clock(slot_end(SLOTS) + timedelta(seconds=40)), components=("tariff", "flow"))
+    agent.start()
+    pub = Publisher("127.0.0.1", port, client_id=f"pub-{db}")
+    try:
+        assert agent.ingest.connected.wait(10)
+        pub.publish_all(readings()[-18:])  # the last 8 slots (the look-back) and the boundary before them
+        def flags():
+            res = influxd_session.query('SELECT "flags" FROM "energy_flow"', db=db)["results"][0]
+            return {t: f for t, f in res["series"][0]["values"]} if "series" in res else {}
+
+        assert set(wait_for(lambda: len(f := flags()) == 8 and f, timeout=20).values()) == {"missing_price"}
+        assert flow_costs(influxd_session, db) == {}  # no cost and no price in any slot
+        paho.mqtt.publish.single(f"{prefix}/prices", nordpool(range(48)), qos=1, retain=True, port=port)
+        def priced():
+            r = flow_costs(influxd_session, db)
+            return len(r) == 8 and all(c is not None for c, _ in r.values()) and r
+
+        rows = wait_for(priced, timeout=20)
+        for k in range(SLOTS - 7, SLOTS + 1):
+            assert rows[ns(slot_end(k))][0] == pytest.approx(float(cost(k)), abs=1e-9)
+        assert set(flags().values()) == {""}
+    finally:
+        pub.close()
+        agent.stop()
+        paho.mqtt.publish.single(f"{prefix}/prices", "", qos=1, retain=True, port=port)
