@@ -168,9 +168,13 @@ class Tariff:
 
     # -- Home Assistant --------------------------------------------------------------------------------------
     def discovery_components(self) -> dict[str, dict]:
+        """Cost today / yesterday, the price now and (with a forecast) the forecast cost of the next 24 h."""
         pub = self.ctx.config.publish
-        return hass.cost_components(pub.node_id, pub.topic_prefix, self.tc.currency, cost_topic(pub.topic_prefix),
-                                    forecast_cost_topic(pub.topic_prefix))
+        out = hass.cost_components(pub.node_id, pub.topic_prefix, self.tc.currency, cost_topic(pub.topic_prefix),
+                                   forecast_cost_topic(pub.topic_prefix))
+        if "forecast" not in self.ctx.components:
+            out["forecast_cost_next_24h"] = hass.removed()
+        return out
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
