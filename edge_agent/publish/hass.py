@@ -77,6 +77,11 @@ def legacy_topic(discovery_prefix: str, platform: str, node_id: str, key: str) -
     return f"{discovery_prefix}/{platform}/{node_id}/{key}/config"
 
 
+def config_topic(discovery_prefix: str, node_id: str, key: str, platform: str = "sensor") -> str:
+    """The single-component form's topic (= legacy_topic): for an entity not yet moved into the device config."""
+    return legacy_topic(discovery_prefix, platform, node_id, key)
+
+
 def check_node(node_id: str) -> None:
     if not _NODE_RE.match(node_id):
         raise ValueError(f"node_id {node_id!r}: Home Assistant discovery allows only letters, digits, _ and - "
@@ -102,6 +107,21 @@ def component(platform: str, node_id: str, key: str, name: str, **cfg) -> dict:
     """One entity of the device config (availability, device and origin come from the device config)."""
     return {"p": platform, "name": name, "unique_id": f"{node_id}_{key}",
             "default_entity_id": _entity_id(platform, node_id, key), **cfg}
+
+
+def _base(node_id: str, prefix: str, key: str, name: str, state_topic: str, value_template: str,
+          expire_after_s: int) -> dict:
+    """A single-component config (availability, device and origin included), for an entity announced on its own
+    topic. New entities belong in the device config instead: `component()` / `sensor()` via
+    `discovery_components()`."""
+    return {"name": name, "unique_id": f"{node_id}_{key}", "default_entity_id": _entity_id("sensor", node_id, key),
+            "state_topic": state_topic, "value_template": value_template,
+            "availability_topic": availability_topic(prefix), "payload_available": ONLINE,
+            "payload_not_available": OFFLINE, "expire_after": expire_after_s,
+            "device": device(node_id), "origin": {"name": "home-energy"}}
+
+
+_check_node = check_node  # the name releases before device-based discovery used
 
 
 def removed(platform: str = "sensor") -> dict:
