@@ -455,9 +455,9 @@ class Flow:
         """The running totals follow every (re)computed slot (edge_agent/flow/totals.py)."""
         if not counted:
             return
-        self.totals.count(counted, old)
-        self.totals.forget_before(last_ended - (self.fc.lookback_slots + 2) * SLOT_NS)
-        self.totals.save()
+        if self.totals.count(counted, old):  # a recomputation that changed nothing writes nothing
+            self.totals.forget_before(last_ended - (self.fc.lookback_slots + 2) * SLOT_NS)
+            self.totals.save()
 
     def _publish(self, newest: Point) -> None:
         prefix = self.ctx.topic_prefix

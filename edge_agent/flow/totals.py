@@ -60,9 +60,11 @@ class RunningTotals:
         self.until = until if isinstance(until, int) else None
         self.totals, self.published, self.counted = totals, published, counted
 
-    def count(self, new: dict[int, dict[str, float]], old: dict[int, dict[str, float]] | None) -> None:
+    def count(self, new: dict[int, dict[str, float]], old: dict[int, dict[str, float]] | None) -> bool:
         """Slots just (re)computed: `new` = slot end → the fields known now (a slot with no data left: {});
-        `old` = what the database held for them before the rewrite (None: could not be read)."""
+        `old` = what the database held for them before the rewrite (None: could not be read, e.g. InfluxDB 2.x:
+        then a slot older than `counted` keeps what was counted for it). True if anything changed."""
+        changed = False
         for t in sorted(new):
             values = {k: v for k, v in new[t].items() if k in TOTALS}
             if t in self.counted:
@@ -73,10 +75,12 @@ class RunningTotals:
                 before = {}  # never counted
             for k in TOTALS:
                 self.totals[k] += values.get(k, 0.0) - before.get(k, 0.0)
+            changed |= self.counted.get(t) != values
             self.counted[t] = values
             self.until = t if self.until is None else max(self.until, t)
         for k in TOTALS:
             self.published[k] = max(self.published[k], self.totals[k])
+        return changed
 
     def forget_before(self, t_ns: int) -> None:
         """Keep `counted` small: older slots are counted by their values in the database."""

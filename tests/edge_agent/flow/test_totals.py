@@ -18,8 +18,9 @@ def test_corrections_are_counted_and_the_published_value_never_decreases(tmp_pat
     assert t.totals["grid_import"] == pytest.approx(0.55) and t.totals["house"] == pytest.approx(1.0)
     assert t.payload()["grid_import_kwh"] == 0.75  # held: Home Assistant would read a decrease as a meter reset
     assert t.payload()["pv_kwh"] == 1.5
-    t.count({3 * S: {"grid_import": 0.3}}, old={})
+    assert t.count({3 * S: {"grid_import": 0.3}}, old={})
     assert t.payload()["grid_import_kwh"] == 0.85  # the true sum passed the held value again
+    assert not t.count({3 * S: {"grid_import": 0.3}}, old={3 * S: {"grid_import": 0.3}})  # nothing to save
 
 
 def test_a_restart_continues_and_older_slots_are_corrected_by_their_database_values(tmp_path):
