@@ -13,11 +13,12 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from edge_agent import flow, forecast
+from edge_agent import flow, forecast, tariff
 from edge_agent.component import AgentContext, Component, ComponentSpec, utc_now
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest
 from edge_agent.models.api import SPEC as API
+from edge_agent.publish import discovery
 from edge_agent.publish.mqtt import Publisher
 from edge_agent.runtime.health import Health
 from edge_agent.runtime.supervise import Watchdog, Worker, notify, watchdog_interval_s
@@ -26,7 +27,8 @@ from shared.storage import open_storage
 
 log = logging.getLogger(__name__)
 
-COMPONENTS: tuple[ComponentSpec, ...] = (flow.SPEC, forecast.SPEC, API)
+# tariff first: the flow and the forecast price their slots with it
+COMPONENTS: tuple[ComponentSpec, ...] = (tariff.SPEC, flow.SPEC, forecast.SPEC, API)
 
 
 class Agent:
@@ -108,6 +110,7 @@ class Agent:
         for name, component in self.components.items():
             component.start()
             log.info("component %s started", name)
+        self.announce()
         if self.timer.jobs:
             self._timer_worker.start()
         self._health_worker.start()
@@ -117,6 +120,17 @@ class Agent:
             self.watchdog.start()
             log.info("systemd watchdog: beating every %.1f s while ingest makes progress", interval / 2)
         notify("READY=1")
+
+    def announce(self) -> None:
+        """Home Assistant discovery: one device config with every component's entities (publish/discovery.py)."""
+        if not self.config.publish.discovery:
+            return
+        try:
+            entities = discovery.collect(self.components.values())
+            discovery.announce(self.config.publish, entities, self.publisher.publish, self.config.state_dir)
+        except Exception:  # discovery must never stop the agent
+            log.exception("Home Assistant discovery failed")
+            self.health.incr("publish_errors")
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,4 +1,5 @@
-"""Command line: `run` the agent, `check` a configuration (and connectivity unless --offline), `rules` (test a
+"""Command line: `run` the agent, `check` a configuration (and, unless --offline, that the state_dir is writable by
+the user who will run the agent and that the broker and the database answer), `rules` (test a
 message against the rules, list them, sniff the broker: edge_agent/ingest/rulescli.py), `models`."""
 
 from __future__ import annotations
@@ -56,6 +57,73 @@ def _check_connectivity(cfg: AgentConfig) -> list[str]:
     return problems
 
 
+SERVICE_USER = "edge-agent"  # the systemd unit's user (ansible/roles/edge_agent: edge_agent_user)
+
+
+def _user(name: str | None) -> tuple[str, int, list[int]]:
+    """(name, uid, group ids) of the user who will run the agent: `name`, else the packaged service's user when
+    this runs as root and that user exists, else whoever runs this."""
+    import os
+    import pwd
+
+    if name is None and os.geteuid() == 0:
+        try:
+            pwd.getpwnam(SERVICE_USER)
+            name = SERVICE_USER
+        except KeyError:
+            pass
+    try:
+        pw = pwd.getpwnam(name) if name else pwd.getpwuid(os.geteuid())
+    except KeyError:
+        raise ValueError(f"--user {name!r}: no such user") from None
+    return pw.pw_name, pw.pw_uid, os.getgrouplist(pw.pw_name, pw.pw_gid)
+
+
+def _may(st, uid: int, gids: list[int], bits: str) -> bool:
+    """Whether uid (in gids) has the permissions `bits` ("wx", "x", "w") on a file with stat `st` (mode bits;
+    ACLs are not read)."""
+    import stat as s
+
+    if uid == 0:
+        return True
+    table = ((s.S_IRUSR, s.S_IWUSR, s.S_IXUSR) if st.st_uid == uid else
+             (s.S_IRGRP, s.S_IWGRP, s.S_IXGRP) if st.st_gid in gids else (s.S_IROTH, s.S_IWOTH, s.S_IXOTH))
+    need = {"r": table[0], "w": table[1], "x": table[2]}
+    return all(st.st_mode & need[b] for b in bits)
+
+
+def check_state_dir(state_dir, user: str | None = None) -> tuple[str, list[str]]:
+    """Whether the user who will run the agent can create and write its state (spool, models, totals, log):
+    (the user's name, problems). A state_dir that does not exist yet must be creatable in its nearest parent."""
+    from pathlib import Path
+
+    name, uid, gids = _user(user)
+    problems = []
+    path = Path(state_dir)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    for ancestor in reversed(existing.parents):  # every directory above must be searchable
+        if not _may(ancestor.stat(), uid, gids, "x"):
+            problems.append(f"{ancestor} is not searchable by {name} (needed to reach state_dir {path})")
+            return name, problems
+    st = existing.stat()
+    how = f"owner uid {st.st_uid}, group gid {st.st_gid}, mode {st.st_mode & 0o777:04o}"
+    if not existing.is_dir():
+        problems.append(f"state_dir {path}: {existing} is not a directory")
+    elif not _may(st, uid, gids, "wx"):
+        what = "state_dir" if existing == path else f"state_dir {path} does not exist and its parent"
+        fix = f"sudo install -d -o {name} -m 0700 {path}"
+        problems.append(f"{what} {existing} is not writable by {name} ({how}): {fix}")
+    elif existing == path:
+        for child in sorted(path.iterdir()):  # what an earlier run (e.g. as root) left behind
+            cst = child.lstat()
+            if not _may(cst, uid, gids, "wx" if child.is_dir() else "w"):
+                problems.append(f"{child} is not writable by {name} (owner uid {cst.st_uid}, mode "
+                                f"{cst.st_mode & 0o777:04o}): sudo chown -R {name} {path}")
+    return name, problems
+
+
 def cmd_check(args) -> int:
     try:
         cfg = load_config(args.config)
@@ -70,12 +138,21 @@ def cmd_check(args) -> int:
           f"broker {cfg.mqtt.host}:{cfg.mqtt.port}, state in {cfg.state_dir}")
     if args.offline:
         return 0
+    try:
+        user, state_problems = check_state_dir(cfg.state_dir, args.user)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for p in state_problems:
+        print(f"state error: {p}", file=sys.stderr)
+    if not state_problems:
+        print(f"state OK: {cfg.state_dir} is writable by {user}")
     problems = _check_connectivity(cfg)
     for p in problems:
         print(f"connectivity error: {p}", file=sys.stderr)
     if not problems:
         print("connectivity OK: broker and database answer")
-    return 1 if problems else 0
+    return 1 if problems or state_problems else 0
 
 
 def cmd_run(args) -> int:
@@ -98,7 +175,7 @@ def cmd_run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m edge_agent", description="home-energy edge agent")
+    parser = argparse.ArgumentParser(prog="edge-agent", description="home-energy edge agent (also: python -m edge_agent)")
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent")
@@ -108,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the configuration and connectivity")
     check.add_argument("--config", required=True)
     check.add_argument("--offline", action="store_true", help="validate the configuration only")
+    check.add_argument("--user", help="the user who will run the agent (default: the service user "
+                                      f"{SERVICE_USER!r} when run as root and it exists, else you): state_dir must "
+                                      "be writable by it")
     check.set_defaults(func=cmd_check)
     _add_extensions(sub)
     return parser

@@ -62,9 +62,18 @@ BASELINES: dict[str, Callable[[SlotSeries, int, int], np.ndarray]] = {
 FALLBACK = {1: "persistence", 96: "median_7_days"}
 
 
+# A day ahead is never the last slot repeated: on a fresh install that made "consumption next 24 h" 96 × the last
+# 15 minutes (issue 25: 33.6 kWh in the test house, 50+ after a kettle). Without a day of history there is none.
+DAILY = ("median_7_days", "same_slot_yesterday", "same_slot_last_week")
+
+
 def fallback(series: SlotSeries, issue_ns: int, horizon: int) -> tuple[str, np.ndarray]:
-    """The fallback forecast for this horizon; if its history is missing, the next baseline that has values."""
-    order = [FALLBACK.get(horizon, "persistence")] + [n for n in BASELINES if n != FALLBACK.get(horizon)]
+    """The fallback forecast for this horizon; if its history is missing, the next baseline that has values
+    (day-ahead horizons only take the same slot of earlier days: the median of the days there are). NaN values:
+    not enough history for any."""
+    first = FALLBACK.get(horizon, "persistence")
+    allowed = [n for n in BASELINES if horizon == 1 or n in DAILY]
+    order = [first] + [n for n in allowed if n != first]
     for name in order:
         values = BASELINES[name](series, issue_ns, horizon)
         if np.isfinite(values).all():

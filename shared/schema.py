@@ -22,6 +22,9 @@ ENERGY_FLOW_FIELDS = (  # kWh per slot (docs/energy-flow.md: every flow balances
 )
 ENERGY_FLOW_STATE = ("battery_content_kwh", "battery_pv_share")  # the battery's origin state at the slot end
 ENERGY_FLOW_RATIOS = ("self_consumption", "autarky")
+# With a [tariff] (edge_agent/tariff): the slot's cost = grid_import × import_price − grid_export × feed_in_price, in
+# the tariff's currency, and the prices per kWh it was computed with (kept when the slot is recomputed).
+ENERGY_FLOW_COST = ("cost", "import_price", "feed_in_price")
 FLAGS_FIELD = "flags"
 HOUSE_FIELD = "house"
 
@@ -36,6 +39,7 @@ FORECAST_SHADOW_FIELD = "shadow"  # true: a model the guard keeps out of service
 FORECAST_P10_FIELD, FORECAST_P90_FIELD = "p10_kwh", "p90_kwh"  # the band (shared.intervals); absent without one
 FORECAST_BAND_SCALE_FIELD = "band_scale"  # the band's recalibration when it was written (shared.intervals)
 FORECAST_AWAY_FIELD = "away"  # true on day-ahead slots the empty-house profile replaced (shared.away)
+FORECAST_COST_FIELD = "cost"  # value_kwh × the target slot's import price, where a [tariff] knows it
 BASELINE_MODEL = "baseline"
 
 AGENT = "agent"

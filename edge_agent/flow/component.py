@@ -10,9 +10,10 @@ batch used to recompute the whole look-back window from raw readings).
 How: counters are read at slot boundaries only (edge_agent/boundaries.py: the two readings around each boundary,
 cached once settled); power inputs are read raw for the slots being computed. edge_agent/flowmath.py does the
 maths. A slot whose counter value at a boundary bridged a missing reading (interpolated across more than
-`gap_s`) is flagged `interpolated`; if that makes it, or the slot sharing the boundary, impossible (a negative
-balance), the role is left unknown in both rather than split by invention. Rewrites are idempotent: a slot's
-point has the slot's end time. The battery's origin state is carried from slot to slot through the database
+`gap_s`) is flagged `interpolated`; unless both slots sharing the boundary are known and possible (no negative
+balance), the role is left unknown in both rather than split by invention, whichever is computed first.
+Rewrites are idempotent: a slot's point has the slot's end time. The running totals for Home Assistant follow
+every rewrite (edge_agent/flow/totals.py). The battery's origin state is carried from slot to slot through the database
 (fields battery_content_kwh / battery_pv_share), so it survives restarts and recomputes.
 
 See docs/energy-flow.md for the configuration.
@@ -34,6 +35,8 @@ import numpy as np
 from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.flow.maths import BatteryState, RoleEnergy, compute
+from edge_agent.flow.power import PowerNow
+from edge_agent.flow.totals import RunningTotals
 from edge_agent.publish import hass
 from edge_agent.runtime.timer import floor_slot
 from edge_agent.storage.boundaries import CounterBoundaries
@@ -44,7 +47,6 @@ from shared.series import Readings, iso, power_to_slots, slots_from_counter
 log = logging.getLogger(__name__)
 
 ROLES = ("grid", "pv", "battery", "consumer")
-TOTALS = (*ROLE_FIELDS, "house", "self_supplied")  # running totals for Home Assistant
 
 
 @dataclass
@@ -55,7 +57,9 @@ class FlowDevice:
     input: str = "counter"  # counter (kWh) or power (W)
     import_field: str | None = None  # grid: import counter; pv: production; battery: charge counter
     export_field: str | None = None  # grid: export counter; battery: discharge counter
-    power_field: str | None = None  # input=power: grid + import/− export; battery + charge/− discharge; pv +
+    # input=power: the power it is computed from; counter: the power it reports, for Home Assistant's power sensors
+    # (W; grid + import/− export, battery + charge/− discharge, pv +)
+    power_field: str | None = None
     capacity_kwh: float | None = None  # battery: usable capacity (bounds the tracked content; optional)
 
 
@@ -68,6 +72,7 @@ class FlowConfig:
     max_interp_s: float = 1800.0  # a counter is interpolated between readings at most this far apart …
     gap_s: float = 300.0  # … and a slot whose value bridged more than this is flagged `interpolated`
     publish: bool = True  # retained MQTT: <topic_prefix>/flow/slot and /flow/totals (Home Assistant sensors)
+    power_interval_s: float = 10.0  # the devices' power (power_field) on <topic_prefix>/flow/power at most this often
     devices: list = dataclasses.field(default_factory=list)
 
 
@@ -91,7 +96,7 @@ def parse_config(cfg: AgentConfig) -> FlowConfig | None:
         devices.append(dev)
     if not any(d.role == "grid" for d in devices):
         raise ConfigError(f"{where}: a device with role = \"grid\" (the grid meter) is required")
-    for key in ("delay_s", "late_debounce_s", "max_interp_s", "gap_s"):
+    for key in ("delay_s", "late_debounce_s", "max_interp_s", "gap_s", "power_interval_s"):
         if getattr(fc, key) < 0:
             raise ConfigError(f"{where}.{key} must not be negative")
     if fc.lookback_slots < 1:
@@ -130,8 +135,12 @@ class Flow:
         self._incomplete: set[int] = set()  # recent slot ends computed with a reading missing
         self._dirty: tuple[int, int] | None = None  # slot ends to recompute (late data)
         self._newest: dict[bytes, int] = {}  # newest reading time per series (measurement + tags)
-        self._totals_path = ctx.state_dir / "flow_totals.json"
-        self.totals = self._load_totals()
+        # of those, slots a bridged boundary left unknown or waiting for a price: redone with the next slot (or when
+        # prices arrive), not at every reading
+        self._held: set[int] = set()
+        self.totals = RunningTotals(ctx.state_dir / "flow_totals.json")
+        self.power = PowerNow(fc.devices, fc.power_interval_s)
+        self.tariff = ctx.components.get("tariff")  # built before the flow (edge_agent/agent.py COMPONENTS)
         ctx.on_stored(self._on_stored)
         ctx.timer.add("flow", fc.delay_s, self._scheduled, at_start=True)
 
@@ -144,7 +153,8 @@ class Flow:
         computed = self._computed_until if self._computed_until is not None else floor_slot(self.ctx.clock())
         late_lo = late_hi = None
         touched_incomplete = False
-        first_incomplete = min(self._incomplete) if self._incomplete else None
+        waiting = self._incomplete - self._held  # held slots wait for the next boundary, not for a reading
+        first_incomplete = min(waiting) if waiting else None
         for line in lines:
             if not any(line.startswith(p) and line[len(p):len(p) + 1] in (b",", b" ") for p in self._prefixes):
                 continue
@@ -169,6 +179,8 @@ class Flow:
             self._mark_late(late_lo, late_hi)
         elif touched_incomplete:
             self.ctx.timer.trigger("flow", self.fc.late_debounce_s)
+        if self.fc.publish and self.power.update(lines):
+            self._publish_power()
 
     def _mark_late(self, t_lo: int, t_hi: int) -> None:
         window = int(self.fc.max_interp_s * 1e9)
@@ -248,23 +260,43 @@ class Flow:
 
     # -- computing ----------------------------------------------------------------------------------------
     def compute_range(self, start_ns: int, end_ns: int) -> int:
-        """Recompute and write the slots ending in [start_ns, end_ns]; returns how many were written."""
+        """Recompute and write the slots ending in [start_ns, end_ns]; returns how many were written.
+
+        A counter value interpolated across a missing reading (a boundary bridged by more than gap_s) is judged
+        with both slots that share the boundary, whatever order they are computed in (issue 25: the slot before
+        the missing reading, computed first as real time does, kept an invented split). So the slot before the
+        range and the one after it (when it has ended) are computed too, and written when such a boundary joins
+        them to the range; until the slot after such a boundary can judge it, the role stays unknown in the slot
+        before (`missing_<role>`), which is redone with the next slot. With a [tariff], each slot's cost is
+        computed with it (the price the slot was stored with is kept when a dynamic list no longer has it)."""
         start_ns = start_ns // SLOT_NS * SLOT_NS
         end_ns = end_ns // SLOT_NS * SLOT_NS
         if end_ns < start_ns:
             return 0
-        ends = start_ns + SLOT_NS * np.arange((end_ns - start_ns) // SLOT_NS + 1, dtype=np.int64)
+        last_ended = floor_slot(self.ctx.clock())
+        lo = start_ns - SLOT_NS
+        hi = end_ns + SLOT_NS if end_ns + SLOT_NS <= last_ended else end_ns
+        ends = lo + SLOT_NS * np.arange((hi - lo) // SLOT_NS + 1, dtype=np.int64)
+        n = len(ends)
         roles = {r: self._role(r, ends) for r in ("grid", "pv", "battery")}
-        self._unknown_where_interpolation_invents(roles)
+        blanked = self._unknown_where_interpolation_invents(roles, newest=bool(ends[-1] >= last_ended))
+        wide = self._wide_boundaries(roles)
+        first = 0 if wide[1] else 1  # the slot before: only when a bridged boundary joins it to the range
+        last = n - 1 if hi == end_ns or wide[n - 1] else n - 2
         grid, pv, bat = roles["grid"], roles["pv"], roles["battery"]
         has_battery = bat is not None
         energy = RoleEnergy(grid.a, grid.b, pv.a if pv else None, bat.a if bat else None,
-                            (bat.b if bat.b is not None else np.zeros(len(ends))) if bat else None)
+                            (bat.b if bat.b is not None else np.zeros(n)) if bat else None)
         state = self._battery_state(int(ends[0])) if has_battery else None
         fields, flags, _state = compute(energy, state, self._capacity)
-        interpolated = self._interpolated(roles)
-        points, incomplete = [], set()
-        for i, t in enumerate(ends.tolist()):
+        interpolated = wide[:-1] | wide[1:]
+        write_lo, write_hi = int(ends[first]), int(ends[last])
+        old = self._read_back(write_lo, write_hi)
+        if self.tariff is not None:
+            blanked |= self._add_cost(ends, fields, flags, old)
+        points, incomplete, counted = [], set(), {}
+        for i in range(first, last + 1):
+            t = int(ends[i])
             flag = flags[i]
             if interpolated[i]:
                 flag = ",".join(filter(None, [flag, "interpolated"]))
@@ -272,75 +304,108 @@ class Flow:
                 incomplete.add(t)
             values = {k: float(v[i]) for k, v in fields.items() if np.isfinite(v[i])}
             if not any(k in values for k in ROLE_FIELDS):
+                counted[t] = {}
                 continue  # no device data at all (before the first reading): nothing to write
+            counted[t] = values
             # always written: a rewrite of the slot must clear flags of an earlier, incomplete computation
             # (InfluxDB merges the fields of points with the same series and time)
             values[FLAGS_FIELD] = flag
-            points.append(Point(ENERGY_FLOW, {}, values, int(t)))
-        self._drop_stale_fields(points, start_ns, end_ns)
+            points.append(Point(ENERGY_FLOW, {}, values, t))
+        self._drop_stale_fields(points, old)
         for k in range(0, len(points), 5000):
             self.storage.write(points[k:k + 5000])
         self.ctx.health.incr("flow_slots_written", len(points))
         self.ctx.health.incr("flow_slots_flagged", sum(1 for p in points if p.fields[FLAGS_FIELD]))
         with self._lock:
-            self._incomplete = {t for t in self._incomplete if not start_ns <= t <= end_ns} | incomplete
-        self._count_totals(ends, fields, flags)
+            self._incomplete = {t for t in self._incomplete if not write_lo <= t <= write_hi} | incomplete
+            self._held = {t for t in self._held if not write_lo <= t <= write_hi} | {
+                int(ends[i]) for i in blanked if first <= i <= last}
+        self._count_totals(counted, old, last_ended)
         if points and self.fc.publish:
             self._publish(points[-1])
         return len(points)
 
-    def _drop_stale_fields(self, points: list[Point], start_ns: int, end_ns: int) -> None:
-        """InfluxDB merges the fields of a rewritten point with the old ones, so a value that became unknown (a
-        role found missing, a split found invented) would stay. Slots that lose a field are deleted first."""
-        if not points:
-            return
+    def _add_cost(self, ends: np.ndarray, fields: dict[str, np.ndarray], flags: list[str],
+                  old: dict[int, dict] | None) -> set[int]:
+        """cost = grid_import × the slot's price − grid_export × the feed-in price (edge_agent/tariff), with the
+        prices beside it; a slot whose price is not known yet is flagged `missing_price` (returned: the flow is
+        woken when prices arrive, readings do not complete it)."""
+        stored = {t: r["import_price"] for t, r in (old or {}).items()
+                  if isinstance(r.get("import_price"), int | float)}
+        price = self.tariff.import_prices(ends, stored)
+        n = len(ends)
+        imp = fields["grid_import"]
+        exp = fields.get("grid_export", np.zeros(n))
+        fields["import_price"] = price
+        fields["feed_in_price"] = np.full(n, float(self.tariff.feed_in))
+        fields["cost"] = imp * price - exp * self.tariff.feed_in
+        waiting = set()
+        for i in np.where(np.isfinite(imp) & ~np.isfinite(price))[0]:
+            flags[i] = ",".join(filter(None, [flags[i], "missing_price"]))
+            waiting.add(int(i))
+        return waiting
+
+    def _read_back(self, start_ns: int, end_ns: int) -> dict[int, dict] | None:
+        """What energy_flow holds for the slots ending in [start_ns, end_ns] (None: it cannot be read here)."""
         try:
             rows = self.storage.query(f'SELECT * FROM "{ENERGY_FLOW}" WHERE time >= {start_ns} AND time <= {end_ns}')
-        except Exception as exc:  # e.g. InfluxDB 2.x (Flux): the old values may stay; say so once per range
-            log.debug("flow: cannot read back %s … %s to drop stale fields: %s", iso(start_ns), iso(end_ns), exc)
+        except Exception as exc:  # e.g. InfluxDB 2.x (Flux)
+            log.debug("flow: cannot read back %s … %s: %s", iso(start_ns), iso(end_ns), exc)
+            return None
+        return {int(r["time"]): {k: v for k, v in r.items() if v is not None and k not in ("time", "_measurement")}
+                for r in rows}
+
+    def _drop_stale_fields(self, points: list[Point], old: dict[int, dict] | None) -> None:
+        """InfluxDB merges the fields of a rewritten point with the old ones, so a value that became unknown (a
+        role found missing, a split found invented) would stay. Slots that lose a field are deleted first.
+        (`old` None: the old values cannot be read, e.g. InfluxDB 2.x, and may stay.)"""
+        if not points or old is None:
             return
-        old = {int(r["time"]): {k for k, v in r.items() if v is not None and k not in ("time", "_measurement")}
-               for r in rows}
-        stale = [p.time_ns for p in points if old.get(p.time_ns, set()) - set(p.fields)]
+        stale = [p.time_ns for p in points if set(old.get(p.time_ns, {})) - set(p.fields)]
         written = {p.time_ns for p in points}
         stale += [t for t in old if t not in written]  # a slot with no data left at all
         if stale:
             self.storage.delete_points(ENERGY_FLOW, stale)
             self.ctx.health.incr("flow_slots_cleared", len(stale))
 
-    def _interpolated(self, roles: dict[str, RoleSlots | None]) -> np.ndarray:
-        """Slots with a boundary value that bridged more than gap_s."""
-        n = len(roles["grid"].a)
-        out = np.zeros(n, bool)
+    def _wide_boundaries(self, roles: dict[str, RoleSlots | None]) -> np.ndarray:
+        """Per boundary (n + 1 of them): a value there bridged more than gap_s without a reading."""
+        wide = np.zeros(len(roles["grid"].spans), bool)
         for r in roles.values():
-            if r is None:
-                continue
-            wide = np.nan_to_num(r.spans, nan=0.0) > self.fc.gap_s
-            out |= wide[:-1] | wide[1:]
-        return out
+            if r is not None:
+                wide |= np.nan_to_num(r.spans, nan=0.0) > self.fc.gap_s
+        return wide
 
-    def _unknown_where_interpolation_invents(self, roles: dict[str, RoleSlots | None]) -> None:
-        """Where a value interpolated across a missing reading makes a slot's balance negative, leave that role
-        unknown in both slots sharing the boundary instead of inventing a split (issue 18: a 0.75/0.05 charge
-        came out 0.40/0.40 and forced the next slot into imbalance)."""
+    def _unknown_where_interpolation_invents(self, roles: dict[str, RoleSlots | None], newest: bool) -> set[int]:
+        """A value interpolated across a missing reading (a boundary bridged by more than gap_s) is used only where
+        both slots sharing the boundary are known and possible (a balance ≥ −0.01 kWh): where either is
+        impossible, unknown (a reading missing, or not yet there) or not computed yet (`newest`: the last slot is
+        the newest that ended), that role is left unknown in both instead of an invented split (issue 18: a
+        0.75/0.05 charge came out 0.40/0.40; issue 25: the slot before the missing reading, computed before the
+        slot after it existed, kept its split). Returns the indices of the slots it blanked."""
         grid, pv, bat = roles["grid"], roles["pv"], roles["battery"]
         n = len(grid.a)
         z = np.zeros(n)
         with np.errstate(invalid="ignore"):
             balance = (grid.a - (grid.b if grid.b is not None else z) + (pv.a if pv else z)
                        + (bat.b if bat and bat.b is not None else z) - (bat.a if bat else z))
-        negative = np.where(balance < -0.01)[0]
+        judged = np.nan_to_num(balance, nan=-np.inf) >= -0.01  # known and possible
+        blanked: set[int] = set()
         for role in roles.values():
             if role is None:
                 continue
             wide = np.where(np.nan_to_num(role.spans, nan=0.0) > self.fc.gap_s)[0]
             for j in wide:  # boundary j is the end of slot j - 1 and the start of slot j
-                pair = [k for k in (j - 1, j) if 0 <= k < n]
-                if any(k in negative for k in pair):
+                if j == 0 or (j == n and not newest):
+                    continue  # the neighbour lies outside the computed range (compute_range includes both)
+                pair = [k for k in (j - 1, j) if k < n]
+                if j == n or not all(judged[k] for k in pair):
                     for k in pair:
                         role.a[k] = np.nan
                         if role.b is not None:
                             role.b[k] = np.nan
+                    blanked.update(pair)
+        return blanked
 
     def _scheduled(self, boundary_ns: int) -> None:
         t0 = time.process_time()
@@ -386,37 +451,13 @@ class Flow:
         return written
 
     # -- totals for Home Assistant --------------------------------------------------------------------------
-    def _load_totals(self) -> dict:
-        try:
-            doc = json.loads(self._totals_path.read_text())
-            if isinstance(doc.get("totals"), dict) and isinstance(doc.get("until"), int):
-                return doc
-        except (OSError, ValueError, AttributeError):
-            pass
-        return {"until": None, "totals": dict.fromkeys(TOTALS, 0.0)}
-
-    def _count_totals(self, ends: np.ndarray, fields: dict[str, np.ndarray], flags: list[str]) -> None:
-        """Running totals that never decrease (HA's total_increasing): each slot is counted once, when it is
-        complete or has left the look-back window (then with the roles that are known)."""
-        until = self.totals["until"]
-        settled_before = floor_slot(self.ctx.clock()) - (self.fc.lookback_slots - 1) * SLOT_NS
-        changed = False
-        for i, t in enumerate(ends.tolist()):
-            if until is not None and t <= until:
-                continue
-            if ("missing" in flags[i] or "imbalance" in flags[i]) and t >= settled_before:
-                break  # wait: a late reading may still complete it
-            for k in TOTALS:
-                v = fields.get(k)
-                if v is not None and np.isfinite(v[i]):
-                    self.totals["totals"][k] += float(v[i])
-            until = t
-            changed = True
-        if changed:
-            self.totals["until"] = until
-            tmp = self._totals_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.totals))
-            tmp.replace(self._totals_path)
+    def _count_totals(self, counted: dict[int, dict], old: dict[int, dict] | None, last_ended: int) -> None:
+        """The running totals follow every (re)computed slot (edge_agent/flow/totals.py)."""
+        if not counted:
+            return
+        if self.totals.count(counted, old):  # a recomputation that changed nothing writes nothing
+            self.totals.forget_before(last_ended - (self.fc.lookback_slots + 2) * SLOT_NS)
+            self.totals.save()
 
     def _publish(self, newest: Point) -> None:
         prefix = self.ctx.topic_prefix
@@ -424,21 +465,34 @@ class Flow:
             self.ctx.publish(hass.flow_slot_topic(prefix), json.dumps({**newest.fields,
                                                                        "slot_end": iso(newest.time_ns)}),
                              qos=1, retain=True)
-            if self.totals["until"] is not None:
-                doc = {f"{k}_kwh": round(v, 4) for k, v in self.totals["totals"].items()}
-                doc["last_slot"] = iso(self.totals["until"])
+            if self.totals.until is not None:
+                doc = self.totals.payload() | {"last_slot": iso(self.totals.until)}
                 self.ctx.publish(hass.flow_totals_topic(prefix), json.dumps(doc), qos=1, retain=True)
         except Exception as exc:
             self.ctx.health.incr("publish_errors")
             log.warning("flow: publishing failed: %s", exc)
+        if self.tariff is not None:
+            self.tariff.publish_actual()
+
+    def _publish_power(self) -> None:
+        try:
+            self.ctx.publish(hass.flow_power_topic(self.ctx.topic_prefix), json.dumps(self.power.payload()), qos=0,
+                             retain=True)
+        except Exception as exc:
+            self.ctx.health.incr("publish_errors")
+            log.warning("flow: publishing the power failed: %s", exc)
+
+    def discovery_components(self) -> dict[str, dict]:
+        """Home Assistant: the totals, the slot's ratios and the power sensors (edge_agent/publish/hass.py)."""
+        if not self.fc.publish:
+            return {}
+        pub = self.config.publish
+        return hass.flow_components(pub.node_id, pub.topic_prefix, {d.role for d in self.fc.devices},
+                                    self.power.sensor_roles())
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
-        pub = self.config.publish
-        if self.fc.publish and pub.discovery:
-            roles = {d.role for d in self.fc.devices}
-            for topic, payload in hass.flow_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix, roles):
-                self.ctx.publish(topic, payload, qos=1, retain=True)
+        pass  # the timer runs it; its Home Assistant entities are announced by the agent (discovery_components)
 
     def stop(self) -> None:
         self.storage.close()

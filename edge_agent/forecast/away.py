@@ -113,18 +113,11 @@ def parse_window(payload: bytes | str, now_ns: int) -> AwayWindow | None:
     return AwayWindow(bounds[0], bounds[1])
 
 
-def switch_discovery(node_id: str, prefix: str, discovery_prefix: str = hass.DISCOVERY_PREFIX
-                     ) -> tuple[str, str]:
-    """Home Assistant MQTT discovery for the away switch (retained by the caller)."""
-    key = "away"
-    cfg = {"name": "Away (house empty)", "unique_id": f"{node_id}_{key}",
-           "default_entity_id": f"switch.{node_id}_{key}".lower().replace("-", "_"),
-           "command_topic": command_topic(prefix), "state_topic": state_topic(prefix),
-           "payload_on": ON, "payload_off": OFF, "state_on": ON, "state_off": OFF, "optimistic": False,
-           "icon": "mdi:home-export-outline", "availability_topic": hass.availability_topic(prefix),
-           "payload_available": hass.ONLINE, "payload_not_available": hass.OFFLINE,
-           "device": hass.device(node_id), "origin": {"name": "home-energy"}}
-    return f"{discovery_prefix}/switch/{node_id}/{key}/config", json.dumps(cfg)
+def switch_component(node_id: str, prefix: str) -> dict:
+    """The away switch as a component of the agent's Home Assistant device config (edge_agent/publish/hass.py)."""
+    return hass.component("switch", node_id, "away", "Away (house empty)", command_topic=command_topic(prefix),
+                          state_topic=state_topic(prefix), payload_on=ON, payload_off=OFF, state_on=ON, state_off=OFF,
+                          optimistic=False, icon="mdi:home-export-outline")
 
 
 class Away:

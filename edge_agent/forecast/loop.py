@@ -40,12 +40,13 @@ import numpy as np
 
 from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
-from edge_agent.forecast.away import Away, switch_discovery
+from edge_agent.forecast.away import Away, switch_component
 from edge_agent.forecast.guard import Guard, GuardConfig, skill_payload
 from edge_agent.forecast.skill import Scorer
 from edge_agent.publish import hass
 from edge_agent.runtime.timer import floor_slot
 from edge_agent.storage.boundaries import CounterBoundaries
+from edge_agent.tariff.component import forecast_cost_topic
 from shared import schema
 from shared.baselines import BASELINES, FALLBACK, fallback
 from shared.points import Point, escape_measurement
@@ -138,6 +139,7 @@ class HorizonResult:
     p90: np.ndarray | None = None
     band_scale: float = 1.0  # the band's recalibration (shared.intervals), from the live scoring
     away: np.ndarray | None = None  # bool per slot: the empty-house profile replaced the forecast
+    cost: np.ndarray | None = None  # value × the target slot's import price ([tariff]; NaN where none is known)
 
 
 class Forecaster:
@@ -157,6 +159,8 @@ class Forecaster:
         self.guard = Guard(guard_config(fc))
         ctx.timer.add("forecast", fc.delay_s, self.run_once)
         self.away = Away(ctx.config, ctx.publish, ctx.clock, ctx.health) if fc.away else None
+        self.tariff = ctx.components.get("tariff")  # built before the forecast (edge_agent/agent.py COMPONENTS)
+        self._forecast_cost: dict | None = None
 
     def history_slots(self) -> int:
         return self.active.history_slots(8 * SLOTS_PER_DAY + 40)
@@ -247,12 +251,18 @@ class Forecaster:
                     self.ctx.health.incr(f"forecast_baseline_{horizon}")
                 else:
                     self.ctx.health.incr("forecast_skipped_no_data")
-                    log.warning("forecast: no model and no history for horizon %d at %s", horizon, iso(issue_ns))
+                    if horizon == SLOTS_PER_DAY:  # a fresh install: the same slots of a day before are needed
+                        log.info("forecast: no day-ahead forecast at %s: no model, and not yet a day of history",
+                                 iso(issue_ns))
+                    else:
+                        log.warning("forecast: no model and no history for horizon %d at %s", horizon,
+                                    iso(issue_ns))
             else:
                 self.ctx.health.incr(f"forecast_model_{horizon}")
             results.extend(made + shadow)
         if self.away is not None:
             self.away.apply(issue_ns, results, series)
+        self._price(issue_ns, results)
         self._write(issue_ns, results)
         self._publish(issue_ns, results)
         self.last_forecast = iso(issue_ns)
@@ -260,6 +270,20 @@ class Forecaster:
         self.ctx.health.incr("forecast_cycles")
         self.ctx.health.set("forecast_cycle_ms", round((time.perf_counter() - t0) * 1000, 1))
         return results
+
+    def _price(self, issue_ns: int, results: list[HorizonResult]) -> None:
+        """With a [tariff]: each forecast's cost per target slot, and the served day-ahead forecast's cost."""
+        self._forecast_cost = None
+        if self.tariff is None:
+            return
+        try:
+            for r in results:
+                r.cost, doc = self.tariff.forecast_cost(issue_ns, r.values)
+                if r is self.best(results, SLOTS_PER_DAY):
+                    self._forecast_cost = doc | {"name": r.name, "model": r.model, "version": r.version}
+        except Exception as exc:  # prices must never cost the forecast
+            self.ctx.health.incr("forecast_errors")
+            log.error("forecast: pricing failed: %s", exc)
 
     def is_day_ahead_issue(self, issue_ns: int) -> bool:
         """True for the cycle issued at `day_ahead_at` in the house's timezone."""
@@ -286,6 +310,8 @@ class Forecaster:
                    schema.FORECAST_BAND_SCALE_FIELD: float(r.band_scale)}
         if r.away is not None and r.away[k]:
             out[schema.FORECAST_AWAY_FIELD] = True
+        if r.cost is not None and np.isfinite(r.cost[k]):
+            out[schema.FORECAST_COST_FIELD] = float(r.cost[k])
         return out
 
     def _write(self, issue_ns: int, results: list[HorizonResult]) -> None:
@@ -338,6 +364,8 @@ class Forecaster:
                 if best:
                     self.ctx.publish(f"{prefix}/forecast/best/{horizon}", self._payload(issue_ns, best), qos=1,
                                      retain=True)
+            if self._forecast_cost is not None:
+                self.ctx.publish(forecast_cost_topic(prefix), json.dumps(self._forecast_cost), qos=1, retain=True)
         except Exception as exc:
             self.ctx.health.incr("publish_errors")
             log.error("forecast: publishing failed: %s", exc)
@@ -413,20 +441,17 @@ class Forecaster:
                 "name": best.name, "model": best.model, "version": best.version, "fallback_reason": best.fallback or None}
         return {"skill": self.skill.status(), "guard": self.guard.status() | {"serving": serving}}
 
-    def discovery_messages(self) -> list[tuple[str, str]]:
-        """Home Assistant MQTT discovery configs for the consumption forecasts (edge_agent/hass.py)."""
+    def discovery_components(self) -> dict[str, dict]:
+        """Home Assistant: the consumption forecasts, the live skill, the away switch (edge_agent/publish/hass.py)."""
         pub = self.config.publish
-        away = [switch_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix)] if self.away else []
-        return hass.forecast_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix) \
-            + hass.skill_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix) + away
+        away = {"away": switch_component(pub.node_id, pub.topic_prefix)} if self.away else {}
+        return hass.forecast_components(pub.node_id, pub.topic_prefix) \
+            | hass.skill_components(pub.node_id, pub.topic_prefix) | away
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
         if self.away is not None:
             self.away.start()
-        if self.config.publish.discovery:
-            for topic, payload in self.discovery_messages():
-                self.ctx.publish(topic, payload, qos=1, retain=True)
 
     def stop(self) -> None:
         if self.away is not None:

@@ -1,5 +1,5 @@
 """Generate the Grafana provisioning files (plain Python, no plugins):
-`python -m edge_agent.grafana.generate [--timezone Europe/Berlin] [--out DIR]`.
+`python -m edge_agent.grafana.generate [--timezone Europe/Berlin] [--currency EUR] [--out DIR]`.
 
 Every panel queries InfluxDB with InfluxQL through one datasource uid (`influxdb-energy`). With InfluxDB 2.x the
 same dashboards work through its v1 compatibility API (a DBRP mapping for the bucket and a token header), so
@@ -29,6 +29,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 OUT = Path(__file__).resolve().parent / "provisioning"
 DEFAULT_TIMEZONE = "Europe/Berlin"  # the seed house; the grafana role passes the house's own (grafana_timezone)
+DEFAULT_CURRENCY = "EUR"  # [tariff] currency: the unit of the cost panels
+# Grafana's own currency units; any other ISO 4217 code is shown as a suffix
+GRAFANA_CURRENCIES = {"USD", "GBP", "EUR", "JPY", "RUB", "UAH", "BRL", "DKK", "ISK", "NOK", "SEK", "CZK", "CHF", "PLN",
+                      "ZAR", "INR", "KRW", "IDR", "PHP", "VND", "TRY", "MYR", "XPF", "BGN", "PYG", "UYU", "ILS"}
 DS_UID = "influxdb-energy"
 DS = {"type": "influxdb", "uid": DS_UID}
 CORE_PANELS = {"timeseries", "stat", "barchart", "canvas", "table", "gauge", "text", "bargauge", "piechart"}
@@ -104,7 +108,12 @@ def canvas_element(name: str, field: str, x: int, y: int, color: str) -> dict:
             "constraint": {"horizontal": "left", "vertical": "top"}}
 
 
-def energy_flow(tz: str) -> Board:
+def money(currency: str) -> dict:
+    unit = f"currency{currency}" if currency in GRAFANA_CURRENCIES else f"suffix: {currency}"
+    return {"defaults": {"unit": unit, "decimals": 2}, "overrides": []}
+
+
+def energy_flow(tz: str, currency: str = DEFAULT_CURRENCY) -> Board:
     b = Board("home-energy-flow", "Energy flow", ["home-energy"], tz, ("now-6d/d", "now/d"))
     sums = ", ".join(f'sum("{f}") AS "{f}"' for f in CANVAS_FIELDS)
     yellow, blue, purple, green = "#d9a300", "#3274d9", "#8f3bb8", "#37872d"
@@ -153,10 +162,24 @@ def energy_flow(tz: str) -> Board:
            q(ratio_query("autarky", SLOTS_IN_RANGE, by_day(tz)), ref="B")], w=8, h=9,
           fieldConfig=PERCENT, options={"tooltip": {"mode": "multi"}},
           description="Local days; no value for a day without PV (self-consumption) or consumption (autarky).")
+    # what it cost ([tariff]: each slot's grid import × its price − export × the feed-in price, edge_agent/tariff)
+    b.add("stat", "Cost (selected range)",
+          [q(f'SELECT sum("cost") AS "cost" FROM "energy_flow" WHERE {SLOTS_IN_RANGE}', fmt="table")], w=6, h=9,
+          fieldConfig=money(currency),
+          description="Grid import × each slot's price − export × the feed-in price, summed over the slots of the "
+                      "range (a [tariff] must be configured). Negative: the house earned more than it paid.")
+    b.add("timeseries", "Cost per day: actual and said a day ahead",
+          [q(f'SELECT sum("cost") AS "actual" FROM "energy_flow" WHERE {SLOTS_IN_RANGE} {by_day(tz)}'),
+           q('SELECT sum("cost") AS "forecast" FROM "forecast" WHERE "horizon" = \'96\' AND "issue" = \'day_ahead\' '
+             f'AND {SLOTS_IN_RANGE} GROUP BY time(1d, 1s), "name" fill(null) tz(\'{tz}\')', ref="B")], w=18, h=9,
+          fieldConfig={**money(currency), "defaults": {**money(currency)["defaults"],
+                                                       "custom": {"drawStyle": "bars", "fillOpacity": 60}}},
+          description="Local days. Actual: the slots' cost. Forecast: the day-ahead forecast issued once a day × "
+                      "the prices known when it was issued, per model (the cost of grid import it expects).")
     return b
 
 
-def power_by_device(tz: str) -> Board:
+def power_by_device(tz: str, currency: str = DEFAULT_CURRENCY) -> Board:
     b = Board("home-energy-power", "Power by device", ["home-energy"], tz)
     b.add("timeseries", "Power by device (W)",
           [q('SELECT mean("Power") FROM "EnergyMeter", "PvString", "Battery" WHERE $timeFilter '
@@ -181,7 +204,7 @@ FORECAST_KINDS = (("next 15 minutes", "\"horizon\" = '1'"),
                   ("day ahead", "\"horizon\" = '96' AND \"issue\" = 'day_ahead'"))
 
 
-def forecast_vs_actual(tz: str) -> Board:
+def forecast_vs_actual(tz: str, currency: str = DEFAULT_CURRENCY) -> Board:
     b = Board("home-energy-forecast", "Forecast vs actual", ["home-energy"], tz, ("now-2d", "now+1d"))
     for label, cond in FORECAST_KINDS:
         b.add("timeseries", f"Forecast {label} vs actual (kWh per 15 min)",
@@ -234,7 +257,7 @@ def forecast_vs_actual(tz: str) -> Board:
     return b
 
 
-def agent_health(tz: str) -> Board:
+def agent_health(tz: str, currency: str = DEFAULT_CURRENCY) -> Board:
     b = Board("home-energy-agent", "Edge agent health", ["home-energy"], tz)
     b.add("timeseries", "Messages per second",
           [q('SELECT non_negative_derivative(last("received"), 1s) AS "received", '
@@ -298,12 +321,19 @@ def check_timezone(tz: str) -> str:
     return tz
 
 
-def files(timezone: str = DEFAULT_TIMEZONE) -> dict[str, str]:
+def check_currency(code: str) -> str:
+    if not (len(code) == 3 and code.isalpha() and code.isupper()):
+        raise ValueError(f"--currency {code!r}: a three-letter ISO 4217 code such as EUR ([tariff] currency)")
+    return code
+
+
+def files(timezone: str = DEFAULT_TIMEZONE, currency: str = DEFAULT_CURRENCY) -> dict[str, str]:
     tz = check_timezone(timezone)
+    currency = check_currency(currency)
     out = {"datasources/influxdb-v1.yaml": datasource(1), "datasources/influxdb-v2.yaml": datasource(2),
            "dashboards/home-energy.yaml": DASHBOARD_PROVIDER}
     for make in BOARDS:
-        board = make(tz)
+        board = make(tz, currency)
         out[f"dashboards/home-energy/{board.uid}.json"] = json.dumps(board.to_json(), indent=2) + "\n"
     return out
 
@@ -313,10 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timezone", default=DEFAULT_TIMEZONE,
                     help=f"the house's IANA time zone: days in the daily panels and the boards' clock "
                          f"(default {DEFAULT_TIMEZONE}, what the committed files use)")
+    ap.add_argument("--currency", default=DEFAULT_CURRENCY,
+                    help=f"the [tariff] currency: the unit of the cost panels (default {DEFAULT_CURRENCY})")
     ap.add_argument("--out", type=Path, default=OUT, help="provisioning directory to write (default: %(default)s)")
     args = ap.parse_args(argv)
     try:
-        generated = files(args.timezone)
+        generated = files(args.timezone, args.currency)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,9 +35,11 @@ from edge_agent.ingest.spool import Spool, SpoolFull
 from edge_agent.runtime.health import Health
 from edge_agent.runtime.supervise import Worker
 from shared.points import line_head, split_lines
+from shared.schema import AGENT
 from shared.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
+OWN_POINT = b"\n" + AGENT.encode() + b","  # a line of the agent's own health point (Agent.report_health)
 
 
 class Ingest:
@@ -255,7 +257,11 @@ class Ingest:
                     log.exception("on_stored hook failed")
             n = body.count(b"\n")
             self.spool.commit(pos, n)
-            self.health.incr("stored", n - len(refused))
+            # the agent's own health points (measurement `agent`) are counted apart: `stored` is device points
+            own = body.count(OWN_POINT) + body.startswith(OWN_POINT[1:])
+            own -= sum(1 for line, _ in refused if line.startswith(OWN_POINT[1:]))
+            self.health.incr("stored", n - len(refused) - own)
+            self.health.incr("stored_own", own)
             self._update_spool_gauges()
 
     def _drain_deadline_passed(self) -> bool:

@@ -1,22 +1,28 @@
-"""Home Assistant MQTT discovery: the config payloads for the agent's sensors (pure functions, no MQTT I/O).
+"""Home Assistant MQTT discovery: the agent's entities as one device-based config (pure functions, no MQTT I/O).
 
-The agent publishes every `(topic, payload)` pair these functions return **retained** (QoS 1). An empty payload
-means "delete": Home Assistant removes the entity and the broker drops the retained config (used for the sensors
-of a role the house no longer has). Checked against Home Assistant's own MQTT sensor schema by
-tests/edge_agent/publish/test_hass.py (docs/home-assistant.md).
+Home Assistant's current form (2024.11+): one retained message on `<discovery_prefix>/device/<node_id>/config`
+holding the device (`dev`), the origin (`o`: name, version, support URL), what all entities share (the
+availability topic) and every entity under `cmps` (`p` = its platform). Each part of the agent contributes its
+entities as a dict `key → component config` (`*_components` below, the away switch in forecast/away.py, the cost
+sensors via tariff); edge_agent/publish/discovery.py joins them and publishes, and migrates entities that earlier
+releases announced one per topic (`<discovery_prefix>/<platform>/<node_id>/<key>/config`) without losing their
+entity ids or history. A component that only says `{"p": "sensor"}` deletes an entity an earlier setup created
+(e.g. after removing the battery). Checked with Home Assistant's own code by tests/edge_agent/publish/test_hass.py
+(docs/home-assistant.md).
 
 Why each choice:
-- Every config names the availability topic `<prefix>/status` ("online"/"offline", retained; the agent's last will
-  publishes "offline"), so a stopped agent shows as unavailable instead of its last retained values.
-- Every config has `expire_after`: a running agent whose forecast or flow stalled goes unavailable too; forecast
+- Availability (`<prefix>/status`, "online"/"offline", retained; the agent's last will publishes "offline") is
+  shared by every entity, so a stopped agent shows as unavailable instead of its last retained values.
+- Every sensor has `expire_after`: a running agent whose forecast or flow stalled goes unavailable too; forecast
   templates also answer "None" (HA: unknown) for a payload issued longer ago than that, because a retained old
   forecast re-arrives, and restarts the expiry timer, whenever Home Assistant (re)subscribes.
 - Forecasts have no `state_class`: a forecast is not a meter, and a state class would make Home Assistant build
   long-term statistics from it and offer it as an Energy-dashboard source.
 - The flow's running totals are `device_class: energy`, `state_class: total_increasing`, kWh: what the Energy
-  dashboard accepts for grid, solar and battery.
+  dashboard accepts for grid, solar and battery. Grid export, autarky and self-supplied energy exist only with PV
+  or a battery (a grid-only house showed "Grid export" 0 kWh and "Autarky" 0 % forever).
 - `default_entity_id` replaces `object_id` (deprecated in HA 2025.10, removed in 2026.4). Unique ids are those of
-  the earlier `forecast.py` configs, so existing entities are updated in place.
+  the first release, so existing entities are updated in place.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ ONLINE, OFFLINE = "online", "offline"
 SLOT_SECONDS = 900
 # Two missed 15-minute cycles (a forecast or slot 30 minutes old) make a sensor unavailable.
 DEFAULT_EXPIRE_AFTER_S = 2 * SLOT_SECONDS
+POWER_EXPIRE_AFTER_S = 600  # power readings come every few seconds: ten minutes without one is unknown
 ROLES = ("grid", "pv", "battery")  # the flow's device roles that decide which sensors exist
+SUPPORT_URL = "https://github.com/home-energy/home-energy"
 
 _NODE_RE = re.compile(r"^[a-zA-Z0-9_-]+$")  # what HA's discovery topic matcher accepts as node_id
 
@@ -55,14 +63,29 @@ def flow_slot_topic(prefix: str) -> str:
     return f"{prefix}/flow/slot"
 
 
-def config_topic(discovery_prefix: str, node_id: str, key: str) -> str:
-    return f"{discovery_prefix}/sensor/{node_id}/{key}/config"
+def flow_power_topic(prefix: str) -> str:
+    return f"{prefix}/flow/power"
 
 
-def _check_node(node_id: str) -> None:
+def device_topic(discovery_prefix: str, node_id: str) -> str:
+    """The one device-based discovery config of the agent."""
+    return f"{discovery_prefix}/device/{node_id}/config"
+
+
+def legacy_topic(discovery_prefix: str, platform: str, node_id: str, key: str) -> str:
+    """Where releases before device-based discovery announced the entity `key` (one config per entity)."""
+    return f"{discovery_prefix}/{platform}/{node_id}/{key}/config"
+
+
+def config_topic(discovery_prefix: str, node_id: str, key: str, platform: str = "sensor") -> str:
+    """The single-component form's topic (= legacy_topic): for an entity not yet moved into the device config."""
+    return legacy_topic(discovery_prefix, platform, node_id, key)
+
+
+def check_node(node_id: str) -> None:
     if not _NODE_RE.match(node_id):
         raise ValueError(f"node_id {node_id!r}: Home Assistant discovery allows only letters, digits, _ and - "
-                         "(config key [forecast].node_id)")
+                         "(config key [publish].node_id)")
 
 
 def device(node_id: str) -> dict:
@@ -70,46 +93,82 @@ def device(node_id: str) -> dict:
             "manufacturer": "home-energy", "model": "edge agent"}
 
 
-def _entity_id(node_id: str, key: str) -> str:
-    return "sensor." + re.sub(r"[^a-z0-9_]+", "_", f"{node_id}_{key}".lower()).strip("_")
+def origin() -> dict:
+    from edge_agent import __version__
+
+    return {"name": "home-energy", "sw": __version__, "url": SUPPORT_URL}
+
+
+def _entity_id(platform: str, node_id: str, key: str) -> str:
+    return f"{platform}." + re.sub(r"[^a-z0-9_]+", "_", f"{node_id}_{key}".lower()).strip("_")
+
+
+def component(platform: str, node_id: str, key: str, name: str, **cfg) -> dict:
+    """One entity of the device config (availability, device and origin come from the device config)."""
+    return {"p": platform, "name": name, "unique_id": f"{node_id}_{key}",
+            "default_entity_id": _entity_id(platform, node_id, key), **cfg}
 
 
 def _base(node_id: str, prefix: str, key: str, name: str, state_topic: str, value_template: str,
           expire_after_s: int) -> dict:
-    return {"name": name, "unique_id": f"{node_id}_{key}", "default_entity_id": _entity_id(node_id, key),
+    """A single-component config (availability, device and origin included), for an entity announced on its own
+    topic. New entities belong in the device config instead: `component()` / `sensor()` via
+    `discovery_components()`."""
+    return {"name": name, "unique_id": f"{node_id}_{key}", "default_entity_id": _entity_id("sensor", node_id, key),
             "state_topic": state_topic, "value_template": value_template,
             "availability_topic": availability_topic(prefix), "payload_available": ONLINE,
             "payload_not_available": OFFLINE, "expire_after": expire_after_s,
             "device": device(node_id), "origin": {"name": "home-energy"}}
 
 
-def _fresh(expr: str, max_age_s: int) -> str:
-    """A value template that renders `expr`, or None (unknown) when the payload's issued_at is too old."""
-    return (f"{{% if as_timestamp(value_json.issued_at, 0) > as_timestamp(now()) - {max_age_s} %}}"
+_check_node = check_node  # the name releases before device-based discovery used
+
+
+def removed(platform: str = "sensor") -> dict:
+    """A component that deletes the entity an earlier configuration created."""
+    return {"p": platform}
+
+
+def sensor(node_id: str, key: str, name: str, state_topic: str, value_template: str, expire_after_s: int,
+           **extra) -> dict:
+    return component("sensor", node_id, key, name, state_topic=state_topic, value_template=value_template,
+                     expire_after=expire_after_s, **extra)
+
+
+def _fresh(expr: str, max_age_s: int, key: str = "issued_at") -> str:
+    """A value template that renders `expr`, or None (unknown) when the payload's `key` time is too old."""
+    return (f"{{% if as_timestamp(value_json.{key}, 0) > as_timestamp(now()) - {max_age_s} %}}"
             f"{{{{ {expr} }}}}{{% else %}}None{{% endif %}}")
 
 
-FORECAST_ATTRIBUTES = ("issued_at", "model", "version", "fallback_reason", "input_complete",
-                       "next_p10_kwh", "next_p90_kwh")  # the band of the next slot (None without one)
-FORECAST_SENSORS = (  # key (unique id and topic part, unchanged since the first release), name, horizon, value
-    ("consumption_next_15min", "Consumption next 15 min", 1, "value_json.next_kwh"),
-    ("consumption_next_24h", "Consumption next 24 h", 96, "value_json.total_kwh"),
+def _attributes(names: tuple[str, ...]) -> str:
+    attrs = ", ".join(f"'{a}': value_json.get('{a}')" for a in names)
+    return f"{{{{ {{{attrs}}} | tojson }}}}"
+
+
+# -- forecasts --------------------------------------------------------------------------------------------------
+NEXT_15MIN_ATTRIBUTES = ("issued_at", "model", "version", "fallback_reason", "input_complete",
+                         "next_p10_kwh", "next_p90_kwh")  # the band of the next slot (None without one)
+# The 24 h total has no band: P10/P90 of single slots do not add up to those of a sum (errors partly cancel). Its
+# attributes hold the 96 values and their per-slot band for forecast cards (first_target = the first slot's end).
+NEXT_24H_ATTRIBUTES = ("issued_at", "model", "version", "fallback_reason", "input_complete", "first_target",
+                       "values", "p10", "p90")
+FORECAST_SENSORS = (  # key (unique id, unchanged since the first release), name, horizon, value, attributes
+    ("consumption_next_15min", "Consumption next 15 min", 1, "value_json.next_kwh", NEXT_15MIN_ATTRIBUTES),
+    ("consumption_next_24h", "Consumption next 24 h", 96, "value_json.total_kwh", NEXT_24H_ATTRIBUTES),
 )
 
 
-def forecast_discovery(node_id: str, prefix: str, discovery_prefix: str = DISCOVERY_PREFIX,
-                       expire_after_s: int = DEFAULT_EXPIRE_AFTER_S) -> list[tuple[str, str]]:
-    """Configs for the forecast sensors reading `<prefix>/forecast/best/<horizon>` (kWh, no state class)."""
-    _check_node(node_id)
-    attrs = ", ".join(f"'{a}': value_json.get('{a}')" for a in FORECAST_ATTRIBUTES)
-    out = []
-    for key, name, horizon, expr in FORECAST_SENSORS:
+def forecast_components(node_id: str, prefix: str, expire_after_s: int = DEFAULT_EXPIRE_AFTER_S) -> dict[str, dict]:
+    """The forecast sensors reading `<prefix>/forecast/best/<horizon>` (kWh, no state class)."""
+    check_node(node_id)
+    out = {}
+    for key, name, horizon, expr, attributes in FORECAST_SENSORS:
         topic = forecast_topic(prefix, horizon)
-        cfg = _base(node_id, prefix, key, name, topic, _fresh(expr, expire_after_s), expire_after_s)
-        cfg |= {"unit_of_measurement": "kWh", "device_class": "energy", "suggested_display_precision": 3,
-                "icon": "mdi:chart-bell-curve-cumulative", "json_attributes_topic": topic,
-                "json_attributes_template": f"{{{{ {{{attrs}}} | tojson }}}}"}
-        out.append((config_topic(discovery_prefix, node_id, key), json.dumps(cfg)))
+        out[key] = sensor(node_id, key, name, topic, _fresh(expr, expire_after_s), expire_after_s,
+                          unit_of_measurement="kWh", device_class="energy", suggested_display_precision=3,
+                          icon="mdi:chart-bell-curve-cumulative", json_attributes_topic=topic,
+                          json_attributes_template=_attributes(attributes))
     return out
 
 
@@ -121,78 +180,137 @@ SKILL_SENSORS = (  # key, name, horizon
 )
 
 
-def skill_discovery(node_id: str, prefix: str, discovery_prefix: str = DISCOVERY_PREFIX,
-                    expire_after_s: int = DEFAULT_EXPIRE_AFTER_S) -> list[tuple[str, str]]:
-    """Configs for the live-skill sensors reading `<prefix>/forecast/skill/<horizon>`: the preferred model's skill
-    over 7 days in % (1 − MAE / MAE of the best naive baseline on the same slots; unknown until scored), with
-    model, version, slots scored and the guard's verdict as attributes. A measurement (`state_class`), so Home
-    Assistant keeps its history as statistics; no device class (a skill is no physical quantity)."""
-    _check_node(node_id)
-    attrs = ", ".join(f"'{a}': value_json.get('{a}')" for a in SKILL_ATTRIBUTES)
+def skill_components(node_id: str, prefix: str, expire_after_s: int = DEFAULT_EXPIRE_AFTER_S) -> dict[str, dict]:
+    """The live-skill sensors reading `<prefix>/forecast/skill/<horizon>`: the preferred model's skill over 7 days
+    in % (1 − MAE / MAE of the best naive baseline on the same slots; unknown until scored), with model, version,
+    slots scored and the guard's verdict as attributes. A measurement (`state_class`), so Home Assistant keeps its
+    history as statistics; no device class (a skill is no physical quantity)."""
+    check_node(node_id)
     value = "(value_json.skill * 100) | round(1) if value_json.get('skill') is number else None"
-    out = []
+    out = {}
     for key, name, horizon in SKILL_SENSORS:
         topic = skill_topic(prefix, horizon)
-        cfg = _base(node_id, prefix, key, name, topic, _fresh(value, expire_after_s), expire_after_s)
-        cfg |= {"unit_of_measurement": "%", "state_class": "measurement", "suggested_display_precision": 1,
-                "icon": "mdi:bullseye-arrow", "json_attributes_topic": topic,
-                "json_attributes_template": f"{{{{ {{{attrs}}} | tojson }}}}"}
-        out.append((config_topic(discovery_prefix, node_id, key), json.dumps(cfg)))
+        out[key] = sensor(node_id, key, name, topic, _fresh(value, expire_after_s), expire_after_s,
+                          unit_of_measurement="%", state_class="measurement", suggested_display_precision=1,
+                          icon="mdi:bullseye-arrow", json_attributes_topic=topic,
+                          json_attributes_template=_attributes(SKILL_ATTRIBUTES))
     return out
 
 
-# key, name, the totals field, the role it needs (None: always)
+# -- the energy flow --------------------------------------------------------------------------------------------
+# key, name, the totals field, the roles of which one must exist (None: always)
 TOTAL_SENSORS = (
-    ("grid_import_total", "Grid import", "grid_import_kwh", "grid"),
-    ("grid_export_total", "Grid export", "grid_export_kwh", "grid"),
-    ("pv_total", "PV production", "pv_kwh", "pv"),
-    ("battery_charge_total", "Battery charge", "battery_charge_kwh", "battery"),
-    ("battery_discharge_total", "Battery discharge", "battery_discharge_kwh", "battery"),
+    ("grid_import_total", "Grid import", "grid_import_kwh", ("grid",)),
+    ("grid_export_total", "Grid export", "grid_export_kwh", ("pv", "battery")),
+    ("pv_total", "PV production", "pv_kwh", ("pv",)),
+    ("battery_charge_total", "Battery charge", "battery_charge_kwh", ("battery",)),
+    ("battery_discharge_total", "Battery discharge", "battery_discharge_kwh", ("battery",)),
     ("house_total", "House consumption", "house_kwh", None),
-    ("self_supplied_total", "Self-supplied energy", "self_supplied_kwh", "pv"),
+    ("self_supplied_total", "Self-supplied energy", "self_supplied_kwh", ("pv",)),
 )
-# key, name, the slot's ratio field (0..1, shown in %), the role it needs
+# key, name, the slot's ratio field (0..1, shown in %), the roles of which one must exist
 SLOT_SENSORS = (
-    ("autarky_slot", "Autarky (last 15 min)", "autarky", None),
-    ("self_consumption_slot", "Self-consumption (last 15 min)", "self_consumption", "pv"),
+    ("autarky_slot", "Autarky (last 15 min)", "autarky", ("pv", "battery")),
+    ("self_consumption_slot", "Self-consumption (last 15 min)", "self_consumption", ("pv",)),
+)
+# key, name, the power payload's field (W), the role (a device of it must report power)
+POWER_SENSORS = (
+    ("grid_power", "Grid power", "grid_w", "grid"),
+    ("pv_power", "PV power", "pv_w", "pv"),
+    ("battery_power", "Battery power", "battery_w", "battery"),
+    ("house_power", "House power", "house_w", "house"),
 )
 
 
-def flow_discovery(node_id: str, prefix: str, discovery_prefix: str = DISCOVERY_PREFIX,
-                   roles_present: set[str] | frozenset[str] = frozenset(ROLES),
-                   expire_after_s: int = DEFAULT_EXPIRE_AFTER_S) -> list[tuple[str, str]]:
-    """Configs for the energy flow's counters (Energy-dashboard sources) and the newest slot's ratios.
+def flow_components(node_id: str, prefix: str, roles_present: set[str] | frozenset[str] = frozenset(ROLES),
+                    power_roles: set[str] | frozenset[str] = frozenset(),
+                    expire_after_s: int = DEFAULT_EXPIRE_AFTER_S) -> dict[str, dict]:
+    """The energy flow's counters (Energy-dashboard sources), the newest slot's ratios and the power sensors.
 
-    `roles_present`: the flow's configured roles (grid, pv, battery; consumer is ignored). The sensors of a
-    missing role get an empty payload, which deletes an entity an earlier configuration created.
+    `roles_present`: the flow's configured roles (grid, pv, battery; consumer is ignored). `power_roles`: the roles
+    with a device that reports power (`power_field`), plus `house` when every role's power is known. Sensors of a
+    missing role are `removed()`, which deletes an entity an earlier configuration created.
     """
-    _check_node(node_id)
+    check_node(node_id)
     unknown = set(roles_present) - {*ROLES, "consumer"}
     if unknown:
         raise ValueError(f"roles_present: unknown role(s) {sorted(unknown)} (known: {', '.join(ROLES)}, consumer)")
-    out = []
+    has = lambda roles: roles is None or any(r in roles_present for r in roles)  # noqa: E731
+    out: dict[str, dict] = {}
     totals = flow_totals_topic(prefix)
-    for key, name, field, role in TOTAL_SENSORS:
-        topic = config_topic(discovery_prefix, node_id, key)
-        if role is not None and role not in roles_present:
-            out.append((topic, ""))
-            continue
-        cfg = _base(node_id, prefix, key, name, totals, f"{{{{ value_json.{field} }}}}", expire_after_s)
-        cfg |= {"unit_of_measurement": "kWh", "device_class": "energy", "state_class": "total_increasing",
-                "suggested_display_precision": 2, "json_attributes_topic": totals,
-                "json_attributes_template": "{{ {'last_slot': value_json.get('last_slot')} | tojson }}"}
-        out.append((topic, json.dumps(cfg)))
+    for key, name, field, roles in TOTAL_SENSORS:
+        out[key] = removed() if not has(roles) else sensor(
+            node_id, key, name, totals, f"{{{{ value_json.{field} }}}}", expire_after_s, unit_of_measurement="kWh",
+            device_class="energy", state_class="total_increasing", suggested_display_precision=2,
+            json_attributes_topic=totals,
+            json_attributes_template="{{ {'last_slot': value_json.get('last_slot')} | tojson }}")
     slot = flow_slot_topic(prefix)
-    for key, name, field, role in SLOT_SENSORS:
-        topic = config_topic(discovery_prefix, node_id, key)
-        if role is not None and role not in roles_present:
-            out.append((topic, ""))
-            continue
+    for key, name, field, roles in SLOT_SENSORS:
         value = (f"{{% if value_json.get('{field}') is number %}}{{{{ (value_json.{field} * 100) | round(1) }}}}"
                  "{% else %}None{% endif %}")  # 0/0 (no PV, no consumption) -> unknown, not 0 %
-        cfg = _base(node_id, prefix, key, name, slot, value, expire_after_s)
-        cfg |= {"unit_of_measurement": "%", "state_class": "measurement", "suggested_display_precision": 1,
-                "icon": "mdi:home-lightning-bolt-outline", "json_attributes_topic": slot,
-                "json_attributes_template": "{{ {'slot_end': value_json.get('slot_end')} | tojson }}"}
-        out.append((topic, json.dumps(cfg)))
+        out[key] = removed() if not has(roles) else sensor(
+            node_id, key, name, slot, value, expire_after_s, unit_of_measurement="%", state_class="measurement",
+            suggested_display_precision=1, icon="mdi:home-lightning-bolt-outline", json_attributes_topic=slot,
+            json_attributes_template="{{ {'slot_end': value_json.get('slot_end')} | tojson }}")
+    power = flow_power_topic(prefix)
+    for key, name, field, role in POWER_SENSORS:
+        value = f"value_json.{field} if value_json.get('{field}') is number else None"
+        out[key] = removed() if role not in power_roles else sensor(
+            node_id, key, name, power, _fresh(value, POWER_EXPIRE_AFTER_S, "time"), POWER_EXPIRE_AFTER_S,
+            unit_of_measurement="W", device_class="power", state_class="measurement", suggested_display_precision=0)
     return out
+
+
+# -- what it costs ----------------------------------------------------------------------------------------------
+def cost_components(node_id: str, prefix: str, currency: str, cost_topic: str, forecast_cost_topic: str,
+                    expire_after_s: int = DEFAULT_EXPIRE_AFTER_S) -> dict[str, dict]:
+    """Cost today / yesterday (the sums of the slots' cost, the house's local days), the forecast cost of the next
+    24 h and the price now. Costs are `monetary` in the tariff's currency: "cost today" a `total` that resets at
+    local midnight (`last_reset`), so Home Assistant's statistics sum it per day; yesterday and the forecast are
+    plain values. The price (currency/kWh) is what the Energy dashboard takes as "entity with current price"."""
+    check_node(node_id)
+    number = "value_json.{0} if value_json.get('{0}') is number else None"
+    return {
+        "cost_today": sensor(node_id, "cost_today", "Cost today", cost_topic, f"{{{{ {number.format('today')} }}}}",
+                             expire_after_s, unit_of_measurement=currency, device_class="monetary",
+                             state_class="total", last_reset_value_template="{{ value_json.last_reset }}",
+                             suggested_display_precision=2, json_attributes_topic=cost_topic,
+                             json_attributes_template=_attributes(("day", "today_slots", "updated"))),
+        "cost_yesterday": sensor(node_id, "cost_yesterday", "Cost yesterday", cost_topic,
+                                 f"{{{{ {number.format('yesterday')} }}}}", expire_after_s,
+                                 unit_of_measurement=currency, device_class="monetary",
+                                 suggested_display_precision=2, json_attributes_topic=cost_topic,
+                                 json_attributes_template=_attributes(("yesterday_slots",))),
+        "forecast_cost_next_24h": sensor(
+            node_id, "forecast_cost_next_24h", "Forecast cost next 24 h", forecast_cost_topic,
+            _fresh(number.format("cost_next_24h"), expire_after_s), expire_after_s, unit_of_measurement=currency,
+            device_class="monetary", suggested_display_precision=2, json_attributes_topic=forecast_cost_topic,
+            json_attributes_template=_attributes(("issued_at", "priced_slots", "slots", "priced_until",
+                                                  "cost_priced_slots", "energy_kwh"))),
+        "electricity_price": sensor(node_id, "electricity_price", "Electricity price", cost_topic,
+                                    f"{{{{ {number.format('price_now')} }}}}", expire_after_s,
+                                    unit_of_measurement=f"{currency}/kWh", state_class="measurement",
+                                    suggested_display_precision=4, icon="mdi:cash",
+                                    json_attributes_topic=cost_topic,
+                                    json_attributes_template=_attributes(("feed_in_price",))),
+    }
+
+
+# -- the device config -----------------------------------------------------------------------------------------
+def device_config(node_id: str, prefix: str, components: dict[str, dict],
+                  discovery_prefix: str = DISCOVERY_PREFIX) -> tuple[str, str]:
+    """The retained device-based discovery message: (topic, payload)."""
+    check_node(node_id)
+    doc = {"dev": device(node_id), "o": origin(), "availability_topic": availability_topic(prefix),
+           "payload_available": ONLINE, "payload_not_available": OFFLINE, "qos": 1, "cmps": components}
+    return device_topic(discovery_prefix, node_id), json.dumps(doc)
+
+
+def migration(node_id: str, components: dict[str, dict], discovery_prefix: str = DISCOVERY_PREFIX
+              ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Moving entities from one config per topic to the device config without losing their ids and history
+    (Home Assistant's documented migration): before the device config, `{"migrate_discovery": true}` on each old
+    topic (HA unloads the entity and keeps its registry entry); after it, an empty retained payload clears the old
+    topic. Returns (before, after) message lists; publish `before` not retained, `after` retained."""
+    topics = [legacy_topic(discovery_prefix, cfg["p"], node_id, key) for key, cfg in components.items()]
+    return [(t, json.dumps({"migrate_discovery": True})) for t in topics], [(t, "") for t in topics]

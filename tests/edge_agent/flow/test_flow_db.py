@@ -73,23 +73,28 @@ def test_reset_and_late_pv_data(tmp_path, mosquitto_session, influxd_session, in
         agent.stop()
 
 
-def test_a_value_that_becomes_unknown_is_removed_not_left_behind(tmp_path, mosquitto_session, influxd_session,
-                                                                 influx_db_name):
-    """InfluxDB merges a rewritten point's fields with the old ones. A slot computed first with a battery value
-    interpolated across a gap, then found to make the next slot impossible, must lose that value (found as a
-    flaky run of the hand-designed house test: the stale 0.44 kWh stayed)."""
-    from shared.points import Point
-    from shared.storage import StorageConfig, open_storage
-
-    cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, client_id="agent-stale",
-                       extra=FLOW.replace('import_field = "EnergyOut"\n', 'import_field = "EnergyOut"\n') + """
+BATTERY = """
 [[flow.devices]]
 role = "battery"
 measurement = "Battery"
 tags = { device_id = "b" }
 import_field = "EnergyIn"
-""")
-    agent = Agent(load_config(cfg), clock=lambda: T0 + timedelta(hours=2), components=("flow",))
+"""
+
+
+@pytest.mark.parametrize("order", ["real time", "reversed"])
+def test_a_bridged_boundary_is_judged_with_both_slots_in_either_order(tmp_path, mosquitto_session, influxd_session,
+                                                                      influx_db_name, order):
+    """Issue 18's silent battery: the slot before the gap and the slot after it are both left unknown, whichever is
+    computed first (issue 25: computed first, as in real time, the slot before kept an invented split)."""
+    from shared.points import Point
+    from shared.storage import StorageConfig, open_storage
+    from tests.helpers.forecast import Clock
+
+    cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
+                       client_id="agent-bridged", extra=FLOW + BATTERY)
+    clock = Clock(T0 + timedelta(minutes=16))
+    agent = Agent(load_config(cfg), clock=clock, components=("flow",))
     st = open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name))
     t = lambda minutes: ns(T0 + timedelta(minutes=minutes))  # noqa: E731
     # grid 0.2 then 0.0, PV 0.3 then 0.1; the battery charged 0.45 then 0.05 but was silent from 5 to 28 min, so
@@ -102,14 +107,59 @@ import_field = "EnergyIn"
                 ((0, 1.0), (5, 1.1), (28, 1.47), (30, 1.5))])
     flow = agent.components["flow"]
     try:
-        flow.compute_range(t(15), t(15))  # the slot ending at 15 min alone: interpolated, written with a value
-        row = flow_rows(influxd_session, influx_db_name)[t(15)]
-        assert "interpolated" in row["flags"]
-        assert influxd_session.query('SELECT "battery_charge" FROM "energy_flow"', db=influx_db_name)["results"][0]
-        flow.compute_range(t(15), t(30))  # with the next slot: 0.3 PV cannot charge 0.36: both left unknown
-        res = influxd_session.query('SELECT "battery_charge", "flags" FROM "energy_flow"', db=influx_db_name)
+        if order == "real time":
+            flow.compute_range(t(15), t(15))  # at 16 min: the slot after the gap has not ended
+            row = flow_rows(influxd_session, influx_db_name)[t(15)]
+            assert row["house"] is None and row["flags"] == "missing_battery,interpolated"
+            clock.set(T0 + timedelta(minutes=31))
+            flow.compute_range(t(30), t(30))
+        else:
+            clock.set(T0 + timedelta(minutes=31))
+            flow.compute_range(t(30), t(30))
+            flow.compute_range(t(15), t(15))
+        res = influxd_session.query('SELECT "battery_charge", "house", "flags" FROM "energy_flow"', db=influx_db_name)
         rows = res["results"][0]["series"][0]["values"]
-        assert [(r[1], "missing_battery" in r[2]) for r in rows] == [(None, True), (None, True)], rows
+        assert [r[1:] for r in rows] == [[None, None, "missing_battery,interpolated"]] * 2, rows
+    finally:
+        st.close()
+        agent.stop()
+
+
+def test_a_value_that_becomes_unknown_is_removed_not_left_behind(tmp_path, mosquitto_session, influxd_session,
+                                                                 influx_db_name):
+    """InfluxDB merges a rewritten point's fields with the old ones. A slot computed first with a house value, then
+    found impossible (a late grid reading shows the meters out of step), must lose its house and flows (found as a
+    flaky run of the hand-designed house test: a stale 0.44 kWh stayed)."""
+    from shared.points import Point
+    from shared.storage import StorageConfig, open_storage
+
+    cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, client_id="agent-stale",
+                       extra=FLOW + BATTERY)
+    agent = Agent(load_config(cfg), clock=lambda: T0 + timedelta(hours=2), components=("flow",))
+    st = open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name))
+    t = lambda minutes: ns(T0 + timedelta(minutes=minutes))  # noqa: E731
+    # grid 10.0 → 10.2 at 15 min (interpolated between 14 and 16 min), PV 0.3, battery 0.4: house 0.1
+    st.write([Point("EnergyMeter", {"device_id": "g"}, {"EnergyIn": v}, t(m)) for m, v in
+              ((0, 10.0), (14, 10.0), (16, 10.4), (30, 10.6))]
+             + [Point("PvString", {"device_id": "p"}, {"EnergyOut": v}, t(15 * k)) for k, v in enumerate((5.0, 5.3,
+                                                                                                        5.4))]
+             + [Point("Battery", {"device_id": "b"}, {"EnergyIn": v}, t(15 * k)) for k, v in enumerate((1.0, 1.4,
+                                                                                                        1.45))])
+    flow = agent.components["flow"]
+    try:
+        flow.compute_range(t(15), t(15))
+        row = flow_rows(influxd_session, influx_db_name)[t(15)]
+        assert row["house"] == pytest.approx(0.1) and row["flags"] == ""
+        # a late reading at 14.9 min: the meter was still at 10.0, so it imported only 0.036 kWh by 15 min
+        st.write([Point("EnergyMeter", {"device_id": "g"}, {"EnergyIn": 10.0}, t(14.9))])
+        for cache in flow._boundaries.values():
+            cache.invalidate_from(t(14.9))
+        flow.compute_range(t(15), t(15))
+        res = influxd_session.query(f'SELECT * FROM "energy_flow" WHERE time = {t(15)}', db=influx_db_name)
+        s = res["results"][0]["series"][0]
+        row = {c: v for c, v in zip(s["columns"], s["values"][0], strict=True) if v is not None}
+        assert row["flags"] == "imbalance" and row["grid_import"] == pytest.approx(0.4 / 11)
+        assert "house" not in row and "pv_to_house" not in row and "autarky" not in row, row
     finally:
         st.close()
         agent.stop()

@@ -99,9 +99,10 @@ def test_away_window_switch_restart_and_bad_payloads(agent_env, influxd_session,
         fc = agent.components["forecast"]
         AgentClient(agent.components["api"].url, TOKEN).push(signed("cnn-96", "20260101T000000Z"))
         wait_for(lambda: fc.away.window is not None)
-        switch = wait_for(lambda: sub.messages.get("homeassistant/switch/testnode/away/config"))
+        dev = wait_for(lambda: sub.messages.get("homeassistant/device/testnode/config"))
+        switch = dev["cmps"]["away"]  # a component of the agent's device config (availability: the device's)
+        assert switch["p"] == "switch" and dev["availability_topic"] == "he-test/status"
         assert switch["command_topic"] == "he-test/away/set" and switch["state_topic"] == "he-test/away/state"
-        assert switch["availability_topic"] == "he-test/status"
         results = fc.run_once(T)
         series = fc.read_series(T)
         model_values = fc.active.loaded()["cnn-96"].predict(series, T).values

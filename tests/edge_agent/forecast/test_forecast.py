@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pytest
 
 from edge_agent.agent import Agent
@@ -33,13 +34,14 @@ def test_baseline_on_schedule_then_models_after_push(scheduled_agent, influxd_se
     agent, clock, sub = scheduled_agent
     load_meter(influxd_session, influx_db_name, ISSUE)
     # HA discovery configs, retained, at start
-    disc = wait_for(lambda: sub.messages.get("homeassistant/sensor/testnode/consumption_next_15min/config"))
+    dev = wait_for(lambda: sub.messages.get("homeassistant/device/testnode/config"))  # one device config
+    disc = dev["cmps"]["consumption_next_15min"]
     assert disc["state_topic"] == "he-test/forecast/best/1" and disc["unit_of_measurement"] == "kWh"
     assert "value_json.next_kwh" in disc["value_template"] and disc["device_class"] == "energy"
     assert "state_class" not in disc and "object_id" not in disc
-    assert disc["availability_topic"] == "he-test/status" and disc["expire_after"] > 0
+    assert dev["availability_topic"] == "he-test/status" and disc["expire_after"] > 0
     assert wait_for(lambda: sub.messages.get("he-test/status")) == "online"
-    day = sub.messages["homeassistant/sensor/testnode/consumption_next_24h/config"]
+    day = dev["cmps"]["consumption_next_24h"]
     assert day["state_topic"] == "he-test/forecast/best/96" and "total_kwh" in day["value_template"]
     assert not forecast_rows(influxd_session, influx_db_name)  # nothing before the boundary
     clock.set(ISSUE + timedelta(seconds=1))  # the boundary passes: the loop forecasts (no model: baselines)
@@ -94,4 +96,44 @@ def test_gappy_window_falls_back_to_baseline(tmp_path, mosquitto_session, influx
                                               f"{parse_time_ns('2023-07-05T12:15:00Z')} GROUP BY horizon")
         assert {r["horizon"]: r["input_complete"] for r in rows} == {"1": False, "96": False}
     finally:
+        agent.stop()
+
+
+@pytest.mark.parametrize("hours", [10, 30])
+def test_a_fresh_install_forecasts_no_day_from_the_last_15_minutes(tmp_path, mosquitto_session, influxd_session,
+                                                                    influx_db_name, server_keys, hours):
+    """Issue 25: with less than a day of history "Consumption next 24 h" was 96 × the last slot (persistence). Now:
+    nothing until there is a day; then the median of the same slot over the days there are (here: yesterday's)."""
+    load_meter(influxd_session, influx_db_name, ISSUE, days=hours / 24)
+    cfg = load_config(agent_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
+                                   server_keys, api=False))
+    agent = Agent(cfg, clock=lambda: ISSUE, components=("forecast",))
+    import paho.mqtt.publish
+
+    paho.mqtt.publish.single("he-test/forecast/best/96", "", retain=True, port=mosquitto_session.port)  # earlier tests'
+    sub = Retained(mosquitto_session.port, "he-test/forecast/best/#")
+    agent.start()
+    try:
+        fc = agent.components["forecast"]
+        issue = parse_time_ns("2023-07-05T12:00:00Z")
+        results = fc.run_once(issue)
+        series = fc.read_series(issue)
+        assert [(r.horizon, r.version) for r in results if r.horizon == 1] == [(1, "persistence")]
+        day = [r for r in results if r.horizon == 96]
+        if hours < 24:
+            assert day == [] and agent.health.get("forecast_skipped_no_data") == 1
+            wait_for(lambda: "he-test/forecast/best/1" in sub.messages)
+            assert "he-test/forecast/best/96" not in sub.messages
+        else:
+            [r] = day
+            last = series.index_of(issue)
+            days = [[series.values[t - 96 * k] for k in range(1, 8) if t - 96 * k >= 0
+                     and np.isfinite(series.values[t - 96 * k])] for t in range(last + 1, last + 97)]
+            n = [len(d) for d in days]
+            assert n == sorted(n) and n[0] == 1 and n[-1] == 2  # 30 hours: two days for the last few hours
+            assert r.version == "median_7_days" and r.values.tolist() == pytest.approx([np.median(d) for d in days])
+            assert wait_for(lambda: sub.messages.get("he-test/forecast/best/96"))["total_kwh"] == pytest.approx(
+                float(r.values.sum()), abs=1e-3)
+    finally:
+        sub.close()
         agent.stop()

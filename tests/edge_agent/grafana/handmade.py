@@ -16,6 +16,9 @@ House in Europe/Berlin. Slots are given by their END in local time; a slot belon
   targets (issue rolling, re-issued minutes before) 0.50 / 0.52 / 0.60; next slot (horizon 1, rolling) cnn-1
   0.07, lstm-1 0.09, baseline-1 0.05 for the eight PV slots.
 - Live skill rows (`forecast_skill`) every 15 minutes from 12:00 to 13:00 local on June 14 (SKILL).
+- Cost ([tariff]) on the June slots: grid import × 0.30 − export × 0.08 (June 13: 0.12 + 0.075 − 0.016 = 0.179;
+  June 14: 0.06 − 0.008 (PV export) − 0.008 (battery export) = 0.044; June 15: 0.09); the day-ahead forecasts of
+  June 14 carry cost = value × 0.30 per slot (cnn-96 2.88, lstm-96 3.456, baseline-96 5.76 for the day).
 """
 
 from __future__ import annotations
@@ -91,7 +94,15 @@ def slots() -> list[dict]:
         if s["end"] == local(2023, 10, 29, 12).astimezone(UTC):
             s.update({k: v for k, v in slot(s["end"], grid_to_house=0.01, pv_to_house=0.4).items()})
     march = every_slot(local(2023, 3, 26, 0, 15), local(2023, 3, 27, 0, 0), grid_to_house=0.01)
+    for s in june:
+        s["cost"] = s["grid_import"] * PRICE - s["grid_export"] * FEED_IN
     return june + october + march
+
+
+PRICE, FEED_IN = 0.30, 0.08
+COST_BY_DAY = {date(2023, 6, 13): 0.4 * 0.3 - 0.2 * 0.08 + 0.25 * 0.3,
+               date(2023, 6, 14): -8 * 0.0125 * 0.08 - 0.1 * 0.08 + 0.2 * 0.3,
+               date(2023, 6, 15): 0.3 * 0.3}
 
 
 JUNE14_TARGETS = [local(2023, 6, 14) + (k + 1) * SLOT for k in range(96)]
@@ -107,7 +118,8 @@ def forecasts() -> list[Point]:
         return Point("forecast", {"model": model, "version": "baseline" if model == "baseline" else "v1",
                                   "horizon": horizon, "name": name, "issue": issue},
                      {"value_kwh": value, "issued_at": issued.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                      "p10_kwh": value * 0.5, "p90_kwh": value * 1.5}, ns(target))
+                      "p10_kwh": value * 0.5, "p90_kwh": value * 1.5}
+                     | ({"cost": value * PRICE} if issue == "day_ahead" else {}), ns(target))
     out = [point(n, "day_ahead", t, v, local(2023, 6, 14)) for n, v in DAY_AHEAD.items() for t in JUNE14_TARGETS]
     out += [point(n, "rolling", t, v, t - 2 * SLOT) for n, v in ROLLING_96.items() for t in JUNE14_TARGETS]
     out += [point(n, "rolling", t, v, t - SLOT) for n, v in NEXT_SLOT.items() for t in RUN_TARGETS]

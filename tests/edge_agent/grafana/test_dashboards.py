@@ -123,9 +123,11 @@ def loaded_db(tmp_path_factory, mosquitto_session, influxd_session):
     tmp = tmp_path_factory.mktemp("dash")
     db = "dashboards"
     influxd_session.query(f'DROP DATABASE "{db}"', method="POST")
-    cfg = write_config(tmp, mosquitto_session.port, influxd_session.url, db, extra=scenario.FLOW_CONFIG,
+    tariff = ('[tariff]\nprice = 0.30\nfeed_in = 0.08\ntimezone = "Europe/Berlin"\n'
+              'periods = [{ from = "22:00", to = "06:00", price = 0.22 }]\n')
+    cfg = write_config(tmp, mosquitto_session.port, influxd_session.url, db, extra=tariff + scenario.FLOW_CONFIG,
                        client_id="agent-dashboards")
-    agent = Agent(load_config(cfg), clock=lambda: END, components=("flow",))
+    agent = Agent(load_config(cfg), clock=lambda: END, components=("tariff", "flow"))
     agent.start()
     assert agent.ingest.connected.wait(10)
     slots = scenario.simulate(START, DAYS)
@@ -144,7 +146,7 @@ def loaded_db(tmp_path_factory, mosquitto_session, influxd_session):
     st = agent.ctx.open_storage()
     st.write([Point("forecast", {"model": m, "version": "20260101T000000Z", "horizon": h, "name": f"{m}-{h}",
                                  "issue": "day_ahead" if h == "96" else "rolling"},
-                    {"value_kwh": 0.3 + 0.01 * k, "issued_at": "2023-07-03T00:00:00Z"},
+                    {"value_kwh": 0.3 + 0.01 * k, "issued_at": "2023-07-03T00:00:00Z", "cost": (0.3 + 0.01 * k) * 0.3},
                     int((START + timedelta(days=2, minutes=15 * (k + 1))).timestamp() * 1e9))
               for m in ("cnn", "lstm") for h in ("1", "96") for k in range(96 if h == "96" else 4)])
     st.write([Point("forecast_skill", {"horizon": h, "issue": "day_ahead" if h == "96" else "rolling", "model": m,
@@ -174,7 +176,7 @@ def test_flow_matches_the_scenario(loaded_db):
         assert row["pv"] == pytest.approx(s["pv"], abs=1e-5)
         assert row["battery_charge"] == pytest.approx(s["charge"], abs=1e-5)
         assert row["pv_to_house"] + row["battery_to_house"] + row["grid_to_house"] == pytest.approx(row["house"])
-        assert min(v for k, v in row.items() if isinstance(v, float)) >= 0
+        assert min(v for k, v in row.items() if isinstance(v, float) and k != "cost") >= 0  # cost: feed-in
         checked += 1
     assert checked == DAYS * 96
     assert any((r["pv_to_grid"] or 0) > 0 for r in got.values())
@@ -210,6 +212,8 @@ def test_every_panel_query_returns_plausible_rows(loaded_db, board, panel, query
         assert ((numbers >= 0) & (numbers <= 1.0001)).all()
     elif "forecast_skill" in q:  # skill and bias can be negative; skill is at most 1
         assert np.abs(numbers).max() < 1e5 and (numbers[numbers < 0] >= -100).all()
+    elif '"cost"' in q:  # EUR: a few days of a house; negative where it exported more than it bought
+        assert np.abs(numbers).max() < 100
     elif "energy_flow" in q or "forecast" in q:
         assert (numbers >= 0).all() and numbers.max() < 200  # kWh: a few days of a house
     elif '"Power"' in q:
@@ -224,7 +228,8 @@ ZONE = handmade.ZONE
 NUMBER_CHECKED = {
     "home-energy-flow": {"Energy flow (kWh, selected range)", "Self-consumption", "Autarky", "House consumption",
                          "Daily energy by source (into the house)", "Daily energy by sink", "Flows per 15 minutes",
-                         "Self-consumption and autarky per day"},
+                         "Self-consumption and autarky per day", "Cost (selected range)",
+                         "Cost per day: actual and said a day ahead"},
     "home-energy-forecast": {"Forecast next 15 minutes vs actual (kWh per 15 min)",
                              "Forecast day ahead vs actual (kWh per 15 min)",
                              "Error next 15 minutes (forecast − actual, kWh)",
@@ -475,6 +480,33 @@ def test_skill_panels_show_the_live_figures(handmade_db):
             want[(h, w, name, version)] = (round(mae, 9), n, skill if skill is None else round(skill, 9),
                                            None if skill is None else "persistence")
     assert table == want  # the newest row of each (v0's last one is older than the range's end: still shown)
+
+
+def test_cost_panels_sum_the_slots_cost_by_local_day(handmade_db):
+    """Cost = grid import × price − export × feed-in per slot (stored with the flow); the panels add up the slots of
+    the range and of each local day, and show what the day-ahead forecasts said the day would cost."""
+    influxd, db = handmade_db
+    start, end = local_days(date(2023, 6, 13), date(2023, 6, 15))
+    total = single(run_panel(influxd, db, panel("home-energy-flow", "Cost (selected range)"), start, end)["A"], "cost")
+    assert total == pytest.approx(sum(handmade.COST_BY_DAY.values()), abs=1e-9)
+    one = single(run_panel(influxd, db, panel("home-energy-flow", "Cost (selected range)"),
+                           *local_days(date(2023, 6, 14), date(2023, 6, 14)))["A"], "cost")
+    assert one == pytest.approx(handmade.COST_BY_DAY[date(2023, 6, 14)], abs=1e-9)  # 0.044
+    res = run_panel(influxd, db, panel("home-energy-flow", "Cost per day: actual and said a day ahead"), start, end)
+    assert {d: r["actual"] for d, r in by_day(res["A"]).items()} == pytest.approx(handmade.COST_BY_DAY, abs=1e-9)
+    said = {}
+    for r in rows(res["B"]):
+        if r["forecast"] is not None:
+            said[(r["_tags"]["name"], handmade.local_day(datetime.fromtimestamp(r["time"] / 1e9, UTC)
+                                                            + timedelta(seconds=1)))] = r["forecast"]
+    assert said == pytest.approx({(n, date(2023, 6, 14)): 96 * v * handmade.PRICE
+                                  for n, v in handmade.DAY_AHEAD.items()}, abs=1e-9)
+    p = panel("home-energy-flow", "Cost (selected range)")
+    assert p["fieldConfig"]["defaults"]["unit"] == "currencyEUR"
+    chf = json.loads(generate.files(currency="CHF")["dashboards/home-energy/home-energy-flow.json"])
+    assert panel("home-energy-flow", "Cost (selected range)", chf)["fieldConfig"]["defaults"]["unit"] == "currencyCHF"
+    with pytest.raises(ValueError, match="--currency"):
+        generate.files(currency="euro")
 
 
 def test_every_flow_and_forecast_panel_is_checked():

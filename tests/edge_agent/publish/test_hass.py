@@ -1,6 +1,7 @@
-"""Home Assistant discovery payloads (edge_agent/hass.py): the rules of issue 18, and Home Assistant's own code
-(MQTT sensor schema, discovery topic matcher, template engine, recorder and Energy-dashboard rules) run over every
-payload in a separate venv (`make venv-hass`, .venv-hass; tests/edge_models/hass_check.py)."""
+"""Home Assistant discovery (edge_agent/publish/hass.py): one device-based config with every entity, the rules of
+issues 18 and 25, and Home Assistant's own code (MQTT device discovery, sensor schemas, discovery topic matcher,
+migration check, template engine, recorder and Energy-dashboard rules) run over every payload in a separate venv
+(`make venv-hass`, .venv-hass; tests/edge_agent/publish/hass_check.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.publish import hass
+from edge_agent.forecast.away import switch_component
+from edge_agent.publish import discovery, hass
 
 ROOT = Path(__file__).resolve().parents[3]
 HASS_PY = ROOT / ".venv-hass" / "bin" / "python"
 NODE, PREFIX, DISC = "testnode", "he-test", "homeassistant"
 ALL_ROLES = {"grid", "pv", "battery", "consumer"}
+DEVICE_TOPIC = "homeassistant/device/testnode/config"
 
 # What forecast.py published until issue 18 (object_id, state_class total, no availability, no expiry).
 OLD_FORECAST_CONFIG = {
@@ -30,36 +33,45 @@ OLD_FORECAST_CONFIG = {
                "manufacturer": "home-energy", "model": "edge agent"}}
 
 
-def configs(roles=frozenset(ALL_ROLES)) -> dict[str, dict | None]:
-    pairs = hass.forecast_discovery(NODE, PREFIX, DISC) + hass.skill_discovery(NODE, PREFIX, DISC) \
-        + hass.flow_discovery(NODE, PREFIX, DISC, set(roles))
-    topics = [t for t, _ in pairs]
-    assert len(topics) == len(set(topics))
-    return {t: (json.loads(p) if p else None) for t, p in pairs}
+def components(roles=frozenset(ALL_ROLES), power_roles=frozenset(), cost: bool = True) -> dict[str, dict]:
+    parts = [hass.forecast_components(NODE, PREFIX), hass.skill_components(NODE, PREFIX),
+             hass.flow_components(NODE, PREFIX, set(roles), set(power_roles)), {"away": switch_component(NODE, PREFIX)}]
+    if cost:
+        parts.append(hass.cost_components(NODE, PREFIX, "EUR", f"{PREFIX}/cost", f"{PREFIX}/cost/forecast"))
+    out: dict[str, dict] = {}
+    for part in parts:
+        assert not set(part) & set(out)
+        out |= part
+    return out
 
 
-def key(topic: str) -> str:
-    return topic.split("/")[-2]
+def present(cmps: dict[str, dict]) -> set[str]:
+    return {k for k, c in cmps.items() if set(c) != {"p"}}
 
 
-def test_every_config_has_availability_and_expiry_and_no_object_id():
-    assert hass.availability_topic(PREFIX) == "he-test/status"
-    cfgs = configs()
-    assert len(cfgs) == 2 + 2 + len(hass.TOTAL_SENSORS) + len(hass.SLOT_SENSORS)
-    for topic, cfg in cfgs.items():
-        assert topic == f"homeassistant/sensor/testnode/{key(topic)}/config"
-        assert cfg["availability_topic"] == "he-test/status"
-        assert (cfg["payload_available"], cfg["payload_not_available"]) == ("online", "offline")
-        assert cfg["expire_after"] == 1800
-        assert "object_id" not in cfg
-        assert cfg["default_entity_id"] == f"sensor.testnode_{key(topic)}"
-        assert cfg["unique_id"] == f"testnode_{key(topic)}"
-        assert cfg["device"]["identifiers"] == ["home-energy-testnode"]
+def test_one_device_config_with_every_entity():
+    cmps = components(power_roles={"grid", "pv", "battery", "house"})
+    topic, payload = hass.device_config(NODE, PREFIX, cmps, DISC)
+    doc = json.loads(payload)
+    assert topic == DEVICE_TOPIC
+    assert doc["dev"]["identifiers"] == ["home-energy-testnode"]
+    assert doc["o"]["name"] == "home-energy" and doc["o"]["sw"] and doc["o"]["url"].startswith("https://")
+    assert (doc["availability_topic"], doc["payload_available"], doc["payload_not_available"]) == (
+        "he-test/status", "online", "offline")  # shared by every entity
+    assert set(doc["cmps"]) == set(cmps)
+    for k, c in doc["cmps"].items():
+        assert c["unique_id"] == f"testnode_{k}" and "object_id" not in c and "availability_topic" not in c
+        assert c["default_entity_id"] == f"{c['p']}.testnode_{k}"
+        if c["p"] == "sensor":
+            assert c["expire_after"] > 0
+    assert doc["cmps"]["away"]["p"] == "switch"
+    with pytest.raises(ValueError, match=r"\[publish\]\.node_id"):
+        hass.device_config("my node", PREFIX, cmps)
 
 
-def test_forecasts_are_not_meters_and_keep_their_entities():
-    cfgs = configs()
-    fc = {key(t): c for t, c in cfgs.items() if "/forecast/best/" in c["state_topic"]}
+def test_forecasts_are_not_meters_and_the_day_ahead_carries_its_values():
+    cmps = components()
+    fc = {k: c for k, c in cmps.items() if "/forecast/best/" in c.get("state_topic", "")}
     assert set(fc) == {"consumption_next_15min", "consumption_next_24h"}  # the unique ids HA already knows
     assert fc["consumption_next_15min"]["state_topic"] == "he-test/forecast/best/1"
     assert fc["consumption_next_24h"]["state_topic"] == "he-test/forecast/best/96"
@@ -67,35 +79,56 @@ def test_forecasts_are_not_meters_and_keep_their_entities():
         assert "state_class" not in c and "last_reset_value_template" not in c
         assert (c["device_class"], c["unit_of_measurement"]) == ("energy", "kWh")
         assert c["json_attributes_topic"] == c["state_topic"]
+    # the next slot's band belongs to the 15-minute sensor only; the 24 h one carries the 96 values and their band
+    assert "next_p10_kwh" in fc["consumption_next_15min"]["json_attributes_template"]
+    day = fc["consumption_next_24h"]["json_attributes_template"]
+    assert "next_p10_kwh" not in day and all(f"'{a}'" in day for a in ("values", "p10", "p90", "first_target"))
 
 
-def test_flow_counters_are_energy_meters_per_role():
-    full = configs()
-    totals = {key(t): c for t, c in full.items() if c["state_topic"] == "he-test/flow/totals"}
-    assert set(totals) == {k for k, *_ in hass.TOTAL_SENSORS}
-    for c in totals.values():
-        assert (c["device_class"], c["state_class"], c["unit_of_measurement"]) == ("energy", "total_increasing",
-                                                                                  "kWh")
-    slot = {key(t): c for t, c in full.items() if c["state_topic"] == "he-test/flow/slot"}
-    assert set(slot) == {"autarky_slot", "self_consumption_slot"}
-    for c in slot.values():
-        assert (c["unit_of_measurement"], c["state_class"]) == ("%", "measurement") and "device_class" not in c
-    # a house with a grid meter only: no PV or battery sensors, and the ones an earlier setup made are deleted
-    grid_only = configs({"grid", "consumer"})
-    present = {key(t) for t, c in grid_only.items() if c is not None}
-    deleted = {key(t) for t, c in grid_only.items() if c is None}
-    assert present == {"consumption_next_15min", "consumption_next_24h", "forecast_skill_next_15min",
-                       "forecast_skill_day_ahead", "grid_import_total", "grid_export_total", "house_total",
-                       "autarky_slot"}
-    assert deleted == {"pv_total", "battery_charge_total", "battery_discharge_total", "self_supplied_total",
-                       "self_consumption_slot"}
-    no_battery = configs({"grid", "pv"})
-    assert {key(t) for t, c in no_battery.items() if c is None} == {"battery_charge_total",
-                                                                   "battery_discharge_total"}
+def test_flow_sensors_exist_where_the_house_has_what_they_measure():
+    totals = {k for k, *_ in hass.TOTAL_SENSORS}
+    assert {k for k, c in components().items() if c.get("state_topic") == "he-test/flow/totals"} == totals
+    for c in components().values():
+        if c.get("state_topic") == "he-test/flow/totals":
+            assert (c["device_class"], c["state_class"], c["unit_of_measurement"]) == ("energy", "total_increasing",
+                                                                                      "kWh")
+        if c.get("state_topic") == "he-test/flow/slot":
+            assert (c["unit_of_measurement"], c["state_class"]) == ("%", "measurement") and "device_class" not in c
+    base = {"consumption_next_15min", "consumption_next_24h", "forecast_skill_next_15min", "forecast_skill_day_ahead",
+            "away", "cost_today", "cost_yesterday", "forecast_cost_next_24h", "electricity_price"}
+    # a house with a grid meter only: no export, autarky, PV or battery sensors (issue 25: "Grid export" 0 kWh and
+    # "Autarky" 0 % forever), and the ones an earlier setup made are deleted
+    grid_only = components({"grid", "consumer"})
+    assert present(grid_only) == base | {"grid_import_total", "house_total"}
+    assert set(grid_only) - present(grid_only) == {
+        "grid_export_total", "pv_total", "battery_charge_total", "battery_discharge_total", "self_supplied_total",
+        "autarky_slot", "self_consumption_slot", "grid_power", "pv_power", "battery_power", "house_power"}
+    battery_only = components({"grid", "battery"})
+    assert present(battery_only) == base | {"grid_import_total", "grid_export_total", "battery_charge_total",
+                                            "battery_discharge_total", "house_total", "autarky_slot"}
+    no_battery = components({"grid", "pv"})
+    assert set(no_battery) - present(no_battery) == {"battery_charge_total", "battery_discharge_total", "grid_power",
+                                                     "pv_power", "battery_power", "house_power"}
+    with_power = components({"grid", "pv"}, power_roles={"grid", "pv", "house"})
+    assert {"grid_power", "pv_power", "house_power"} <= present(with_power)
+    for k in ("grid_power", "pv_power", "house_power"):
+        c = with_power[k]
+        assert (c["unit_of_measurement"], c["device_class"], c["state_class"]) == ("W", "power", "measurement")
+        assert c["state_topic"] == "he-test/flow/power"
+
+
+def test_cost_sensors():
+    cmps = hass.cost_components(NODE, PREFIX, "CHF", "he-test/cost", "he-test/cost/forecast")
+    assert set(cmps) == {"cost_today", "cost_yesterday", "forecast_cost_next_24h", "electricity_price"}
+    today = cmps["cost_today"]
+    assert (today["unit_of_measurement"], today["device_class"], today["state_class"]) == ("CHF", "monetary", "total")
+    assert "last_reset" in today["last_reset_value_template"]
+    assert "state_class" not in cmps["cost_yesterday"] and "state_class" not in cmps["forecast_cost_next_24h"]
+    assert cmps["electricity_price"]["unit_of_measurement"] == "CHF/kWh"
 
 
 def test_live_skill_is_a_percentage_per_horizon_with_its_provenance_as_attributes():
-    skill = {key(t): c for t, c in configs().items() if "/forecast/skill/" in c["state_topic"]}
+    skill = {k: c for k, c in components().items() if "/forecast/skill/" in c.get("state_topic", "")}
     assert set(skill) == {"forecast_skill_next_15min", "forecast_skill_day_ahead"}
     assert skill["forecast_skill_next_15min"]["state_topic"] == "he-test/forecast/skill/1"
     assert skill["forecast_skill_day_ahead"]["state_topic"] == "he-test/forecast/skill/96"
@@ -105,14 +138,41 @@ def test_live_skill_is_a_percentage_per_horizon_with_its_provenance_as_attribute
         for attr in ("model", "version", "slots", "guard_reason", "baseline"):
             assert f"'{attr}': value_json.get('{attr}')" in c["json_attributes_template"]
     with pytest.raises(ValueError, match=r"node_id"):
-        hass.skill_discovery("my node", PREFIX)
+        hass.skill_components("my node", PREFIX)
 
 
 def test_bad_node_id_and_unknown_role_name_the_key():
-    with pytest.raises(ValueError, match=r"\[forecast\]\.node_id"):
-        hass.forecast_discovery("my node", PREFIX)
+    with pytest.raises(ValueError, match=r"\[publish\]\.node_id"):
+        hass.forecast_components("my node", PREFIX)
     with pytest.raises(ValueError, match="roles_present.*heatpump"):
-        hass.flow_discovery(NODE, PREFIX, roles_present={"grid", "heatpump"})
+        hass.flow_components(NODE, PREFIX, roles_present={"grid", "heatpump"})
+
+
+def test_announce_migrates_the_old_topics_once(tmp_path):
+    """The first start after an upgrade moves the entities to the device config (migrate, device config, clear the
+    old topics); later starts publish the device config only."""
+    from edge_agent.config import PublishConfig
+
+    sent: list[tuple[str, str, bool]] = []
+    pub = PublishConfig(topic_prefix=PREFIX, node_id=NODE, discovery_prefix=DISC)
+    cmps = components({"grid"})
+    discovery.announce(pub, cmps, lambda t, p, qos, retain: sent.append((t, p, retain)), tmp_path)
+    n = len(cmps)
+    assert len(sent) == 2 * n + 1
+    assert all(p == '{"migrate_discovery": true}' and not r for _, p, r in sent[:n])
+    assert sent[n][0] == DEVICE_TOPIC and sent[n][2]
+    assert all(p == "" and r for _, p, r in sent[n + 1:])
+    assert {t for t, _, _ in sent[:n]} == {f"homeassistant/{c['p']}/testnode/{k}/config" for k, c in cmps.items()}
+    sent.clear()
+    discovery.announce(pub, cmps, lambda t, p, qos, retain: sent.append((t, p, retain)), tmp_path)
+    assert [t for t, _, _ in sent] == [DEVICE_TOPIC]
+
+    class Part:
+        def discovery_components(self) -> dict:
+            return {"away": {}}
+
+    with pytest.raises(ValueError, match="away.*twice"):
+        discovery.collect([Part()], {"away": {}})
 
 
 # -- Home Assistant's own code, in its venv --------------------------------------------------------------------
@@ -151,9 +211,29 @@ def forecast_payload(horizon: int, issued: datetime, **extra) -> str:
     return json.dumps(doc)
 
 
+POWER = {"time": iso(NOW - timedelta(seconds=20)), "grid_w": -812.5, "pv_w": 2400.0, "battery_w": 300.0,
+         "house_w": 1287.5}
+COST = {"currency": "EUR", "day": "2026-11-25", "last_reset": "2026-11-24T23:00:00Z", "today": 1.2345,
+        "today_slots": 40, "yesterday": 4.5, "yesterday_slots": 96, "price_now": 0.2871, "feed_in_price": 0.08,
+        "updated": "2026-11-25T10:00:00Z"}
+DAY_VALUES = [round(0.2 + 0.001 * k, 4) for k in range(96)]
+
+
+def forecast_cost_payload(issued: datetime, complete: bool) -> str:
+    return json.dumps({"issued_at": iso(issued), "currency": "EUR", "cost_next_24h": 6.789 if complete else None,
+                       "cost_priced_slots": 6.789 if complete else 3.1, "priced_slots": 96 if complete else 44,
+                       "slots": 96, "priced_until": iso(issued + timedelta(hours=24 if complete else 11)),
+                       "energy_kwh": 24.0})
+
+
 SAMPLES = {
     "he-test/flow/totals": [json.dumps(TOTALS)],
     "he-test/flow/slot": [json.dumps(SLOT_FIELDS), json.dumps(NIGHT_SLOT)],
+    "he-test/flow/power": [json.dumps(POWER), json.dumps(POWER | {"pv_w": None}),
+                           json.dumps(POWER | {"time": iso(NOW - timedelta(hours=1))})],
+    "he-test/cost": [json.dumps(COST), json.dumps(COST | {"yesterday": None, "price_now": None})],
+    "he-test/cost/forecast": [forecast_cost_payload(NOW - timedelta(minutes=2), True),
+                              forecast_cost_payload(NOW - timedelta(minutes=2), False)],
     "he-test/forecast/best/1": [
         forecast_payload(1, NOW - timedelta(seconds=90), p10=[0.2], p90=[0.45], next_p10_kwh=0.2, next_p90_kwh=0.45,
                          fallback_reason=None, input_complete=True),
@@ -174,6 +254,9 @@ SAMPLES = {
     "he-test/forecast/best/96": [
         forecast_payload(96, NOW - timedelta(minutes=5), fallback_reason="no_model", input_complete=False),
         forecast_payload(96, NOW - timedelta(minutes=31), fallback_reason=None, input_complete=True),
+        forecast_payload(96, NOW - timedelta(minutes=5), fallback_reason=None, input_complete=True,
+                         values=DAY_VALUES, p10=[round(v - 0.1, 4) for v in DAY_VALUES],
+                         p90=[round(v + 0.1, 4) for v in DAY_VALUES], next_p10_kwh=0.1, next_p90_kwh=0.3),
     ],
 }
 
@@ -194,29 +277,53 @@ def ha_judge():
     return run
 
 
-def test_home_assistant_accepts_every_config(ha_judge):
-    pairs = hass.forecast_discovery(NODE, PREFIX, DISC) + hass.skill_discovery(NODE, PREFIX, DISC) \
-        + hass.flow_discovery(NODE, PREFIX, DISC, ALL_ROLES)
-    version, results = ha_judge(pairs)
+def device_pairs(cmps: dict[str, dict]) -> list[tuple[str, str]]:
+    return [hass.device_config(NODE, PREFIX, cmps, DISC)]
+
+
+def by_key(results: dict[str, dict]) -> dict[str, dict]:
+    return {t.split("#", 1)[1]: r for t, r in results.items() if t.startswith(DEVICE_TOPIC + "#")}
+
+
+def test_home_assistant_accepts_the_device_config(ha_judge):
+    cmps = components(power_roles={"grid", "pv", "battery", "house"})
+    version, results = ha_judge(device_pairs(cmps))
     assert version.startswith("20"), version
-    for topic, payload in pairs:
-        res = results[topic]
-        cfg = json.loads(payload)
-        assert res["topic_ok"], topic
-        assert res["strict_error"] is None, (topic, res["strict_error"])
-        assert res["discovery_error"] is None, (topic, res["discovery_error"])
-        assert res["dropped_keys"] == [] and res["deprecated_keys"] == [], (topic, res)
-        if cfg["state_topic"].endswith("/flow/totals"):
-            assert res["energy_dashboard_source"] and res["long_term_statistics"], topic
-        elif "/forecast/skill/" in cfg["state_topic"]:  # a skill's history is kept (mean/min/max), no energy
-            assert res["long_term_statistics"] and not res["energy_dashboard_source"], topic
-        elif "/forecast/" in cfg["state_topic"]:
-            assert not res["long_term_statistics"] and not res["energy_dashboard_source"], topic
-        else:  # the slot's ratios: statistics (mean/min/max), but no Energy-dashboard source
-            assert res["long_term_statistics"] and not res["energy_dashboard_source"], topic
-    deletions = hass.flow_discovery(NODE, PREFIX, DISC, {"grid"})
-    _, results = ha_judge(deletions)
-    assert all(results[t]["topic_ok"] and results[t].get("delete") for t, p in deletions if p == "")
+    dev = results[DEVICE_TOPIC]
+    assert dev["topic_ok"] and dev["device_error"] is None and dev["components"] == sorted(cmps)
+    judged = by_key(results)
+    assert set(judged) == set(cmps)
+    for k, res in judged.items():
+        cfg = cmps[k]
+        assert res["discovery_id"] == f"testnode {k}"  # = the old per-topic entity's: HA keeps its registry entry
+        assert res["strict_error"] is None, (k, res["strict_error"])
+        assert res["discovery_error"] is None, (k, res["discovery_error"])
+        assert res["dropped_keys"] == [] and res["deprecated_keys"] == [] and res["class_conflicts"] == [], (k, res)
+        topic = cfg.get("state_topic", "")
+        if topic.endswith("/flow/totals"):
+            assert res["energy_dashboard_source"] and res["long_term_statistics"], k
+        elif topic.endswith("/flow/power"):  # the Energy dashboard's power sources: measurements in W
+            assert res["energy_power_source"] and res["long_term_statistics"], k
+        elif k == "electricity_price":  # "entity with current price"; its history is kept
+            assert res["energy_price_entity"] and res["long_term_statistics"], k
+        elif k == "cost_today" or "/forecast/skill/" in topic or topic.endswith("/flow/slot"):
+            # a monetary total that resets daily (statistics sum it per day); skill and ratios (mean/min/max)
+            assert res["long_term_statistics"] and not res["energy_dashboard_source"], k
+        elif cfg["p"] == "sensor":  # forecasts, yesterday's cost: values, not meters
+            assert not res["long_term_statistics"] and not res["energy_dashboard_source"], k
+    grid_only = components({"grid"})
+    _, results = ha_judge(device_pairs(grid_only))
+    judged = by_key(results)
+    assert {k for k, r in judged.items() if r.get("delete")} == set(grid_only) - present(grid_only)
+
+
+def test_home_assistant_takes_the_migration(ha_judge):
+    cmps = components({"grid"})
+    before, after = hass.migration(NODE, cmps, DISC)
+    _, results = ha_judge(before)
+    assert all(results[t]["topic_ok"] and results[t]["migrate_ok"] for t, _ in before)
+    _, results = ha_judge(after)
+    assert all(results[t]["topic_ok"] and results[t]["delete"] for t, _ in after)
 
 
 def test_the_checker_finds_what_was_wrong_before_issue_18(ha_judge):
@@ -229,27 +336,32 @@ def test_the_checker_finds_what_was_wrong_before_issue_18(ha_judge):
     assert res["long_term_statistics"] and res["energy_dashboard_source"]  # a forecast offered as a meter
     assert "availability_topic" not in OLD_FORECAST_CONFIG and "expire_after" not in OLD_FORECAST_CONFIG
     # and a typo is caught: the strict schema refuses unknown keys, discovery would drop them silently
-    bad = dict(json.loads(hass.forecast_discovery(NODE, PREFIX, DISC)[0][1]), expire_afer=60)
-    _, results = ha_judge([(topic, json.dumps(bad))])
-    assert "expire_afer" in results[topic]["strict_error"] and results[topic]["dropped_keys"] == ["expire_afer"]
+    cmps = components()
+    cmps["consumption_next_15min"] = cmps["consumption_next_15min"] | {"expire_afer": 60}
+    _, results = ha_judge(device_pairs(cmps))
+    res = by_key(results)["consumption_next_15min"]
+    assert "expire_afer" in res["strict_error"] and res["dropped_keys"] == ["expire_afer"]
+    # and a state class a device class does not allow (HA warns and keeps no statistics)
+    cmps = components()
+    cmps["cost_yesterday"] = cmps["cost_yesterday"] | {"state_class": "measurement"}
+    _, results = ha_judge(device_pairs(cmps))
+    assert by_key(results)["cost_yesterday"]["class_conflicts"] == ["state_class"]
 
 
 def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
-    pairs = hass.forecast_discovery(NODE, PREFIX, DISC) + hass.skill_discovery(NODE, PREFIX, DISC) \
-        + hass.flow_discovery(NODE, PREFIX, DISC, ALL_ROLES)
-    _, results = ha_judge(pairs, SAMPLES)
-    by_key = {key(t): r["rendered"] for t, r in results.items()}
+    _, results = ha_judge(device_pairs(components(power_roles={"grid", "pv", "battery", "house"})), SAMPLES)
+    rendered = {k: r["rendered"] for k, r in by_key(results).items()}
     for k, _name, field, _role in hass.TOTAL_SENSORS:
-        [r] = by_key[k]
+        [r] = rendered[k]
         assert float(r["value"]) == TOTALS[field], k
         assert json.loads(r["attributes"]) == {"last_slot": "2026-11-25T10:15:00Z"}
-    day, night = by_key["autarky_slot"]
+    day, night = rendered["autarky_slot"]
     assert float(day["value"]) == pytest.approx(68.2) and float(night["value"]) == 0.0
-    day, night = by_key["self_consumption_slot"]
+    day, night = rendered["self_consumption_slot"]
     assert float(day["value"]) == pytest.approx(70.0)
     assert night["value"] == "None"  # 0/0 (no PV): unknown in HA, not 0 %
     assert json.loads(day["attributes"]) == {"slot_end": "2026-11-25T10:15:00Z"}
-    fresh, stale, old_agent = by_key["consumption_next_15min"]
+    fresh, stale, old_agent = rendered["consumption_next_15min"]
     assert float(fresh["value"]) == 0.3125
     assert stale["value"] == "None"  # a retained forecast from three days ago is not shown as current
     assert json.loads(fresh["attributes"]) == {"issued_at": iso(NOW - timedelta(seconds=90)), "model": "cnn",
@@ -257,11 +369,14 @@ def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
                                                "input_complete": True, "next_p10_kwh": 0.2, "next_p90_kwh": 0.45}
     assert float(old_agent["value"]) == 0.3125
     assert json.loads(old_agent["attributes"])["fallback_reason"] is None
-    fallback, too_old = by_key["consumption_next_24h"]
+    fallback, too_old, with_band = rendered["consumption_next_24h"]
     assert float(fallback["value"]) == 24.0
     assert json.loads(fallback["attributes"])["fallback_reason"] == "no_model"
     assert too_old["value"] == "None"  # 31 minutes: older than expire_after
-    serving, shadow, learning, stale = by_key["forecast_skill_next_15min"]
+    attrs = json.loads(with_band["attributes"])
+    assert attrs["values"] == DAY_VALUES and len(attrs["p10"]) == len(attrs["p90"]) == 96  # for forecast cards
+    assert "next_p10_kwh" not in attrs and attrs["first_target"] == iso(NOW + timedelta(minutes=10))
+    serving, shadow, learning, stale = rendered["forecast_skill_next_15min"]
     assert float(serving["value"]) == 12.3 and float(shadow["value"]) == -25.0
     assert learning["value"] == "None" and stale["value"] == "None"  # unknown, not 0 %
     attrs = json.loads(shadow["attributes"])
@@ -269,5 +384,18 @@ def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
                                                                                     "shadow")
     assert attrs["guard_reason"].startswith("guard: cnn-1") and attrs["baseline"] == "persistence"
     assert json.loads(serving["attributes"])["guard_reason"] is None
-    [no_model] = by_key["forecast_skill_day_ahead"]
+    [no_model] = rendered["forecast_skill_day_ahead"]
     assert no_model["value"] == "None" and json.loads(no_model["attributes"])["baseline"] == "persistence"
+    # power: W now, unknown where a role has no recent reading, or when the newest reading is an hour old
+    assert [r["value"] for r in rendered["grid_power"]] == ["-812.5", "-812.5", "None"]
+    assert [r["value"] for r in rendered["pv_power"]] == ["2400.0", "None", "None"]
+    assert rendered["house_power"][0]["value"] == "1287.5"
+    # costs
+    assert [r["value"] for r in rendered["cost_today"]] == ["1.2345", "1.2345"]
+    assert json.loads(rendered["cost_today"][0]["attributes"]) == {"day": "2026-11-25", "today_slots": 40,
+                                                                   "updated": "2026-11-25T10:00:00Z"}
+    assert [r["value"] for r in rendered["cost_yesterday"]] == ["4.5", "None"]
+    assert [r["value"] for r in rendered["electricity_price"]] == ["0.2871", "None"]
+    complete, partial = rendered["forecast_cost_next_24h"]
+    assert complete["value"] == "6.789" and partial["value"] == "None"  # not all 96 slots priced: no 24 h figure
+    assert json.loads(partial["attributes"])["priced_slots"] == 44
