@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from edge_agent import flow, forecast
+from edge_agent import flow, forecast, retention
 from edge_agent.component import AgentContext, Component, ComponentSpec, utc_now
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest
@@ -26,7 +26,7 @@ from shared.storage import open_storage
 
 log = logging.getLogger(__name__)
 
-COMPONENTS: tuple[ComponentSpec, ...] = (flow.SPEC, forecast.SPEC, API)
+COMPONENTS: tuple[ComponentSpec, ...] = (retention.SPEC, flow.SPEC, forecast.SPEC, API)
 
 
 class Agent:

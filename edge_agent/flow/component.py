@@ -235,7 +235,7 @@ class Flow:
 
     def _battery_state(self, before_ns: int) -> BatteryState:
         """The battery's origin state at the last computed slot before `before_ns` (two days back at most)."""
-        q = (f'SELECT last("battery_content_kwh") AS c, last("battery_pv_share") AS s FROM "{ENERGY_FLOW}" '
+        q = (f'SELECT last("battery_content_kwh") AS c, last("battery_pv_share") AS s FROM {self.storage.source(ENERGY_FLOW)} '
              f"WHERE time < {before_ns} AND time >= {before_ns - 2 * 96 * SLOT_NS}")
         try:
             rows = self.storage.query(q)
@@ -295,7 +295,7 @@ class Flow:
         if not points:
             return
         try:
-            rows = self.storage.query(f'SELECT * FROM "{ENERGY_FLOW}" WHERE time >= {start_ns} AND time <= {end_ns}')
+            rows = self.storage.query(f'SELECT * FROM {self.storage.source(ENERGY_FLOW)} WHERE time >= {start_ns} AND time <= {end_ns}')
         except Exception as exc:  # e.g. InfluxDB 2.x (Flux): the old values may stay; say so once per range
             log.debug("flow: cannot read back %s … %s to drop stale fields: %s", iso(start_ns), iso(end_ns), exc)
             return
