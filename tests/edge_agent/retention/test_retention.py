@@ -204,3 +204,46 @@ def test_readings_older_than_the_raw_retention_are_dead_lettered(tmp_path, mosqu
     finally:
         pub.close()
         agent.stop()
+
+
+def test_server_pull_reads_expired_history_from_the_aggregates(tmp_path, mosquitto_session, influxd_session,
+                                                               influx_db_name):
+    """Once raw readings expire, the server's pull takes the counter at each slot end from device_slots: the
+    slots computed from the pull equal those from the raw readings, before and after the raw retention."""
+    import csv
+    import json
+    from types import SimpleNamespace
+
+    from server.pull import pull_history
+    from shared.series import Readings, counter_to_slots
+
+    db = influx_db_name
+    start = END - 3 * 86400 * 10**9
+    body, truth = raw_lines(start, END + 300 * 10**9, seed=4)
+    influxd_session.write_raw(db, body)
+    clock = [END + 60 * 10**9]
+    agent = make_agent(tmp_path, mosquitto_session, influxd_session, db, clock, raw_days=1, catchup=4)
+    agent.components["retention"].run_once(END)
+    agent.components["retention"].run_once(END)
+    assert agent.components["retention"].status()["policies"]["pending"] is None
+    cutoff = END - 86400 * 10**9
+    influxd_session.query(f'DELETE FROM "EnergyMeter" WHERE time < {cutoff}', db=db, method="POST")  # expired
+    agent.stop()
+
+    node = {"id": 7, "name": "house", "influx": json.dumps({"url": influxd_session.url, "database": db,
+                                                             "measurement": "EnergyMeter", "field": "EnergyIn",
+                                                             "tags": {"device_id": "g1"}})}
+    iso = lambda ns: datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")  # noqa: E731
+    out = pull_history(SimpleNamespace(cache_dir=tmp_path / "cache"), node,
+                       {"start": iso(start), "end": iso(END + 300 * 10**9)}, lambda f, s: None)
+    with open(out["file"]) as f:
+        rows = [(int(datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp() * 1e9),
+                 float(r["value"])) for r in csv.DictReader(f)]
+    pulled = counter_to_slots(Readings.from_rows(rows), start + SLOT_NS, END, mask_quantised=False)
+    t, c = truth[("EnergyMeter", "g1", "EnergyIn")]
+    raw = counter_to_slots(Readings.from_rows(zip(t.tolist(), c.tolist(), strict=True)), start + SLOT_NS, END,
+                           mask_quantised=False)
+    ok = np.isfinite(raw.values)
+    assert ok.sum() > 250 and np.isfinite(pulled.values[ok]).all()
+    assert np.allclose(pulled.values[ok], raw.values[ok], atol=1e-9)
+    assert min(r[0] for r in rows) < cutoff and any(r[0] % SLOT_NS for r in rows if r[0] > cutoff)
