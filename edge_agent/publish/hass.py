@@ -196,3 +196,35 @@ def flow_discovery(node_id: str, prefix: str, discovery_prefix: str = DISCOVERY_
                 "json_attributes_template": "{{ {'slot_end': value_json.get('slot_end')} | tojson }}"}
         out.append((topic, json.dumps(cfg)))
     return out
+
+
+def problem_topic(prefix: str) -> str:
+    """The agent's problems (edge_agent/runtime/problems.py): {"problem", "reasons", "reason", "checked_at",
+    "last_backup"}, retained."""
+    return f"{prefix}/problem"
+
+
+PROBLEM_ATTRIBUTES = ("reasons", "reason", "checked_at", "last_backup")
+
+
+def problem_discovery(node_id: str, prefix: str, discovery_prefix: str = DISCOVERY_PREFIX) -> list[tuple[str, str]]:
+    """A `problem` binary sensor (on while anything needs attention; the codes and the text as attributes) and a
+    `last_backup` timestamp sensor, both reading `<prefix>/problem`. No expire_after: the agent publishes on
+    every change (and every 15 minutes), and a stopped agent is `unavailable` through the availability topic."""
+    _check_node(node_id)
+    topic = problem_topic(prefix)
+    attrs = ", ".join(f"'{a}': value_json.get('{a}')" for a in PROBLEM_ATTRIBUTES)
+    common = {"availability_topic": availability_topic(prefix), "payload_available": ONLINE,
+              "payload_not_available": OFFLINE, "device": device(node_id), "origin": {"name": "home-energy"},
+              "state_topic": topic, "json_attributes_topic": topic,
+              "json_attributes_template": f"{{{{ {{{attrs}}} | tojson }}}}"}
+    problem = common | {"name": "Problem", "unique_id": f"{node_id}_problem",
+                        "default_entity_id": _entity_id(node_id, "problem").replace("sensor.", "binary_sensor.", 1),
+                        "device_class": "problem", "payload_on": "ON", "payload_off": "OFF",
+                        "value_template": "{{ 'ON' if value_json.problem else 'OFF' }}"}
+    backup = common | {"name": "Last backup", "unique_id": f"{node_id}_last_backup",
+                       "default_entity_id": _entity_id(node_id, "last_backup"), "device_class": "timestamp",
+                       "icon": "mdi:backup-restore",
+                       "value_template": "{{ value_json.last_backup if value_json.get('last_backup') else None }}"}
+    return [(f"{discovery_prefix}/binary_sensor/{node_id}/problem/config", json.dumps(problem)),
+            (config_topic(discovery_prefix, node_id, "last_backup"), json.dumps(backup))]
