@@ -179,6 +179,9 @@ class Retention:
     # -- policies and migration ----------------------------------------------------------------------------
     def _policies(self) -> None:
         try:
+            ensure_database = getattr(self.storage, "ensure_database", None)
+            if ensure_database is not None:
+                ensure_database()  # a new database gets its policies before anything is written to them
             self._raw_rp = policies.raw_policy_name(self.storage, self.database, self.config.storage.retention_policy)
             caught_up = self.until is not None and self.until >= floor_slot(self.ctx.clock()) - SLOT_NS
             self._policy_state = policies.ensure(self.storage, self.database, self.rc, self._raw_rp,
@@ -215,7 +218,12 @@ class Retention:
                 "policies": dict(self._policy_state)}
 
     def start(self) -> None:
-        pass
+        """The policies before the other components write what lasts (the flow's first run comes before this
+        component's job); the database may be away at boot: then the job retries."""
+        try:
+            self._policies()
+        except StorageError as exc:
+            log.warning("retention: cannot check the retention policies yet: %s", exc)
 
     def stop(self) -> None:
         self.storage.close()
