@@ -91,13 +91,13 @@ def _lines(day_start: int, seconds: int, step: float, rng: np.random.Generator, 
 
 
 def _write(url: str, body: bytes) -> None:
-    for start in range(0, len(body), 4 << 20):  # ~4 MB per POST, cut at line ends
-        end = body.find(b"\n", min(len(body), start + (4 << 20)) - 1) + 1 if start + (4 << 20) < len(body) \
-            else len(body)
+    """POST ~4 MB at a time, cut at line ends."""
+    start = 0
+    while start < len(body):
+        end = len(body) if start + (4 << 20) >= len(body) else body.index(b"\n", start + (4 << 20)) + 1
         req = urllib.request.Request(f"{url}/write?db=energy&precision=ns", data=body[start:end], method="POST")
         urllib.request.urlopen(req, timeout=300).read()
-        if end >= len(body):
-            break
+        start = end
 
 
 def _generator(url: str, start: int, days: int, full_from: int, thin: float, go: mp.Queue, done: mp.Queue) -> None:
