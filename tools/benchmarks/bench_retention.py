@@ -139,6 +139,7 @@ url = "{influx.url}"
 database = "energy"
 [retention]
 raw_days = {raw_days}
+manage_policies = false
 delay_s = 0
 catchup_days = 2
 [flow]
@@ -197,6 +198,11 @@ def main() -> int:
     now_ns = time.time_ns()
     end = now_ns // (DAY * 10**9) * DAY * 10**9
     start = end - args.days * DAY * 10**9
+    # the policies as the influxdb role makes them; the raw one's duration then slides with the simulated time
+    influx.query('CREATE RETENTION POLICY "keep" ON "energy" DURATION INF REPLICATION 1 SHARD DURATION 672h',
+                 method="POST")
+    influx.query(f'ALTER RETENTION POLICY "autogen" ON "energy" DURATION {args.days * 24 + args.raw_days * 24}h '
+                 'SHARD DURATION 24h', method="POST")
     clock = [start]
     (work / "agent").mkdir()
     cfg = load_config(_config(work / "agent" / "agent.toml", influx, args.raw_days))
