@@ -7,7 +7,8 @@ Values are rounded as devices send them (0.1 W, 0.1 Wh).
 
 Accelerated: lines are written straight into influxd (no MQTT: ingest has its own benchmarks) day by day, and the
 agent — retention (the per-device aggregates), the flow and the forecast, in this process on a driven clock —
-runs after each simulated day: the flow and the aggregates for every slot, the forecast once per simulated hour.
+runs after each simulated day: the flow and the aggregates for every slot of it, the forecast every
+`--forecast-every-h` simulated hours (default 6, midnight included: the day-ahead issue).
 The year ends now; the raw policy's 90 days slide with the simulated time (its duration is set to "now − the
 simulated day + 90 days" each day, and influxd's retention check runs every 10 s), so InfluxDB itself drops the
 expired shard groups while the year goes by. Only the last `--full-rate-days` (default 91) are written at one reading
@@ -184,6 +185,7 @@ def main() -> int:
     ap.add_argument("--full-rate-days", type=int, default=91)
     ap.add_argument("--thin", type=float, default=30.0, help="seconds between readings before the full-rate days")
     ap.add_argument("--raw-days", type=int, default=90)
+    ap.add_argument("--forecast-every-h", type=int, default=6, help="a forecast cycle every N simulated hours")
     ap.add_argument("--keep", help="keep the work directory here")
     args = ap.parse_args()
     from edge_agent.agent import Agent
@@ -226,11 +228,13 @@ def main() -> int:
         sim_end = start + (d + 1) * DAY * 10**9
         hours = int((now_ns - sim_end) / 3.6e12) + args.raw_days * 24 + 1
         influx.query(f'ALTER RETENTION POLICY "autogen" ON "energy" DURATION {hours}h', method="POST")
-        for h in range(1, 25):
+        for h in range(args.forecast_every_h, 25, args.forecast_every_h):  # issue times, midnight included
             clock[0] = start + d * DAY * 10**9 + h * 3600 * 10**9
-            flow.run_once(clock[0])
-            retention.run_once(clock[0])
             forecast.run_once(clock[0])
+        clock[0] = start + (d + 1) * DAY * 10**9
+        flow.run_once(clock[0])  # the day's slots (the flow and the aggregates catch up like after an outage)
+        while retention.run_once(clock[0]) and retention.until < clock[0]:
+            pass
         if d % 30 == 29 or d == args.days - 1:
             print(f"day {d + 1}/{args.days}: {written / 1e6:.0f} M values, db {_du(work / 'influxd') / 1e6:.0f} MB, "
                   f"influxd {_rss_mb(influx.proc.pid)} MB, agent {_rss_mb(os.getpid())} MB, "
