@@ -52,10 +52,15 @@ def judge(hass, prefix: str, topic: str, payload: str, samples: dict[str, list[s
         out["delete"] = True
         return out
     cfg = json.loads(payload)
-    out["strict_error"] = _error(PLATFORM_SCHEMA_MODERN, cfg)
-    out["discovery_error"] = _error(DISCOVERY_SCHEMA, cfg)
+    platform_schema, discovery_schema = PLATFORM_SCHEMA_MODERN, DISCOVERY_SCHEMA
+    if "/binary_sensor/" in topic:  # the problem sensor (hass.problem_discovery)
+        from homeassistant.components.mqtt import binary_sensor
+
+        platform_schema, discovery_schema = binary_sensor.PLATFORM_SCHEMA_MODERN, binary_sensor.DISCOVERY_SCHEMA
+    out["strict_error"] = _error(platform_schema, cfg)
+    out["discovery_error"] = _error(discovery_schema, cfg)
     if out["discovery_error"] is None:
-        kept = DISCOVERY_SCHEMA(dict(cfg))
+        kept = discovery_schema(dict(cfg))
         out["dropped_keys"] = sorted(set(cfg) - set(kept))
         # entity.py: "object_id ... will stop working in Home Assistant Core 2026.4" (use default_entity_id)
         out["deprecated_keys"] = sorted({"object_id"} & set(kept))

@@ -271,3 +271,27 @@ def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
     assert json.loads(serving["attributes"])["guard_reason"] is None
     [no_model] = by_key["forecast_skill_day_ahead"]
     assert no_model["value"] == "None" and json.loads(no_model["attributes"])["baseline"] == "persistence"
+
+
+def test_home_assistant_accepts_the_problem_sensor_and_renders_its_payload(ha_judge):
+    """The `problem` binary sensor and the last-backup timestamp sensor (hass.problem_discovery) through Home
+    Assistant's own schemas and template engine, on the payload edge_agent/runtime/problems.py publishes."""
+    from edge_agent.runtime.problems import payload
+
+    pairs = hass.problem_discovery(NODE, PREFIX, DISC)
+    topic = hass.problem_topic(PREFIX)
+    bad = payload([{"code": "backup_stale", "message": "the last good backup is 3.0 days old"}],
+                  iso(NOW), iso(NOW - timedelta(days=3)))
+    good = payload([], iso(NOW), iso(NOW - timedelta(hours=5)))
+    never = payload([{"code": "database_down", "message": "InfluxDB does not answer"}], iso(NOW))
+    _, results = ha_judge(pairs, {topic: [json.dumps(bad), json.dumps(good), json.dumps(never)]})
+    for t, _payload in pairs:
+        res = results[t]
+        assert res["topic_ok"] and res["strict_error"] is None and res["discovery_error"] is None, res
+        assert res["dropped_keys"] == [] and res["deprecated_keys"] == [], res
+        assert not res["energy_dashboard_source"]
+    problem, backup = (results[t]["rendered"] for t, _ in pairs)
+    assert [r["value"] for r in problem] == ["ON", "OFF", "ON"]
+    attrs = json.loads(problem[0]["attributes"])
+    assert attrs["reasons"] == ["backup_stale"] and "3.0 days" in attrs["reason"]
+    assert backup[1]["value"] == iso(NOW - timedelta(hours=5)) and backup[2]["value"] == "None"
