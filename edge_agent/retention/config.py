@@ -24,8 +24,8 @@ class RetentionConfig:
     raw_days: float = 90.0  # raw readings and health: the database's default policy ([storage] retention_policy)
     keep_policy: str = "keep"  # energy_flow, forecast, forecast_skill, device_slots
     keep_days: float = 0.0  # 0: forever
-    raw_shard_hours: int = 24  # shard group of the raw policy: a day expires as one file set
-    keep_shard_days: int = 28  # few, large shards for years of slots: less memory in influxd
+    raw_shard_hours: int = 168  # shard groups of the raw policy: a week (influxd 1.6 needs memory per shard)
+    keep_shard_days: int = 182  # two shards a year: influxd holds an index per shard in memory
     manage_policies: bool = True  # create / alter the policies when the database user may (an admin)
     counters: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_COUNTERS))  # field globs
     exclude: list[str] = dataclasses.field(default_factory=list)  # measurements (globs) not aggregated
@@ -37,6 +37,11 @@ class RetentionConfig:
     @property
     def raw_duration(self) -> str:
         return f"{int(round(self.raw_days * 24))}h"
+
+    @property
+    def raw_shard(self) -> int:
+        """Hours per raw shard group: `raw_shard_hours`, at most the policy's duration (InfluxDB's rule)."""
+        return max(1, min(self.raw_shard_hours, int(round(self.raw_days * 24))))
 
     @property
     def keep_duration(self) -> str:

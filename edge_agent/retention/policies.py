@@ -116,7 +116,7 @@ def ensure(storage: Storage, database: str, rc: RetentionConfig, raw_rp: str | N
         state["pending"] = f"raw policy {raw_rp!r} not found"
         return state
     want_h = rc.raw_days * 24
-    if raw.duration_h and abs(raw.duration_h - want_h) < 1 and abs(raw.shard_h - rc.raw_shard_hours) < 0.5:
+    if raw.duration_h and abs(raw.duration_h - want_h) < 1 and abs(raw.shard_h - rc.raw_shard) < 0.5:
         return state
     if not state["keep_exists"]:
         state["pending"] = f"keep policy {rc.keep_policy!r} missing"
@@ -128,7 +128,7 @@ def ensure(storage: Storage, database: str, rc: RetentionConfig, raw_rp: str | N
             return state
     if rc.manage_policies:
         _admin(storage, f"ALTER RETENTION POLICY {quote_ident(raw.name)} ON {quote_ident(database)} "
-                        f"DURATION {rc.raw_duration} SHARD DURATION {rc.raw_shard_hours}h", state)
+                        f"DURATION {rc.raw_duration} SHARD DURATION {rc.raw_shard}h", state)
         raw = policies(storage, database).get(raw.name, raw)
         state["raw_days"] = round(raw.duration_h / 24, 3) if raw.duration_h else None
     if not raw.duration_h or abs(raw.duration_h - want_h) >= 1:

@@ -201,10 +201,10 @@ def main() -> int:
     end = now_ns // (DAY * 10**9) * DAY * 10**9
     start = end - args.days * DAY * 10**9
     # the policies as the influxdb role makes them; the raw one's duration then slides with the simulated time
-    influx.query('CREATE RETENTION POLICY "keep" ON "energy" DURATION INF REPLICATION 1 SHARD DURATION 672h',
+    influx.query('CREATE RETENTION POLICY "keep" ON "energy" DURATION INF REPLICATION 1 SHARD DURATION 4368h',
                  method="POST")
     influx.query(f'ALTER RETENTION POLICY "autogen" ON "energy" DURATION {args.days * 24 + args.raw_days * 24}h '
-                 'SHARD DURATION 24h', method="POST")
+                 'SHARD DURATION 168h', method="POST")
     clock = [start]
     (work / "agent").mkdir()
     cfg = load_config(_config(work / "agent" / "agent.toml", influx, args.raw_days))

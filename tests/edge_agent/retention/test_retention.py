@@ -72,7 +72,7 @@ def test_policies_routing_and_aggregates(tmp_path, mosquitto_session, influxd_se
     ret = agent.components["retention"]
     ret.run_once(END)
     rps = {r[0]: r for r in influxd_session.query("SHOW RETENTION POLICIES", db=db)["results"][0]["series"][0]["values"]}
-    assert rps["autogen"][1] == "2160h0m0s" and rps["autogen"][2] == "24h0m0s" and rps["autogen"][4] is True
+    assert rps["autogen"][1] == "2160h0m0s" and rps["autogen"][2] == "168h0m0s" and rps["autogen"][4] is True
     assert rps["keep"][1] == "0s" and rps["keep"][4] is False
     assert ret.status()["policies"]["pending"] is None
 
@@ -168,7 +168,7 @@ def test_migration_shortens_raw_only_when_covered(tmp_path, mosquitto_session, i
     for _ in range(5):
         ret.run_once(END)
     rps = {r[0]: r for r in influxd_session.query("SHOW RETENTION POLICIES", db=db)["results"][0]["series"][0]["values"]}
-    assert rps["autogen"][1] == "24h0m0s"
+    assert rps["autogen"][1] == "24h0m0s" and rps["autogen"][2] == "24h0m0s"  # shards: at most the duration
     assert ret.status()["policies"]["pending"] is None
     first_slot = slots(influxd_session, db, "EnergyIn", "ORDER BY time ASC LIMIT 1")[0][0]
     assert first_slot <= start + 2 * SLOT_NS

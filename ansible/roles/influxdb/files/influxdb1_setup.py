@@ -170,14 +170,15 @@ def ensure_retention(db: Server, database: str, spec: dict, admin: tuple[str, st
                                               "listing retention policies", *admin))}
     if keep not in pols:
         db.run(f"CREATE RETENTION POLICY {ident(keep)} ON {ident(database)} DURATION INF REPLICATION 1 "
-               f"SHARD DURATION {int(spec.get('keep_shard_days', 28)) * 24}h", f"creating the policy {keep!r}", *admin)
+               f"SHARD DURATION {int(spec.get('keep_shard_days', 182)) * 24}h", f"creating the policy {keep!r}", *admin)
         changes.append(f"created the retention policy {keep} (forever) on {database}")
     raw = next((r for r in pols.values() if r.get("default")), None)
     if raw is None or raw["name"] == keep:
         return changes
     have, shard = _hours(raw.get("duration")), _hours(raw.get("shardGroupDuration"))
     want = raw_days * 24
-    if have and abs(have - want) < 1 and abs(shard - int(spec.get("raw_shard_hours", 24))) < 0.5:
+    raw_shard = max(1, min(int(spec.get('raw_shard_hours', 168)), int(want)))  # at most the duration (InfluxDB)
+    if have and abs(have - want) < 1 and abs(shard - raw_shard) < 0.5:
         return changes
     cutoff = time.time_ns() - int(want * 3600e9)
     if not have or have > want:
@@ -203,7 +204,7 @@ def ensure_retention(db: Server, database: str, spec: dict, admin: tuple[str, st
                   "agent does that on its first start with [retention]; run the playbook again afterwards)")
             return changes
     db.run(f"ALTER RETENTION POLICY {ident(raw['name'])} ON {ident(database)} DURATION {int(want)}h "
-           f"SHARD DURATION {int(spec.get('raw_shard_hours', 24))}h", f"shortening the policy {raw['name']!r}", *admin)
+           f"SHARD DURATION {raw_shard}h", f"shortening the policy {raw['name']!r}", *admin)
     changes.append(f"raw readings in {raw['name']} kept {raw_days:g} days")
     return changes
 
