@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap nftables iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults bench-fleet eval-seed eval-rolling eval-holidays day-ahead-bound test-ansible test-pi clean
+.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults bench-fleet bench-restore bench-retention eval-seed eval-rolling eval-holidays day-ahead-bound test-ansible test-pi clean
 
 help:
 	@echo "make demo          replay the real year, train, push, forecast (see README)"
@@ -16,6 +16,7 @@ help:
 	@echo "make venv-hass     .venv-hass: Home Assistant, for the MQTT discovery checks (needs Python >= 3.13)"
 	@echo "make lint          ruff"
 	@echo "make bench-ingest | bench-edge | bench-train | bench-server | bench-flow | bench-faults | bench-fleet   benchmarks (print JSON)"
+	@echo "make bench-restore | bench-retention   backup/restore proven on fresh instances; a year of retention"
 	@echo "make eval-seed     train on the seed split, backtest, print the README accuracy table"
 	@echo "make eval-rolling  train before each of June-August 2023 (3 seeds), backtest the month, score independently"
 	@echo "make eval-holidays train before May 2023 without and with public holidays, score holiday days apart"
@@ -79,6 +80,16 @@ bench-server: venv
 # Faults under a 200 msg/s stream (influxd down 30 s, broker restart, 3 x SIGKILL, full disk), counted exactly.
 bench-faults: venv system-deps
 	$(PY) -m tools.benchmarks.bench_faults $(ARGS)
+
+# Back up a live agent and server, restore both into fresh instances, compare every series, the models, the registry
+# and the key (docs/deployment.md "Backup and restore"). ARGS: --readings N.
+bench-restore: venv system-deps
+	$(PY) -m tools.benchmarks.bench_restore $(ARGS)
+
+# A year of the 20-device house replayed fast into influxd with the agent's retention on: database size, RSS,
+# compaction errors after a year (docs/pi.md "Retention"). ARGS: --days N, --full-rate-days N.
+bench-retention: venv system-deps
+	nice -n 10 $(PY) -m tools.benchmarks.bench_retention $(ARGS)
 
 # The flow and forecasts in real time at 200 msg/s, for two slot boundaries on the real clock (15-30 minutes).
 bench-flow: venv system-deps

@@ -6,20 +6,27 @@ whose config section decides whether it runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
-from edge_agent import flow, forecast, tariff
+from edge_agent import flow, forecast, retention, tariff
+from edge_agent.backup import expected as backup_expected
+from edge_agent.backup import read_status as backup_status
 from edge_agent.component import AgentContext, Component, ComponentSpec, utc_now
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest
 from edge_agent.models.api import SPEC as API
 from edge_agent.publish import discovery
+from edge_agent.publish.hass import problem_components, problem_topic
 from edge_agent.publish.mqtt import Publisher
+from edge_agent.runtime import problems
 from edge_agent.runtime.health import Health
 from edge_agent.runtime.supervise import Watchdog, Worker, notify, watchdog_interval_s
 from edge_agent.runtime.timer import SlotTimer
@@ -27,8 +34,9 @@ from shared.storage import open_storage
 
 log = logging.getLogger(__name__)
 
-# tariff first: the flow and the forecast price their slots with it
-COMPONENTS: tuple[ComponentSpec, ...] = (tariff.SPEC, flow.SPEC, forecast.SPEC, API)
+# retention first (it routes what lasts before anything writes it); tariff before the flow and the forecast,
+# which price their slots with it
+COMPONENTS: tuple[ComponentSpec, ...] = (retention.SPEC, tariff.SPEC, flow.SPEC, forecast.SPEC, API)
 
 
 class Agent:
@@ -58,6 +66,49 @@ class Agent:
         self.exit_code = 0
         self.ingest.on_fatal = self._fatal
         self.watchdog: Watchdog | None = None
+        self.problems = self._problems()
+        self._problem_published: tuple[list[str], float] | None = None
+        self.ctx.status_parts["problems"] = lambda: list(self.problems.current)
+        self.ctx.status_parts["backup"] = lambda: backup_status(config.state_dir) or None
+        retention_part = self.components.get("retention")
+        if retention_part is not None:
+            self.ctx.status_parts["retention"] = retention_part.status
+
+    def _problems(self) -> problems.Problems:
+        """The checks behind the `problem` sensor, the status's `problems` and the server's overview."""
+        ac = problems.parse_config(self.config)
+        forecaster = self.components.get("forecast")
+
+        def guard() -> dict | None:
+            return forecaster.guard.status() if forecaster is not None else None
+
+        paths = [self.config.state_dir, *(Path(p) for p in ac.disk_paths)]
+        return problems.Problems(ac, problems.Inputs(
+            stalled=lambda: self.problem(), received=lambda: self.health.get("received"),
+            spool_bytes=lambda: self.ingest.spool.pending_bytes, spool_max=self.config.spool.max_bytes,
+            spool_warn_ratio=self.config.spool.warn_ratio, db_up=self.storage.ping,
+            backup=lambda: backup_status(self.config.state_dir), backup_expected=backup_expected(self.config),
+            guard=guard, health_value=lambda name: self.health.snapshot().get(name), paths=paths))
+
+    def check_problems(self) -> list[dict]:
+        """Judge, count and publish (retained, on a change and every `publish_every_s`) the problems."""
+        found = self.problems.check()
+        self.health.set("problems", len(found))
+        codes = [p["code"] for p in found]
+        last = self._problem_published
+        if last is None or last[0] != codes or time.monotonic() - last[1] >= self.problems.ac.publish_every_s:
+            # the backup's time rides along (Home Assistant's last_backup sensor)
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            try:
+                self.publisher.publish(problem_topic(self.config.publish.topic_prefix),
+                                       json.dumps(problems.payload(found, now, backup_status(self.config.state_dir).get("last_ok"))),
+                                       qos=1, retain=True)
+                self._problem_published = (codes, time.monotonic())
+            except Exception as exc:
+                log.warning("could not publish the problem state: %s", exc)
+        if found and (last is None or last[0] != codes):
+            log.warning("problems: %s", "; ".join(p["message"] for p in found))
+        return found
 
     def _fatal(self, worker: str) -> None:
         """A worker gave up: stop, and exit non-zero so that the service manager restarts the process."""
@@ -92,6 +143,10 @@ class Agent:
     def _health_loop(self) -> None:
         interval = self.config.health.interval_s
         while not self._health_worker.wait(self._stop, interval):
+            try:
+                self.check_problems()
+            except Exception:
+                log.exception("problem checks failed")
             self.report_health()
 
     def report_health(self) -> None:
@@ -126,7 +181,9 @@ class Agent:
         if not self.config.publish.discovery:
             return
         try:
-            entities = discovery.collect(self.components.values())
+            pub = self.config.publish
+            entities = discovery.collect(self.components.values(),
+                                         extra=problem_components(pub.node_id, pub.topic_prefix))
             discovery.announce(self.config.publish, entities, self.publisher.publish, self.config.state_dir)
         except Exception:  # discovery must never stop the agent
             log.exception("Home Assistant discovery failed")

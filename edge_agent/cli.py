@@ -131,6 +131,11 @@ def cmd_check(args) -> int:
 
         for spec in COMPONENTS:  # each component validates its own section
             spec.parse(cfg)
+        from edge_agent.backup import parse_config as parse_backup
+        from edge_agent.runtime.problems import parse_config as parse_alerts
+
+        parse_backup(cfg)
+        parse_alerts(cfg)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -189,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       f"{SERVICE_USER!r} when run as root and it exists, else you): state_dir must "
                                       "be writable by it")
     check.set_defaults(func=cmd_check)
+    from edge_agent.backup import add_subcommands as add_backup
+
+    add_backup(sub)
     _add_extensions(sub)
     return parser
 

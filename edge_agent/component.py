@@ -57,6 +57,8 @@ class AgentContext:
     clock: Callable[[], datetime] = utc_now  # aware UTC datetimes; tests drive it
     components: dict[str, Component] = field(default_factory=dict)
     stored_listeners: list[Callable[[list[bytes]], None]] = field(default_factory=list)
+    # parts of the status API beyond the models' (name -> a callable giving it): problems, backup, retention
+    status_parts: dict[str, Callable[[], Any]] = field(default_factory=dict)
     _models: ActiveModels | None = None
     _models_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -329,4 +329,8 @@ def load_config(path: str | Path) -> AgentConfig:
         compile_rules(cfg.rules)
     except RuleError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    # [retention] decides where what lasts is written and read, for every Storage made from cfg.storage
+    from edge_agent.retention.config import apply as apply_retention
+
+    apply_retention(cfg)
     return cfg

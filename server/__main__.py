@@ -1,4 +1,4 @@
-"""`python -m server run|worker|hash-password`."""
+"""`python -m server run|worker|hash-password|backup|restore`."""
 
 import argparse
 import getpass
@@ -19,11 +19,16 @@ def main() -> int:
     w.add_argument("--config")
     h = sub.add_parser("hash-password", help="print a password hash for admin_password_hash")
     h.add_argument("--password", help="(default: prompt)")
+    from server import backup
+
+    backup.add_subcommands(sub)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cmd == "hash-password":
         print(generate_password_hash(args.password or getpass.getpass("password: ")))
         return 0
+    if args.cmd in ("backup", "restore"):
+        return backup.main(args)
     from server.config import ConfigError, load_config
 
     try:

@@ -51,12 +51,12 @@ def job_or_404(s, job_id) -> dict:
 def influx_settings(raw: dict) -> dict:
     """The node's InfluxDB connection (read-only credentials), checked field by field."""
     only(raw, ("version", "url", "database", "org", "bucket", "token", "username", "password", "measurement",
-               "field", "tags"), "influx.")
+               "field", "tags", "keep_policy"), "influx.")
     if not raw:
         return {}
     out: dict = {"version": integer(raw, "version", 1, 2, 1, "influx.version"),
                  "url": url(raw, "url", True, "influx.url")}
-    for key in ("database", "org", "bucket", "username", "measurement", "field"):
+    for key in ("database", "org", "bucket", "username", "measurement", "field", "keep_policy"):
         if (v := text(raw, key, name=f"influx.{key}")) is not None:
             out[key] = v
     for key in ("token", "password"):

@@ -81,6 +81,31 @@ class JobsConfig:
     skill_poll_s: float = 3600.0
 
 
+# The [notify] table: who is told when a house stops reporting or forecasting (server/notify.py).
+NOTIFY_KEYS: dict[str, tuple[str, Callable | None, str]] = {
+    "urls": ("list[str]", lambda v: all(v), "a list of apprise URLs (ntfy://…, mailtos://…, json://…)"),
+    "urls_file": ("str", bool, "a file with one apprise URL per line"),
+    "stale_after_s": ("float", _positive, "> 0"),
+    "forecast_after_s": ("float", _positive, "> 0"),
+    "backup_after_s": ("float", _positive, "> 0"),
+    "agent_problems": ("bool", None, ""),
+    "resolved": ("bool", None, ""),
+}
+
+
+@dataclass
+class NotifyConfig:
+    """[notify]: apprise URLs (they hold tokens: put them in `urls_file`, 0600) and when a house is reported."""
+
+    urls: list[str] = field(default_factory=list)
+    urls_file: str = ""
+    stale_after_s: float = 1800.0  # the agent has not answered for this long: "stopped reporting"
+    forecast_after_s: float = 7200.0  # its newest forecast is this old: "stopped forecasting"
+    backup_after_s: float = 2 * 86400.0  # its last good backup is this old
+    agent_problems: bool = True  # also the problems the agent reports itself (its `problem` sensor)
+    resolved: bool = True  # say so when a problem is over
+
+
 @dataclass
 class ServerConfig:
     data_dir: Path
@@ -102,6 +127,12 @@ class ServerConfig:
     keep_runs: int = 10
     keep_pulls: int = 3
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+
+    @property
+    def backups_dir(self) -> Path:
+        """Agent backups pulled by the server (server/backup.py)."""
+        return self.data_dir / "backups"
 
     @property
     def db_path(self) -> Path:
@@ -197,13 +228,14 @@ def load_config(path: str | Path | None = None, **overrides) -> ServerConfig:
     doc, base, where = _read_toml(path or os.environ.get("SERVER_CONFIG"))
     doc.update(overrides)
     jobs = _jobs(doc.pop("jobs", {}), where)
+    notify = _notify(doc.pop("notify", {}), where, base)
     doc = {k: _checked(k, v, where) for k, v in doc.items()}
     data_dir = _data_dir(doc, base)
     plain = {k: v for k, v in doc.items() if k in PLAIN}
     dirs = [(p if p.is_absolute() else base / p).resolve() for p in map(Path, doc.get("training_data_dirs", []))]
     if jobs.ray_auth_token_file and not Path(jobs.ray_auth_token_file).is_absolute():
         jobs.ray_auth_token_file = str(base / jobs.ray_auth_token_file)
-    return ServerConfig(data_dir=data_dir, training_data_dirs=dirs, jobs=jobs, **plain,
+    return ServerConfig(data_dir=data_dir, training_data_dirs=dirs, jobs=jobs, notify=notify, **plain,
                         **_secrets(doc, base, data_dir))
 
 
@@ -215,6 +247,21 @@ def _jobs(table, where: str) -> JobsConfig:
     if cfg.ray_address and not re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}", cfg.ray_address):
         raise ConfigError(f"{where}: jobs.ray_address must be host:port (of `ray start --head`), got "
                           f"{cfg.ray_address!r}")
+    return cfg
+
+
+def _notify(table, where: str, base: Path) -> NotifyConfig:
+    """The [notify] table (errors name `notify.<key>`); `urls_file` adds its lines (comments with #)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: notify must be a table ([notify]), got {table!r}")
+    cfg = NotifyConfig(**{k: _checked(k, v, where, NOTIFY_KEYS, "notify.") for k, v in table.items()})
+    if cfg.urls_file:
+        path = Path(cfg.urls_file) if Path(cfg.urls_file).is_absolute() else base / cfg.urls_file
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"notify.urls_file: cannot read {path}: {exc.strerror}") from None
+        cfg.urls = [*cfg.urls, *(x.strip() for x in lines if x.strip() and not x.strip().startswith("#"))]
     return cfg
 
 

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS login_tries (id INTEGER PRIMARY KEY, ip TEXT NOT NULL
 CREATE INDEX IF NOT EXISTS login_tries_at ON login_tries(at);
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, user TEXT NOT NULL, created REAL NOT NULL,
   expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (node_id INTEGER NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
+  since REAL NOT NULL, notified REAL, PRIMARY KEY (node_id, code));
 """.replace("{versions}", VERSIONS_TABLE)
 # Made after the migrations (they name columns an older database lacks until then).
 INDEXES = """
@@ -52,7 +54,8 @@ CREATE INDEX IF NOT EXISTS pushes_by_node ON pushes(node_id, id);
 # columns added after a table was first created: (table, column, declaration)
 MIGRATIONS = (("nodes", "ca_file", "TEXT"), ("pushes", "source", "TEXT"), ("nodes", "skill", "TEXT"),
               ("nodes", "skill_at", "REAL"), ("jobs", "scheduled", "INTEGER NOT NULL DEFAULT 0"),
-              ("jobs", "ray_node", "TEXT"), ("jobs", "host", "TEXT"), ("jobs", "peak_mb", "REAL"))
+              ("jobs", "ray_node", "TEXT"), ("jobs", "host", "TEXT"), ("jobs", "peak_mb", "REAL"),
+              ("nodes", "reachable_at", "REAL"))
 JOB_SUMMARY = "id, node_id, kind, state, percent, stage, error, created, started, finished, scheduled, host, peak_mb"
 VERSION_SUMMARY = "id, owner, name, version, kind, horizon, sha256, bytes, metrics, data, job_id, created"
 VERSION_COLUMNS = "id, owner, name, version, kind, horizon, path, sha256, bytes, metrics, data, plot, job_id, created"
@@ -150,7 +153,25 @@ class Database:
                         ca_file, time.time())
 
     def set_node_status(self, node_id: int, status: dict) -> None:
-        self.run("UPDATE nodes SET status=?, status_at=? WHERE id=?", json.dumps(status), time.time(), node_id)
+        now = time.time()
+        self.run("UPDATE nodes SET status=?, status_at=?, reachable_at=CASE WHEN ? THEN ? ELSE reachable_at END "
+                 "WHERE id=?", json.dumps(status), now, bool(status.get("reachable")), now, node_id)
+
+    # -- alerts (server/notify.py): one row per house and problem while it lasts -----------------------------------
+    def alerts(self, node_id: int | None = None) -> list[dict]:
+        if node_id is None:
+            return self.all("SELECT * FROM alerts ORDER BY node_id, code")
+        return self.all("SELECT * FROM alerts WHERE node_id=? ORDER BY code", node_id)
+
+    def open_alert(self, node_id: int, code: str, message: str, since: float) -> None:
+        self.run("INSERT INTO alerts(node_id, code, message, since) VALUES (?, ?, ?, ?) ON CONFLICT(node_id, code) "
+                 "DO UPDATE SET message=excluded.message", node_id, code, message, since)
+
+    def alert_notified(self, node_id: int, code: str, at: float) -> None:
+        self.run("UPDATE alerts SET notified=? WHERE node_id=? AND code=?", at, node_id, code)
+
+    def close_alert(self, node_id: int, code: str) -> None:
+        self.run("DELETE FROM alerts WHERE node_id=? AND code=?", node_id, code)
 
     def set_node_skill(self, node_id: int, skill: dict) -> None:
         self.run("UPDATE nodes SET skill=?, skill_at=? WHERE id=?", json.dumps(skill), time.time(), node_id)
@@ -160,6 +181,7 @@ class Database:
         (one query; the indexes on jobs and pushes by node keep it cheap for a thousand houses)."""
         return self.all(
             "SELECT n.id, n.name, n.api_url, n.status, n.status_at, n.skill, n.skill_at, n.retrain_days, "
+            "n.reachable_at, n.created, "
             "(SELECT max(j.finished) FROM jobs j WHERE j.node_id=n.id AND j.state='done' AND (j.kind='pull' "
             " OR (j.kind='train' AND json_extract(j.result, '$.pulled') IS NOT NULL))) AS last_pull, "
             "(SELECT json_object('id', j.id, 'state', j.state, 'stage', j.stage, 'created', j.created, "

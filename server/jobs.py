@@ -33,6 +33,7 @@ from pathlib import Path
 from server import datafiles, nodes, retention
 from server.cluster import Cluster
 from server.db import Database
+from server.notify import Notifier
 from server.pull import history_bytes, node_skill, pull_history
 from server.registry import group_owner, node_owner
 from shared import manifest as mf
@@ -113,6 +114,8 @@ class Worker:
         self._threads: dict[int, tuple[str, threading.Thread]] = {}
         self._monitor = ThreadPoolExecutor(cfg.poll_concurrency, thread_name_prefix="node-poll")
         self._monitoring: list = []
+        self.notifier = Notifier(app_state.config.notify, app_state.db)
+        self._notify_due = False
 
     # -- loop -----------------------------------------------------------------------------------------
     def run_forever(self, poll_s: float = 0.5) -> None:
@@ -158,9 +161,16 @@ class Worker:
             self._last["schedule"] = now
             self.schedule_retrains()
         self._monitoring = [f for f in self._monitoring if not f.done()]
+        if not self._monitoring and self._notify_due:  # every house polled: tell who needs to know
+            self._notify_due = False
+            try:
+                self.notifier.run(now)
+            except Exception:
+                log.exception("notifications failed")
         if not self._monitoring and now - self._last["poll"] > cfg.status_poll_s:
             self._last["poll"] = now
             self._monitoring = [self._monitor.submit(nodes.poll, self.s.db, n) for n in self.s.db.nodes()]
+            self._notify_due = True
         if cfg.jobs.skill_poll_s and not self._monitoring and now - self._last["skill"] > cfg.jobs.skill_poll_s:
             self._last["skill"] = now
             self._monitoring = [self._monitor.submit(self.refresh_skill, n) for n in self.s.db.nodes()]

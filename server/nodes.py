@@ -117,6 +117,24 @@ def clean_calendar(doc) -> dict | None:
         return None
 
 
+_PROBLEM_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def clean_problems(doc) -> list[dict]:
+    """The agent's own problems (edge_agent/runtime/problems.py): code and one bounded line each, at most 16."""
+    if not isinstance(doc, list):
+        return []
+    return [{"code": p["code"], "message": safe_message(p.get("message") or "", 200)} for p in doc[:16]
+            if isinstance(p, dict) and isinstance(p.get("code"), str) and _PROBLEM_CODE.fullmatch(p["code"])]
+
+
+def clean_backup(doc) -> dict | None:
+    """The agent's last good backup: its time and age (seconds, at the poll)."""
+    if not isinstance(doc, dict) or _finite_or_none(doc.get("age_s")) is None:
+        return None
+    return {"last_ok": _text_or_none(doc.get("last_ok"), 40), "age_s": _finite_or_none(doc.get("age_s"))}
+
+
 def clean_status(doc) -> dict:
     """The documented status fields of an answer, checked; BadStatus if it is not an agent's status.
 
@@ -137,6 +155,8 @@ def clean_status(doc) -> dict:
             "models": models,
             "guard": clean_guard(doc.get("guard")),
             "calendar": clean_calendar(doc.get("calendar")),
+            "problems": clean_problems(doc.get("problems")),
+            "backup": clean_backup(doc.get("backup")),
             "last_forecast": None if last is None else _short(last, 40),
             "counters": {k: v for k, v in list(counters.items())[:200] if _COUNTER.fullmatch(k)
                          and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}}

@@ -10,8 +10,11 @@ version string can belong to several houses — and its live skill when the work
 from __future__ import annotations
 
 import json
+import time
 
+from server.config import NotifyConfig
 from server.db import Database
+from server.notify import house_alerts
 from server.registry import owner_node_id
 from shared.schema import BUNDLE_NAMES
 
@@ -20,8 +23,9 @@ def _load(text: str | None):
     return json.loads(text) if text else None
 
 
-def problems(row: dict) -> list[str]:
-    """Why a house needs attention (empty: it is fine)."""
+def problems(row: dict, notify: NotifyConfig | None = None, now: float | None = None) -> list[str]:
+    """Why a house needs attention (empty: it is fine): the checks below, then what the notifications report
+    (server/notify.py: not forecasting, backup stale, the agent's own problems)."""
     out = []
     status = row["status"] or {}
     if not status.get("reachable"):
@@ -33,6 +37,10 @@ def problems(row: dict) -> list[str]:
     shadow = [m["name"] for m in row.get("models") or [] if (m.get("guard") or {}).get("state") == "shadow"]
     if shadow:
         out.append(f"{', '.join(shadow)} in the shadow (the baseline serves)")
+    for code, message in house_alerts(row, notify or NotifyConfig(), now or time.time()).items():
+        if code in ("not_reporting", "model_shadow"):  # said above
+            continue
+        out.append(f"{code.replace('_', ' ')}: {message}")
     return out
 
 

@@ -97,8 +97,7 @@ def skill_chart(node_id):
     """The house's 7-day live skill and P10–P90 coverage over the last two weeks, as plotly figures, read from
     its InfluxDB (the agent's forecast_skill rows) when the page asks: the page does not wait for the house."""
     from server import skill
-    from server.pull import influx_of, safe_errors, storage_config
-    from shared.storage import open_storage
+    from server.pull import influx_of, open_node_storage, safe_errors
 
     s = current()
     try:
@@ -110,7 +109,10 @@ def skill_chart(node_id):
     versions: dict[str, list[str]] = {}
     for name, m in (status.get("models") or {}).items():
         versions[name] = [e["version"] for e in (m.get("active"), m.get("previous")) if e]
-    st = open_storage(storage_config(influx))
+    try:
+        st = safe_errors(influx["url"], open_node_storage, influx)
+    except ValueError as exc:
+        return jsonify(error=str(exc)), 502
     try:
         hist = safe_errors(influx["url"], skill.history, st, versions, datetime.now(UTC))
     except ValueError as exc:

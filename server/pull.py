@@ -25,7 +25,26 @@ def storage_config(influx: dict):
     from shared.storage import StorageConfig
 
     return StorageConfig(**{k: v for k, v in influx.items() if k in StorageConfig.__dataclass_fields__
-                            and k not in ("measurement", "field", "tags")})
+                            and k not in ("measurement", "field", "tags", "keep_policy")})
+
+
+def open_node_storage(influx: dict):
+    """A Storage on the node's InfluxDB that reads what lasts (forecast, skill, aggregates) from the agent's keep
+    policy when the database has one (`keep_policy` of the node's settings, default `keep`: the agent's
+    [retention] default), else from the default policy (an agent without retention)."""
+    from shared.storage import StorageError, open_storage
+
+    st = open_storage(storage_config(influx))
+    if st.config.version == 1:
+        keep = influx.get("keep_policy") or "keep"
+        try:
+            names = {r.get("name") for r in st.query(f'SHOW RETENTION POLICIES ON "{st.config.database}"')}
+        except StorageError:
+            names = set()
+        st.config.keep_policy = keep if keep in names else None
+    else:  # 2.x: the keep bucket only when the node names one (untested: no 2.x server here)
+        st.config.keep_policy = influx.get("keep_policy") or None
+    return st
 
 
 def safe_errors(url: str, fn, *args):
@@ -63,8 +82,6 @@ def influx_of(node: dict) -> dict:
 def pull_history(config: ServerConfig, node: dict, params: dict, progress: Progress) -> dict:
     """The node's readings between params start and end into data_dir/cache/node-<id>/<start>-<end>.csv
     (time,value; 0600; it appears only when complete), week by week with progress; {"file", "rows"}."""
-    from shared.storage import open_storage
-
     influx = influx_of(node)
     start, end = _time(params["start"]), _time(params["end"])
     series = (params.get("measurement") or influx.get("measurement", DEFAULT_SERIES[0]),
@@ -72,7 +89,7 @@ def pull_history(config: ServerConfig, node: dict, params: dict, progress: Progr
               params.get("tags") or influx.get("tags") or None)
     folder = private_dir(private_dir(config.cache_dir) / f"node-{node['id']}")
     out = folder / f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv"
-    st = open_storage(storage_config(influx))
+    st = safe_errors(influx["url"], open_node_storage, influx)
     tmp = out.with_suffix(".part")
     try:
         with open_private(tmp, "w", newline="") as f:
@@ -88,11 +105,38 @@ def pull_history(config: ServerConfig, node: dict, params: dict, progress: Progr
     return {"file": str(out), "rows": rows, "series": f"{series[0]}.{series[1]}"}
 
 
+def first_raw(st, series: tuple, start: datetime, end: datetime) -> datetime | None:
+    """The time of the oldest raw reading of the series in [start, end) (None: none)."""
+    where = [f"time >= {int(start.timestamp() * 1e9)}", f"time < {int(end.timestamp() * 1e9)}"]
+    where += [f"\"{k}\" = '{v}'" for k, v in (series[2] or {}).items()]
+    rows = st.query(f'SELECT first("{series[1]}") FROM {st.source(series[0])} WHERE {" AND ".join(where)}')
+    return datetime.fromtimestamp(int(rows[0]["time"]) / 1e9, UTC) if rows else None
+
+
+def _aggregates(st, series: tuple, t: datetime, t2: datetime) -> list[tuple[int, float]]:
+    """What the agent kept of the series once its raw readings expired (device_slots, docs/pi.md): a counter's
+    value at each slot end, else the slot's mean."""
+    from shared.schema import DEVICE_SLOTS, DEVICE_SLOTS_MEASUREMENT_TAG
+
+    tags = dict(series[2] or {}) | {DEVICE_SLOTS_MEASUREMENT_TAG: series[0]}
+    return (st.query_series(DEVICE_SLOTS, series[1], t, t2, tags)
+            or st.query_series(DEVICE_SLOTS, f"{series[1]}_mean", t, t2, tags))
+
+
 def _weeks(st, url: str, series: tuple, start: datetime, end: datetime, w, progress: Progress) -> int:
+    """Week by week; before the oldest raw reading (expired by the agent's retention) from the aggregates."""
     rows, t, total = 0, start, (end - start).total_seconds()
+    raw_from = start
+    if st.config.version == 1 and st.config.keep_policy:
+        raw_from = safe_errors(url, first_raw, st, series, start, end) or end
     while t < end:
         t2 = min(end, t + timedelta(days=7))
-        for ns, v in safe_errors(url, st.query_series, *series[:2], t, t2, series[2]):
+        got = []
+        if t < raw_from:
+            got += safe_errors(url, _aggregates, st, series, t, min(t2, raw_from))
+        if t2 > raw_from:
+            got += safe_errors(url, st.query_series, *series[:2], max(t, raw_from), t2, series[2])
+        for ns, v in got:
             w.writerow([datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z"), v])
             rows += 1
         t = t2
@@ -103,13 +147,12 @@ def _weeks(st, url: str, series: tuple, start: datetime, end: datetime, w, progr
 def node_skill(node: dict, status: dict, now: datetime) -> dict:
     """The live skill of the node's active models (server.skill) from its InfluxDB."""
     from server.skill import live_skill
-    from shared.storage import open_storage
 
     influx = influx_of(node)
     active = {name: m["active"]["version"] for name, m in (status.get("models") or {}).items() if m.get("active")}
     if not active:
         return {}
-    st = open_storage(storage_config(influx))
+    st = safe_errors(influx["url"], open_node_storage, influx)
     try:
         return safe_errors(influx["url"], live_skill, st, influx, active, now, DEFAULT_SERIES)
     finally:

@@ -59,7 +59,20 @@ FORECAST_SKILL = "forecast_skill"
 FORECAST_SKILL_TAGS = ("horizon", "issue", "model", "name", "version", "window")
 FORECAST_SKILL_WINDOWS = ("slot", "1d", "7d", "30d")
 
+# Per-device 15-minute aggregates the agent computes from the raw readings (edge_agent/retention/): time = slot end;
+# tags: the device's own tags plus `measurement` (the raw measurement); fields: a counter's value at the slot end
+# under the counter's own name (e.g. `EnergyIn`), and `<field>_mean`, `<field>_min`, `<field>_max`, `<field>_count`
+# of every other numeric field over the slot (T − 15 min, T].
+DEVICE_SLOTS = "device_slots"
+DEVICE_SLOTS_MEASUREMENT_TAG = "measurement"
+GAUGE_STATS = ("mean", "min", "max", "count")
+
+# What lasts (docs/pi.md "Retention"): with retention on, these live in the long retention policy (`[retention]
+# keep_policy`, default `keep`) while raw readings and health expire after `raw_days` in the database's default one.
+# shared.storage routes writes and reads of these measurements there.
+KEPT_MEASUREMENTS = frozenset({ENERGY_FLOW, FORECAST, FORECAST_SKILL, DEVICE_SLOTS})
+
 # Written by the agent itself: device rules may not write them unless a rule says so (`allow_reserved`).
-RESERVED_MEASUREMENTS = frozenset({ENERGY_FLOW, FORECAST, AGENT, FORECAST_SKILL})
+RESERVED_MEASUREMENTS = frozenset({ENERGY_FLOW, FORECAST, AGENT, FORECAST_SKILL, DEVICE_SLOTS})
 
 BUNDLE_NAMES = ("cnn-1", "lstm-1", "cnn-96", "lstm-96")

@@ -247,7 +247,7 @@ class Flow:
 
     def _battery_state(self, before_ns: int) -> BatteryState:
         """The battery's origin state at the last computed slot before `before_ns` (two days back at most)."""
-        q = (f'SELECT last("battery_content_kwh") AS c, last("battery_pv_share") AS s FROM "{ENERGY_FLOW}" '
+        q = (f'SELECT last("battery_content_kwh") AS c, last("battery_pv_share") AS s FROM {self.storage.source(ENERGY_FLOW)} '
              f"WHERE time < {before_ns} AND time >= {before_ns - 2 * 96 * SLOT_NS}")
         try:
             rows = self.storage.query(q)
@@ -348,7 +348,8 @@ class Flow:
     def _read_back(self, start_ns: int, end_ns: int) -> dict[int, dict] | None:
         """What energy_flow holds for the slots ending in [start_ns, end_ns] (None: it cannot be read here)."""
         try:
-            rows = self.storage.query(f'SELECT * FROM "{ENERGY_FLOW}" WHERE time >= {start_ns} AND time <= {end_ns}')
+            rows = self.storage.query(f"SELECT * FROM {self.storage.source(ENERGY_FLOW)} "
+                                       f"WHERE time >= {start_ns} AND time <= {end_ns}")
         except Exception as exc:  # e.g. InfluxDB 2.x (Flux)
             log.debug("flow: cannot read back %s … %s: %s", iso(start_ns), iso(end_ns), exc)
             return None

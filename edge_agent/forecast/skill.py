@@ -475,7 +475,8 @@ def select(storage: Storage, measurement: str, fields: tuple[str, ...],
             cond = [f"r._measurement == {q(measurement)}", "(" + " or ".join(f"r._field == {q(f)}" for f in fields) + ")"]
             cond += [f"r[{q(k)}] == {q(v)}" for k, v in equal.items()]
             cond += [f"r[{q(k)}] != {q(v)}" for k, v in not_equal.items()]
-            rows += storage.query(f"from(bucket: {q(storage.bucket)}) |> range(start: time(v: {lo + 1}), "
+            bucket = storage.bucket_of(measurement) if hasattr(storage, "bucket_of") else storage.bucket
+            rows += storage.query(f"from(bucket: {q(bucket)}) |> range(start: time(v: {lo + 1}), "
                                   f"stop: time(v: {hi + 1})) |> filter(fn: (r) => {' and '.join(cond)})"
                                   ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")')
         return rows
@@ -486,5 +487,5 @@ def select(storage: Storage, measurement: str, fields: tuple[str, ...],
     for equal, not_equal, lo, hi in queries:
         cond = [f'"{k}" = {lit(v)}' for k, v in equal.items()] + [f'"{k}" != {lit(v)}' for k, v in not_equal.items()]
         cond += [f"time > {lo}", f"time <= {hi}"]
-        statements.append(f'SELECT {sel} FROM "{measurement}" WHERE {" AND ".join(cond)} GROUP BY {group}')
+        statements.append(f'SELECT {sel} FROM {storage.source(measurement)} WHERE {" AND ".join(cond)} GROUP BY {group}')
     return storage.query("; ".join(statements))

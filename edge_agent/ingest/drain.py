@@ -4,6 +4,7 @@ alone (fuzzed against a real influxd: tests/edge_agent/ingest/test_fuzz_drainer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from shared.points import contained_lines, split_lines
@@ -27,6 +28,20 @@ def write_isolating(storage: Storage, lines: list[bytes], rejected: Callable[[by
     write_isolating(storage, lines[mid:], rejected)
 
 
+BEYOND_RETENTION = re.compile(r"^[^\n]*partial write: points beyond retention policy dropped=(\d+)$")
+TOO_OLD = "older than the raw retention policy keeps (InfluxDB dropped it; [retention] raw_days)"
+
+
+def _oldest(lines: list[bytes], n: int) -> list[bytes]:
+    """The n lines with the oldest timestamps: what InfluxDB drops as beyond the retention policy."""
+    def t(line: bytes) -> int:
+        try:
+            return int(line.rstrip(b"\n").rsplit(b" ", 1)[1])
+        except (ValueError, IndexError):
+            return 0
+    return sorted(lines, key=t)[:n]
+
+
 def write_body(storage: Storage, body: bytes) -> list[tuple[bytes, str]]:
     """Write a spooled body; returns the lines that were not stored, with the reason (to dead-letter).
 
@@ -40,5 +55,9 @@ def write_body(storage: Storage, body: bytes) -> list[tuple[bytes, str]]:
     except StorageError as exc:
         if exc.retryable:
             raise
+        beyond = BEYOND_RETENTION.search(str(exc).split(": ", 1)[-1])
+        if beyond:  # only readings older than the retention: InfluxDB wrote the rest, no need to split
+            refused += [(line, TOO_OLD) for line in _oldest(split_lines(body), int(beyond.group(1)))]
+            return refused
         write_isolating(storage, split_lines(body), lambda line, error: refused.append((line, error)))
     return refused

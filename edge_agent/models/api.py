@@ -158,7 +158,8 @@ class ModelApi:
                 "interpreter": {"name": m.runtime.name, "version": m.runtime.version},
                 "models": models, "last_forecast": f.last_forecast if f else None,
                 "counters": self.ctx.health.snapshot(), "skill": live["skill"], "guard": live["guard"],
-                "calendar": f.calendar_status() if f else None}
+                "calendar": f.calendar_status() if f else None,
+                **{name: part() for name, part in self.ctx.status_parts.items()}}
 
     def _intact(self, entry: StoredVersion) -> bool:
         try:

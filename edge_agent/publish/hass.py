@@ -77,11 +77,6 @@ def legacy_topic(discovery_prefix: str, platform: str, node_id: str, key: str) -
     return f"{discovery_prefix}/{platform}/{node_id}/{key}/config"
 
 
-def config_topic(discovery_prefix: str, node_id: str, key: str, platform: str = "sensor") -> str:
-    """The single-component form's topic (= legacy_topic): for an entity not yet moved into the device config."""
-    return legacy_topic(discovery_prefix, platform, node_id, key)
-
-
 def check_node(node_id: str) -> None:
     if not _NODE_RE.match(node_id):
         raise ValueError(f"node_id {node_id!r}: Home Assistant discovery allows only letters, digits, _ and - "
@@ -107,21 +102,6 @@ def component(platform: str, node_id: str, key: str, name: str, **cfg) -> dict:
     """One entity of the device config (availability, device and origin come from the device config)."""
     return {"p": platform, "name": name, "unique_id": f"{node_id}_{key}",
             "default_entity_id": _entity_id(platform, node_id, key), **cfg}
-
-
-def _base(node_id: str, prefix: str, key: str, name: str, state_topic: str, value_template: str,
-          expire_after_s: int) -> dict:
-    """A single-component config (availability, device and origin included), for an entity announced on its own
-    topic. New entities belong in the device config instead: `component()` / `sensor()` via
-    `discovery_components()`."""
-    return {"name": name, "unique_id": f"{node_id}_{key}", "default_entity_id": _entity_id("sensor", node_id, key),
-            "state_topic": state_topic, "value_template": value_template,
-            "availability_topic": availability_topic(prefix), "payload_available": ONLINE,
-            "payload_not_available": OFFLINE, "expire_after": expire_after_s,
-            "device": device(node_id), "origin": {"name": "home-energy"}}
-
-
-_check_node = check_node  # the name releases before device-based discovery used
 
 
 def removed(platform: str = "sensor") -> dict:
@@ -314,3 +294,32 @@ def migration(node_id: str, components: dict[str, dict], discovery_prefix: str =
     topic. Returns (before, after) message lists; publish `before` not retained, `after` retained."""
     topics = [legacy_topic(discovery_prefix, cfg["p"], node_id, key) for key, cfg in components.items()]
     return [(t, json.dumps({"migrate_discovery": True})) for t in topics], [(t, "") for t in topics]
+
+
+# -- what needs attention (edge_agent/runtime/problems.py) -------------------------------------------------------
+def problem_topic(prefix: str) -> str:
+    """The agent's problems: {"problem", "reasons", "reason", "checked_at", "last_backup"}, retained."""
+    return f"{prefix}/problem"
+
+
+PROBLEM_ATTRIBUTES = ("reasons", "reason", "checked_at", "last_backup")
+
+
+def problem_components(node_id: str, prefix: str) -> dict[str, dict]:
+    """A `problem` binary sensor (on while anything needs attention; the codes and the text as attributes) and a
+    `last_backup` timestamp sensor, both reading `<prefix>/problem`. No expire_after: the agent publishes on
+    every change (and every 15 minutes), and a stopped agent is `unavailable` through the availability topic."""
+    check_node(node_id)
+    topic = problem_topic(prefix)
+    attrs = ", ".join(f"'{a}': value_json.get('{a}')" for a in PROBLEM_ATTRIBUTES)
+    common = {"state_topic": topic, "json_attributes_topic": topic,
+              "json_attributes_template": f"{{{{ {{{attrs}}} | tojson }}}}"}
+    return {
+        "problem": component("binary_sensor", node_id, "problem", "Problem", device_class="problem",
+                             payload_on="ON", payload_off="OFF",
+                             value_template="{{ 'ON' if value_json.problem else 'OFF' }}", **common),
+        "last_backup": component("sensor", node_id, "last_backup", "Last backup", device_class="timestamp",
+                                 icon="mdi:backup-restore", **common,
+                                 value_template="{{ value_json.last_backup if value_json.get('last_backup') "
+                                                "else None }}"),
+    }

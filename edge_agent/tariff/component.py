@@ -126,8 +126,8 @@ class Tariff:
     def _day_cost(self, day) -> tuple[float | None, int]:
         """The sum of the slots' cost that end in the local day (after its midnight, up to the next one)."""
         lo, hi = self.local_midnight_ns(day), self.local_midnight_ns(day + timedelta(days=1))
-        rows = self._storage.query(f'SELECT sum("cost") AS c, count("cost") AS n FROM "{ENERGY_FLOW}" '
-                                   f"WHERE time > {lo} AND time <= {hi}")
+        rows = self._storage.query(f'SELECT sum("cost") AS c, count("cost") AS n '
+                                   f"FROM {self._storage.source(ENERGY_FLOW)} WHERE time > {lo} AND time <= {hi}")
         if not rows or rows[0].get("n") in (None, 0):
             return (0.0, 0) if lo >= int(self.ctx.clock().timestamp() * 1e9) - SLOT_NS else (None, 0)
         return float(rows[0]["c"]), int(rows[0]["n"])

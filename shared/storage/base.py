@@ -34,7 +34,10 @@ class StorageConfig:
     timeout_s: float = 10.0  # per socket operation (connect, each send and receive)
     deadline_s: float = 60.0  # per request, whole: a database that trickles its answer cannot hold a thread
     create_database: bool = True
-    retention_policy: str | None = None
+    retention_policy: str | None = None  # raw readings (None: the database's default policy)
+    # 1.x: the retention policy of what lasts (shared.schema.KEPT_MEASUREMENTS); 2.x: its bucket. None: everything
+    # in one place (retention off). Set from the agent's [retention] section, or the server's node settings.
+    keep_policy: str | None = None
 
     def __repr__(self) -> str:  # never show secrets in logs
         return (f"StorageConfig(version={self.version}, url={self.url!r}, database={self.database!r}, "
@@ -53,6 +56,11 @@ class Storage(Protocol):
                      tags: dict[str, str] | None = None) -> list[tuple[int, float]]: ...
 
     def query(self, text: str) -> list[dict]: ...
+
+    def source(self, measurement: str) -> str:
+        """The InfluxQL FROM clause of a measurement: `"db"."keep"."energy_flow"` for what lasts when a keep
+        policy is set, else the quoted name (the default policy). Callers of `query` use it."""
+        ...
 
     def delete_points(self, measurement: str, times_ns: list[int]) -> None:
         """Delete every point of `measurement` at these times (a rewrite that must drop fields)."""

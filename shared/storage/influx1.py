@@ -13,7 +13,8 @@ import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from shared.points import Point, to_lines
+from shared.points import Point, escape_measurement, to_lines
+from shared.schema import KEPT_MEASUREMENTS
 from shared.storage.base import StorageConfig, StorageError
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,24 @@ class Influx1Storage:
             cred = f"{config.username}:{config.password or ''}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
         self._db_ready = False
+        # line-protocol prefixes of what lasts (routed to the keep policy when one is set)
+        self._kept = tuple(escape_measurement(m).encode() for m in sorted(KEPT_MEASUREMENTS))
+
+    # -- retention policies ----------------------------------------------------------------------------------
+    def policy(self, measurement: str) -> str | None:
+        """The retention policy a measurement is written to and read from (None: the database's default)."""
+        if self.config.keep_policy and measurement in KEPT_MEASUREMENTS:
+            return self.config.keep_policy
+        return self.config.retention_policy
+
+    def source(self, measurement: str) -> str:
+        rp = self.policy(measurement)
+        if rp:
+            return f"{quote_ident(self.config.database)}.{quote_ident(rp)}.{quote_ident(measurement)}"
+        return quote_ident(measurement)
+
+    def _is_kept(self, line: bytes) -> bool:
+        return any(line.startswith(p) and line[len(p):len(p) + 1] in (b",", b" ") for p in self._kept)
 
     # -- HTTP --------------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, params: dict, body: bytes | None = None,
@@ -116,15 +135,36 @@ class Influx1Storage:
         self._db_ready = True
 
     def write(self, points: Sequence[Point]) -> None:
-        if points:
+        if not points:
+            return
+        if not self.config.keep_policy:
             self.write_lines(to_lines(list(points)))
+            return
+        kept = [p for p in points if p.measurement in KEPT_MEASUREMENTS]
+        raw = [p for p in points if p.measurement not in KEPT_MEASUREMENTS]
+        if raw:
+            self._write(to_lines(raw), self.config.retention_policy)
+        if kept:
+            self._write(to_lines(kept), self.config.keep_policy)
 
     def write_lines(self, body: bytes) -> None:
-        """Write a line-protocol body (one point per line)."""
+        """Write a line-protocol body (one point per line); lines of what lasts go to the keep policy."""
+        if self.config.keep_policy and any(p in body for p in self._kept):
+            lines = body.splitlines(keepends=True)
+            kept = [line for line in lines if self._is_kept(line)]
+            if kept:  # what lasts first: a raw part refused as too old must not keep it from being stored
+                self._write(b"".join(kept), self.config.keep_policy)
+                raw = [line for line in lines if not self._is_kept(line)]
+                if raw:
+                    self._write(b"".join(raw), self.config.retention_policy)
+                return
+        self._write(body, self.config.retention_policy)
+
+    def _write(self, body: bytes, rp: str | None) -> None:
         self.ensure_database()
         params = {"db": self.config.database, "precision": "ns"}
-        if self.config.retention_policy:
-            params["rp"] = self.config.retention_policy
+        if rp:
+            params["rp"] = rp
         status, answer = self._request("POST", "/write", params, body, "text/plain; charset=utf-8")
         if status == 204:
             return
@@ -179,7 +219,7 @@ class Influx1Storage:
                      tags: dict[str, str] | None = None) -> list[tuple[int, float]]:
         where = [f"time >= '{_rfc3339(start)}'", f"time < '{_rfc3339(end)}'"]
         where += [f"{quote_ident(k)} = {quote_str(v)}" for k, v in (tags or {}).items()]
-        q = (f"SELECT {quote_ident(field)} FROM {quote_ident(measurement)} WHERE {' AND '.join(where)} "
+        q = (f"SELECT {quote_ident(field)} FROM {self.source(measurement)} WHERE {' AND '.join(where)} "
              f"ORDER BY time ASC")
         out = []
         for row in self.query(q):
@@ -193,7 +233,7 @@ class Influx1Storage:
         """Two selector statements per boundary, sent as one request (a selector without GROUP BY time returns
         the time of the reading it selects)."""
         cond = "".join(f" AND {quote_ident(k)} = {quote_str(v)}" for k, v in (tags or {}).items())
-        src = f"{quote_ident(measurement)}"
+        src = self.source(measurement)
         f = quote_ident(field)
         statements = []
         for b in boundaries_ns:

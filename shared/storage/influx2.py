@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from shared.points import Point, to_lines
+from shared.schema import KEPT_MEASUREMENTS
 from shared.storage.base import StorageConfig, StorageError
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,31 @@ class Influx2Storage:
         self._write = self._client.write_api(write_options=SYNCHRONOUS)
         self._query = self._client.query_api()
 
-    def write(self, points: Sequence[Point]) -> None:
-        if points:
-            self.write_lines(to_lines(list(points)))
+    def bucket_of(self, measurement: str) -> str:
+        """What lasts goes to the keep bucket (`keep_policy` names it in 2.x; its retention is the bucket's own),
+        the rest to `bucket`. Untested: no InfluxDB 2.x server can run on the development machine."""
+        if self.config.keep_policy and measurement in KEPT_MEASUREMENTS:
+            return self.config.keep_policy
+        return self.bucket
 
-    def write_lines(self, body: bytes) -> None:
+    def source(self, measurement: str) -> str:
+        return '"' + measurement.replace('"', '\\"') + '"'  # InfluxQL is 1.x only; Flux names the bucket instead
+
+    def write(self, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        kept = [p for p in points if self.bucket_of(p.measurement) != self.bucket]
+        rest = [p for p in points if self.bucket_of(p.measurement) == self.bucket]
+        if rest:
+            self.write_lines(to_lines(rest))
+        if kept:
+            self.write_lines(to_lines(kept), self.config.keep_policy)
+
+    def write_lines(self, body: bytes, bucket: str | None = None) -> None:
         from influxdb_client.rest import ApiException
 
         try:
-            self._write.write(bucket=self.bucket, org=self.config.org, record=body.decode("utf-8"),
+            self._write.write(bucket=bucket or self.bucket, org=self.config.org, record=body.decode("utf-8"),
                               write_precision="ns")
         except ApiException as exc:
             status = int(exc.status or 0)
@@ -67,7 +84,7 @@ class Influx2Storage:
                      tags: dict[str, str] | None = None) -> list[tuple[int, float]]:
         filters = [f"r._measurement == {_flux_str(measurement)}", f"r._field == {_flux_str(field)}"]
         filters += [f"r[{_flux_str(k)}] == {_flux_str(v)}" for k, v in (tags or {}).items()]
-        flux = (f"from(bucket: {_flux_str(self.bucket)})"
+        flux = (f"from(bucket: {_flux_str(self.bucket_of(measurement))})"
                 f" |> range(start: {start.astimezone(UTC).isoformat()}, stop: {end.astimezone(UTC).isoformat()})"
                 f" |> filter(fn: (r) => {' and '.join(filters)})"
                 f" |> group() |> sort(columns: [\"_time\"])")

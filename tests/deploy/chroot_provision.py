@@ -64,6 +64,8 @@ SKIPPED = {
     "grafana: Enable and start Grafana": "no Grafana here; the drop-in and its environment file are checked",
     "grafana: Restart grafana": "no Grafana here; the drop-in and its environment file are checked",
     "edge_agent: Enable the agent": "its offline equivalent (the wants/ link) runs; " + _VERIFY,
+    "edge_agent: Enable the backup timer": "its offline equivalent (the timers.target.wants/ link) runs; " + _VERIFY,
+    "server: Enable the backup timer": "its offline equivalent (the timers.target.wants/ link) runs; " + _VERIFY,
     "edge_agent: Start the agent": _VERIFY + "; the config passes `edge_agent check --offline` (ExecStartPre)",
     "edge_agent: Restart edge-agent": _VERIFY,
     "server: Dependencies of the [server] extra: TensorFlow, Flask, gunicorn":

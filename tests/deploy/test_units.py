@@ -102,3 +102,24 @@ def test_server_unit_verifies_and_keeps_its_files_private(tmp_path):
     assert not settings_with(unit, "PYTHONPATH") and keys["WorkingDirectory"] == "/"
     assert keys["UMask"] == "0077" and keys["ProtectSystem"] == "strict" and keys["NoNewPrivileges"] == "true"
     assert keys["ReadWritePaths"] == "/var/lib/home-energy-server"
+
+
+@needs_systemd
+def test_nightly_backup_units_verify(tmp_path):
+    """edge-agent-backup and home-energy-server-backup: oneshot services run by a persistent nightly timer, as the
+    service's own user, writing only the state/data directory and the backup folder."""
+    edge = render(tmp_path, "edge_agent", "edge-agent-backup.service.j2",
+                  {"edge_agent_venv": str(fake_venv(tmp_path, "edge-agent"))})
+    timer = render(tmp_path, "edge_agent", "edge-agent-backup.timer.j2", {})
+    assert verify(tmp_path, "edge-agent-backup.service", edge) == ""
+    assert verify(tmp_path, "edge-agent-backup.timer", timer) == ""  # its service is beside it in units/
+    keys = service_keys(edge)
+    assert keys["Type"] == "oneshot" and keys["User"] == "edge-agent" and keys["UMask"] == "0077"
+    assert keys["ReadWritePaths"] == "/var/lib/edge-agent /var/backups/edge-agent"
+    assert "--keep 7" in keys["ExecStart"] and "Persistent=true" in timer and "OnCalendar=*-*-* 03:17:00" in timer
+    venv = fake_venv(tmp_path / "s", "home-energy-server")
+    server = render(tmp_path, "server", "home-energy-server-backup.service.j2", {"server_venv": str(venv)})
+    assert verify(tmp_path, "home-energy-server-backup.service", server) == ""
+    keys = service_keys(server)
+    assert keys["User"] == "home-energy" and keys["ExecStart"].endswith("backup --to /var/backups/home-energy-server "
+                                                                         "--keep 14")

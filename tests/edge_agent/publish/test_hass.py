@@ -399,3 +399,30 @@ def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
     complete, partial = rendered["forecast_cost_next_24h"]
     assert complete["value"] == "6.789" and partial["value"] == "None"  # not all 96 slots priced: no 24 h figure
     assert json.loads(partial["attributes"])["priced_slots"] == 44
+
+
+def test_home_assistant_accepts_the_problem_sensor_and_renders_its_payload(ha_judge):
+    """The `problem` binary sensor and the last-backup timestamp sensor (hass.problem_components, in the device
+    config) through Home Assistant's own schemas and template engine, on the payload edge_agent/runtime/problems.py
+    publishes."""
+    from edge_agent.runtime.problems import payload
+
+    cmps = hass.problem_components(NODE, PREFIX)
+    topic = hass.problem_topic(PREFIX)
+    bad = payload([{"code": "backup_stale", "message": "the last good backup is 3.0 days old"}],
+                  iso(NOW), iso(NOW - timedelta(days=3)))
+    good = payload([], iso(NOW), iso(NOW - timedelta(hours=5)))
+    never = payload([{"code": "database_down", "message": "InfluxDB does not answer"}], iso(NOW))
+    _, results = ha_judge(device_pairs(cmps), {topic: [json.dumps(bad), json.dumps(good), json.dumps(never)]})
+    judged = by_key(results)
+    assert set(judged) == {"problem", "last_backup"}
+    for res in judged.values():
+        assert res["topic_ok"] and res["strict_error"] is None and res["discovery_error"] is None, res
+        assert res["dropped_keys"] == [] and res["deprecated_keys"] == [], res
+        assert not res["energy_dashboard_source"]
+    assert judged["problem"]["platform"] == "binary_sensor"
+    problem, backup = judged["problem"]["rendered"], judged["last_backup"]["rendered"]
+    assert [r["value"] for r in problem] == ["ON", "OFF", "ON"]
+    attrs = json.loads(problem[0]["attributes"])
+    assert attrs["reasons"] == ["backup_stale"] and "3.0 days" in attrs["reason"]
+    assert backup[1]["value"] == iso(NOW - timedelta(hours=5)) and backup[2]["value"] == "None"

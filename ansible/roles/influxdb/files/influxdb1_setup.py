@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -59,10 +60,12 @@ class Server:
                 raise SetupError(f"InfluxDB at {self.url} did not answer /ping within {seconds:.0f} s")
             time.sleep(0.5)
 
-    def query(self, statement: str, user: str | None = None, password: str | None = None) -> tuple[int, dict]:
+    def query(self, statement: str, user: str | None = None, password: str | None = None,
+              database: str | None = None) -> tuple[int, dict]:
         """POST one statement (credentials in a Basic header, not in the URL); returns (HTTP status, JSON)."""
+        params = {"q": statement, "epoch": "ns"} | ({"db": database} if database else {})
         req = urllib.request.Request(self.url + "/query", method="POST",
-                                     data=urllib.parse.urlencode({"q": statement}).encode())
+                                     data=urllib.parse.urlencode(params).encode())
         if user is not None:
             token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
             req.add_header("Authorization", "Basic " + token)
@@ -75,10 +78,11 @@ class Server:
             except ValueError:
                 return exc.code, {}
 
-    def run(self, statement: str, what: str, user: str | None, password: str | None) -> list[dict]:
+    def run(self, statement: str, what: str, user: str | None, password: str | None,
+            database: str | None = None) -> list[dict]:
         """A statement that must succeed; returns its series. `what` names it in errors (never the statement:
         it may hold a password)."""
-        status, doc = self.query(statement, user, password)
+        status, doc = self.query(statement, user, password, database)
         error = doc.get("error") or next((r["error"] for r in doc.get("results", []) if "error" in r), None)
         if status != 200 or error:
             raise SetupError(f"InfluxDB at {self.url}: {what} failed (HTTP {status}: {error})")
@@ -142,6 +146,69 @@ def ensure_user(db: Server, spec: dict, database: str, admin: tuple[str, str]) -
     return changes
 
 
+def _hours(text: str) -> float:
+    total = 0.0
+    for value, unit in re.findall(r"([\d.]+)([hms])", text or "0s"):
+        total += float(value) * {"h": 1.0, "m": 1 / 60, "s": 1 / 3600}[unit]
+    return total
+
+
+def _first(db: Server, source: str, admin: tuple[str, str], database: str) -> int | None:
+    req_rows = rows(db.run(f"SELECT * FROM {source} ORDER BY time ASC LIMIT 1", "reading the oldest point", *admin,
+                           database=database))
+    return int(req_rows[0]["time"]) if req_rows else None
+
+
+def ensure_retention(db: Server, database: str, spec: dict, admin: tuple[str, str]) -> list[str]:
+    """The agent's policies (edge_agent/retention/policies.py, the same rule): `keep` for what lasts, and the
+    default policy shortened to raw_days only when nothing older than that is left uncovered — no device reading
+    older than the new duration, or its 15-minute aggregates (device_slots) reaching back to the oldest, and the
+    flow, forecasts and skill copied into keep (the agent does that for a database that kept everything)."""
+    keep, raw_days = spec.get("keep_policy", "keep"), float(spec.get("raw_days", 90))
+    changes = []
+    pols = {r["name"]: r for r in rows(db.run(f"SHOW RETENTION POLICIES ON {ident(database)}",
+                                              "listing retention policies", *admin))}
+    if keep not in pols:
+        db.run(f"CREATE RETENTION POLICY {ident(keep)} ON {ident(database)} DURATION INF REPLICATION 1 "
+               f"SHARD DURATION {int(spec.get('keep_shard_days', 182)) * 24}h", f"creating the policy {keep!r}", *admin)
+        changes.append(f"created the retention policy {keep} (forever) on {database}")
+    raw = next((r for r in pols.values() if r.get("default")), None)
+    if raw is None or raw["name"] == keep:
+        return changes
+    have, shard = _hours(raw.get("duration")), _hours(raw.get("shardGroupDuration"))
+    want = raw_days * 24
+    raw_shard = max(1, min(int(spec.get('raw_shard_hours', 168)), int(want)))  # at most the duration (InfluxDB)
+    if have and abs(have - want) < 1 and abs(shard - raw_shard) < 0.5:
+        return changes
+    cutoff = time.time_ns() - int(want * 3600e9)
+    if not have or have > want:
+        measurements = [r["name"] for r in rows(db.run("SHOW MEASUREMENTS", "listing measurements", *admin,
+                                                       database=database))]
+        kept = {"energy_flow", "forecast", "forecast_skill", "device_slots"}
+        q = lambda rp, m: f"{ident(database)}.{ident(rp)}.{ident(m)}"  # noqa: E731
+        oldest = [t for m in measurements if m not in kept | {"agent"}
+                  if (t := _first(db, q(raw["name"], m), admin, database)) is not None]
+        pending = []
+        if oldest and min(oldest) < cutoff:
+            slots = _first(db, q(keep, "device_slots"), admin, database) if keep in pols else None
+            if slots is None or slots > (min(oldest) // 900_000_000_000 + 1) * 900_000_000_000:
+                pending.append("device readings older than raw_days are not aggregated yet")
+        for m in sorted((kept - {"device_slots"}) & set(measurements)):
+            t = _first(db, q(raw["name"], m), admin, database)
+            if t is not None and t < cutoff:
+                k = _first(db, q(keep, m), admin, database) if keep in pols else None
+                if k is None or k > t:
+                    pending.append(f"{m} not copied into {keep} yet")
+        if pending:
+            print(f"retention: the default policy {raw['name']} is not shortened yet: {'; '.join(pending)} (the "
+                  "agent does that on its first start with [retention]; run the playbook again afterwards)")
+            return changes
+    db.run(f"ALTER RETENTION POLICY {ident(raw['name'])} ON {ident(database)} DURATION {int(want)}h "
+           f"SHARD DURATION {raw_shard}h", f"shortening the policy {raw['name']!r}", *admin)
+    changes.append(f"raw readings in {raw['name']} kept {raw_days:g} days")
+    return changes
+
+
 def setup(spec: dict) -> list[str]:
     db = Server(spec.get("url", "http://127.0.0.1:8086"))
     db.wait(float(spec.get("wait_seconds", 60)))
@@ -150,6 +217,8 @@ def setup(spec: dict) -> list[str]:
     changes = ensure_admin(db, *admin) + ensure_database(db, database, admin)
     for user in spec.get("users", []):
         changes += ensure_user(db, user, database, admin)
+    if spec.get("retention"):
+        changes += ensure_retention(db, database, spec["retention"], admin)
     return changes
 
 
