@@ -58,15 +58,16 @@ dir = "{tmp_path / 'backups'}"
 """
     cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name, extra=extra,
                        client_id="agent-problems")
-    listener = Listener(mosquitto_session.port, ["he-problem/problem", "homeassistant/binary_sensor/probe/#",
-                                                 "homeassistant/sensor/probe/last_backup/config"])
+    listener = Listener(mosquitto_session.port, ["he-problem/problem", "homeassistant/device/probe/config"])
     agent = Agent(load_config(cfg), components=())
     agent.start()
     try:
-        # discovery: a problem binary sensor and a last-backup timestamp sensor on the same topic
-        disc = wait_for(lambda: listener.last("homeassistant/binary_sensor/probe/problem/config"))
-        assert disc["device_class"] == "problem" and disc["state_topic"] == "he-problem/problem"
-        assert listener.last("homeassistant/sensor/probe/last_backup/config")["device_class"] == "timestamp"
+        # discovery: a problem binary sensor and a last-backup timestamp sensor on the same topic, in the device
+        # config (an ingest-only agent announces just these)
+        cmps = wait_for(lambda: listener.last("homeassistant/device/probe/config"))["cmps"]
+        assert cmps["problem"]["p"] == "binary_sensor" and cmps["problem"]["device_class"] == "problem"
+        assert cmps["problem"]["state_topic"] == "he-problem/problem"
+        assert cmps["last_backup"]["device_class"] == "timestamp"
 
         # [backup] names a destination and there is no backup yet: that alone is the problem
         found = agent.check_problems()
