@@ -44,6 +44,23 @@ def tensor_entry(detail: dict) -> dict:
             "scale": float(scale), "zero_point": int(zp)}
 
 
+def preflight(model_bytes: bytes, rt: Runtime, max_tensor_bytes: int = MAX_TENSOR_BYTES) -> None:
+    """What can be known of a model before anything is allocated or run; raises ModelError. A TFLite flatbuffer,
+    tensors within `max_tensor_bytes`, and no op this runtime is known to crash on (a SIGSEGV no `except` catches)."""
+    if model_bytes[4:8] != b"TFL3":
+        raise ModelError("not_tflite", "model.tflite is not a TFLite flatbuffer (no TFL3 identifier)")
+    try:
+        declared = rt.tensor_bytes(model_bytes)
+    except Exception as exc:
+        raise ModelError("load_failed", f"{rt} cannot read the model: {exc}") from None
+    if declared > max_tensor_bytes:
+        raise ModelError("too_large", f"the model's tensors declare {declared:,} bytes, at most "
+                                      f"{max_tensor_bytes:,} (shared.inference.MAX_TENSOR_BYTES)")
+    crash = rt.known_crash(model_bytes)
+    if crash:
+        raise ModelError("load_failed", f"{rt} cannot run the model: {crash}")
+
+
 class LoadedModel:
     """One bundle loaded in an interpreter; `predict` is thread-safe."""
 
@@ -52,22 +69,11 @@ class LoadedModel:
         self.manifest = manifest
         self.spec: WindowSpec = mf.window_spec(manifest)
         self.runtime = rt or runtime()
-        if model_bytes[4:8] != b"TFL3":
-            raise ModelError("not_tflite", "model.tflite is not a TFLite flatbuffer (no TFL3 identifier)")
-        try:
-            declared = self.runtime.tensor_bytes(model_bytes)
-        except Exception as exc:
-            raise ModelError("load_failed", f"{self.runtime} cannot read the model: {exc}") from None
-        if declared > max_tensor_bytes:
-            raise ModelError("too_large", f"the model's tensors declare {declared:,} bytes, at most "
-                                          f"{max_tensor_bytes:,} (shared.inference.MAX_TENSOR_BYTES)")
+        preflight(model_bytes, self.runtime, max_tensor_bytes)
         try:
             self._interp = self.runtime.load(model_bytes)
         except Exception as exc:
             raise ModelError("load_failed", f"{self.runtime} cannot load the model: {exc}") from None
-        crash = self.runtime.known_crash(model_bytes)
-        if crash:
-            raise ModelError("load_failed", f"{self.runtime} cannot run the model: {crash}")
         self._lock = threading.Lock()
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]

@@ -17,6 +17,7 @@ then the model's bytes and the input as `.npy`; the answer is one JSON line `{"o
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -28,6 +29,7 @@ import sys
 import numpy as np
 
 from shared.inference import MAX_TENSOR_BYTES
+from shared.interpreter import Runtime
 
 TIMEOUT_S = 60.0
 ADDRESS_SPACE_BYTES = 1024 * 1024 * 1024  # the child's whole address space (imports take ~170 MB of it)
@@ -50,13 +52,13 @@ def _limits(address_space_bytes: int):
     return apply
 
 
-def run_isolated(runtime_name: str, manifest: dict, model_bytes: bytes, x: np.ndarray,
+def run_isolated(rt: Runtime, manifest: dict, model_bytes: bytes, x: np.ndarray,
                  max_tensor_bytes: int = MAX_TENSOR_BYTES, address_space_bytes: int = ADDRESS_SPACE_BYTES,
                  timeout_s: float = TIMEOUT_S) -> np.ndarray:
     """The model's output on `x`, computed in a child process; raises SandboxError."""
     buf = io.BytesIO()
     np.save(buf, np.asarray(x, np.float32), allow_pickle=False)
-    header = json.dumps({"runtime": runtime_name, "manifest": manifest, "model_bytes": len(model_bytes),
+    header = json.dumps({"runtime": [rt.name, rt.version, rt.interpreter_class.__module__], "manifest": manifest, "model_bytes": len(model_bytes),
                          "x_bytes": buf.tell(), "max_tensor_bytes": max_tensor_bytes}).encode() + b"\n"
     try:
         proc = subprocess.run([sys.executable, "-m", "edge_agent.models.sandbox"],
@@ -86,14 +88,15 @@ def run_isolated(runtime_name: str, manifest: dict, model_bytes: bytes, x: np.nd
 def main() -> int:
     """The child: load, run, answer."""
     from shared.inference import LoadedModel, ModelError
-    from shared.interpreter import runtime
 
     stdin = sys.stdin.buffer
     header = json.loads(stdin.readline())
     model_bytes = stdin.read(header["model_bytes"])
     x = np.load(io.BytesIO(stdin.read(header["x_bytes"])), allow_pickle=False)
     try:
-        model = LoadedModel(header["manifest"], model_bytes, runtime(header["runtime"]),
+        name, version, module = header["runtime"]  # the interpreter the agent uses, not the first that imports
+        rt = Runtime(name, version, importlib.import_module(module).Interpreter)
+        model = LoadedModel(header["manifest"], model_bytes, rt,
                             max_tensor_bytes=int(header["max_tensor_bytes"]))
         y = model.run(x).reshape(-1)
         answer = {"ok": True, "y": [float(v) for v in y]}

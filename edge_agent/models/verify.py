@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.models.sandbox import SandboxError, run_isolated
 from shared import manifest as mf
 from shared.bundle import Bundle, BundleRejected
-from shared.inference import LoadedModel, ModelError
+from shared.inference import LoadedModel, ModelError, preflight
 from shared.interpreter import Runtime
 from shared.series import MAX_SLOT_KWH, SlotSeries
 from shared.signing import SignatureError, verify_manifest
@@ -40,8 +40,12 @@ def verify(bundle: Bundle, trusted: Ed25519PublicKey, runtime: Runtime, recent: 
                                               f"bytes; the manifest says {doc['model']['sha256'][:16]}… and "
                                               f"{doc['model']['bytes']}")
     x, complete = smoke_input(mf.window_spec(doc), recent, issue_ns)
-    try:  # first in a child process: a model that exhausts memory or crashes the interpreter dies there alone
-        y = run_isolated(runtime.name, doc, bundle.model_bytes, x)
+    try:
+        preflight(bundle.model_bytes, runtime)  # what is refused without running anything, here
+    except ModelError as exc:
+        raise BundleRejected(exc.code, str(exc)) from None
+    try:  # then a first load and run in a child process: a model that exhausts memory or crashes the interpreter dies there alone
+        y = run_isolated(runtime, doc, bundle.model_bytes, x)
     except SandboxError as exc:
         raise BundleRejected(exc.code, str(exc)) from None
     try:

@@ -75,11 +75,11 @@ def test_the_smoke_run_fails_in_a_child_process_not_in_the_agent(big_model):
     x = np.zeros(doc["input"]["shape"], np.float32)
     before = _rss_mib()
     with pytest.raises(SandboxError) as err:
-        run_isolated(runtime().name, doc, data, x, max_tensor_bytes=1024 * MIB, address_space_bytes=200 * MIB)
+        run_isolated(runtime(), doc, data, x, max_tensor_bytes=1024 * MIB, address_space_bytes=200 * MIB)
     assert err.value.code in ("load_failed", "smoke_failed")
     with pytest.raises(SandboxError, match="MAX_TENSOR_BYTES"):
-        run_isolated(runtime().name, doc, data, x)  # the default bound, in the child too
+        run_isolated(runtime(), doc, data, x)  # the default bound, in the child too
     assert MAX_TENSOR_BYTES == 16 * MIB
-    y = run_isolated(runtime().name, doc, data, x, max_tensor_bytes=1024 * MIB)  # enough room: it runs there
+    y = run_isolated(runtime(), doc, data, x, max_tensor_bytes=1024 * MIB)  # enough room: it runs there
     assert y.shape == (1,) and np.isfinite(y).all()
     assert _rss_mib() - before < 32  # the 64 MiB arena lived in the child
