@@ -1,20 +1,18 @@
-"""Workstation server: Flask app (gunicorn), history pull, training jobs, model registry, push to edges.
-
-`create_app` only wires the parts together (as in Flask's tutorial): server.state (config, database, keys,
-registry), server.auth (sessions, login, CSRF, token), server.api (JSON API), server.pages (the page); the work is
-in server.actions, server.jobs, server.nodes and server.registry, all SQL in server.db.
+"""The app factory: `create_app` only wires the parts together (as in Flask's tutorial): server.state (config,
+database, keys, registry), server.auth (sessions, login, CSRF, token), server.api (JSON API), server.pages (the
+page); the work is in server.actions, server.jobs, server.nodes and server.registry, all SQL in server.db.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from server import timefmt
 from server.config import ServerConfig, load_config
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ def create_app(config: ServerConfig | None = None, start_worker: bool = False) -
     for bp in (auth.bp, api.bp, pages.bp):
         app.register_blueprint(bp)
     app.jinja_env.filters["fromjson"] = json.loads
-    app.jinja_env.filters["datetime"] = _utc_text
+    app.jinja_env.filters["datetime"] = timefmt.fmt  # the page's one time format; a house's page: in its zone
     app.context_processor(lambda: {"user": auth.current_user()})
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
@@ -50,11 +48,6 @@ def create_app(config: ServerConfig | None = None, start_worker: bool = False) -
         start_worker_thread(st)
     log.info("server ready: data in %s, signing key %s", config.data_dir, st.keys.key_id)
     return app
-
-
-def _utc_text(t: float) -> str:
-    """A stored time (epoch seconds) as the page shows it: UTC to the minute."""
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _http_error(exc: HTTPException):
