@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import timefmt
 from server.config import ServerConfig, load_config
+from shared.verdict import baseline_words
 
 log = logging.getLogger(__name__)
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
@@ -40,6 +41,7 @@ def create_app(config: ServerConfig | None = None, start_worker: bool = False) -
         app.register_blueprint(bp)
     app.jinja_env.filters["fromjson"] = json.loads
     app.jinja_env.filters["datetime"] = timefmt.fmt  # the page's one time format; a house's page: in its zone
+    app.jinja_env.filters["baseline_words"] = baseline_words
     app.context_processor(lambda: {"user": auth.current_user()})
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
