@@ -280,8 +280,8 @@ def write_secret(path: Path, text: str) -> None:
 def where_to_look(d: Demo) -> str:
     return (f"  House page:            {d.page}   user: admin   password: {d.password}\n"
             f"  Agent model API:       http://127.0.0.1:{d.api_port}/api/v1/status (Bearer token in {d.token_file}):\n"
-            f"                         edge-agent models status --url http://127.0.0.1:{d.api_port} "
-            f"--token-file {d.token_file}\n"
+            f"                         edge-agent models --url http://127.0.0.1:{d.api_port} "
+            f"--token-file {d.token_file} status\n"
             f"  InfluxDB:              {d.db.url} (database energy: EnergyMeter, energy_flow, forecast, agent)\n"
             f"  MQTT:                  127.0.0.1:{d.broker.port} (forecasts retained on home-energy/forecast/#)\n")
 
