@@ -271,3 +271,17 @@ def test_a_grid_only_house_gets_no_autarky_and_no_pv_columns(app, logged_in, inf
     assert "No day-ahead forecast" in html and "UTC" in html  # the agent has not said its zone: UTC, and says so
     energy = __import__("json").loads(doc["energy"])
     assert [t["name"] for t in energy["data"]] == ["house", "from the grid"]
+
+
+def test_without_an_energy_flow_the_actual_comes_from_the_meter(influxd_session, influx_db_name):
+    """A house whose agent runs no flow: the chart's actual consumption is the meter's counter per slot."""
+    from tests.server.test_skill import NOW, _house
+
+    values, _ = _house(influxd_session, influx_db_name)  # a counter for nine days before NOW
+    st = open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name))
+    got = home.actual(st, {"measurement": "EnergyMeter", "field": "EnergyIn", "tags": {"device_id": "meter-1"}},
+                      NOW - timedelta(hours=24), NOW + timedelta(seconds=1), ("EnergyMeter", "EnergyIn"))
+    st.close()
+    assert len(got) == 96 + 1 and max(got) == int(NOW.timestamp() * 1e9)
+    for t, v in got.items():
+        assert v == pytest.approx(values[t], abs=1e-6)
