@@ -40,7 +40,8 @@ def test_the_login_comes_at_once_the_token_file_works_and_the_summary_has_both_t
     from server.config import load_config
     from server.registry import node_owner
     from server.state import build_state
-    from tools.demo import Demo, Replay, api, start_services, summarise, verdict_lines
+    from shared.points import Point
+    from tools.demo import Demo, FirstForecast, Replay, api, start_services, summarise, verdict_lines
 
     d = Demo(tmp_path / "demo", epochs=1)
     d.tmp.mkdir()
@@ -55,6 +56,19 @@ def test_the_login_comes_at_once_the_token_file_works_and_the_summary_has_both_t
                              timeout=60, cwd=ROOT)
         assert cli.returncode == 0 and "models" in json.loads(cli.stdout), cli.stderr
         assert f"--token-file {d.token_file} status" in err  # the command the demo prints is that one
+        # first_model_forecast_s: when the first int8 model's forecast is in the database (a baseline's is not)
+        t0 = time.time()
+        first = FirstForecast(d, t0)
+        first.start()
+        base = {"version": "v", "horizon": "1", "name": "cnn-1", "issue": "rolling"}
+        line = lambda model: Point("forecast", base | {"model": model}, {"value_kwh": 0.1},  # noqa: E731
+                                   time.time_ns()).to_line().encode()
+        assert d.db.write_raw("energy", line("baseline")) == 204
+        time.sleep(1)
+        assert not first.found.is_set()
+        assert d.db.write_raw("energy", line("cnn")) == 204
+        seconds = first.wait(30)
+        assert seconds is not None and 1 <= seconds <= time.time() - t0 + 0.1
 
         s = build_state(load_config(d.server.config))
         runs = [s.registry.add_run([seed_bundles / n for n in BUNDLE_NAMES], node_owner(d.node_id))
