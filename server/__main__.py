@@ -5,11 +5,11 @@ import getpass
 import logging
 import sys
 
-from werkzeug.security import generate_password_hash
+from shared.extras import require
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(prog="python -m server")
+    ap = argparse.ArgumentParser(prog="home-energy-server")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="development server with an in-process job worker (production: gunicorn)")
     r.add_argument("--config")
@@ -23,8 +23,11 @@ def main() -> int:
 
     backup.add_subcommands(sub)
     args = ap.parse_args()
+    require("home-energy-server", "server", ("flask",) if args.cmd == "hash-password" else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cmd == "hash-password":
+        from werkzeug.security import generate_password_hash
+
         print(generate_password_hash(args.password or getpass.getpass("password: ")))
         return 0
     if args.cmd in ("backup", "restore"):

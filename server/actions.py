@@ -216,7 +216,7 @@ def _push_rows(s, node: dict, rows: list, override: bool, allow_older: bool) -> 
     if not status.get("reachable"):
         raise ActionError(f"node {node['name']} is unreachable: {status.get('error')}", 502, "unreachable")
     results = []
-    series = None
+    series, why = None, None
     for row in rows:
         if row is None:
             continue
@@ -225,9 +225,9 @@ def _push_rows(s, node: dict, rows: list, override: bool, allow_older: bool) -> 
                 series = _recent_series(s, node)
             ok, why = nodes.gate(s.registry, status, row, series)
             if not ok:
-                results.append({"ok": False, "name": row["name"], "version": row["version"], "gate": why})
+                results.append(nodes.held(s.db, node, row, why))
                 continue
-        results.append(nodes.push(s.db, node, row, allow_older=allow_older))
+        results.append(nodes.push(s.db, node, row, allow_older=allow_older, why=None if override else why))
     nodes.poll(s.db, node)
     return {"node": node["name"], "results": results}
 

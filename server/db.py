@@ -18,7 +18,8 @@ from server.files import private_file
 VERSIONS_TABLE = """CREATE TABLE IF NOT EXISTS versions (
   id INTEGER PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, kind TEXT NOT NULL,
   horizon INTEGER NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL, metrics TEXT NOT NULL,
-  data TEXT NOT NULL, plot TEXT, job_id INTEGER, created REAL NOT NULL, UNIQUE(owner, name, version))"""
+  data TEXT NOT NULL, plot TEXT, job_id INTEGER, created REAL NOT NULL, quick INTEGER,
+  UNIQUE(owner, name, version))"""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
   id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, api_url TEXT NOT NULL, api_token TEXT NOT NULL,
@@ -55,9 +56,9 @@ CREATE INDEX IF NOT EXISTS pushes_by_node ON pushes(node_id, id);
 MIGRATIONS = (("nodes", "ca_file", "TEXT"), ("pushes", "source", "TEXT"), ("nodes", "skill", "TEXT"),
               ("nodes", "skill_at", "REAL"), ("jobs", "scheduled", "INTEGER NOT NULL DEFAULT 0"),
               ("jobs", "ray_node", "TEXT"), ("jobs", "host", "TEXT"), ("jobs", "peak_mb", "REAL"),
-              ("nodes", "reachable_at", "REAL"))
+              ("nodes", "reachable_at", "REAL"), ("pushes", "details", "TEXT"), ("versions", "quick", "INTEGER"))
 JOB_SUMMARY = "id, node_id, kind, state, percent, stage, error, created, started, finished, scheduled, host, peak_mb"
-VERSION_SUMMARY = "id, owner, name, version, kind, horizon, sha256, bytes, metrics, data, job_id, created"
+VERSION_SUMMARY = "id, owner, name, version, kind, horizon, sha256, bytes, metrics, data, job_id, created, quick"
 VERSION_COLUMNS = "id, owner, name, version, kind, horizon, path, sha256, bytes, metrics, data, plot, job_id, created"
 DEFAULT_GROUP = "group:default"  # the owner of versions trained without a node (and of older, unowned ones)
 
@@ -188,7 +189,7 @@ class Database:
             " 'finished', j.finished, 'error', j.error) FROM jobs j WHERE j.node_id=n.id AND j.kind='train' "
             " ORDER BY j.id DESC LIMIT 1) AS last_train, "
             "(SELECT json_object('ok', p.ok, 'name', p.name, 'version', p.version, 'created', p.created, "
-            " 'message', p.message, 'source', p.source) FROM pushes p WHERE p.node_id=n.id ORDER BY p.id DESC "
+            " 'message', p.message, 'source', p.source, 'code', p.code) FROM pushes p WHERE p.node_id=n.id ORDER BY p.id DESC "
             " LIMIT 1) AS last_push "
             "FROM nodes n ORDER BY n.name")
 
@@ -203,10 +204,12 @@ class Database:
     def add_version(self, owner: str, doc: dict, path: Path, plot: str | None, job_id: int | None) -> None:
         """Index a bundle of `owner` by its manifest `doc`; sqlite3.IntegrityError if the owner has that version
         (Registry.add_run picks a free one first)."""
+        quick = (doc.get("training") or {}).get("quick")  # a quick training (the demo's first model); None: unknown
         self.run("INSERT INTO versions(owner, name, version, kind, horizon, path, sha256, bytes, metrics, data, "
-                 "plot, job_id, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", owner, doc["name"], doc["version"],
-                 doc["kind"], doc["horizon_steps"], str(path), doc["model"]["sha256"], doc["model"]["bytes"],
-                 json.dumps(doc["metrics"]), json.dumps(doc["data"]), plot, job_id, time.time())
+                 "plot, job_id, created, quick) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", owner, doc["name"],
+                 doc["version"], doc["kind"], doc["horizon_steps"], str(path), doc["model"]["sha256"],
+                 doc["model"]["bytes"], json.dumps(doc["metrics"]), json.dumps(doc["data"]), plot, job_id,
+                 time.time(), None if quick is None else int(bool(quick)))
 
     def version(self, owner: str, name: str, version: str) -> dict | None:
         return self.one("SELECT * FROM versions WHERE owner=? AND name=? AND version=?", owner, name, version)
@@ -262,11 +265,13 @@ class Database:
 
     # -- pushes ------------------------------------------------------------------------------------------------
     def add_push(self, node_id: int, name: str, version: str, ok: bool, code: str, message: str,
-                 source: str | None = None) -> None:
-        """Record a push and the node's verdict; `source` names the owner when the version is not the node's own
-        (a seed from another house or a group)."""
-        self.run("INSERT INTO pushes(node_id, name, version, ok, code, message, created, source) "
-                 "VALUES (?,?,?,?,?,?,?,?)", node_id, name, version, int(ok), code, message, time.time(), source)
+                 source: str | None = None, details: str | None = None) -> None:
+        """Record a push and the node's verdict (or the gate's: code `gate`); `message` is one line, `details` the
+        rest; `source` names the owner when the version is not the node's own (a seed from another house or a
+        group)."""
+        self.run("INSERT INTO pushes(node_id, name, version, ok, code, message, created, source, details) "
+                 "VALUES (?,?,?,?,?,?,?,?,?)", node_id, name, version, int(ok), code, message, time.time(), source,
+                 details)
 
     def recent_pushes(self, limit: int, node_id: int | None = None) -> list[dict]:
         where = "WHERE p.node_id=? " if node_id is not None else ""

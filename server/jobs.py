@@ -374,9 +374,9 @@ class Worker:
         for v in versions:
             row, why = nodes.choose_push(self.s.registry, status, v, series)
             if row is not None:
-                results.append(nodes.push(self.s.db, node, row) | {"gate": why})
+                results.append(nodes.push(self.s.db, node, row, why=why) | {"gate": why})
             else:
-                results.append({"ok": False, "name": v["name"], "version": v["version"], "gate": why})
+                results.append(nodes.held(self.s.db, node, v, why))
         nodes.poll(self.s.db, node)
         return results
 

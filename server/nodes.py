@@ -80,9 +80,15 @@ def _finite_or_none(value) -> float | None:
     return float(value) if ok else None
 
 
+def _count_or_none(value) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**7
+    return int(value) if ok else None
+
+
 def clean_guard(guard) -> dict | None:
     """The documented part of the agent's `guard` status (docs/edge-models.md) the page shows: per model its
-    state, version, since, reason and skill; per horizon what was served and why. Entries of another shape are
+    state, version, since, reason, skill and the slots scored of the slots it needs (while learning); per horizon
+    what was served and why. Entries of another shape are
     dropped; reasons are one bounded line."""
     if not isinstance(guard, dict):
         return None
@@ -93,7 +99,8 @@ def clean_guard(guard) -> dict | None:
             reason = m.get("reason")
             models[name] = {"state": m["state"], "version": _text_or_none(m.get("version")),
                             "since": _text_or_none(m.get("since"), 40), "skill": _finite_or_none(m.get("skill")),
-                            "reason": safe_message(reason) if isinstance(reason, str) else None}
+                            "reason": safe_message(reason) if isinstance(reason, str) else None,
+                            "slots": _count_or_none(m.get("slots")), "min_slots": _count_or_none(m.get("min_slots"))}
     serving = {}
     for h, entry in (guard.get("serving") if isinstance(guard.get("serving"), dict) else {}).items():
         if h in ("1", "96") and isinstance(entry, dict):
@@ -223,7 +230,25 @@ def recent_mae(bundle_path: Path, series: SlotSeries, start_ns: int) -> tuple[fl
     return (float(np.mean(np.concatenate(errs))) if errs else float("inf")), len(errs)
 
 
-def gate_window(new: dict, current: dict, series: SlotSeries) -> tuple[int | None, str]:
+class Reason(str):
+    """A gate's reason: the whole explanation (the string itself, as logged and returned by the API), with a
+    one-line `short` for the page ("not installed: no data newer than its training yet; pull again tomorrow or use
+    override") and a `code` (recorded with a held push)."""
+
+    short: str
+    code: str
+
+    def __new__(cls, text: str, short: str, code: str) -> Reason:
+        obj = super().__new__(cls, text)
+        obj.short, obj.code = short, code
+        return obj
+
+
+def _when(days: float) -> str:
+    return "tomorrow" if days <= 1 else f"in {math.ceil(days)} days"
+
+
+def gate_window(new: dict, current: dict, series: SlotSeries) -> tuple[int | None, Reason]:
     """The first issue time the two versions are compared from (None: not enough unseen data) and why.
 
     Only targets after the later of the two training ends count: on days one version trained on it looks better
@@ -232,43 +257,59 @@ def gate_window(new: dict, current: dict, series: SlotSeries) -> tuple[int | Non
     ends = [trained_until_ns(new), trained_until_ns(current)]
     if None in ends:
         which = new["version"] if ends[0] is None else current["version"]
-        return None, f"version {which} does not say where its training data ended (data.end): push manually"
+        return None, Reason(f"version {which} does not say where its training data ended (data.end): push manually",
+                            f"not installed: version {which} does not say where its training ended; use override",
+                            "no_end")
     h = int(new.get("horizon") or int(new["name"].rsplit("-", 1)[1]))
     unseen = max(ends)
     days = max(0, series.last_ns - unseen) / (SLOTS_PER_DAY * SLOT_NS)
     need = MIN_UNSEEN_DAYS.get(h, max(MIN_UNSEEN_DAYS.values()))
     if days < need:
-        return None, (f"only {days:.1f} days of recent data after the training end {iso(unseen)} (the later of "
-                      f"{new['version']} and the active {current['version']}); the gate needs {need} "
-                      f"(not seen by either): not pushed automatically — push it again after a later pull (the gate "
-                      f"compares on that), or push it manually with override")
+        return None, Reason(
+            f"only {days:.1f} days of recent data after the training end {iso(unseen)} (the later of "
+            f"{new['version']} and the active {current['version']}); the gate needs {need} "
+            f"(not seen by either): not pushed automatically — push it again after a later pull (the gate "
+            f"compares on that), or push it manually with override",
+            f"not installed: no data newer than its training yet; pull again {_when(need - days)} or use override",
+            "not_unseen")
     start = max(unseen, series.last_ns - GATE_DAYS * SLOTS_PER_DAY * SLOT_NS)
-    return start, f"{min(days, GATE_DAYS):.1f} days after the training end {iso(unseen)}"
+    span = min(days, GATE_DAYS)
+    return start, Reason(f"{span:.1f} days after the training end {iso(unseen)}", f"the last {span:.1f} days",
+                         "window")
 
 
-def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSeries | None) -> tuple[bool, str]:
+def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSeries | None) -> tuple[bool, Reason]:
     """Automatic pushes only: the new version must not be worse than the node's active one on recent data that
     neither of them trained on."""
     active = ((node_status or {}).get("models") or {}).get(new["name"], {}).get("active")
     if not active:
-        return True, "the node has no active model for this name"
+        return True, Reason("the node has no active model for this name",
+                            f"installed: the house had no {new['name']} yet", "first")
     if active["sha256"] == new["sha256"]:
-        return False, "already active"
+        return False, Reason("already active", "not installed: already active", "already_active")
     current = registry.by_sha(new["name"], active["sha256"])  # the model itself: versions repeat across houses
     if current is None:
-        return False, f"the active version {active['version']} is not in this registry: push manually to replace it"
+        return False, Reason(f"the active version {active['version']} is not in this registry: push manually to "
+                             f"replace it", "not installed: the active version is not from this server; use "
+                             "override to replace it", "unknown_active")
     if series is None:
-        return False, "no recent data to compare on: push manually"
+        return False, Reason("no recent data to compare on: push manually",
+                             "not installed: no recent data to compare on; pull history or use override", "no_data")
     start, span = gate_window(new, current, series)
     if start is None:
         return False, span
     (mae_new, n_new), (mae_cur, _) = recent_mae(Path(new["path"]), series, start), \
         recent_mae(Path(current["path"]), series, start)
     if not n_new:
-        return False, f"no complete forecast on the {span}: push manually"
+        return False, Reason(f"no complete forecast on the {span}: push manually",
+                             "not installed: no complete forecast on the recent data; use override", "no_forecast")
     if mae_new <= mae_cur:
-        return True, f"MAE on the {span} {mae_new:.4f} ≤ active {mae_cur:.4f}"
-    return False, f"MAE on the {span} {mae_new:.4f} > active {mae_cur:.4f}: not pushed"
+        return True, Reason(f"MAE on the {span} {mae_new:.4f} ≤ active {mae_cur:.4f}",
+                            f"installed: not worse than the active version on {span.short} (MAE {mae_new:.4f} vs "
+                            f"{mae_cur:.4f} kWh)", "passed")
+    return False, Reason(f"MAE on the {span} {mae_new:.4f} > active {mae_cur:.4f}: not pushed",
+                         f"not installed: {100 * (mae_new / mae_cur - 1):.0f} % worse than the active version on "
+                         f"{span.short} (MAE {mae_new:.4f} vs {mae_cur:.4f} kWh)", "worse")
 
 
 EARLIER_CANDIDATES = 6  # earlier versions of a name the gate tries after the new one (about a week of nightly runs)
@@ -291,22 +332,24 @@ def gate_candidates(registry: Registry, node_status: dict | None, new: dict) -> 
 
 
 def choose_push(registry: Registry, node_status: dict | None, new: dict,
-                series: SlotSeries | None) -> tuple[dict | None, str]:
+                series: SlotSeries | None) -> tuple[dict | None, Reason]:
     """The version an automatic push sends for `new`'s name (None: none) and the gate's reason: the first of
     gate_candidates that passes the gate; else the new version's own reason."""
-    reason = ""
+    reason = None
     for row in gate_candidates(registry, node_status, new):
         ok, why = gate(registry, node_status, row, series)
         if ok:
-            return row, why if row is new else f"{why} (earlier version {row['version']}: {new['version']} " \
-                                              "has no unseen days yet)"
+            return row, why if row is new else Reason(
+                f"{why} (earlier version {row['version']}: {new['version']} has no unseen days yet)",
+                f"{why.short}; the earlier version {row['version']} (the new one has no unseen days yet)", why.code)
         reason = reason or why
     return None, reason
 
 
-def push(db: Database, node: dict, row: dict, allow_older: bool = False) -> dict:
+def push(db: Database, node: dict, row: dict, allow_older: bool = False, why: Reason | None = None) -> dict:
     """Push one registered bundle (a registry row); the agent's verdict (accepted or its error code/message) is
-    recorded, with the row's owner when it is not the node's own (a seed)."""
+    recorded — one line, the details apart (`why`: the gate's reason it passed) — with the row's owner when it is
+    not the node's own (a seed)."""
     from shared.bundle import bundle_archive
 
     name, version = row["name"], row["version"]
@@ -319,7 +362,24 @@ def push(db: Database, node: dict, row: dict, allow_older: bool = False) -> dict
         ok, code, message = False, safe_code(exc.code), safe_message(exc.message)
     except ValueError:
         ok, code, message = False, "bad_response", "the answer is not the agent's"
-    db.add_push(node["id"], name, version, ok, code, message, source)
+    line = ((why.short if why is not None and why.short.startswith("installed") else "installed") if ok
+            else f"not installed: the house's agent refused it ({code})")
+    db.add_push(node["id"], name, version, ok, code, line, source,
+                details=message if not ok else (str(why) if why is not None else None))
     log.info("push %s %s to %s: %s (%s)", name, version, node["name"], "accepted" if ok else "rejected", message)
-    return {"ok": ok, "name": name, "version": version, "code": code, "message": message} | \
+    return {"ok": ok, "name": name, "version": version, "code": code, "message": message, "summary": line} | \
         ({"source": source} if source else {})
+
+
+def held(db: Database, node: dict, row: dict, why: Reason) -> dict:
+    """A version the gate did not let through: recorded like a push (one line, the gate's reasoning as details), so
+    "Recent pushes" and the overview's "Last push" say why the house still runs its old model."""
+    source = None if row["owner"] == f"node:{node['id']}" else row["owner"]
+    short = getattr(why, "short", str(why))
+    db.add_push(node["id"], row["name"], row["version"], False, GATE_CODE, short, source, details=str(why))
+    log.info("push %s %s to %s: held by the gate (%s)", row["name"], row["version"], node["name"], why)
+    return {"ok": False, "name": row["name"], "version": row["version"], "gate": str(why), "summary": short} | \
+        ({"source": source} if source else {})
+
+
+GATE_CODE = "gate"  # the `code` of a push the gate held back (not a refusal by the agent)

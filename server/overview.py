@@ -1,6 +1,7 @@
 """The overview of all houses: one row per node with what an operator checks first, failing houses on top.
 
-A house is failing when its agent does not answer, its last training failed, its last push was refused or the
+A house is failing when its agent does not answer, its last training failed, its last push was refused (by the
+agent: a version the gate held back is recorded as the last push, but is no fault) or the
 agent's guard keeps one of its active models in the shadow (it lost to a naive baseline, which serves instead). Each
 active model says which house (or group) it was trained for — found by its sha256 in the registry, since the same
 version string can belong to several houses — and its live skill when the worker has measured one
@@ -32,8 +33,8 @@ def problems(row: dict, notify: NotifyConfig | None = None, now: float | None = 
         out.append("unreachable" if row["status"] else "not polled yet")
     if (row["last_train"] or {}).get("state") == "failed":
         out.append("last training failed")
-    if row["last_push"] and not row["last_push"]["ok"]:
-        out.append("last push refused")
+    if row["last_push"] and not row["last_push"]["ok"] and row["last_push"].get("code") != "gate":
+        out.append("last push refused")  # by the agent; one the gate held back is no fault of the house
     shadow = [m["name"] for m in row.get("models") or [] if (m.get("guard") or {}).get("state") == "shadow"]
     if shadow:
         out.append(f"{', '.join(shadow)} in the shadow (the baseline serves)")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
 
-from server import actions, nodes, overview, plots
+from server import actions, nodes, overview, plots, timefmt, views
 from server.auth import csrf_token, form_fields, login_required
 from server.registry import node_owner, owner_node_id
 from server.state import current
@@ -30,23 +30,36 @@ def index():
 @bp.get("/nodes/<int:node_id>")
 @login_required
 def node(node_id):
-    """One house: its state, its own versions with metrics and plots, its jobs and pushes, and the actions."""
+    """One house: what it used and what it will use (the homeowner's view, loaded from its InfluxDB by the page),
+    its state, its models with a verdict in words, their validation charts (the active versions' by default, or
+    `?run=VERSION`), its jobs and pushes, and the actions — times in the house's zone."""
     s = current()
     try:
         row = actions.node_or_404(s, node_id)
     except actions.ActionError as exc:
         return exc.message, 404
     owner = node_owner(row["id"])
+    public = nodes.public(row)
+    status = public["status"] or {}
+    tz = timefmt.house_tz(status)
+    models = status.get("models") or {}
+    active_sha = {n: (m.get("active") or {}).get("sha256") for n, m in models.items()}
     runs: dict[str, list] = {}
     for v in s.registry.list(48, owner):
-        runs.setdefault(v["version"], []).append(v)
+        v["active"] = active_sha.get(v["name"]) == v["sha256"]
+        runs.setdefault(v["version"], []).append(views.version_row(v, tz))
+    quick = views.quick_runs(s.db, runs)
     house = next(h for h in overview.rows(s.db) if h["id"] == row["id"])
     names = {n["id"]: n["name"] for n in s.db.nodes()}
-    return render_template("node.html", csrf=csrf_token(), n=nodes.public(row), house=house, runs=runs,
-                           live=_live_rows(s, house), plotly_js=_plotly_url(),
-                           plots=s.db.newest_plots(owner), seed=SEED_REFERENCE, bundle_names=BUNDLE_NAMES,
-                           jobs=s.db.recent_jobs(10, node_id=row["id"]), pushes=s.db.recent_pushes(8, row["id"]),
-                           sources=_seed_sources(s, owner, names))
+    run = request.args.get("run", "")
+    return render_template(
+        "node.html", csrf=csrf_token(), n=public, house=house, runs=runs, quick=quick, tz=tz,
+        live=views.live_rows(_live_rows(s, house), status), plotly_js=_plotly_url(),
+        plots=views.validation_plots(s.registry, owner, models, runs, run, quick, tz), run=run,
+        seed=SEED_REFERENCE, bundle_names=BUNDLE_NAMES,
+        rollback_names=[n for n in BUNDLE_NAMES if (models.get(n) or {}).get("previous")],
+        jobs=s.db.recent_jobs(10, node_id=row["id"]), pushes=s.db.recent_pushes(8, row["id"]),
+        sources=_seed_sources(s, owner, names), thresholds=views.THRESHOLDS)
 
 
 def _plotly_url() -> str:
@@ -121,9 +134,32 @@ def skill_chart(node_id):
         st.close()
     house = next(h for h in overview.rows(s.db) if h["id"] == row["id"])
     validation = {r["name"]: (r["validation"] or {}).get("skill") for r in _live_rows(s, house)}
+    tz = timefmt.house_tz(status)
     return jsonify(series=len(hist),
-                   skill=plots.skill_over_time(hist, validation, "Live skill, 7-day window (dashed: validation)"),
-                   coverage=plots.coverage_over_time(hist, "P10–P90 coverage, 7-day window (dashed: nominal 80 %)"))
+                   skill=plots.localize(plots.skill_over_time(
+                       hist, validation, "Live skill, 7-day window (dashed: validation)"), tz),
+                   coverage=plots.localize(plots.coverage_over_time(
+                       hist, "P10–P90 coverage, 7-day window (dashed: nominal 80 %)"), tz))
+
+
+@bp.get("/nodes/<int:node_id>/home.json")
+@login_required
+def home_view(node_id):
+    """The homeowner's view (server/home.py): today's and the last 7 days' energy, the next 24 h; read from the
+    house's InfluxDB when the page asks, as HTML (the figures) and plotly figures."""
+    from server.pull import influx_of
+
+    s = current()
+    try:
+        row = actions.node_or_404(s, node_id)
+        influx = influx_of(row)
+    except (actions.ActionError, ValueError) as exc:
+        return jsonify(error=str(getattr(exc, "message", exc))), 404
+    try:
+        doc = views.home_view(row, influx, datetime.now(UTC))
+    except ValueError as exc:
+        return jsonify(error=str(exc)), 502
+    return jsonify(html=render_template("home.html", **doc), energy=doc["energy_fig"], forecast=doc["forecast_fig"])
 
 
 def _seed_sources(s, owner: str, names: dict[int, str]) -> list[tuple[str, str]]:
@@ -179,10 +215,11 @@ def train(node_id):
 
 
 def _flash_pushes(result: dict) -> None:
-    """One message per bundle: accepted by the node, or why not (the gate, or the node's answer)."""
+    """One line per bundle: accepted by the node, or why not in short (the gate, or the node's answer); the
+    details are folded in "Recent pushes"."""
     for r in result["results"]:
         flash(f"{r['name']} {r.get('version')}: " + ("accepted by the node" if r["ok"] else
-              f"not pushed — {r.get('gate') or r.get('message')}"), "ok" if r["ok"] else "error")
+              r.get("summary") or r.get("gate") or r.get("message") or "not installed"), "ok" if r["ok"] else "error")
 
 
 @bp.post("/nodes/<int:node_id>/push")

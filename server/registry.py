@@ -24,6 +24,7 @@ from shared import manifest as mf
 from shared import signing
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries, parse_time_ns
+from shared.verdict import baseline_words
 
 GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 VERSION_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -105,16 +106,25 @@ class Registry:
         return self.get(owner, doc["name"], doc["version"])
 
     def _plot(self, path: Path, doc: dict, series: SlotSeries) -> str | None:
-        """Forecast vs actual at the end of the validation part, through the inference code the edge runs."""
+        """Forecast vs actual at the end of the validation part, through the inference code the edge runs, with
+        the best naive baseline of the validation (the simple guess the model is judged against) and the model's
+        P10–P90 band (a bundle with `intervals`)."""
+        from shared.baselines import BASELINES
         from shared.inference import LoadedModel
 
         model = LoadedModel.from_dir(path)
         end = parse_time_ns(doc["data"]["end"]) - doc["horizon_steps"] * SLOT_NS
         h = doc["horizon_steps"]
+        bases = (doc.get("metrics", {}).get("validation") or {}).get("baselines") or {}
+        best = min(bases, key=lambda b: bases[b].get("mae", np.inf), default=None)
+        best = best if best in BASELINES else None
         if h == 1:
             issues = np.arange(end - 2 * SLOTS_PER_DAY * SLOT_NS, end, SLOT_NS)
             fc = [model.predict(series, int(t)) for t in issues]
             forecast = np.array([f.values[0] if f.complete else np.nan for f in fc])
+            band = (np.array([f.p10[0] if f.complete and f.p10 is not None else np.nan for f in fc]),
+                    np.array([f.p90[0] if f.complete and f.p90 is not None else np.nan for f in fc]))
+            guess = np.array([BASELINES[best](series, int(t), 1)[0] for t in issues]) if best else None
             actual = np.array([series.window(int(t) + SLOT_NS, 1)[0] for t in issues])
             first = int(issues[0]) + SLOT_NS
         else:
@@ -122,9 +132,15 @@ class Registry:
             issue = (end - day) // day * day
             f = model.predict(series, int(issue))
             forecast = f.values if f.complete else np.full(h, np.nan)
+            nan = np.full(h, np.nan)
+            band = (f.p10, f.p90) if f.complete and f.p10 is not None else (nan, nan)
+            guess = BASELINES[best](series, int(issue), h) if best else None
             actual = series.window(int(issue) + h * SLOT_NS, h)
             first = int(issue) + SLOT_NS
-        return forecast_vs_actual(first, actual, forecast, f"{doc['name']} {doc['version']} (validation)")
+        kind = "quick" if (doc.get("training") or {}).get("quick") else "full"
+        return forecast_vs_actual(first, actual, forecast, f"{doc['name']} {doc['version']} ({kind} training)",
+                                  baseline=(baseline_words(best), guess) if best else None,
+                                  band=band if np.isfinite(band[0]).any() else None)
 
     def get(self, owner: str, name: str, version: str) -> dict | None:
         row = self.db.version(owner, name, version)

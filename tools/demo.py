@@ -1,17 +1,22 @@
 """`make demo`: the whole system on this machine with the real year of data.
 
 1. Starts Mosquitto and InfluxDB 1.x on free loopback ports (temporary directories).
-2. Starts the workstation server (gunicorn) and the edge agent (ingest, energy flow, forecasts, model API).
+2. Starts the workstation server (gunicorn) and the edge agent (ingest, energy flow, forecasts, model API), registers
+   the agent as a node, and prints the login at once (also in WORKDIR/login.txt): the training can be watched on
+   the house's page from the start. The agent's API token is in WORKDIR/agent-token, for `edge-agent models`.
 3. Replays the real year (data/seed_house) as MQTT messages in the hackathon's format, shifted in time so that it
    ends at the latest 15-minute boundary (the house "lives" in the past year); then a simulated live meter keeps
    publishing (each slot repeats the consumption of the same slot one week earlier) so that forecasts have fresh data.
    Like a real meter, it never reports on a slot end: every reading of the year becomes two, 5-55 s before and
    after it (counters interpolated), and the live meter reports every minute at second 37. (Replaying the
    readings exactly on slot ends hid issue 18: nothing computed the newest slot until a boundary later.)
-4. Through the server's API: registers the node, pulls the history from the agent's InfluxDB, trains the four models,
-   pushes them to the agent (automatic push through the gate), lets the agent forecast.
-5. Prints where to look (page URL and login) and a JSON summary as the last line. With --exit it stops by itself;
-   otherwise it keeps running until Ctrl-C.
+4. Through the server's API, twice: a **quick** training on the last 30 days (about a minute), pushed (the house has
+   no model yet) and forecasting within two minutes of the start; then the **full** training on the year, which
+   replaces the quick models through the promotion gate. Both hold back the last HOLD_BACK of data, so that the
+   gate can compare them on days neither trained on (it needs two for day-ahead models; docs/server.md).
+5. Prints what each model is worth in words, where to look, and a JSON summary as the last line (with
+   `first_model_forecast_s`: seconds from the start to the first forecast an int8 model wrote). With --exit it stops
+   by itself; otherwise it keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from shared import verdict
 from shared.schema import SLOT_NS
 from shared.series import read_csv
 from tools.publish import Publisher, counter_messages
@@ -40,6 +46,8 @@ from tools.services import Gunicorn, Influxd, Mosquitto, free_port, spawn_agent,
 ROOT = Path(__file__).resolve().parents[1]
 
 CSV = ROOT / "data" / "seed_house" / "raw_data.csv"
+HOLD_BACK = timedelta(days=2, hours=2)  # both trainings end this long before now: the gate's unseen days
+QUICK_DAYS = 30  # the quick training pulls this many days (it trains on the last few hundred issue times)
 
 
 def say(msg: str) -> None:
@@ -54,22 +62,25 @@ def api(base: str, token: str, path: str, doc: dict | None = None, method: str |
         return json.loads(r.read())
 
 
-def wait_job(base: str, token: str, job_id: int, label: str, timeout: float = 1200) -> dict:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+STALL_S = 1200  # a job whose progress has not moved for this long is given up (a busy machine is slow, not stuck)
+
+
+def wait_job(base: str, token: str, job_id: int, label: str, stall_s: float = STALL_S) -> dict:
+    """Poll a job, showing its progress on one line, until it ends; give up only when it stops moving."""
+    last, moved = "", time.monotonic()
+    while time.monotonic() - moved < stall_s:
         job = api(base, token, f"/api/v1/jobs/{job_id}")
         line = f"{label}: {job['percent']:5.1f} % {job['stage']}"
         if line != last:
-            print(f"\r[demo] {line:<70}", end="", file=sys.stderr, flush=True)
-            last = line
+            print(f"\r[demo] {line:<{max(100, len(last))}}", end="", file=sys.stderr, flush=True)
+            last, moved = line, time.monotonic()
         if job["state"] not in ("queued", "running"):
             print(file=sys.stderr)
             if job["state"] != "done":
                 raise RuntimeError(f"{label} {job['state']}: {job.get('error')}\n{job.get('log', '')[-2000:]}")
             return job
         time.sleep(0.5)
-    raise TimeoutError(f"{label} did not finish in {timeout} s")
+    raise TimeoutError(f"{label}: no progress for {stall_s:.0f} s")
 
 
 def count(db: Influxd, measurement: str, field: str, where: str = "") -> int:
@@ -136,7 +147,11 @@ class LiveMeter(threading.Thread):
             t += 60_000_000_000
 
 
-def agent_config(tmp: Path, broker: Mosquitto, db: Influxd, api_port: int, token: str, public_key: str) -> Path:
+def agent_config(tmp: Path, broker: Mosquitto, db: Influxd, api_port: int, token_file: Path,
+                 public_key: str) -> Path:
+    """The agent's config. It forecasts from the meter itself (`source = "counter"`): in this one-meter house that
+    is the house's consumption, and the first forecasts need not wait for the flow to recompute the replayed
+    year (the flow still runs: energy_flow, the homeowner's view on the server)."""
     cfg = tmp / "agent.toml"
     cfg.write_text(f"""[agent]
 state_dir = "{tmp / 'agent'}"
@@ -160,15 +175,16 @@ measurement = "EnergyMeter"
 tags = {{ device_id = "meter-1" }}
 import_field = "EnergyIn"
 [forecast]
-source = "slots"
-measurement = "energy_flow"
-field = "house"
-delay_s = 60                      # after the flow
+source = "counter"
+measurement = "EnergyMeter"
+field = "EnergyIn"
+tags = {{ device_id = "meter-1" }}
+delay_s = 60                      # after the meter's first reading after the boundary (second 37)
 [publish]
 topic_prefix = "home-energy"
 [api]
 port = {api_port}
-token = "{token}"
+token_file = "{token_file}"
 public_key = "{public_key}"
 [[rules]]
 topic = "hack/+device/+channel"
@@ -194,6 +210,19 @@ class Demo:
     api_port: int = 0
     cfg: Path | None = None
     live: LiveMeter | None = None
+    node_id: int = 0
+
+    @property
+    def token_file(self) -> Path:
+        return self.tmp / "agent-token"
+
+    @property
+    def login_file(self) -> Path:
+        return self.tmp / "login.txt"
+
+    @property
+    def page(self) -> str:
+        return f"{self.server.url}/nodes/{self.node_id}" if self.node_id else f"{self.server.url}/"
 
     def client(self):
         from shared.agent_client import AgentClient
@@ -225,14 +254,43 @@ def start_services(d: Demo) -> None:
     keys = signing.load_or_create_keypair(d.tmp / "server" / "keys" / "signing.key")
     d.server = Gunicorn(d.tmp / "gunicorn", generate_password_hash(d.password), d.api_token,
                         data_dir=d.tmp / "server", workers=2,
-                        extra_config=f"training_epochs = {d.epochs}\nstatus_poll_s = 10\n").start()
+                        extra_config=f"training_epochs = {d.epochs}\nstatus_poll_s = 10\n"
+                                     f'[jobs]\nray_temp_dir = "{d.tmp / "ray"}"\n').start()  # Ray of its own
     d.services.append(d.server)
     say(f"server (gunicorn) on {d.server.url}")
     d.api_port = free_port()
-    d.cfg = agent_config(d.tmp, d.broker, d.db, d.api_port, d.agent_token, keys.public_text)
+    write_secret(d.token_file, d.agent_token)
+    d.cfg = agent_config(d.tmp, d.broker, d.db, d.api_port, d.token_file, keys.public_text)
     d.agent = spawn_agent(d.cfg)
     wait_for_api(d.client())
     say(f"edge agent running, model API on 127.0.0.1:{d.api_port}")
+    node = api(d.server.url, d.api_token, "/api/v1/nodes", {
+        "name": "demo-pi", "api_url": f"http://127.0.0.1:{d.api_port}", "api_token": d.agent_token,
+        "influx": {"version": 1, "url": d.db.url, "database": "energy", "measurement": "EnergyMeter",
+                   "field": "EnergyIn", "tags": {"device_id": "meter-1"}}})
+    d.node_id = node["id"]
+    print_login(d)
+
+
+def write_secret(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
+
+
+def where_to_look(d: Demo) -> str:
+    return (f"  House page:            {d.page}   user: admin   password: {d.password}\n"
+            f"  Agent model API:       http://127.0.0.1:{d.api_port}/api/v1/status (Bearer token in {d.token_file}):\n"
+            f"                         edge-agent models --url http://127.0.0.1:{d.api_port} "
+            f"--token-file {d.token_file} status\n"
+            f"  InfluxDB:              {d.db.url} (database energy: EnergyMeter, energy_flow, forecast, agent)\n"
+            f"  MQTT:                  127.0.0.1:{d.broker.port} (forecasts retained on home-energy/forecast/#)\n")
+
+
+def print_login(d: Demo) -> None:
+    """As soon as the server runs: the login (also in login.txt in the work dir) and where to watch."""
+    write_secret(d.login_file, where_to_look(d))
+    print(f"\n[demo] watch the training at {d.page}  (user admin, password {d.password}; also in {d.login_file})\n"
+          + where_to_look(d), file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -250,61 +308,99 @@ class Replay:
 
 
 def replay_year(d: Demo) -> Replay:
-    """Step 3: the real year as jittered MQTT readings ending now, counted into the database; then the live meter,
-    and the energy flow's catch-up over the whole year."""
+    """Step 3: the real year as jittered MQTT readings ending now, counted into the database; then the live meter.
+    (The energy flow recomputes the replayed year meanwhile: `wait_for_flow`.)"""
     rows = read_csv(CSV)
     now_slot = int(time.time() * 1e9) // SLOT_NS * SLOT_NS
     shift = now_slot - int(rows.times[-1])
     r = Replay([int(t) + shift for t in rows.times], rows.values.tolist(), now_slot)
-    say(f"replaying {len(r.times)} real meter readings ({r.first:%Y-%m-%d} … now; shifted by "
-        f"{timedelta(microseconds=shift // 1000).days} days)")
+    readings = jittered(r.times, r.values)
+    say(f"replaying {len(r.times):,} real meter readings ({r.first:%Y-%m-%d} … now; shifted by "
+        f"{timedelta(microseconds=shift // 1000).days} days) as {len(readings):,} MQTT messages: a real meter never "
+        f"reports exactly on a slot end, so each reading is sent as two, {JITTER_S[0]:.0f}-{JITTER_S[1]:.0f} s "
+        f"before and after it (the counter interpolated; the first and the last reading once)")
     pub = Publisher("127.0.0.1", d.broker.port, client_id="demo-replay", max_inflight=1000)
 
     def progress(n: int) -> None:
-        print(f"\r[demo] replay: {n:6d}/{len(r.times)} ({100 * n / len(r.times):3.0f} %)", end="", file=sys.stderr,
-              flush=True)
+        print(f"\r[demo] replay: {n:6d}/{len(readings)} messages ({100 * n / len(readings):3.0f} %)", end="",
+              file=sys.stderr, flush=True)
 
     t0 = time.monotonic()
-    readings = jittered(r.times, r.values)
-    r.sent = pub.publish_all(counter_messages(readings),
-                             progress=lambda n: progress(n * len(r.times) // len(readings)))
+    r.sent = pub.publish_all(counter_messages(readings), progress=progress)
     print(file=sys.stderr)
     deadline = time.monotonic() + 300
     while count(d.db, "EnergyMeter", "EnergyIn") < r.sent and time.monotonic() < deadline:
         time.sleep(0.5)
     r.ingested = count(d.db, "EnergyMeter", "EnergyIn")
-    say(f"{r.ingested} of {r.sent} stored in {time.monotonic() - t0:.1f} s")
+    say(f"{r.ingested:,} of {r.sent:,} messages stored in {time.monotonic() - t0:.1f} s")
     d.live = LiveMeter(pub, r.times, r.values, now_slot)
     d.live.start()
-    deadline = time.monotonic() + 300  # the flow recomputes the whole year (late data): wait until it caught up
+    return r
+
+
+def wait_for_flow(d: Demo, r: Replay, timeout: float = 300) -> None:
+    """The flow recomputes the whole replayed year (late data): until it has caught up."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r.flow_slots = count(d.db, "energy_flow", "house")
         if r.flow_slots >= len(r.times) - 300:
             break
         time.sleep(1)
-    say(f"energy flow: {r.flow_slots} slots of house consumption")
-    return r
+    say(f"energy flow: {r.flow_slots:,} slots of house consumption")
 
 
-def train_and_push(d: Demo, r: Replay) -> dict:
-    """Step 4, through the server's API: register the node, pull its history, train the four models and push them
-    (the automatic push through the gate). Returns the training job's result."""
+def train(d: Demo, label: str, params: dict) -> dict:
+    """Step 4, through the server's API: a training job of the node that pulls its own history (`pull_days`) and
+    pushes through the gate; says what each model is worth and what was pushed. Returns the job's result."""
     base, token = d.server.url, d.api_token
-    node = api(base, token, "/api/v1/nodes", {
-        "name": "demo-pi", "api_url": f"http://127.0.0.1:{d.api_port}", "api_token": d.agent_token,
-        "influx": {"version": 1, "url": d.db.url, "database": "energy", "measurement": "EnergyMeter",
-                   "field": "EnergyIn", "tags": {"device_id": "meter-1"}}})
-    start = (r.first - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    end = (datetime.fromtimestamp(r.now_slot / 1e9, UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    job = api(base, token, f"/api/v1/nodes/{node['id']}/pull", {"start": start, "end": end})
-    pulled = wait_job(base, token, job["id"], "history pull")
-    say(f"pulled {pulled['result']['rows']} readings from the node's InfluxDB")
-    job = api(base, token, f"/api/v1/nodes/{node['id']}/train", {"auto_push": True, "epochs": d.epochs})
-    result = wait_job(base, token, job["id"], "training")["result"]
+    until = (datetime.now(UTC) - HOLD_BACK).strftime("%Y-%m-%dT%H:%M:%SZ")
+    job = api(base, token, f"/api/v1/nodes/{d.node_id}/train",
+              {"auto_push": True, "epochs": d.epochs, "until": until} | params)
+    result = wait_job(base, token, job["id"], f"{label} training")["result"]
+    say(f"{label} training: {result['pulled']['rows']:,} readings pulled, trained until {until}; "
+        f"error against the best simple guess on the held-out validation days:")
+    for line in verdict_lines(d, result):
+        say(f"  {line}")
     for p in result.get("pushes", []):
-        say(f"push {p.get('name')} {p.get('version')}: {'accepted' if p.get('ok') else 'not pushed'} "
-            f"({p.get('gate') or p.get('message')})")
+        say(f"  push {p.get('name')} {p.get('version')}: "
+            f"{p.get('summary') or ('installed' if p.get('ok') else p.get('gate') or p.get('message'))}")
     return result
+
+
+def verdict_lines(d: Demo, result: dict) -> list[str]:
+    """One line per model in words: "next 15 min (cnn-1): 6 % better than the last 15 minutes repeated"."""
+    lines = []
+    for name, m in trained_metrics(d, result).items():
+        text = verdict.in_words(m["int8_mae"] / m["baseline_mae"], m["best_baseline"])
+        lines.append(f"{verdict.horizon_words(name.rsplit('-', 1)[1])} ({name}): {text}")
+    return lines
+
+
+class FirstForecast(threading.Thread):
+    """Watches the database from the start for the first forecast an int8 model (cnn or lstm) wrote, so that
+    `first_model_forecast_s` is when it was written (within the 0.25 s poll), not when the demo looked."""
+
+    def __init__(self, d: Demo, t_start: float):
+        super().__init__(name="first-forecast", daemon=True)
+        self.d, self.t_start, self.seconds = d, t_start, None
+        self.found, self.stop = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        where = "WHERE \"model\" = 'cnn' OR \"model\" = 'lstm'"
+        while not self.stop.wait(0.25):
+            try:
+                if count(self.d.db, "forecast", "value_kwh", where):
+                    self.seconds = round(time.time() - self.t_start, 1)
+                    self.found.set()
+                    return
+            except Exception:  # influxd busy: try again
+                continue
+
+    def wait(self, timeout: float = 180) -> float | None:
+        """Seconds from the demo's start to that first forecast; None when none came within `timeout`."""
+        self.found.wait(timeout)
+        self.stop.set()
+        return self.seconds
 
 
 def trained_metrics(d: Demo, result: dict) -> dict:
@@ -312,7 +408,7 @@ def trained_metrics(d: Demo, result: dict) -> dict:
     version = next(iter(result["versions"].values()))
     trained = {}
     for name in result["versions"]:
-        row = api(d.server.url, d.api_token, f"/api/v1/models/{name}/{version}")
+        row = api(d.server.url, d.api_token, f"/api/v1/models/{name}/{version}?node={d.node_id}")
         val = row["metrics"]["validation"]
         best = min(val["baselines"], key=lambda b: val["baselines"][b]["mae"])
         trained[name] = {"int8_rmse": round(val["int8"]["rmse"], 4), "int8_mae": round(val["int8"]["mae"], 4),
@@ -322,7 +418,11 @@ def trained_metrics(d: Demo, result: dict) -> dict:
     return trained
 
 
-def summarise(d: Demo, r: Replay, result: dict, t_start: float) -> dict:
+def pushed(result: dict) -> bool:
+    return all(p.get("ok") for p in result.get("pushes", [])) and bool(result.get("pushes"))
+
+
+def summarise(d: Demo, r: Replay, quick: dict, full: dict, first_s: float | None, t_start: float) -> dict:
     """Step 5: a forecast now, and the JSON summary (what was stored, trained, pushed and forecast, by whom)."""
     client = d.client()
     fc = client.forecast_now()
@@ -334,10 +434,14 @@ def summarise(d: Demo, r: Replay, result: dict, t_start: float) -> dict:
                      'GROUP BY "model"', db="energy")["results"][0]
     for series in res.get("series", []):
         by_model[series["tags"]["model"]] = series["values"][0][1]
+    active = {n: (m["active"] or {}).get("version") for n, m in status["models"].items()}
     return {"ingested": r.ingested, "lost": r.sent - r.ingested, "flow_slots": r.flow_slots,
-            "trained": trained_metrics(d, result),
-            "pushed": all(p.get("ok") for p in result.get("pushes", [])) and bool(result.get("pushes")),
-            "active_versions": {n: (m["active"] or {}).get("version") for n, m in status["models"].items()},
+            "first_model_forecast_s": first_s,
+            "quick": {"versions": quick["versions"], "pushed": pushed(quick)},
+            "trained": trained_metrics(d, full),
+            "pushed": pushed(full),
+            "full_replaced_quick": all(active.get(n) == v for n, v in full["versions"].items()),
+            "active_versions": active,
             "forecasts_written": count(d.db, "forecast", "value_kwh"),
             # the newest forecasts (targets after now) by who made them, and why a baseline was used if so
             "forecast_points_by_model": by_model,
@@ -370,14 +474,18 @@ def main() -> int:
     say(f"working directory {d.tmp}")
     try:
         start_services(d)
+        first = FirstForecast(d, t_start)
+        first.start()
         replay = replay_year(d)
-        result = train_and_push(d, replay)
-        summary = summarise(d, replay, result, t_start)
-        print(f"\n  Model-management page: {d.server.url}/   user: admin   password: {d.password}\n"
-              f"  Agent model API:       http://127.0.0.1:{d.api_port}/api/v1/status (Bearer token in {d.cfg})\n"
-              f"  InfluxDB:              {d.db.url} (database energy: EnergyMeter, energy_flow, forecast, agent)\n"
-              f"  MQTT:                  127.0.0.1:{d.broker.port} (forecasts retained on home-energy/forecast/#)\n",
-              file=sys.stderr)
+        quick = train(d, "quick", {"quick": True, "pull_days": QUICK_DAYS})
+        first_s = first.wait()
+        say(f"first forecast by an int8 model {first_s} s after the start" if first_s is not None else
+            "no int8 model has forecast yet (see the house page's Recent pushes)")
+        days = (datetime.now(UTC) - replay.first).days + 2
+        full = train(d, "full", {"pull_days": days})
+        wait_for_flow(d, replay)
+        summary = summarise(d, replay, quick, full, first_s, t_start)
+        print(f"\n{where_to_look(d)}", file=sys.stderr)
         if not args.exit:
             wait_for_stop()
         print(json.dumps(summary))

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from shared.extras import require
 from shared.schema import BUNDLE_NAMES
 from shared.series import parse_time_ns
 from training.data import INPUT_KINDS
@@ -69,7 +70,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training", description="train, backtest and evaluate bundles")
+    ap = argparse.ArgumentParser(prog="home-energy-train", description="train, backtest and evaluate bundles")
     sub = ap.add_subparsers(dest="command", required=True)
     defaults = TrainOptions()
     t = sub.add_parser("train", help=f"train the {', '.join(BUNDLE_NAMES)} bundles")
@@ -107,6 +108,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # train needs TensorFlow; backtest only the interpreter, evaluate nothing beyond the core
+    require("home-energy-train", "training", {"train": None, "backtest": ("ai_edge_litert",)}.get(args.command, ()))
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:

@@ -13,15 +13,23 @@ from training.progress import log, progress
 
 REFIT_LR_FACTOR = 0.3  # refit learning rate relative to the plan's
 FIT_SHARE = 0.75  # of a bundle's progress span: the members' early-stopped training
+EXPECTED_EPOCHS = 15  # a first member's guess at where early stopping ends it (later members: the earlier ones')
 
 
-def _progress_callback(keras, label: str, epochs: int, start: float, share: float):
+def _progress_callback(keras, label: str, epochs: int, start: float, share: float, expected: float | None = None):
+    """Log each epoch and move the bar. With early stopping the member ends long before `epochs`: its share fills
+    by `expected` epochs instead (never past 95 % of it, so the bar does not run ahead when it trains longer)."""
+    expected = expected or epochs
+
     class Progress(keras.callbacks.Callback):
+        epochs_run = 0
+
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
+            self.epochs_run = epoch + 1
             val = f" val_loss {logs['val_loss']:.4f}" if "val_loss" in logs else ""
             log(label, f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.4f}{val}")
-            progress(start + share * (epoch + 1) / epochs, f"{label}: epoch {epoch + 1}")
+            progress(start + share * min((epoch + 1) / expected, 0.95), f"{label}: epoch {epoch + 1}")
 
     return Progress()
 
@@ -36,7 +44,7 @@ def fit_members(plan: BundlePlan, spec, data: tuple, opts: TrainOptions, pct: tu
     epochs = opts.epochs
     members = opts.members(plan)
     loss = masked_mae if plan.loss == "masked_mae" else plan.loss
-    trained = []
+    trained, ran = [], []
     for m in range(members):
         label = plan.name if members == 1 else f"{plan.name} member {m + 1}/{members}"
         share = (pct[1] - pct[0]) * FIT_SHARE / members
@@ -44,8 +52,11 @@ def fit_members(plan: BundlePlan, spec, data: tuple, opts: TrainOptions, pct: tu
         model = build(plan.kind, spec)
         model.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
         stop = keras.callbacks.EarlyStopping(patience=opts.patience, restore_best_weights=True)
+        expected = sum(ran) / len(ran) if ran else min(epochs, EXPECTED_EPOCHS)
+        bar = _progress_callback(keras, label, epochs, pct[0] + m * share, share, expected)
         _fit(model, xt, st, validation_data=(xv, sv), epochs=epochs, batch_size=opts.batch_size, verbose=0,
-             shuffle=True, callbacks=[stop, _progress_callback(keras, label, epochs, pct[0] + m * share, share)])
+             shuffle=True, callbacks=[stop, bar])
+        ran.append(bar.epochs_run or epochs)
         trained.append(model)
     return trained
 

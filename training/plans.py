@@ -22,6 +22,10 @@ class BundlePlan:
     min_known: float = 1.0  # keep training samples with at least this fraction of known target slots
     learning_rate: float = 2e-3
     refit_epochs: int = 0  # after early stopping: epochs on training + validation data (training.fit.refit)
+    # what a training of this bundle costs, in seconds on the full year (make bench-train, 2026-11-26) and with
+    # --quick (make demo's quick training on 30 days, 2026-12-07, busy machine): the progress bar's weights, so that its time-left estimate holds
+    cost: float = 1.0
+    quick_cost: float = 1.0
 
     @property
     def name(self) -> str:
@@ -43,12 +47,12 @@ DAY = SLOTS_PER_DAY  # day-ahead: one input step per target slot of the next day
 # 0.968 / 0.953 / 0.957 × the best baseline for seeds 42 / 7 / 123, at twice the training time (docs/training.md).
 # The LSTM gained 0.1 % (seed 42), less than the seeds' spread, so it keeps every third.
 PLANS = (
-    BundlePlan("cnn", "next", 32, 1, "mse", 1, "value", members=3),
-    BundlePlan("lstm", "next", 16, 1, "mse", 1, "value"),
+    BundlePlan("cnn", "next", 32, 1, "mse", 1, "value", members=3, cost=19.7, quick_cost=7.2),
+    BundlePlan("lstm", "next", 16, 1, "mse", 1, "value", cost=15.2, quick_cost=10.0),
     BundlePlan("cnn", "day", DAY, DAY, "masked_mae", 1, "pool7d8_q50", members=5, min_known=0.5,
-               learning_rate=1e-3, refit_epochs=2),
+               learning_rate=1e-3, refit_epochs=2, cost=121.6, quick_cost=14.4),
     BundlePlan("lstm", "day", DAY, DAY, "masked_mae", 3, "pool7d8_q50", members=8, min_known=0.5,
-               learning_rate=1e-3, refit_epochs=2),
+               learning_rate=1e-3, refit_epochs=2, cost=298.7, quick_cost=42.8),
 )
 
 
@@ -74,6 +78,10 @@ class TrainOptions:
     def refit_epochs(self, plan: BundlePlan) -> int:
         """0: no refit."""
         return min(plan.refit_epochs, 1) if self.quick else plan.refit_epochs
+
+    def cost(self, plan: BundlePlan) -> float:
+        """The plan's expected share of the run (progress weights)."""
+        return plan.quick_cost if self.quick else plan.cost
 
     def plans(self) -> list[BundlePlan]:
         """The plans to train: all, or those named by `only`."""

@@ -24,7 +24,7 @@ from training import dataset
 from training import intervals as train_intervals
 from training.fit import FIT_SHARE, fit_members, refit
 from training.plans import BundlePlan, TrainOptions
-from training.progress import log, progress
+from training.progress import begin_model, log, progress, start_run
 from training.scoring import ModelScores, baseline_scores, model_scores
 
 INT8_GAP_WARN = 0.02  # the int8 model may differ from the float one by at most this much validation MAE
@@ -156,7 +156,7 @@ def complete_manifest(doc: dict, plan: BundlePlan, split: Split, model_bytes: by
                    "validation_start": iso(int(split.tv[0]))}
     doc["runtimes"] = export.check_runtimes(model_bytes)
     doc["training"] = {"seconds": round(time.time() - t_start, 1), "loss": plan.loss, "seed": opts.seed,
-                       "epochs_max": opts.epochs, "refit": refit_record or None}
+                       "epochs_max": opts.epochs, "refit": refit_record or None, "quick": opts.quick}
     mf.validate(doc)
     return doc
 
@@ -216,9 +216,12 @@ def train_all(series: SlotSeries, out_dir: Path, opts: TrainOptions) -> dict[str
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     plans = opts.plans()
     docs = {}
+    start_run()
+    bounds = np.cumsum([0.0] + [opts.cost(p) for p in plans])
+    bounds = 100 * bounds / bounds[-1]  # each bundle's share of the bar: what it is expected to cost
     for i, plan in enumerate(plans):
-        docs[plan.name] = train_one(plan, series, out_dir, version, opts,
-                                    (100 * i / len(plans), 100 * (i + 1) / len(plans)))
+        begin_model(i + 1, len(plans))
+        docs[plan.name] = train_one(plan, series, out_dir, version, opts, (float(bounds[i]), float(bounds[i + 1])))
     progress(100, "done")
     (out_dir / "summary.json").write_text(json.dumps(
         {n: d["metrics"]["validation"] for n, d in docs.items()}, indent=2) + "\n")

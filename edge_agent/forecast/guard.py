@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_agent.forecast.skill import BASELINE, DAY_NS, FAMILY, Key, Scorer, Stats
+from shared import verdict as words
 from shared.series import iso
 
 LEARNING, SERVING, SHADOW = "learning", "serving", "shadow"
@@ -42,12 +43,26 @@ class Verdict:
     since_ns: int
     reason: str | None = None
     stats: Stats | None = None
+    min_slots: int = 0  # slots this horizon needs before the guard judges (learning until then)
+
+    @property
+    def summary(self) -> str:
+        """The verdict in words (shared.verdict): "learning: 120 of 300 slots scored, about 2 days left",
+        "6 % better than the same time yesterday", or why it is in the shadow."""
+        st = self.stats
+        if self.state == LEARNING:
+            return words.learning(st.skill_slots if st else 0, self.min_slots)
+        said = words.in_words(words.ratio_of_skill(st.skill if st else None), st.baseline if st else None)
+        if self.state == SHADOW:
+            return f"in the shadow (the baseline serves): {said or 'lost to the best simple guess'}"
+        return said or self.state
 
     def to_dict(self) -> dict:
         st = self.stats
         return {"version": self.version, "horizon": self.horizon, "state": self.state, "since": iso(self.since_ns),
                 "reason": self.reason, "skill": None if st is None or st.skill is None else round(st.skill, 4),
-                "slots": st.skill_slots if st else 0, "baseline": st.baseline if st else None,
+                "slots": st.skill_slots if st else 0, "min_slots": self.min_slots, "summary": self.summary,
+                "baseline": st.baseline if st else None,
                 "mae_kwh": None if st is None or st.model_mae is None else round(st.model_mae, 5),
                 "baseline_mae_kwh": None if st is None or st.baseline_mae is None else round(st.baseline_mae, 5)}
 
@@ -80,7 +95,8 @@ class Guard:
             state = SHADOW if shadow else (SERVING if enough else LEARNING)
             since_ns = before.since_ns if before is not None and before.state == state else issue_ns
             reason = self._reason(name, version, st) if shadow else None
-            verdicts[name] = Verdict(name, version, horizon, state, since_ns, reason, st)
+            verdicts[name] = Verdict(name, version, horizon, state, since_ns, reason, st,
+                                     self.cfg.min_slots.get(horizon, 1))
             if shadow and not was_shadow:
                 changes.append(f"{reason}: serving the baseline for horizon {horizon} until it wins again or a new "
                                f"version arrives")
@@ -132,7 +148,8 @@ def skill_payload(issue_ns: int, horizon: int, scorer: Scorer, guard: Guard, loa
                    if h == horizon))
     doc: dict = {"issued_at": iso(issue_ns), "horizon": horizon, "issue": fam.issue, "window": "7d", "name": None,
                  "model": None, "version": None, "skill": None, "skill_1d": None, "skill_30d": None, "slots": 0,
-                 "mae_kwh": None, "baseline": None, "baseline_mae_kwh": None, "state": None, "guard_reason": None}
+                 "mae_kwh": None, "baseline": None, "baseline_mae_kwh": None, "state": None, "guard_reason": None,
+                 "summary": None}
     baselines = [(st.mae, key[1]) for key, w in figures.items() if key[0] == BASELINE and (st := w.get("7d"))]
     if baselines:
         mae, name = min(baselines)
@@ -151,5 +168,5 @@ def skill_payload(issue_ns: int, horizon: int, scorer: Scorer, guard: Guard, loa
                 "baseline": week.baseline, "baseline_mae_kwh": round(week.baseline_mae, 5)}
     verdict = guard.verdicts.get(name)
     if verdict is not None and verdict.version == version:
-        doc |= {"state": verdict.state, "guard_reason": verdict.reason}
+        doc |= {"state": verdict.state, "guard_reason": verdict.reason, "summary": verdict.summary}
     return doc

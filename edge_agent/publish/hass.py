@@ -153,7 +153,7 @@ def forecast_components(node_id: str, prefix: str, expire_after_s: int = DEFAULT
 
 
 SKILL_ATTRIBUTES = ("issued_at", "name", "model", "version", "slots", "window", "skill_1d", "skill_30d", "mae_kwh",
-                    "baseline", "baseline_mae_kwh", "state", "guard_reason")
+                    "baseline", "baseline_mae_kwh", "state", "guard_reason", "summary")
 SKILL_SENSORS = (  # key, name, horizon
     ("forecast_skill_next_15min", "Forecast skill next 15 min", 1),
     ("forecast_skill_day_ahead", "Forecast skill day ahead", 96),

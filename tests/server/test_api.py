@@ -3,6 +3,7 @@
 import json
 import time
 
+from shared.verdict import baseline_words
 from tests.conftest import SEED_CSV
 from tests.helpers.models import TOKEN as AGENT_TOKEN
 from tests.helpers.server import AUTH, PASSWORD, csrf_of, job_finished
@@ -91,9 +92,14 @@ def test_train_register_push_gate_and_rollback(app, worker, edge_agent):
     assert {m["name"] for m in models} == {"cnn-1", "lstm-1", "cnn-96", "lstm-96"} and len(models) == 8
     row = c.get(f"/api/v1/models/cnn-1/{versions[0]}", headers=AUTH).json
     plot = json.loads(row["plot"])  # a plotly figure: forecast and actual, in kWh per 15 min
-    assert [t["name"] for t in plot["data"]] == ["actual", "forecast"]
+    bases = row["metrics"]["validation"]["baselines"]
+    best = min(bases, key=lambda b: bases[b]["mae"])
+    # with the best simple guess the model is judged against and the P10-P90 band (quick bundles have one)
+    assert [t["name"] for t in plot["data"] if t.get("showlegend", True)] == [
+        "P10–P90", "actual", f"best simple guess: {baseline_words(best)}", "forecast"]
     assert plot["layout"]["yaxis"]["title"]["text"] == "kWh per 15 min"
-    assert "persistence" in row["metrics"]["validation"]["baselines"]
+    assert plot["layout"]["title"]["text"] == f"cnn-1 {versions[0]} (quick training)"
+    assert row["quick"] == 1 and "persistence" in bases
     # manual push with override: accepted by the agent
     r = c.post(f"/api/v1/nodes/{nid}/push", headers=AUTH, json={"version": versions[1], "override": True})
     assert all(x["ok"] for x in r.json["results"]), r.json
@@ -106,6 +112,11 @@ def test_train_register_push_gate_and_rollback(app, worker, edge_agent):
     # without override and without recent data the gate refuses to replace the active model
     r = c.post(f"/api/v1/nodes/{nid}/push", headers=AUTH, json={"version": versions[0], "names": ["lstm-1"]})
     assert r.json["results"][0]["ok"] is False and "gate" in r.json["results"][0]
+    # ... and the refusal is recorded like a push: one line, the gate's reasoning as its details
+    held = app.extensions["home_energy"].db.all("SELECT ok, code, message, details FROM pushes ORDER BY id DESC")[0]
+    assert held == {"ok": 0, "code": "gate", "message": "not installed: no recent data to compare on; pull history "
+                    "or use override", "details": r.json["results"][0]["gate"]}
+    assert r.json["results"][0]["summary"] == held["message"]
     r = c.post(f"/api/v1/nodes/{nid}/rollback", headers=AUTH, json={"name": "cnn-1"})
     assert r.status_code == 409 and "no previous" in r.json["error"]["message"]
 

@@ -86,7 +86,9 @@ def test_login_train_watch_push_in_chromium(stack, artefacts_dir):
         # the page polls the job; when it finishes the page reloads with the new versions
         expect(page.locator("#versions")).to_contain_text("cnn-1", timeout=300_000)
         expect(page.locator("tr[data-job] .state").first).to_have_text("done")
-        version = page.locator("form:has(button.push) select[name=version] option").first.inner_text()
+        option = page.locator("form:has(button.push) select[name=version] option").first
+        version = option.get_attribute("value")
+        assert option.inner_text() == f"{version} (quick)"  # the run says it was a quick training
         # the validation plots of the new run: plotly charts with their unit, drawn from the registry's figures
         expect(page.locator("#validation-plots .chart[data-drawn]")).to_have_count(4, timeout=30_000)
         expect(page.locator("#validation-plots .chart .g-ytitle").first).to_have_text("kWh per 15 min")
@@ -99,6 +101,8 @@ def test_login_train_watch_push_in_chromium(stack, artefacts_dir):
         expect(page.locator("b[data-active='cnn-1']")).to_have_text(version)
         expect(page.locator("b[data-active='lstm-96']")).to_have_text(version)
         expect(page.locator(".trained-for")).to_have_count(0)  # its own models
+        expect(page.locator("#no-rollback")).to_contain_text("no previous version")  # the first models: no Roll back
+        expect(page.locator("#rollback")).to_have_count(0)
         page.screenshot(path=str(shots / "4-pushed.png"), full_page=True)
         page.click("text=← all houses")
         expect(page.locator("#houses b[data-active='cnn-1']")).to_have_text(version)

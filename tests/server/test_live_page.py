@@ -180,6 +180,14 @@ def test_the_house_page_shows_live_skill_validation_coverage_and_guard_in_chromi
             expect(live.locator("tr[data-model='cnn-96'] .guard-reason")).to_have_text(reason)
             expect(live.locator("tr[data-model='cnn-96'] .live-skill")).to_contain_text("-8.7 %")
             expect(live.locator("tr[data-model='cnn-1'] .guard")).to_contain_text("serving")
+            expect(live.locator("tr[data-model='cnn-1'] .verdict")).to_have_text(
+                "12 % better than the best simple guess")  # the edge's 7-day skill, in words
+            expect(live.locator("tr[data-model='cnn-96'] .verdict")).to_have_text(
+                "9 % worse than the best simple guess")
+            expect(live.locator("tr[data-model='lstm-1'] .verdict")).to_have_text("no model")
+            # the house has no energy flow or forecasts yet: the homeowner's view says so, without an error
+            expect(page.locator("#today [data-field=house]")).to_have_text("— kWh", timeout=30_000)
+            expect(page.locator(".home-error")).to_be_hidden()
             # charts: the two live charts (fetched from the house's InfluxDB) and the four validation plots
             expect(page.locator("#live-charts .chart[data-drawn]")).to_have_count(2, timeout=30_000)
             expect(page.locator("#validation-plots .chart[data-drawn]")).to_have_count(4)
@@ -191,6 +199,7 @@ def test_the_house_page_shows_live_skill_validation_coverage_and_guard_in_chromi
                 "P10–P90 coverage (%)")
             expect(page.locator("#validation-plots .chart").first.locator(".g-ytitle")).to_have_text(
                 "kWh per 15 min")
+            skill_chart.scroll_into_view_if_needed()  # below the homeowner's view now
             box = skill_chart.locator(".nsewdrag").first.bounding_box()
             page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
             hover = skill_chart.locator(".hoverlayer")

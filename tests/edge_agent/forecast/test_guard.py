@@ -127,6 +127,10 @@ def test_a_model_that_loses_is_kept_in_the_shadow_and_served_again_when_it_wins(
     skill = wait_for(lambda: (m := sub.messages.get("he-test/forecast/skill/1")) and m["issued_at"] == iso(t) and m)
     assert (skill["name"], skill["version"], skill["state"]) == ("cnn-1", V1, "shadow")
     assert skill["guard_reason"] == verdict["reason"]
+    # the verdict in words (shared.verdict), the same in the status and Home Assistant's attribute
+    assert re.fullmatch(r"in the shadow \(the baseline serves\): \d+ % worse than the last 15 minutes repeated",
+                        verdict["summary"]), verdict["summary"]
+    assert skill["summary"] == verdict["summary"]
     assert any("lost to persistence" in r.message and "serving the baseline for horizon 1" in r.message
                for r in caplog.records)
 
@@ -142,7 +146,10 @@ def test_a_model_that_loses_is_kept_in_the_shadow_and_served_again_when_it_wins(
     clock.set(datetime.fromtimestamp((t + SLOT // 2) / 1e9, UTC))
     assert client.push(signed("cnn-1", V2, mutate=constant))["status"] == "active"
     wait_for(lambda: sub.messages.get("he-test/forecast/best/1", {}).get("version") == V2)
-    assert client.status()["guard"]["models"]["cnn-1"]["state"] == "learning"
+    learning = client.status()["guard"]["models"]["cnn-1"]
+    assert learning["state"] == "learning" and learning["min_slots"] == 16
+    assert re.fullmatch(rf"learning: {learning['slots']} of 16 slots scored, about [34] hours left",
+                        learning["summary"]), learning
     assert any(f"cnn-1 {V2} replaces {V1}" in r.message for r in caplog.records)
     pushed = t
 
@@ -161,6 +168,8 @@ def test_a_model_that_loses_is_kept_in_the_shadow_and_served_again_when_it_wins(
     verdict = status["guard"]["models"]["cnn-1"]
     assert verdict["state"] == "serving" and verdict["version"] == V2 and verdict["since"] == iso(t)
     assert verdict["skill"] >= 0.02 and verdict["reason"] is None
+    assert re.fullmatch(r"\d+ % better than the (same time yesterday|same time last week|median of the same time "
+                        r"over the last 7 days|last 15 minutes repeated)", verdict["summary"]), verdict["summary"]
     assert t > CHANGE + 12 * SLOT  # the 1-day window held the lost slots for a while
     assert status["guard"]["serving"]["1"] == {"name": "cnn-1", "model": "cnn", "version": V2,
                                                "fallback_reason": None}

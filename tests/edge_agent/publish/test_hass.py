@@ -135,7 +135,7 @@ def test_live_skill_is_a_percentage_per_horizon_with_its_provenance_as_attribute
     for c in skill.values():
         assert (c["unit_of_measurement"], c["state_class"]) == ("%", "measurement") and "device_class" not in c
         assert c["json_attributes_topic"] == c["state_topic"]
-        for attr in ("model", "version", "slots", "guard_reason", "baseline"):
+        for attr in ("model", "version", "slots", "guard_reason", "baseline", "summary"):
             assert f"'{attr}': value_json.get('{attr}')" in c["json_attributes_template"]
     with pytest.raises(ValueError, match=r"node_id"):
         hass.skill_components("my node", PREFIX)
@@ -244,7 +244,8 @@ SAMPLES = {
         skill_payload(1, NOW - timedelta(seconds=90)),
         skill_payload(1, NOW - timedelta(seconds=90), skill=-0.25, state="shadow",
                       guard_reason="guard: cnn-1 20261124T101500Z lost to persistence over the last 7 days (…)"),
-        skill_payload(1, NOW - timedelta(seconds=90), skill=None, slots=0, state="learning"),  # not scored yet
+        skill_payload(1, NOW - timedelta(seconds=90), skill=None, slots=0, state="learning",
+                      summary="learning: 0 of 300 slots scored, about 3 days left"),  # not scored yet
         skill_payload(1, NOW - timedelta(days=3)),  # retained, old
     ],
     "he-test/forecast/skill/96": [
@@ -379,6 +380,7 @@ def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
     serving, shadow, learning, stale = rendered["forecast_skill_next_15min"]
     assert float(serving["value"]) == 12.3 and float(shadow["value"]) == -25.0
     assert learning["value"] == "None" and stale["value"] == "None"  # unknown, not 0 %
+    assert json.loads(learning["attributes"])["summary"] == "learning: 0 of 300 slots scored, about 3 days left"
     attrs = json.loads(shadow["attributes"])
     assert (attrs["model"], attrs["version"], attrs["slots"], attrs["state"]) == ("cnn", "20261124T101500Z", 640,
                                                                                     "shadow")
