@@ -13,11 +13,13 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,25 @@ class Namespaces:
         for net in routes:  # the outside machine shares the wire: both networks are on-link for everyone
             sh("ip", "-n", ns, "route", "add", net, "dev", f"v{name}{self.tag}")
         return ns
+
+    def processes(self) -> list[int]:
+        """The processes whose network namespace is one of these hosts'."""
+        inodes = {os.stat(f"/run/netns/{ns}").st_ino for ns in self.hosts.values()}
+        out = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{pid}/ns/net").st_ino in inodes:
+                    out.append(int(pid))
+        return out
+
+    def kill_processes(self, grace_s: float = 10.0) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.processes():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace_s
+            while self.processes() and time.monotonic() < deadline:
+                time.sleep(0.2)
 
     def close(self) -> None:
         for ns in [*self.hosts.values(), self.bridge]:
@@ -144,13 +165,13 @@ def test_documented_cluster_commands_join_and_stay_on_the_cluster_network(tmp_pa
             reachable = sorted(p for p in ports if connects(outside, address, p))
             assert reachable == [], f"Ray ports of {address} reachable from outside: {reachable}"
     finally:
-        for ns in (worker, head):
-            if ns:
-                with contextlib.suppress(Exception):
-                    subprocess.run(["ip", "netns", "exec", ns, "ray", "stop", "--force"], env=env,
-                                   capture_output=True, timeout=60)
+        # not `ray stop`: it kills every Ray process of the machine (the namespaces share the process table), a
+        # developer's own cluster included; only what runs in this test's namespaces is the test's
+        net.kill_processes()
+        left = net.processes()
         net.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    assert left == [], f"processes outlived the test's namespaces: {left}"
 
 
 def test_doc_blocks_are_found():
