@@ -28,6 +28,29 @@ class Reject(Exception):
         self.rule = rule
 
 
+class Ignored(Exception):
+    """A message a rule takes that carries nothing to store, by design (a Shelly NotifyEvent, a status change
+    without numbers): counted as `ignored` and shown by `rules test`, never dead-lettered (it is normal)."""
+
+    def __init__(self, detail: str, rule: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.rule = rule
+
+
+class Points(list):
+    """A format's points, with the numbers it saw sent as text and did not store: `skipped` holds (path, text)
+    pairs. They are counted (`numeric_text_skipped`), logged once per rule and path, and shown by `rules test`:
+    a meter counter sent as `"BASE":"007970903"` must not vanish without a hint (issue 23)."""
+
+    skipped: list[tuple[str, str]] | tuple[()] = ()
+
+    def with_skipped(self, skipped: list[tuple[str, str]]) -> Points:
+        if skipped:
+            self.skipped = skipped
+        return self
+
+
 class FormatConfigError(ValueError):
     """A rule's format-specific setting is invalid; `key` names it (e.g. `fields[1].path`)."""
 
@@ -88,6 +111,33 @@ def numeric_text(value: str, key: str) -> float:
     if not math.isfinite(result):
         raise Reject("not_finite", f"{key} is {value[:40]!r}")
     return result
+
+
+def is_numeric_text(value: str) -> bool:
+    """Whether a string is a number written as text (what `numeric_text` accepts, finite or not)."""
+    return len(value) <= 400 and NUMERIC_TEXT.fullmatch(value) is not None
+
+
+def object_fields(obj: object, where: str, accept_text: bool, skipped: list[tuple[str, str]],
+                  drop: frozenset[str] = frozenset()) -> dict[str, float]:
+    """The numbers of a nested object as fields (names joined with `_`), for formats that take every number of
+    an object (tasmota's sensor objects, Shelly components). Numbers sent as text are converted with
+    `accept_text` (the rule's `numeric_strings`), else appended to `skipped` as (path, text); other strings are
+    status (`Id`, `TotalStartTime`, `source`) and not measurements. Paths in `drop` are left out (Shelly's `id`)."""
+    fields: dict[str, float] = {}
+    for path, name, value in numeric_leaves(obj, strings=True):
+        if path in drop:
+            continue
+        if type(value) is str:
+            if not is_numeric_text(value):
+                continue
+            if accept_text:
+                fields[name] = numeric_text(value, f"{where}.{path}" if where else path)
+            else:
+                skipped.append((f"{where}.{path}" if where else path, value[:40]))
+        else:
+            fields[name] = number(value, f"{where}.{path}" if where else path)
+    return fields
 
 
 def parse_time(value: object, tz: str = "UTC") -> int:
