@@ -474,3 +474,18 @@ format = "shelly_gen2"
     assert p.tags == {"area": "garage", "device": "shellypro3em-c8f09e8a1b2c", "component": "em:0"}
     assert r.subscriptions == ["+/tele/SENSOR", "/home/+/power", "home/+/+/status/+", "home/+/meter reading"]
 
+
+
+@pytest.mark.parametrize("value, fmt, expected", [
+    (1709294330.25, "auto", 1709294330_250_000_000),  # was …249_999_872: the binary double times 1e9
+    (1709294330.25, "epoch_s", 1709294330_250_000_000),
+    (1688212800123.7, "epoch_ms", 1688212800_123_700_000),
+    ("1709294330.25", "epoch_s", 1709294330_250_000_000),
+])
+def test_epoch_times_sent_as_decimals_are_exact(tmp_path, value, fmt, expected):
+    r = router(tmp_path, f'[[rules]]\ntopic = "d/+x"\nformat = "json"\ntime_path = "t"\ntime_format = "{fmt}"\n'
+                         '[[rules]]\ntopic = "+device/events/rpc"\nformat = "shelly_gen2"\n')
+    assert route(r, "d/x", {"t": value, "p": 1})[0].time_ns == expected
+    if fmt == "auto" and not isinstance(value, str):
+        doc = {"method": "NotifyStatus", "params": {"ts": value, "em:0": {"total_act_power": 1}}}
+        assert route(r, "s/events/rpc", doc)[0].time_ns == expected
