@@ -114,9 +114,13 @@ def numeric_text(value: str, key: str) -> float:
     return result
 
 
+_NUMERIC_START = frozenset("0123456789+-. \t")
+
+
 def is_numeric_text(value: str) -> bool:
-    """Whether a string is a number written as text (what `numeric_text` accepts, finite or not)."""
-    return len(value) <= 400 and NUMERIC_TEXT.fullmatch(value) is not None
+    """Whether a string is a number written as text (what `numeric_text` accepts, finite or not). Most strings
+    devices send are words: the first character rules them out before the regular expression runs."""
+    return value[:1] in _NUMERIC_START and len(value) <= 400 and NUMERIC_TEXT.fullmatch(value) is not None
 
 
 def object_fields(obj: object, where: str, accept_text: bool, skipped: list[tuple[str, str]],
@@ -200,7 +204,8 @@ def numeric_leaves(obj: object, sep: str = "_", depth: int = 0, path: str = "", 
     """(dotted path, flattened name, value) of every number in nested objects and arrays.
 
     Paths read like the rule syntax (`aenergy.total`, `Power[0]`); names join the keys with `sep`
-    (`aenergy_total`, `Power_0`). Strings are yielded only with `strings` (numbers sent as text). Objects nested
+    (`aenergy_total`, `Power_0`). Strings are yielded only with `strings`, and only those that may be numbers
+    sent as text (their first character could start one: words such as "ON" are not yielded). Objects nested
     more than MAX_DEPTH deep are refused (`too_deep`)."""
     if depth > MAX_DEPTH:
         raise Reject("too_deep", f"objects nested more than {MAX_DEPTH} levels deep")
@@ -209,7 +214,7 @@ def numeric_leaves(obj: object, sep: str = "_", depth: int = 0, path: str = "", 
             p = f"{path}.{key}" if path else key
             n = f"{name}{sep}{key}" if name else key
             t = type(value)
-            if t is float or t is int or (strings and t is str):
+            if t is float or t is int or (strings and t is str and value[:1] in _NUMERIC_START):
                 yield p, n, value
             elif t is dict or t is list:
                 yield from numeric_leaves(value, sep, depth + 1, p, n, strings)
@@ -218,7 +223,7 @@ def numeric_leaves(obj: object, sep: str = "_", depth: int = 0, path: str = "", 
             p = f"{path}[{i}]"
             n = f"{name}{sep}{i}" if name else str(i)
             t = type(value)
-            if t is float or t is int or (strings and t is str):
+            if t is float or t is int or (strings and t is str and value[:1] in _NUMERIC_START):
                 yield p, n, value
             elif t is dict or t is list:
                 yield from numeric_leaves(value, sep, depth + 1, p, n, strings)

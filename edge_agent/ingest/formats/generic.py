@@ -272,20 +272,22 @@ class JsonRule:
         if self.include is not None:
             inc, exc, explicit, strings = self.include.fullmatch, self.exclude, self.explicit, self.strings
             for path, name, value in numeric_leaves(doc, self.sep, strings=True):
+                is_text = type(value) is str
+                if is_text and not (strings or is_numeric_text(value)):
+                    continue  # a word, not a number: no measurement (checked first, it is the cheaper test)
                 if not inc(path) or (exc is not None and exc.fullmatch(path)) or path in explicit \
                         or name in fields:
                     continue
-                if type(value) is str:
-                    if strings:
-                        try:
-                            fields[name] = numeric_text(value, path)
-                        except Reject as rej:
-                            if rej.reason != "wrong_type":
-                                raise
-                    elif is_numeric_text(value):  # a number sent as text, which the rule does not take: say so
-                        skipped.append((path, value[:40]))
-                else:
+                if not is_text:
                     fields[name] = number(value, path)
+                elif strings:
+                    try:
+                        fields[name] = numeric_text(value, path)
+                    except Reject as rej:
+                        if rej.reason != "wrong_type":
+                            raise
+                else:  # a number sent as text, which the rule does not take: say so
+                    skipped.append((path, value[:40]))
         if not fields:
             hint = (f" ({', '.join(p for p, _ in skipped[:5])} sent as text: set numeric_strings = true)"
                     if skipped else "")
