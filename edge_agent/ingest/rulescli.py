@@ -133,13 +133,17 @@ def describe(cfg: AgentConfig, router: Router, out: TextIO) -> None:
         out.write(f"       subscribes: {', '.join(rule.pattern.subscriptions)}\n")
         named = [lv[1:] for lv in rule.pattern.levels if lv[:1] in "+#" and lv[1:]]
         tags = sorted({n for n in named if n not in ("measurement", "field")} | set(c.tags) | set(c.tag_paths)
-                      | ({"sensor"} if c.format == "tasmota" and c.sensor_as == "tag" else set()))
+                      | ({"sensor"} if c.format == "tasmota" and c.sensor_as == "tag" else set())
+                      | ({"component"} if c.format == "shelly_gen2" else set()))
         measurement = ("the sensor object's name" if c.format == "tasmota" and c.sensor_as == "measurement"
                        else f"the payload's {c.measurement_path}" if c.measurement_path
                        else "the topic's +measurement level" if "measurement" in named and not c.measurement
                        else c.measurement or {"tasmota": "tasmota", "shelly_gen2": "shelly",
                                               "seed_json": "FeatureType"}.get(c.format, "mqtt"))
         out.write(f"       measurement: {measurement}; tags: {', '.join(tags) or '-'}\n")
+        if c.format == "shelly_gen2":
+            out.write(f"       components: {', '.join(c.components) if c.components else 'all but the housekeeping'}"
+                      " (NotifyEvent and components without numbers are ignored)\n")
         for j, earlier in enumerate(router.rules[:i - 1], 1):
             if all(any(covers(w, s) for w in earlier.pattern.subscriptions) for s in rule.pattern.subscriptions):
                 out.write(f"       NEVER USED: rule {j} ({earlier.name}) takes every topic this one matches\n")

@@ -292,3 +292,7 @@ def test_rules_test_shows_ignored_messages_and_numbers_sent_as_text(tmp_path):
         "tasmota,device=linky,sensor=ENERGY Power=270.0 1709290800000000000",
         "# note: TIC.BASE is a number sent as text ('007970903') and is not stored: set numeric_strings = true in "
         "rule 'tasmota'"]
+    r = cli("rules", "list", "--config", cfg)
+    assert ("  4. shelly  [shelly_gen2]  +device/events/rpc\n       subscribes: +/events/rpc\n       measurement: "
+            "shelly; tags: component, device\n       components: all but the housekeeping (NotifyEvent and "
+            "components without numbers are ignored)\n") in r.stdout.decode()
