@@ -237,9 +237,15 @@ def test_sniff_labels_the_agents_own_topics_and_short_windows(tmp_path, mosquitt
     cfg = write(tmp_path, port, "http://127.0.0.1:1", extra="")
     with open(cfg, "a") as f:
         f.write('\n[publish]\ntopic_prefix = "sniffed-energy"\nnode_id = "sniffnode"\n')
-    own = [("sniffed-energy/status", "online"), ("sniffed-energy/forecast/best/1", '{"value_kwh": 0.2}'),
-           ("sniffed-energy/away/state", "OFF"),
-           ("homeassistant/sensor/sniffnode/forecast_next_slot/config", '{"name": "x"}')]
+    from edge_agent.forecast import away
+    from edge_agent.publish import hass
+
+    prefix, node = "sniffed-energy", "sniffnode"  # the topics the agent itself publishes, as it names them
+    own = [(hass.availability_topic(prefix), "online"), (hass.forecast_topic(prefix, 1), '{"value_kwh": 0.2}'),
+           (hass.skill_topic(prefix, 96), "{}"), (hass.flow_totals_topic(prefix), "{}"),
+           (away.state_topic(prefix), "OFF"), (away.window_topic(prefix), '{"to": "2026-12-27T18:00:00Z"}'),
+           (hass.config_topic(hass.DISCOVERY_PREFIX, node, "forecast_next_slot"), '{"name": "x"}'),
+           away.switch_discovery(node, prefix)]
     for topic, payload in own:
         subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-r", "-t", topic, "-m", payload], check=True)
     try:
@@ -262,8 +268,10 @@ def test_sniff_labels_the_agents_own_topics_and_short_windows(tmp_path, mosquitt
                "ingested\n" in out
         assert ("homeassistant/sensor/sniffnode/forecast_next_slot/config (retained)\n  payload: {\"name\": \"x\"}\n"
                 "  # the agent's Home Assistant discovery: not ingested\n") in out
-        assert "# 7 message(s) on 6 topic(s); 4 of the agent's own (output, away input, discovery: not ingested)\n" \
+        assert "homeassistant/switch/sniffnode/away/config (retained)\n" in out
+        assert "# 11 message(s) on 10 topic(s); 8 of the agent's own (output, away input, discovery: not ingested)\n" \
             in out
+        assert out.count(": not ingested\n") == 8 and "(the agent does not subscribe to it)" not in out
         assert "# seen once in 3 s (a period of 3 s or more, or unknown): z2m/dryer\n" in out
         assert "# no message in 3 s for rule(s) shadowed: a device may publish less often than the window" in out
         assert "# a window of 3 s is shorter than many devices' period (the slowest topic here repeats every 1 s)" \
