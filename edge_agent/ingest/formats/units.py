@@ -100,7 +100,7 @@ def scaler(factor: Fraction) -> Scaler | None:
             return float(ctx.multiply(Decimal(repr(x)), d))
         return multiply
 
-    def rational(x: float) -> float:  # 1/60, 1/3600, 5/18: no decimal is exact; the nearest double is
+    def rational(x: float) -> float:  # 1/60, 1/3600, 5/18: no finite decimal; the exact product, rounded once
         if x - x != 0.0:
             return x * float(factor)
         try:
