@@ -119,12 +119,18 @@ class RuleConfig:
     allow_reserved: list[str] = dataclasses.field(default_factory=list)  # e.g. ["forecast"]: see schema.py
     # tasmota
     sensor_as: str = "tag"  # the sensor object's name: tag `sensor` or the measurement
+    # shelly_gen2: the components stored ("em:0", or a type: "switch"); default: all but the device's housekeeping
+    components: list[str] = dataclasses.field(default_factory=list)
+    # csv, key_value (edge_agent/ingest/formats/text.py)
+    columns: list[str] = dataclasses.field(default_factory=list)  # csv: the names of the values in order
+    delimiter: str = ","  # between values (csv) or pairs (key_value)
+    assign: str = "="  # key_value: between a key and its value
     # json (edge_agent/ingest/formats/generic.py)
     fields: list = dataclasses.field(default_factory=list)  # paths or {path, name, optional, map, convert}
     include: list[str] = dataclasses.field(default_factory=list)  # globs over the numeric leaves' paths
     exclude: list[str] = dataclasses.field(default_factory=list)
     separator: str = "_"  # joins nested keys into field names
-    numeric_strings: bool = False  # accept numbers sent as strings ("230.5")
+    numeric_strings: bool = False  # json, tasmota: accept numbers sent as strings ("230.5")
     measurement_path: str | None = None
     tag_paths: dict[str, str] = dataclasses.field(default_factory=dict)  # tag -> path
     time_path: str | None = None
@@ -248,7 +254,7 @@ def _check_rule(rule: RuleConfig, where: str) -> None:
                           f"{', '.join(sorted(RESERVED_MEASUREMENTS))}")
 
 
-FORMATS = ("seed_json", "tasmota", "shelly_gen1", "shelly_gen2", "number", "json")
+FORMATS = ("seed_json", "tasmota", "shelly_gen1", "shelly_gen2", "number", "json", "csv", "key_value")
 
 
 def load_config(path: str | Path) -> AgentConfig:

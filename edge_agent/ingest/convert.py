@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge_agent.ingest.deadletter import EXCERPT_BYTES, DeadLetter
-from edge_agent.ingest.formats import Reject
+from edge_agent.ingest.formats import Ignored, Reject
 from edge_agent.ingest.rules import Router, Rule
 from edge_agent.ingest.series import SeriesLimit
 from edge_agent.runtime.health import Health
@@ -36,6 +36,10 @@ class Converted:
     body: bytes = b""  # line protocol, one point per line, each ending in a newline
     points: int = 0
     rejects: list[dict] = field(default_factory=list)  # dead-letter entries
+    # normal messages with nothing to store ({topic, rule, detail}), and numbers sent as text that converted
+    # messages held but their rules did not store ({topic, rule, skipped: [(path, text)]}): ingest/notes.py
+    ignored: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
 
 
 def count_rejects(health: Health, rejects: list[dict]) -> None:
@@ -98,6 +102,9 @@ class Converter:
             except Reject as rej:
                 self._reject(out, topic, payload, rej.reason, rej.detail, rej.rule)
                 continue
+            except Ignored as ign:
+                out.ignored.append({"topic": topic, "rule": ign.rule, "detail": ign.detail})
+                continue
             except Exception as exc:  # a parser bug must cost one message, not the pipeline
                 log.warning("internal error on a message on %s (dead-lettered): %s: %s", topic,
                             type(exc).__name__, exc)
@@ -106,6 +113,8 @@ class Converter:
                 continue
             body.append(lines)
             out.points += len(points)
+            if skipped := getattr(points, "skipped", None):
+                out.skipped.append({"topic": topic, "rule": rule.name, "skipped": skipped})
         out.body = b"".join(body)
         return out
 

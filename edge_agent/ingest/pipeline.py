@@ -28,6 +28,7 @@ from edge_agent.ingest.convert import Converter, count_rejects
 from edge_agent.ingest.deadletter import DeadLetter
 from edge_agent.ingest.drain import write_body
 from edge_agent.ingest.mqtt import make_client
+from edge_agent.ingest.notes import Notes
 from edge_agent.ingest.queue import MessageQueue
 from edge_agent.ingest.rules import Router, compile_rules
 from edge_agent.ingest.series import SeriesLimit
@@ -54,6 +55,7 @@ class Ingest:
         self.router = Router(compile_rules(config.rules))
         self.series = SeriesLimit(config.ingest.max_series_per_rule, config.state_dir / "series.json")
         self.converter = Converter(self.router, config.ingest.max_payload_bytes, self.series)
+        self.notes = Notes(health)
         self.spool = Spool(config.resolve(config.spool.dir), config.spool.max_bytes, config.spool.segment_bytes)
         self.deadletter = DeadLetter(config.resolve(config.ingest.deadletter), config.ingest.deadletter_max_bytes,
                                      config.ingest.deadletter_keep,
@@ -166,6 +168,7 @@ class Ingest:
             if self.spooler.wait(self._stop, 0.5):
                 return "stopped"
         count_rejects(self.health, converted.rejects)
+        self.notes.record(converted.ignored, converted.skipped)
         self._ack(messages)
         self.health.incr("received", len(messages))
         self.health.incr("spooled", converted.points)

@@ -20,10 +20,12 @@ from edge_agent.ingest.formats import (
     FORMATS,
     BoundParser,
     FormatConfigError,
+    Ignored,
+    Points,
     Reject,
     compile_format,
-    conversion_factor,
 )
+from edge_agent.ingest.formats.units import Scaler, decimal_fraction, exact_factor, scaler
 from shared.points import InvalidPoint, Point, name_problem
 from shared.schema import RESERVED_MEASUREMENTS
 
@@ -126,23 +128,25 @@ class Rule:
     config: RuleConfig
     pattern: TopicPattern
     parse: BoundParser
-    scale: float = 1.0
-    convert: tuple[tuple[str, float], ...] = ()  # field -> factor (after scale)
+    scale: Scaler | None = None  # every numeric field, exact in decimal (formats/units.py); None: factor 1
+    convert: tuple[tuple[str, Scaler | None], ...] = ()  # field -> `scale` times its `convert` factor, exact
 
     @property
     def name(self) -> str:
         return self.config.name
 
 
-def _convert(cfg: RuleConfig, where: str) -> tuple[tuple[str, float], ...]:
+def _convert(cfg: RuleConfig, where: str) -> tuple[tuple[str, Scaler | None], ...]:
+    """Per field: one exact scaling by `scale` × the field's factor (one rounding, not two)."""
     if not isinstance(cfg.convert, dict):
         raise RuleError(f"{where}.convert must be a table of field -> 'FROM->TO' or a factor")
     out = []
+    scale = decimal_fraction(cfg.scale)
     for field, spec in cfg.convert.items():
         if problem := name_problem(field, "field name"):
             raise RuleError(f"{where}.convert: {problem}")
         try:
-            out.append((field, conversion_factor(spec, f"{where}.convert.{field}")))
+            out.append((field, scaler(scale * exact_factor(spec, f"{where}.convert.{field}"))))
         except ValueError as exc:
             raise RuleError(str(exc)) from None
     return tuple(out)
@@ -157,7 +161,8 @@ def compile_rule(cfg: RuleConfig, where: str) -> Rule:
     for key in sorted(FORMAT_KEYS - fmt.keys):
         if getattr(cfg, key) != getattr(defaults, key):
             owners = sorted(name for name, f in FORMATS.items() if key in f.keys)
-            raise RuleError(f"{where}.{key}: only for format {' or '.join(owners)} (this rule's is {cfg.format})")
+            names = ", ".join(owners[:-1]) + " or " + owners[-1] if len(owners) > 1 else owners[0]
+            raise RuleError(f"{where}.{key}: only for format {names} (this rule's is {cfg.format})")
     try:
         pattern = TopicPattern.parse(cfg.topic)
     except RuleError as exc:
@@ -168,7 +173,7 @@ def compile_rule(cfg: RuleConfig, where: str) -> Rule:
         parse = compile_format(cfg)
     except FormatConfigError as exc:
         raise RuleError(f"{where}.{exc}") from None
-    return Rule(cfg, pattern, parse, cfg.scale, _convert(cfg, where))
+    return Rule(cfg, pattern, parse, scaler(decimal_fraction(cfg.scale)), _convert(cfg, where))
 
 
 def compile_rules(configs: Sequence[RuleConfig]) -> list[Rule]:
@@ -194,18 +199,20 @@ class Router:
         return None
 
     def route(self, topic: str, payload: bytes, received_ns: int) -> tuple[Rule, list[Point]]:
-        """Points for one message; raises Reject (with the rule when one matched)."""
+        """Points for one message; raises Reject or Ignored (with the rule when one matched). The points may be
+        `Points` with `skipped` numbers sent as text."""
         found = self.match(topic)
         if found is None:
             raise Reject("unknown_topic", f"no rule matches topic {topic!r}")
         rule, named = found
         try:
             points = rule.parse(named, payload, received_ns)
-        except Reject as rej:
-            rej.rule = rule.name
+        except (Reject, Ignored) as exc:
+            exc.rule = rule.name
             raise
-        if rule.scale != 1.0 or rule.convert:
-            points = [_scaled(p, rule) for p in points]
+        if rule.scale is not None or rule.convert:
+            skipped = getattr(points, "skipped", ())
+            points = Points(_scaled(p, rule) for p in points).with_skipped(skipped)
         for p in points:
             try:
                 p.validate()
@@ -219,10 +226,11 @@ class Router:
 
 
 def _scaled(p: Point, rule: Rule) -> Point:
-    """`scale` times the field's `convert` factor, on every numeric field."""
-    fields = {k: v * rule.scale if type(v) is float else v for k, v in p.fields.items()}
-    for name, factor in rule.convert:
-        value = fields.get(name)
+    """`scale` times the field's `convert` factor, on every numeric field, exact in decimal (formats/units.py)."""
+    scale = rule.scale
+    fields = {k: scale(v) if type(v) is float else v for k, v in p.fields.items()} if scale else dict(p.fields)
+    for name, scaled in rule.convert:
+        value = p.fields.get(name)
         if type(value) is float:
-            fields[name] = value * factor
+            fields[name] = scaled(value) if scaled else value
     return Point(p.measurement, p.tags, fields, p.time_ns)

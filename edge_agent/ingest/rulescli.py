@@ -18,7 +18,6 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -49,7 +48,8 @@ def _load(path: str) -> tuple[AgentConfig, Router] | None:
 
 
 def explain(router: Router, converter: Converter, topic: str, payload: bytes, received_ns: int) -> tuple[bool, str]:
-    """(converted?, text): the line protocol a message becomes, or why not, with the rule that took it."""
+    """(converted?, text): the line protocol a message becomes, or why not, with the rule that took it; a message
+    a rule ignores by design (nothing to store, nothing wrong) counts as converted."""
     found = router.match(topic)
     out = converter.convert([_Message(topic, payload)], received_ns)
     if out.rejects:
@@ -57,8 +57,14 @@ def explain(router: Router, converter: Converter, topic: str, payload: bytes, re
         by = f" by rule {found[0].name!r}" if found else ""
         return False, f"# rejected{by}: {r['reason']}: {r['detail']}"
     rule = found[0]
+    if out.ignored:
+        return True, f"# ignored by rule {rule.name!r} (not dead-lettered, counted as ignored): " \
+                     f"{out.ignored[0]['detail']}"
     lines = out.body.decode().rstrip("\n")
-    return True, f"# rule {rule.name!r} ({rule.config.format}, {rule.pattern.text}): {out.points} point(s)\n{lines}"
+    notes = "".join(f"\n# note: {path} is a number sent as text ({text!r}) and is not stored: set numeric_strings "
+                    f"= true in rule {rule.name!r}" for s in out.skipped for path, text in s["skipped"])
+    return True, (f"# rule {rule.name!r} ({rule.config.format}, {rule.pattern.text}): {out.points} point(s)\n"
+                  f"{lines}{notes}")
 
 
 def cmd_test(args) -> int:
@@ -127,13 +133,17 @@ def describe(cfg: AgentConfig, router: Router, out: TextIO) -> None:
         out.write(f"       subscribes: {', '.join(rule.pattern.subscriptions)}\n")
         named = [lv[1:] for lv in rule.pattern.levels if lv[:1] in "+#" and lv[1:]]
         tags = sorted({n for n in named if n not in ("measurement", "field")} | set(c.tags) | set(c.tag_paths)
-                      | ({"sensor"} if c.format == "tasmota" and c.sensor_as == "tag" else set()))
+                      | ({"sensor"} if c.format == "tasmota" and c.sensor_as == "tag" else set())
+                      | ({"component"} if c.format == "shelly_gen2" else set()))
         measurement = ("the sensor object's name" if c.format == "tasmota" and c.sensor_as == "measurement"
                        else f"the payload's {c.measurement_path}" if c.measurement_path
                        else "the topic's +measurement level" if "measurement" in named and not c.measurement
                        else c.measurement or {"tasmota": "tasmota", "shelly_gen2": "shelly",
                                               "seed_json": "FeatureType"}.get(c.format, "mqtt"))
         out.write(f"       measurement: {measurement}; tags: {', '.join(tags) or '-'}\n")
+        if c.format == "shelly_gen2":
+            out.write(f"       components: {', '.join(c.components) if c.components else 'all but the housekeeping'}"
+                      " (NotifyEvent and components without numbers are ignored)\n")
         for j, earlier in enumerate(router.rules[:i - 1], 1):
             if all(any(covers(w, s) for w in earlier.pattern.subscriptions) for s in rule.pattern.subscriptions):
                 out.write(f"       NEVER USED: rule {j} ({earlier.name}) takes every topic this one matches\n")
@@ -179,6 +189,29 @@ def _payload_text(payload: bytes, limit: int = 300) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(payload)} bytes)"
 
 
+def own_topic(cfg: AgentConfig, topic: str) -> str | None:
+    """What the agent itself does with `topic`, if it is one of its own: its output and away input under
+    `[publish].topic_prefix`, its Home Assistant discovery configs (`<discovery_prefix>/<component>/<node_id>/…`)."""
+    pub = cfg.publish
+    if topic == pub.topic_prefix or topic.startswith(pub.topic_prefix + "/"):
+        rest = topic[len(pub.topic_prefix) + 1:]
+        if rest == "away" or rest.startswith("away/"):
+            return "the agent's away input and state"
+        return "the agent's own output"
+    parts = topic.split("/")
+    if len(parts) >= 4 and parts[0] == pub.discovery_prefix and parts[2] == pub.node_id:
+        return "the agent's Home Assistant discovery"
+    return None
+
+
+@dataclass
+class _Seen:
+    count: int = 0
+    first: float = 0.0  # monotonic, live messages only
+    last: float = 0.0
+    live: int = 0  # messages not retained
+
+
 def sniff(cfg: AgentConfig, router: Router, per_topic: int, seconds: float, filters: list[str],
           out: TextIO) -> int:
     """Print the first `per_topic` messages of each topic under `filters` for `seconds`, with what the rules make
@@ -216,6 +249,7 @@ def sniff(cfg: AgentConfig, router: Router, per_topic: int, seconds: float, filt
         print(f"{where} unreachable: {exc}", file=sys.stderr)
         return 1
     client.loop_start()
+    started = time.monotonic()
     try:
         if not connected.wait(10) or failure:
             print(f"{where} refused the connection: {failure[0] if failure else 'no answer'}", file=sys.stderr)
@@ -225,41 +259,80 @@ def sniff(cfg: AgentConfig, router: Router, per_topic: int, seconds: float, filt
             return 1
         print(f"sniffing {', '.join(filters)} on {cfg.mqtt.host}:{cfg.mqtt.port} for {seconds:g} s as {client_id} "
               "(clean session, QoS 0: nothing is acknowledged, nothing stays behind)", file=sys.stderr, flush=True)
-        counts = _sniff_loop(cfg, router, messages, per_topic, time.monotonic() + seconds, out)
+        started = time.monotonic()
+        seen = _sniff_loop(cfg, router, messages, per_topic, started + seconds, out)
     except KeyboardInterrupt:
-        counts = Counter()
+        seen = {}
     finally:
         client.disconnect()
         client.loop_stop()
-    unrouted = sorted(t for t in counts if router.match(t) is None)
-    out.write(f"# {sum(counts.values())} message(s) on {len(counts)} topic(s)")
-    out.write(f"; no rule takes {len(unrouted)}: {', '.join(unrouted[:20])}{' …' if len(unrouted) > 20 else ''}\n"
-              if unrouted else "\n")
+    _summary(cfg, router, seen, min(seconds, time.monotonic() - started), filters, out)
     out.flush()
     return 0
 
 
+def _summary(cfg: AgentConfig, router: Router, seen: dict[str, _Seen], window: float, filters: list[str],
+             out: TextIO) -> None:
+    """Totals, the topics no rule takes, and what the window may have been too short to see."""
+    own = sorted(t for t in seen if router.match(t) is None and own_topic(cfg, t))
+    unrouted = sorted(t for t in seen if router.match(t) is None and t not in own)
+    out.write(f"# {sum(s.count for s in seen.values())} message(s) on {len(seen)} topic(s)")
+    if own:
+        out.write(f"; {len(own)} of the agent's own (output, away input, discovery: not ingested)")
+    out.write(f"; no rule takes {len(unrouted)}: {', '.join(unrouted[:20])}{' …' if len(unrouted) > 20 else ''}\n"
+              if unrouted else "\n")
+    # Periods: a topic seen live at least twice shows its period; one seen once may repeat less often than the
+    # window; a rule that saw nothing may have devices that publish less often (Tasmota: TelePeriod, 300 s by
+    # default) or none on this broker.
+    slow = sorted(t for t, s in seen.items() if s.live == 1 and t not in own)
+    if slow:
+        out.write(f"# seen once in {window:.0f} s (a period of {window:.0f} s or more, or unknown): "
+                  f"{', '.join(slow[:10])}{' …' if len(slow) > 10 else ''}\n")
+    periods = sorted((s.last - s.first) / (s.live - 1) for s in seen.values() if s.live >= 2)
+    silent = [r for r in router.rules
+              if any(any(overlap(f, sub) for f in filters) for sub in r.pattern.subscriptions)
+              and not any(r.pattern.match(t) is not None for t in seen)]
+    if silent:
+        names = ", ".join(r.name for r in silent[:10]) + (" …" if len(silent) > 10 else "")
+        out.write(f"# no message in {window:.0f} s for rule(s) {names}: a device may publish less often than the "
+                  f"window (Tasmota's TelePeriod is 300 s by default): sniff longer (--seconds 300) before "
+                  "concluding it sends nothing\n")
+    if window < 60:
+        longest = f" (the slowest topic here repeats every {periods[-1]:.0f} s)" if periods else ""
+        out.write(f"# a window of {window:.0f} s is shorter than many devices' period{longest}; the default is "
+                  "60 s\n")
+
+
 def _sniff_loop(cfg: AgentConfig, router: Router, messages: queue.Queue, per_topic: int, deadline: float,
-                out: TextIO) -> Counter:
+                out: TextIO) -> dict[str, _Seen]:
     converter = Converter(router, cfg.ingest.max_payload_bytes)
     agent_subs = cfg.mqtt.subscribe or router.subscriptions
-    counts: Counter = Counter()
+    seen: dict[str, _Seen] = {}
     while (left := deadline - time.monotonic()) > 0:
         try:
             topic, payload, retained, received_ns = messages.get(timeout=min(left, 0.2))
         except queue.Empty:
             continue
-        counts[topic] += 1
-        if counts[topic] > per_topic:
+        s = seen.setdefault(topic, _Seen())
+        s.count += 1
+        if not retained:
+            now = time.monotonic()
+            s.first = s.first if s.live else now
+            s.last, s.live = now, s.live + 1
+        if s.count > per_topic:
             continue
         flags = " (retained)" if retained else ""
-        if not any(mqtt.topic_matches_sub(s, topic) for s in agent_subs):
+        label = own_topic(cfg, topic) if router.match(topic) is None else None
+        if not label and not any(mqtt.topic_matches_sub(sub, topic) for sub in agent_subs):
             flags += " (the agent does not subscribe to it)"
-        _, text = explain(router, converter, topic, payload, received_ns)
+        if label:
+            text = f"# {label}: not ingested"
+        else:
+            _, text = explain(router, converter, topic, payload, received_ns)
         out.write(f"{topic}{flags}\n  payload: {_payload_text(payload)}\n")
         out.write("".join(f"  {line}\n" for line in text.splitlines()))
         out.flush()
-    return counts
+    return seen
 
 
 def add_subcommand(sub) -> None:
@@ -277,7 +350,8 @@ def add_subcommand(sub) -> None:
     lst.add_argument("--config", required=True)
     lst.add_argument("--sniff", type=int, metavar="N",
                      help="connect read-only and show the first N messages per topic with the rule for each")
-    lst.add_argument("--seconds", type=float, default=10.0, help="how long to sniff (default 10)")
+    lst.add_argument("--seconds", type=float, default=60.0,
+                     help="how long to sniff (default 60: many devices publish every 10-60 s, Tasmota every 300 s)")
     lst.add_argument("--filter", action="append", metavar="TOPIC_FILTER",
                      help="what to sniff (repeatable; default '#': everything the broker carries)")
     lst.set_defaults(func=cmd_list)

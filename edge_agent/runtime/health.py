@@ -10,7 +10,8 @@ from shared.schema import AGENT
 
 # Always reported (0 until they happen), so dashboards and alerts see a series from the start.
 STANDARD_COUNTERS = ("received", "spooled", "stored", "rejected", "retries", "mqtt_disconnects", "forecast_cycles",
-                     "forecast_errors", "inference_errors", "flow_slots_written", "flow_errors")
+                     "forecast_errors", "inference_errors", "flow_slots_written", "flow_errors", "ignored",
+                     "numeric_text_skipped")
 
 
 class Health:

@@ -63,6 +63,33 @@ CASES = {
                                                  "SML": {"Total_in": 12345.678, "Total_out": 2345.678,
                                                          "Power_curr": -512}}),
     "number opendtu": ("solar/116183771004/0/yieldtotal", "1234.567"),
+    "csv emonhub (12 columns)": ("emonhub/rx/8/values", "252,0,18,0,241.95,18.6,300,300,300,300,300,1234"),
+    "key_value marstek b2500 (fields, 1 conversion)": (
+        "hame_energy/HMA-1/device/60323bd14b6e/ctrl",
+        "p1=1,p2=1,w1=233,w2=0,pe=78,vv=224,sv=9,cs=0,cd=0,am=0,o1=1,o2=1,do=90,lv=800,cj=1,kn=1800,g1=110,g2=108,"
+        "b1=0,b2=0,md=0,d1=1,e1=0:0,f1=23:59,h1=800,sg=0,sp=80,st=0,tl=12,th=13,tc=0,tf=0,fc=202310231502"),
+    "json zigbee2mqtt meter (sign)": (
+        "zigbee2mqtt/meter/grid",
+        {"ac_frequency": 50, "current_a": 0.57, "energy_a": 1523.45, "energy_flow_a": "producing",
+         "energy_flow_b": "consuming", "energy_produced_a": 2456.78, "linkquality": 120, "power_a": 130.8,
+         "power_b": 455.2, "voltage": 231.4}),
+    "json grott (11 fields x 0.1, exact)": (
+        "energy/growatt",
+        {"device": "NTCXXXXXXX", "time": "2024-03-01T12:00:00", "buffered": "no",
+         "values": {"pvstatus": 1, "pvpowerin": 27950, "pv1voltage": 3621, "pv1current": 40, "pv1watt": 14480,
+                    "pv2voltage": 3400, "pv2current": 39, "pv2watt": 13470, "pvpowerout": 26833,
+                    "pvfrequentie": 4998, "pvgridvoltage": 2331, "pvenergytoday": 53, "pvenergytotal": 118316,
+                    "pvtemperature": 391}}),
+    "tasmota linky (numeric strings, Wh->kWh)": (
+        "tele/linky/SENSOR",
+        {"Time": "2024-03-01T12:00:00", "ENERGY": {"Total": 7970.903, "Power": 270},
+         "TIC": {"ADCO": "031762120162", "OPTARIF": "BASE", "ISOUSC": "30", "BASE": "007970903", "PTEC": "TH..",
+                 "IINST": "001", "IMAX": "090", "PAPP": "00270", "HHPHC": "A", "MOTDETAT": "000000"}}),
+    "shelly_gen2 emdata (12 Wh->kWh)": (
+        "shellypro3em-c8f09e8a1b2c/status/emdata:0",
+        {"id": 0, "a_total_act_energy": 10000.5, "a_total_act_ret_energy": 5.5, "b_total_act_energy": 2000.0,
+         "b_total_act_ret_energy": 0.0, "c_total_act_energy": 119881.35, "c_total_act_ret_energy": 0.0,
+         "total_act": 131881.85, "total_act_ret": 5.5}),
 }
 
 
@@ -75,7 +102,8 @@ class Msg:
 
 def converter() -> Converter:
     rules = SEED + Z2M_ALL + "".join((EXAMPLES / f"devices-{f}.toml").read_text()
-                                     for f in ("zigbee2mqtt", "dsmr-reader", "victron", "tasmota", "opendtu"))
+                                     for f in ("zigbee2mqtt", "dsmr-reader", "victron", "tasmota", "opendtu",
+                                               "emonhub", "marstek", "growatt-grott", "shelly-gen2"))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "agent.toml"
         cfg.write_text(f'[agent]\nstate_dir = "{tmp}"\n{rules}')

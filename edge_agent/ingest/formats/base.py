@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
 from shared.points import MAX_TIME_NS, Point
@@ -26,6 +27,29 @@ class Reject(Exception):
         self.reason = reason
         self.detail = detail
         self.rule = rule
+
+
+class Ignored(Exception):
+    """A message a rule takes that carries nothing to store, by design (a Shelly NotifyEvent, a status change
+    without numbers): counted as `ignored` and shown by `rules test`, never dead-lettered (it is normal)."""
+
+    def __init__(self, detail: str, rule: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.rule = rule
+
+
+class Points(list):
+    """A format's points, with the numbers it saw sent as text and did not store: `skipped` holds (path, text)
+    pairs. They are counted (`numeric_text_skipped`), logged once per rule and path, and shown by `rules test`:
+    a meter counter sent as `"BASE":"007970903"` must not vanish without a hint (issue 23)."""
+
+    skipped: list[tuple[str, str]] | tuple[()] = ()
+
+    def with_skipped(self, skipped: list[tuple[str, str]]) -> Points:
+        if skipped:
+            self.skipped = skipped
+        return self
 
 
 class FormatConfigError(ValueError):
@@ -90,6 +114,43 @@ def numeric_text(value: str, key: str) -> float:
     return result
 
 
+_NUMERIC_START = frozenset("0123456789+-. \t")
+
+
+def is_numeric_text(value: str) -> bool:
+    """Whether a string is a number written as text (what `numeric_text` accepts, finite or not). Most strings
+    devices send are words: the first character rules them out before the regular expression runs."""
+    return value[:1] in _NUMERIC_START and len(value) <= 400 and NUMERIC_TEXT.fullmatch(value) is not None
+
+
+def object_fields(obj: object, where: str, accept_text: bool, skipped: list[tuple[str, str]],
+                  drop: frozenset[str] = frozenset()) -> dict[str, float]:
+    """The numbers of a nested object as fields (names joined with `_`), for formats that take every number of
+    an object (tasmota's sensor objects, Shelly components). Numbers sent as text are converted with
+    `accept_text` (the rule's `numeric_strings`), else appended to `skipped` as (path, text); other strings are
+    status (`Id`, `TotalStartTime`, `source`) and not measurements. Paths in `drop` are left out (Shelly's `id`)."""
+    fields: dict[str, float] = {}
+    for path, name, value in numeric_leaves(obj, strings=True):
+        if path in drop:
+            continue
+        if type(value) is str:
+            if not is_numeric_text(value):
+                continue
+            if accept_text:
+                fields[name] = numeric_text(value, f"{where}.{path}" if where else path)
+            else:
+                skipped.append((f"{where}.{path}" if where else path, value[:40]))
+        else:
+            fields[name] = number(value, f"{where}.{path}" if where else path)
+    return fields
+
+
+def decimal_ns(value: float, factor: int) -> int:
+    """Nanoseconds from an epoch sent as a decimal (`1709294330.25` s): the decimal times the factor, rounded
+    once. `round(value * factor)` multiplies the binary double and gave …249999872 ns."""
+    return int((Decimal(repr(value)) * factor).to_integral_value(ROUND_HALF_EVEN))
+
+
 def parse_time(value: object, tz: str = "UTC") -> int:
     """Nanoseconds since the epoch from an ISO 8601 string or an epoch number (s, ms, µs or ns by magnitude)."""
     if isinstance(value, bool):
@@ -102,7 +163,7 @@ def parse_time(value: object, tz: str = "UTC") -> int:
             raise Reject("bad_timestamp", f"timestamp of {len(str(value))} digits") from None
         for limit, factor in ((1e11, 10**9), (1e14, 10**6), (1e17, 10**3)):
             if value < limit:
-                return value * factor if type(value) is int else int(round(value * factor))
+                return value * factor if type(value) is int else decimal_ns(value, factor)
         return int(value)
     if isinstance(value, str):
         text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
@@ -143,7 +204,8 @@ def numeric_leaves(obj: object, sep: str = "_", depth: int = 0, path: str = "", 
     """(dotted path, flattened name, value) of every number in nested objects and arrays.
 
     Paths read like the rule syntax (`aenergy.total`, `Power[0]`); names join the keys with `sep`
-    (`aenergy_total`, `Power_0`). Strings are yielded only with `strings` (numbers sent as text). Objects nested
+    (`aenergy_total`, `Power_0`). Strings are yielded only with `strings`, and only those that may be numbers
+    sent as text (their first character could start one: words such as "ON" are not yielded). Objects nested
     more than MAX_DEPTH deep are refused (`too_deep`)."""
     if depth > MAX_DEPTH:
         raise Reject("too_deep", f"objects nested more than {MAX_DEPTH} levels deep")
@@ -152,7 +214,7 @@ def numeric_leaves(obj: object, sep: str = "_", depth: int = 0, path: str = "", 
             p = f"{path}.{key}" if path else key
             n = f"{name}{sep}{key}" if name else key
             t = type(value)
-            if t is float or t is int or (strings and t is str):
+            if t is float or t is int or (strings and t is str and value[:1] in _NUMERIC_START):
                 yield p, n, value
             elif t is dict or t is list:
                 yield from numeric_leaves(value, sep, depth + 1, p, n, strings)
@@ -161,7 +223,7 @@ def numeric_leaves(obj: object, sep: str = "_", depth: int = 0, path: str = "", 
             p = f"{path}[{i}]"
             n = f"{name}{sep}{i}" if name else str(i)
             t = type(value)
-            if t is float or t is int or (strings and t is str):
+            if t is float or t is int or (strings and t is str and value[:1] in _NUMERIC_START):
                 yield p, n, value
             elif t is dict or t is list:
                 yield from numeric_leaves(value, sep, depth + 1, p, n, strings)
@@ -198,7 +260,7 @@ def time_parser(fmt: str, tz: str) -> Callable[[object], int]:
             if type(value) is float and not math.isfinite(value):
                 raise Reject("bad_timestamp", f"timestamp {value} ({fmt})")
             try:
-                ns = value * factor if type(value) is int else round(value * factor)
+                ns = value * factor if type(value) is int else decimal_ns(value, factor)
             except OverflowError:
                 raise Reject("bad_timestamp", f"timestamp {str(value)[:40]} ({fmt}) is out of range") from None
             if not 0 < ns <= MAX_TIME_NS:

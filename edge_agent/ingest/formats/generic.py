@@ -14,17 +14,27 @@ Rule keys (docs/edge-agent.md, docs/devices.md):
 - `measurement_path` (else `measurement`, else the topic's `+measurement`, else `mqtt`), `tag_paths`
   (`{tag = "path"}`: strings and integers, missing ones left out), `time_path` with `time_format` and `timezone`
   (missing: the receive time).
+- a field's `sign`: `{ path = "energy_flow_a", negative = ["producing"], positive = ["consuming"] }` — devices
+  that send a magnitude and a direction (Tuya bidirectional clamps in Zigbee2MQTT) become a signed value:
+  |value| when the direction is positive, -|value| when negative; a direction in neither list is `wrong_type`,
+  a missing one `missing_field` (or the field is left out when `optional`).
+
+The text formats (`csv`, `key_value`: text.py) turn their payload into a flat object of strings and use this
+mapping unchanged, with every value read as a number written as text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.ingest.formats.base import (
     MAX_DEPTH,
     FormatConfigError,
+    Points,
     Reject,
     decode_json,
+    is_numeric_text,
     number,
     numeric_leaves,
     numeric_text,
@@ -32,10 +42,35 @@ from edge_agent.ingest.formats.base import (
     time_parser,
 )
 from edge_agent.ingest.formats.paths import MISSING, Path, PathError, compile_globs, compile_path
-from edge_agent.ingest.formats.units import conversion_factor
+from edge_agent.ingest.formats.units import Scaler, exact_factor, scaler
 from shared.points import Point, name_problem
 
-FIELD_KEYS = ("path", "name", "optional", "map", "convert")
+FIELD_KEYS = ("path", "name", "optional", "map", "convert", "sign")
+SIGN_KEYS = ("path", "negative", "positive")
+
+
+@dataclass(frozen=True)
+class Sign:
+    """Where a field's direction is and which values of it mean negative (and positive)."""
+
+    path: Path
+    negative: frozenset[str]
+    positive: frozenset[str] | None  # None: whatever is not negative
+
+    def apply(self, doc: object, value: float, where: str) -> float | None:
+        """`value` signed by the direction in `doc`; None when the direction is missing."""
+        d = self.path.get(doc)
+        if d is MISSING or d is None:
+            return None
+        t = type(d)
+        text = ("true" if d else "false") if t is bool else d if t is str else str(d) if t is int else None
+        if text in self.negative:
+            return -abs(value)
+        if text is not None and (self.positive is None or text in self.positive):
+            return abs(value)
+        allowed = sorted(self.negative | (self.positive or frozenset()))
+        raise Reject("wrong_type", f"{self.path.text} (the sign of {where}) is {str(d)[:40]!r}, not one of "
+                                   f"{', '.join(allowed)[:80]}")
 
 
 @dataclass(frozen=True)
@@ -44,7 +79,8 @@ class FieldSpec:
     name: str | None  # None: named by the matched path (or, as the only field, by `field`/`+field`)
     optional: bool
     mapping: dict[str, float] | None  # string (or "true"/"false") -> number
-    factor: float
+    scale: Scaler | None  # the field's `convert`, exact in decimal (units.py); None: none
+    sign: Sign | None = None
 
 
 def _path(text: object, key: str, wildcard_ok: bool = False) -> Path:
@@ -87,20 +123,52 @@ def _field(entry: object, i: int) -> FieldSpec:
                 isinstance(v, int | float) and not isinstance(v, bool) for v in mapping.values()):
             raise FormatConfigError(f"{key}.map", "must be a table of text -> number, e.g. { ON = 1, OFF = 0 }")
         mapping = {str(k): float(v) for k, v in mapping.items()}
-    factor = 1.0
+    scale = None
     if "convert" in entry:
         try:
-            factor = conversion_factor(entry["convert"], f"{key}.convert")
+            scale = scaler(exact_factor(entry["convert"], f"{key}.convert"))
         except ValueError as exc:
             raise FormatConfigError(f"{key}.convert", str(exc).split(": ", 1)[-1]) from None
-    return FieldSpec(path, name, optional, mapping, factor)
+    sign = _sign(entry["sign"], f"{key}.sign", path) if "sign" in entry else None
+    return FieldSpec(path, name, optional, mapping, scale, sign)
+
+
+def _sign(entry: object, key: str, path: Path) -> Sign:
+    if not isinstance(entry, dict):
+        raise FormatConfigError(key, "must be a table { path = \"…\", negative = [\"…\"], positive = [\"…\"] }")
+    unknown = sorted(set(entry) - set(SIGN_KEYS))
+    if unknown:
+        raise FormatConfigError(key, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(SIGN_KEYS)}")
+    if path.wildcard:
+        raise FormatConfigError(key, f"path {path.text!r} selects several values; a sign applies to one")
+    if "path" not in entry or "negative" not in entry:
+        raise FormatConfigError(key, "needs `path` (where the direction is) and `negative` (the values that "
+                                     "mean negative)")
+    lists = {}
+    for k in ("negative", "positive"):
+        if k not in entry:
+            continue
+        v = entry[k]
+        if isinstance(v, str | int | bool):
+            v = [v]
+        if not isinstance(v, list) or not v or not all(isinstance(x, str | int | bool) for x in v):
+            raise FormatConfigError(f"{key}.{k}", "must be a non-empty list of texts (or integers, true/false)")
+        lists[k] = frozenset(("true" if x else "false") if isinstance(x, bool) else str(x) for x in v)
+    if "positive" in lists and lists["positive"] & lists["negative"]:
+        raise FormatConfigError(f"{key}.positive", f"{', '.join(sorted(lists['positive'] & lists['negative']))} "
+                                                   "also listed as negative")
+    return Sign(_path(entry["path"], f"{key}.path"), lists["negative"], lists.get("positive"))
 
 
 class JsonRule:
-    """A compiled `json` rule; calling it turns one payload into one point."""
+    """A compiled `json` rule; calling it turns one payload into one point.
 
-    def __init__(self, rule):
+    `decode` turns the payload into the document the paths read (JSON by default; the text formats give a flat
+    object of strings, `text=True`: every value is a number written as text)."""
+
+    def __init__(self, rule, decode: Callable[[bytes], object] = decode_json, text: bool = False):
         self.rule = rule
+        self.decode = decode
         if not isinstance(rule.separator, str) or name_problem(rule.separator or "x", "separator"):
             raise FormatConfigError("separator", f"{rule.separator!r} cannot be part of a field name")
         self.sep = rule.separator
@@ -123,7 +191,7 @@ class JsonRule:
         self.names = [None if f.path.wildcard or single else f.name or _flat(f.path, self.sep) for f in self.fields]
         if not isinstance(rule.numeric_strings, bool):
             raise FormatConfigError("numeric_strings", "expected true or false")
-        self.strings = rule.numeric_strings
+        self.strings = rule.numeric_strings or text
         self.measurement_path = _path(rule.measurement_path, "measurement_path") if rule.measurement_path \
             else None
         if not isinstance(rule.tag_paths, dict):
@@ -165,13 +233,17 @@ class JsonRule:
             result = spec.mapping[text]
         elif t is str and self.strings:
             result = numeric_text(value, where)
+        elif t is str and is_numeric_text(value):
+            raise Reject("wrong_type", f"{where} is a number sent as text ({value[:40]!r}): set numeric_strings "
+                                       "= true in the rule")
         else:
             raise Reject("wrong_type", f"{where} must be a number, got {t.__name__} {str(value)[:40]!r}")
-        return result * spec.factor if spec.factor != 1.0 else result
+        return spec.scale(result) if spec.scale is not None else result
 
     def __call__(self, named: dict[str, str], payload: bytes, received_ns: int) -> list[Point]:
-        doc = decode_json(payload)
+        doc = self.decode(payload)
         fields: dict[str, float] = {}
+        skipped: list[tuple[str, str]] = []
         for spec, name in zip(self.fields, self.names, strict=True):
             if spec.path.wildcard:
                 found = False
@@ -189,24 +261,39 @@ class JsonRule:
                 raise Reject("missing_field", f"{spec.path.text} is {'null' if value is None else 'missing'}")
             if name is None:  # the rule's only field
                 name = spec.name or self.rule.field or named.get("field") or _flat(spec.path, self.sep)
-            fields[name] = self._value(spec, value, spec.path.text)
+            result = self._value(spec, value, spec.path.text)
+            if spec.sign is not None:
+                result = spec.sign.apply(doc, result, spec.path.text)
+                if result is None:
+                    if spec.optional:
+                        continue
+                    raise Reject("missing_field", f"{spec.sign.path.text} (the sign of {spec.path.text}) is missing")
+            fields[name] = result
         if self.include is not None:
-            inc, exc, explicit = self.include.fullmatch, self.exclude, self.explicit
-            for path, name, value in numeric_leaves(doc, self.sep, strings=self.strings):
+            inc, exc, explicit, strings = self.include.fullmatch, self.exclude, self.explicit, self.strings
+            for path, name, value in numeric_leaves(doc, self.sep, strings=True):
+                is_text = type(value) is str
+                if is_text and not (strings or is_numeric_text(value)):
+                    continue  # a word, not a number: no measurement (checked first, it is the cheaper test)
                 if not inc(path) or (exc is not None and exc.fullmatch(path)) or path in explicit \
                         or name in fields:
                     continue
-                if type(value) is str:
+                if not is_text:
+                    fields[name] = number(value, path)
+                elif strings:
                     try:
                         fields[name] = numeric_text(value, path)
                     except Reject as rej:
                         if rej.reason != "wrong_type":
                             raise
-                else:
-                    fields[name] = number(value, path)
+                else:  # a number sent as text, which the rule does not take: say so
+                    skipped.append((path, value[:40]))
         if not fields:
-            raise Reject("missing_field", "the rule selects no number from this payload")
-        return [Point(self._measurement(doc, named), self._tags(doc, named), fields, self._time(doc, received_ns))]
+            hint = (f" ({', '.join(p for p, _ in skipped[:5])} sent as text: set numeric_strings = true)"
+                    if skipped else "")
+            raise Reject("missing_field", f"the rule selects no number from this payload{hint}")
+        point = Point(self._measurement(doc, named), self._tags(doc, named), fields, self._time(doc, received_ns))
+        return Points([point]).with_skipped(skipped)
 
     def _measurement(self, doc: object, named: dict[str, str]) -> str:
         if self.measurement_path is not None:

@@ -257,3 +257,85 @@ def test_series_beyond_the_bound_are_dead_lettered(tmp_path, mosquitto_session, 
     finally:
         pub.close()
         agent.stop()
+
+
+# The text formats and the notifications that are normal (issue 23): hostile text is dead-lettered, Shelly's
+# NotifyEvent is neither stored nor dead-lettered, good records around them are stored exactly once.
+TEXT_RULES = """
+[[rules]]
+name = "csv"
+topic = "csv/+node/values"
+format = "csv"
+measurement = "csvgood"
+columns = ["t", "power", "dir"]
+fields = [{ path = "power", sign = { path = "dir", negative = ["export"], positive = ["import"] } }]
+time_path = "t"
+time_format = "epoch_s"
+
+[[rules]]
+name = "kv"
+topic = "kv/+device"
+format = "key_value"
+measurement = "kvgood"
+"""
+T_TEXT = 1_700_000_000
+
+
+def good_csv(i: int) -> tuple[str, bytes]:
+    return "csv/1/values", f"{T_TEXT + i},{i},import".encode()
+
+
+_word = st.text(alphabet="abcdefxyz", min_size=1, max_size=6)
+hostile_text = st.one_of(
+    st.tuples(st.just("csv/1/values"), st.one_of(
+        st.binary(min_size=1, max_size=100).map(lambda b: b"\xff" + b),  # not_utf8
+        st.integers(310, 999).map(lambda n: f"{T_TEXT},1e{n},import".encode()),  # not_finite
+        _word.map(lambda w: f"{T_TEXT},{w},import".encode()),  # wrong_type: the selected value is a word
+        _word.map(lambda w: f"{T_TEXT},5,{w}".encode()),  # wrong_type: a direction in neither list
+        st.just(f"{T_TEXT}".encode()), st.just(b""),  # missing_field
+        st.integers(1, 10**6).map(lambda n: f"{n * 10**12},1,import".encode()))),  # bad_timestamp
+    st.tuples(st.just("kv/relay"), st.one_of(
+        _word.map(lambda w: f"soc=1,{w},p=2".encode()),  # wrong_type: not key=value
+        st.sampled_from([b"time=1", b"a\nb=1", b"a\\b=2"]),  # invalid_name
+        _word.map(lambda w: f"mode={w},fw={w}".encode()),  # missing_field: no number
+        st.integers(310, 999).map(lambda n: f"soc=1e{n}".encode()))),  # not_finite
+)
+NOTIFY_EVENT = json.dumps({"src": "shellypro3em-1", "method": "NotifyEvent", "params": {
+    "ts": 1709294460.0, "events": [{"component": "emdata:0", "id": 0, "event": "data", "ts": 1709294400.0,
+                                    "data": {"ts": 1709294400, "period": 60, "values": [[0.4, 231.2]]}}]}}).encode()
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(bad=st.lists(hostile_text, min_size=40, max_size=120))
+def test_generated_hostile_text_stream(tmp_path_factory, mosquitto_session, influxd_session, bad):
+    tmp = tmp_path_factory.mktemp("hostiletext")
+    db = tmp.name.replace("-", "_")
+    influxd_session.create_database(db)
+    agent = start_agent(write_config(tmp, mosquitto_session.port, influxd_session.url, db, client_id=f"a-{db}",
+                                     extra=TEXT_RULES, subscribe='["csv/#", "kv/#", "+/events/rpc"]'))
+    pub = Publisher("127.0.0.1", mosquitto_session.port, client_id=f"p-{db}")
+    try:
+        stream = []
+        for i, (topic, payload) in enumerate(bad):
+            stream += [good_csv(i), (topic, payload)]
+            if i % 10 == 0:
+                stream.append(("shellypro3em-1/events/rpc", NOTIFY_EVENT))
+        stream.append(good_csv(len(bad)))
+        events = sum(1 for t, _ in stream if t.endswith("/rpc"))
+        pub.publish_all(stream)
+        wait_for(lambda: agent.health.get("rejected") + agent.health.get("ignored") >= len(bad) + events
+                 and count(influxd_session, db, "csvgood", "power") >= len(bad) + 1, timeout=30)
+        time.sleep(0.5)  # nothing more may arrive
+        assert agent.health.get("rejected") == len(bad)
+        assert agent.health.get("ignored") == events
+        assert agent.health.get("rejected_internal_error") == 0
+        res = influxd_session.query('SELECT count("power"), sum("power") FROM "csvgood"', db=db)["results"][0]
+        assert res["series"][0]["values"][0][1:] == [len(bad) + 1, sum(range(len(bad) + 1))]
+        lines = [json.loads(x) for x in (tmp / "state" / "deadletter.jsonl").read_text().splitlines()]
+        assert len(lines) == len(bad) and all(d["rule"] in ("csv", "kv") for d in lines)
+        assert "kvgood" not in {v[0] for v in influxd_session.query("SHOW MEASUREMENTS", db=db)["results"][0]
+                                ["series"][0]["values"]}
+    finally:
+        pub.close()
+        agent.stop()

@@ -228,3 +228,79 @@ def test_sniff_reports_an_unreachable_broker(tmp_path):
     assert time.monotonic() - start < 30
     r = cli("rules", "list", "--config", cfg, "--sniff", "1", "--filter", "a/#/b")
     assert r.returncode == 2 and "a/#/b" in r.stderr.decode()
+
+
+def test_sniff_labels_the_agents_own_topics_and_short_windows(tmp_path, mosquitto_session):
+    """A fresh demo showed 12 "rejected" lines for the agent's own output and discovery topics; and a 10 s window
+    said nothing about devices that publish less often (Tasmota: every 300 s by default)."""
+    port = mosquitto_session.port
+    cfg = write(tmp_path, port, "http://127.0.0.1:1", extra="")
+    with open(cfg, "a") as f:
+        f.write('\n[publish]\ntopic_prefix = "sniffed-energy"\nnode_id = "sniffnode"\n')
+    from edge_agent.forecast import away
+    from edge_agent.publish import hass
+
+    prefix, node = "sniffed-energy", "sniffnode"  # the topics the agent itself publishes, as it names them
+    own = [(hass.availability_topic(prefix), "online"), (hass.forecast_topic(prefix, 1), '{"value_kwh": 0.2}'),
+           (hass.skill_topic(prefix, 96), "{}"), (hass.flow_totals_topic(prefix), "{}"),
+           (away.state_topic(prefix), "OFF"), (away.window_topic(prefix), '{"to": "2026-12-27T18:00:00Z"}'),
+           (hass.config_topic(hass.DISCOVERY_PREFIX, node, "forecast_next_slot"), '{"name": "x"}'),
+           away.switch_discovery(node, prefix)]
+    for topic, payload in own:
+        subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-r", "-t", topic, "-m", payload], check=True)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "rules", "list", "--config", cfg, "--sniff",
+                                 "3", "--seconds", "3", "--filter", "sniffed-energy/#", "--filter",
+                                 "homeassistant/#", "--filter", "z2m/#"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert "sniffing" in proc.stderr.readline()
+        pub = Publisher("127.0.0.1", port, client_id="pub-sniff-own")
+        pub.publish_all([("z2m/washer", b'{"power": 1, "state": "ON"}')])
+        time.sleep(1.2)
+        pub.publish_all([("z2m/washer", b'{"power": 2, "state": "ON"}'), ("z2m/dryer", b'{"power": 3, "state": "ON"}')])
+        pub.close()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "rejected" not in out, out
+        assert "sniffed-energy/status (retained)\n  payload: online\n  # the agent's own output: not ingested\n" in out
+        assert "sniffed-energy/away/state (retained)\n  payload: OFF\n  # the agent's away input and state: not " \
+               "ingested\n" in out
+        assert ("homeassistant/sensor/sniffnode/forecast_next_slot/config (retained)\n  payload: {\"name\": \"x\"}\n"
+                "  # the agent's Home Assistant discovery: not ingested\n") in out
+        assert "homeassistant/switch/sniffnode/away/config (retained)\n" in out
+        assert "# 11 message(s) on 10 topic(s); 8 of the agent's own (output, away input, discovery: not ingested)\n" \
+            in out
+        assert out.count(": not ingested\n") == 8 and "(the agent does not subscribe to it)" not in out
+        assert "# seen once in 3 s (a period of 3 s or more, or unknown): z2m/dryer\n" in out
+        assert "# no message in 3 s for rule(s) shadowed: a device may publish less often than the window" in out
+        assert "# a window of 3 s is shorter than many devices' period (the slowest topic here repeats every 1 s)" \
+            in out
+    finally:
+        for topic, _ in own:
+            subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-r", "-n", "-t", topic], check=True)
+    r = cli("rules", "list", "--help")
+    assert "default 60" in r.stdout.decode()
+
+
+def test_rules_test_shows_ignored_messages_and_numbers_sent_as_text(tmp_path):
+    cfg = write(tmp_path, 1, "http://127.0.0.1:1")
+    with open(cfg, "a") as f:
+        f.write('\n[[rules]]\nname = "shelly"\ntopic = "+device/events/rpc"\nformat = "shelly_gen2"\n')
+    event = '{"src":"shellypro3em-1","method":"NotifyEvent","params":{"ts":1,"events":[{"component":"emdata:0",' \
+            '"event":"data"}]}}'
+    r = cli("rules", "test", "--config", cfg, "--topic", "shellypro3em-1/events/rpc", "--payload", event)
+    assert r.returncode == 0
+    assert r.stdout.decode().startswith("# ignored by rule 'shelly' (not dead-lettered, counted as ignored): "
+                                        "NotifyEvent (emdata:0 data)")
+    tic = '{"Time":"2024-03-01T12:00:00","ENERGY":{"Power":270},"TIC":{"BASE":"007970903","PTEC":"TH.."}}'
+    r = cli("rules", "test", "--config", cfg, "--topic", "tele/linky/SENSOR", "--payload", tic)
+    assert r.returncode == 0
+    assert r.stdout.decode().splitlines()[1:] == [
+        "tasmota,device=linky,sensor=ENERGY Power=270.0 1709290800000000000",
+        "# note: TIC.BASE is a number sent as text ('007970903') and is not stored: set numeric_strings = true in "
+        "rule 'tasmota'"]
+    r = cli("rules", "list", "--config", cfg)
+    assert ("  4. shelly  [shelly_gen2]  +device/events/rpc\n       subscribes: +/events/rpc\n       measurement: "
+            "shelly; tags: component, device\n       components: all but the housekeeping (NotifyEvent and "
+            "components without numbers are ignored)\n") in r.stdout.decode()

@@ -292,7 +292,7 @@ def test_names_from_payload_keys_are_validated(tmp_path):
     ('format = "json"\ninclude = [""]', "rules[0].include"),
     ('format = "json"\nfields = ["a"]\nexclude = ["b"]', "rules[0].exclude"),
     ('format = "json"\nseparator = "\\n"', "rules[0].separator"),
-    ('format = "seed_json"\ninclude = ["*"]', "rules[0].include: only for format json"),
+    ('format = "seed_json"\ninclude = ["*"]', "rules[0].include: only for format csv, json or key_value"),
     ('format = "json"\nsensor_as = "measurement"', "rules[0].sensor_as: only for format tasmota"),
     ('format = "tasmota"\nsensor_as = "object"', "rules[0].sensor_as"),
     ('format = "tasmota"\nsensor_as = "measurement"\nmeasurement = "x"', "rules[0].measurement"),
