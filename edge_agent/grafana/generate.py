@@ -1,5 +1,9 @@
 """Generate the Grafana provisioning files (plain Python, no plugins):
-`python -m edge_agent.grafana.generate [--timezone Europe/Berlin] [--currency EUR] [--out DIR]`.
+`python -m edge_agent.grafana.generate [--timezone Europe/Berlin] [--currency EUR] [--keep-policy keep] [--out DIR]`.
+
+With the agent's `[retention]` (what Ansible and compose ship) `energy_flow`, `forecast` and `forecast_skill` live in
+their own retention policy (`keep`), so the boards read them from `"keep"."<measurement>"`; `--keep-policy ""`
+makes boards for a database that keeps everything in its default policy.
 
 Every panel queries InfluxDB with InfluxQL through one datasource uid (`influxdb-energy`). With InfluxDB 2.x the
 same dashboards work through its v1 compatibility API (a DBRP mapping for the bucket and a token header), so
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +35,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 OUT = Path(__file__).resolve().parent / "provisioning"
 DEFAULT_TIMEZONE = "Europe/Berlin"  # the seed house; the grafana role passes the house's own (grafana_timezone)
 DEFAULT_CURRENCY = "EUR"  # [tariff] currency: the unit of the cost panels
+DEFAULT_KEEP_POLICY = "keep"  # [retention] keep_policy: where what lasts is stored (edge_agent/retention/)
+KEPT_IN_BOARDS = ("energy_flow", "forecast_skill", "forecast")  # shared.schema.KEPT_MEASUREMENTS the boards read
 # Grafana's own currency units; any other ISO 4217 code is shown as a suffix
 GRAFANA_CURRENCIES = {"USD", "GBP", "EUR", "JPY", "RUB", "UAH", "BRL", "DKK", "ISK", "NOK", "SEK", "CZK", "CHF", "PLN",
                       "ZAR", "INR", "KRW", "IDR", "PHP", "VND", "TRY", "MYR", "XPF", "BGN", "PYG", "UYU", "ILS"}
@@ -327,14 +334,34 @@ def check_currency(code: str) -> str:
     return code
 
 
-def files(timezone: str = DEFAULT_TIMEZONE, currency: str = DEFAULT_CURRENCY) -> dict[str, str]:
+def from_policy(board: dict, keep_policy: str) -> dict:
+    """Every query's kept measurements read from their retention policy (module docstring)."""
+    if not keep_policy:
+        return board
+    pattern = re.compile(r'FROM "(' + "|".join(KEPT_IN_BOARDS) + r')"')
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            target["query"] = pattern.sub(lambda m: f'FROM "{keep_policy}"."{m.group(1)}"', target["query"])
+    return board
+
+
+def check_policy(name: str) -> str:
+    if name and not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"--keep-policy {name!r}: letters, digits, _ . - only ([retention] keep_policy)")
+    return name
+
+
+def files(timezone: str = DEFAULT_TIMEZONE, currency: str = DEFAULT_CURRENCY,
+          keep_policy: str = DEFAULT_KEEP_POLICY) -> dict[str, str]:
     tz = check_timezone(timezone)
     currency = check_currency(currency)
+    keep_policy = check_policy(keep_policy)
     out = {"datasources/influxdb-v1.yaml": datasource(1), "datasources/influxdb-v2.yaml": datasource(2),
            "dashboards/home-energy.yaml": DASHBOARD_PROVIDER}
     for make in BOARDS:
         board = make(tz, currency)
-        out[f"dashboards/home-energy/{board.uid}.json"] = json.dumps(board.to_json(), indent=2) + "\n"
+        doc = from_policy(board.to_json(), keep_policy)
+        out[f"dashboards/home-energy/{board.uid}.json"] = json.dumps(doc, indent=2) + "\n"
     return out
 
 
@@ -345,10 +372,13 @@ def main(argv: list[str] | None = None) -> int:
                          f"(default {DEFAULT_TIMEZONE}, what the committed files use)")
     ap.add_argument("--currency", default=DEFAULT_CURRENCY,
                     help=f"the [tariff] currency: the unit of the cost panels (default {DEFAULT_CURRENCY})")
+    ap.add_argument("--keep-policy", default=DEFAULT_KEEP_POLICY,
+                    help=f"the agent's [retention] keep_policy, where the flow, forecasts and skill are stored "
+                         f"(default {DEFAULT_KEEP_POLICY}; \"\" without [retention])")
     ap.add_argument("--out", type=Path, default=OUT, help="provisioning directory to write (default: %(default)s)")
     args = ap.parse_args(argv)
     try:
-        generated = files(args.timezone, args.currency)
+        generated = files(args.timezone, args.currency, args.keep_policy)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

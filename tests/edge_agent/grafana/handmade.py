@@ -166,6 +166,18 @@ def write(influxd, db: str) -> None:
     influxd.create_database(db)
     body = to_lines(points())
     assert influxd.write_raw(db, body) == 204
+    copy_to_keep(influxd, db)
+
+
+def copy_to_keep(influxd, db: str, policy: str = "keep") -> None:
+    """What the boards read from the agent's keep policy (edge_agent/grafana/generate.py, `--keep-policy`): the
+    kept measurements copied there, so that the committed boards' queries run as they stand. (The tests' own
+    queries read the default policy.)"""
+    influxd.query(f'CREATE RETENTION POLICY "{policy}" ON "{db}" DURATION INF REPLICATION 1', method="POST")
+    for m in ("energy_flow", "forecast", "forecast_skill"):
+        res = influxd.query(f'SELECT * INTO "{db}"."{policy}"."{m}" FROM "{db}"."autogen"."{m}" GROUP BY *',
+                            method="POST")
+        assert "error" not in res["results"][0], res
 
 
 def local_day(end_utc: datetime, tz: str = TZ) -> date:

@@ -160,6 +160,7 @@ def loaded_db(tmp_path_factory, mosquitto_session, influxd_session):
     st.write([Point("agent", {"host": "test"}, {**snap, "received": int(snap["received"]) * (k + 1) // 4,
                                                 "stored": int(snap["stored"]) * (k + 1) // 4},
                     int((START + timedelta(days=2, minutes=15 * k)).timestamp() * 1e9)) for k in range(4)])
+    handmade.copy_to_keep(influxd_session, db)
     yield influxd_session, db, slots
     agent.stop()
 
@@ -556,3 +557,16 @@ def test_the_timezone_decides_the_days(handmade_db):
     assert {d: r["House"] for d, r in got.items()} == pytest.approx(
         {d: oracle.get(d, {"house": 0.0})["house"] for d in dates(date(2023, 6, 13), date(2023, 6, 15))})
     assert round(got[date(2023, 6, 14)]["House"], 6) != 1.10  # UTC days differ from the house's days here
+
+
+def test_kept_measurements_are_read_from_the_keep_policy():
+    """With [retention] (what Ansible and compose ship) the flow, forecasts and skill live in `keep`: the boards
+    read them there; `--keep-policy ""` makes boards for a database without it."""
+    queries = [t["query"] for b in boards() for p in b["panels"] for t in p["targets"]]
+    kept = [q for q in queries if re.search(r'"(energy_flow|forecast|forecast_skill)"', q)]
+    assert kept and all(re.search(r'FROM "keep"\."(energy_flow|forecast|forecast_skill)"', q) for q in kept)
+    assert not any(re.search(r'FROM "(energy_flow|forecast|forecast_skill)"', q) for q in queries)
+    plain = generate.files(keep_policy="")
+    assert '\\"keep\\"' not in "".join(plain.values()) and 'FROM \\"energy_flow\\"' in "".join(plain.values())
+    with pytest.raises(ValueError, match="keep-policy"):
+        generate.files(keep_policy='keep" ; DROP')
