@@ -10,7 +10,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from server import home, plots, timefmt
-from server.pull import DEFAULT_SERIES, safe_errors, storage_config
+from server.pull import DEFAULT_SERIES, open_node_storage, safe_errors
 from shared import verdict as words
 from shared.schema import BUNDLE_NAMES
 
@@ -106,11 +106,10 @@ def _serving_day_ahead(status: dict) -> str | None:
 def home_view(row: dict, influx: dict, now: datetime) -> dict:
     """The homeowner's view of a node: figures for the template `home.html` and its two charts."""
     from server import nodes
-    from shared.storage import open_storage
 
     status = nodes.public(row)["status"] or {}
     tz = timefmt.house_tz(status)
-    st = open_storage(storage_config(influx))
+    st = safe_errors(influx["url"], open_node_storage, influx)
     try:
         energy = safe_errors(influx["url"], home.energy, st, tz, now)
         ahead = safe_errors(influx["url"], home.next_day, st, influx, now, _serving_day_ahead(status), DEFAULT_SERIES)

@@ -285,3 +285,32 @@ def test_without_an_energy_flow_the_actual_comes_from_the_meter(influxd_session,
     assert len(got) == 96 + 1 and max(got) == int(NOW.timestamp() * 1e9)
     for t, v in got.items():
         assert v == pytest.approx(values[t], abs=1e-6)
+
+
+@pytest.mark.timeout(120)
+def test_the_view_reads_a_house_that_keeps_its_flow_in_the_keep_policy(app, logged_in, influxd_session,
+                                                                       influx_db_name):
+    """With the agent's [retention] (as Ansible and compose ship it) energy_flow and the forecasts live in the
+    policy `keep`: the view must read them there (it read the default policy and showed an empty house)."""
+    now = _now()
+    now_ns = int(now.timestamp() * 1e9)
+    influxd_session.query(f'CREATE RETENTION POLICY "keep" ON "{influx_db_name}" DURATION INF REPLICATION 1',
+                          method="POST")
+    pts = [Point("energy_flow", {}, {"house": 0.25, "grid_import": 0.25, "grid_export": 0.0, "pv": 0.0,
+                                     "battery_charge": 0.0, "battery_discharge": 0.0, "self_supplied": 0.0,
+                                     "autarky": 0.0}, t) for t in range(now_ns - 2 * DAY, now_ns + 1, SLOT_NS)]
+    st = open_storage(StorageConfig(url=influxd_session.url, database=influx_db_name, keep_policy="keep"))
+    st.write(pts)
+    st.close()
+    assert influxd_session.query('SELECT count("house") FROM "energy_flow"', db=influx_db_name)[
+        "results"][0].get("series") is None  # nothing in the default policy
+    from tests.helpers.server import AUTH
+
+    node = app.test_client().post("/api/v1/nodes", headers=AUTH, json={
+        "name": "kept", "api_url": "http://127.0.0.1:9", "api_token": "t" * 20,
+        "influx": {"url": influxd_session.url, "database": influx_db_name}}).json
+    r = logged_in.get(f"/nodes/{node['id']}/home.json")
+    assert r.status_code == 200, r.get_data(as_text=True)[:2000]
+    energy = __import__("json").loads(r.json["energy"])
+    house = next(t for t in energy["data"] if t["name"] == "house")
+    assert max(v for v in house["y"] if v is not None) == pytest.approx(0.25 * 96, abs=1e-6)
