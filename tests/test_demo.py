@@ -52,7 +52,7 @@ def test_the_login_comes_at_once_the_token_file_works_and_the_summary_has_both_t
         assert d.password in d.login_file.read_text() and d.login_file.stat().st_mode & 0o777 == 0o600
         assert d.token_file.stat().st_mode & 0o777 == 0o600
         cli = subprocess.run([sys.executable, "-m", "edge_agent", "models", "--url", f"http://127.0.0.1:{d.api_port}",
-                              "--token-file", str(d.token_file), "status"], capture_output=True, text=True,
+                              "--token-file", str(d.token_file), "status", "--json"], capture_output=True, text=True,
                              timeout=60, cwd=ROOT)
         assert cli.returncode == 0 and "models" in json.loads(cli.stdout), cli.stderr
         assert f"--token-file {d.token_file} status" in err  # the command the demo prints is that one

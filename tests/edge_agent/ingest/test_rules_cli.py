@@ -244,8 +244,8 @@ def test_sniff_labels_the_agents_own_topics_and_short_windows(tmp_path, mosquitt
     own = [(hass.availability_topic(prefix), "online"), (hass.forecast_topic(prefix, 1), '{"value_kwh": 0.2}'),
            (hass.skill_topic(prefix, 96), "{}"), (hass.flow_totals_topic(prefix), "{}"),
            (away.state_topic(prefix), "OFF"), (away.window_topic(prefix), '{"to": "2026-12-27T18:00:00Z"}'),
-           (hass.config_topic(hass.DISCOVERY_PREFIX, node, "forecast_next_slot"), '{"name": "x"}'),
-           away.switch_discovery(node, prefix)]
+           (hass.legacy_topic(hass.DISCOVERY_PREFIX, "sensor", node, "forecast_next_slot"), '{"name": "x"}'),
+           (hass.device_topic(hass.DISCOVERY_PREFIX, node), '{"cmps": {}}')]
     for topic, payload in own:
         subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-r", "-t", topic, "-m", payload], check=True)
     try:
@@ -268,7 +268,7 @@ def test_sniff_labels_the_agents_own_topics_and_short_windows(tmp_path, mosquitt
                "ingested\n" in out
         assert ("homeassistant/sensor/sniffnode/forecast_next_slot/config (retained)\n  payload: {\"name\": \"x\"}\n"
                 "  # the agent's Home Assistant discovery: not ingested\n") in out
-        assert "homeassistant/switch/sniffnode/away/config (retained)\n" in out
+        assert "homeassistant/device/sniffnode/config (retained)\n" in out
         assert "# 11 message(s) on 10 topic(s); 8 of the agent's own (output, away input, discovery: not ingested)\n" \
             in out
         assert out.count(": not ingested\n") == 8 and "(the agent does not subscribe to it)" not in out
