@@ -35,6 +35,7 @@ from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.flow.maths import BatteryState, RoleEnergy, compute
 from edge_agent.publish import hass
+from edge_agent.runtime.durable import replace_file
 from edge_agent.runtime.timer import floor_slot
 from edge_agent.storage.boundaries import CounterBoundaries
 from shared.points import Point, escape_measurement
@@ -414,9 +415,8 @@ class Flow:
             changed = True
         if changed:
             self.totals["until"] = until
-            tmp = self._totals_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.totals))
-            tmp.replace(self._totals_path)
+            # durable before it is published: a power cut must not revert the totals Home Assistant has seen
+            replace_file(self._totals_path, json.dumps(self.totals).encode())
 
     def _publish(self, newest: Point) -> None:
         prefix = self.ctx.topic_prefix
