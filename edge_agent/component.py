@@ -57,6 +57,8 @@ class AgentContext:
     clock: Callable[[], datetime] = utc_now  # aware UTC datetimes; tests drive it
     components: dict[str, Component] = field(default_factory=dict)
     stored_listeners: list[Callable[[list[bytes]], None]] = field(default_factory=list)
+    # commit what ingest holds in its current group now (before reading the database); True when done
+    flush_ingest: Callable[..., bool] = lambda timeout=10.0: True
     _models: ActiveModels | None = None
     _models_lock: threading.Lock = field(default_factory=threading.Lock)
 

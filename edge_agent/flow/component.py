@@ -345,6 +345,7 @@ class Flow:
 
     def _scheduled(self, boundary_ns: int) -> None:
         t0 = time.process_time()
+        self.ctx.flush_ingest()  # the readings ingest holds in its current group go to the database first
         try:
             self.run_once(boundary_ns)
         except Exception:

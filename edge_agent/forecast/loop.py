@@ -206,6 +206,7 @@ class Forecaster:
         """Forecast for the slots after issue_ns (default: the last slot boundary), write and publish."""
         issue_ns = issue_ns if issue_ns is not None else floor_slot(self.ctx.clock())
         t0 = time.perf_counter()
+        self.ctx.flush_ingest()  # the readings ingest holds in its current group go to the database first
         try:
             series = self.read_series(issue_ns)
         except Exception as exc:
