@@ -144,10 +144,15 @@ class Influxd(_Process):
 
     name = "influxd"
 
-    def __init__(self, workdir: Path, port: int | None = None, auth: bool = False):
+    def __init__(self, workdir: Path, port: int | None = None, auth: bool = False, data_dir: Path | None = None,
+                 data_settings: str = ""):
+        """`data_dir`: where meta, data and wal live (default: workdir; the config and the log stay in workdir);
+        `data_settings`: extra lines for the [data] section (e.g. the Pi's settings, docs/pi.md)."""
         super().__init__(workdir, port)
         self.rpc_port = free_port()
         self.auth = auth
+        self.data_dir = Path(data_dir) if data_dir else self.workdir
+        self.data_settings = data_settings
 
     @property
     def url(self) -> str:
@@ -158,11 +163,12 @@ class Influxd(_Process):
         conf.write_text(f"""reporting-enabled = false
 bind-address = "{LOOPBACK}:{self.rpc_port}"
 [meta]
-  dir = "{self.workdir}/meta"
+  dir = "{self.data_dir}/meta"
 [data]
-  dir = "{self.workdir}/data"
-  wal-dir = "{self.workdir}/wal"
+  dir = "{self.data_dir}/data"
+  wal-dir = "{self.data_dir}/wal"
   query-log-enabled = false
+{self.data_settings}
 [monitor]
   store-enabled = false
 [http]
