@@ -6,19 +6,21 @@ whose config section decides whether it runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from edge_agent import flow, forecast
 from edge_agent.component import AgentContext, Component, ComponentSpec, utc_now
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest
 from edge_agent.models.api import SPEC as API
+from edge_agent.publish import hass
 from edge_agent.publish.mqtt import Publisher
 from edge_agent.runtime.durable import make_dirs
 from edge_agent.runtime.health import DiskWrites, Health
@@ -57,7 +59,7 @@ class Agent:
                                     lambda name, exc: self.health.incr("thread_restarts"), self._fatal)
         self._health_thread: threading.Thread | None = None
         self._health_logged = float("-inf")
-        self.disk = DiskWrites()
+        self.disk = DiskWrites(min_span_s=min(60.0, 4 * config.health.interval_s))
         self.exit_code = 0
         self.ingest.on_fatal = self._fatal
         self.watchdog: Watchdog | None = None
@@ -97,11 +99,22 @@ class Agent:
             self._health_logged = now
             log.info("health: %s", ", ".join(f"{k}={v}" for k, v in sorted(snap.items())))
         self.ingest.submit([self.health.point(self.config.health.host_tag)])
+        try:
+            doc = {"time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), **snap}
+            self.publisher.publish(hass.health_topic(self.config.publish.topic_prefix), json.dumps(doc), qos=1,
+                                   retain=True)
+        except Exception as exc:  # the broker away must not cost the health point
+            log.debug("could not publish the health values: %s", exc)
 
     def start(self) -> None:
         log.info("edge agent starting: state in %s, storage %r, components: %s", self.config.state_dir,
                  self.config.storage, ", ".join(self.components) or "ingest only")
         self.publisher.start()
+        pub = self.config.publish
+        if pub.discovery:
+            for topic, payload in hass.health_discovery(pub.node_id, pub.topic_prefix, pub.discovery_prefix,
+                                                        self.config.health.interval_s):
+                self.publisher.publish(topic, payload, qos=1, retain=True)
         self.ingest.start()
         for name, component in self.components.items():
             component.start()

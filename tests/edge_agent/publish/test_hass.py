@@ -271,3 +271,22 @@ def test_templates_render_the_contract_payloads_in_home_assistant(ha_judge):
     assert json.loads(serving["attributes"])["guard_reason"] is None
     [no_model] = by_key["forecast_skill_day_ahead"]
     assert no_model["value"] == "None" and json.loads(no_model["attributes"])["baseline"] == "persistence"
+
+
+def test_the_disk_writes_sensor_is_a_diagnostic_data_size(ha_judge):
+    """Issue 24: the agent's own bytes written per day, as Home Assistant shows it (MB, unknown until known)."""
+    pairs = hass.health_discovery(NODE, PREFIX, DISC, interval_s=60)
+    [(topic, payload)] = pairs
+    cfg = json.loads(payload)
+    assert topic == "homeassistant/sensor/testnode/disk_writes_per_day/config"
+    assert cfg["state_topic"] == "he-test/agent/health" and cfg["expire_after"] == 180
+    assert (cfg["device_class"], cfg["unit_of_measurement"], cfg["entity_category"]) == ("data_size", "MB",
+                                                                                          "diagnostic")
+    samples = {"he-test/agent/health": [json.dumps({"bytes_written_per_day": 23_456_789, "uptime_s": 3600}),
+                                        json.dumps({"uptime_s": 30})]}
+    _, results = ha_judge(pairs, samples)
+    res = results[topic]
+    assert res["strict_error"] is None and res["discovery_error"] is None and res["dropped_keys"] == []
+    assert res["long_term_statistics"] and not res["energy_dashboard_source"]
+    known, early = res["rendered"]
+    assert float(known["value"]) == 23.5 and early["value"] == "None"
