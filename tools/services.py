@@ -104,10 +104,14 @@ class Mosquitto(_Process):
     name = "mosquitto"
 
     def __init__(self, workdir: Path, port: int | None = None, users: dict[str, str] | None = None,
-                 persistence: bool = False):
+                 persistence: bool = False, persistence_dir: Path | None = None, extra: str = ""):
+        """`persistence_dir`: where mosquitto.db lives (default: workdir); `extra`: more config lines (e.g. the
+        Pi's autosave_interval, docs/pi.md)."""
         super().__init__(workdir, port)
         self.users = users or {}
         self.persistence = persistence
+        self.persistence_dir = Path(persistence_dir) if persistence_dir else self.workdir
+        self.extra = extra
 
     def _command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
@@ -115,10 +119,11 @@ class Mosquitto(_Process):
             f"listener {self.port} {LOOPBACK}",
             "user root" if os.geteuid() == 0 else "",
             f"persistence {'true' if self.persistence else 'false'}",
-            f"persistence_location {self.workdir}/",
+            f"persistence_location {self.persistence_dir}/",
             # Never drop queued QoS 1 messages for a slow persistent subscriber (FACTS.md).
             "max_queued_messages 0",
             "max_inflight_messages 100",
+            *self.extra.splitlines(),
         ]
         if self.users:
             pw = self.workdir / "passwd"
@@ -145,14 +150,17 @@ class Influxd(_Process):
     name = "influxd"
 
     def __init__(self, workdir: Path, port: int | None = None, auth: bool = False, data_dir: Path | None = None,
-                 data_settings: str = ""):
+                 data_settings: str = "", monitor_store_interval: str | None = None):
         """`data_dir`: where meta, data and wal live (default: workdir; the config and the log stay in workdir);
-        `data_settings`: extra lines for the [data] section (e.g. the Pi's settings, docs/pi.md)."""
+        `data_settings`: extra lines for the [data] section (e.g. the Pi's settings, docs/pi.md);
+        `monitor_store_interval`: keep influxd's own `_internal` statistics at this interval (default: off, as
+        shipped: docs/pi.md)."""
         super().__init__(workdir, port)
         self.rpc_port = free_port()
         self.auth = auth
         self.data_dir = Path(data_dir) if data_dir else self.workdir
         self.data_settings = data_settings
+        self.monitor_store_interval = monitor_store_interval
 
     @property
     def url(self) -> str:
@@ -170,7 +178,8 @@ bind-address = "{LOOPBACK}:{self.rpc_port}"
   query-log-enabled = false
 {self.data_settings}
 [monitor]
-  store-enabled = false
+  store-enabled = {'true' if self.monitor_store_interval else 'false'}
+  {f'store-interval = "{self.monitor_store_interval}"' if self.monitor_store_interval else ''}
 [http]
   bind-address = "{LOOPBACK}:{self.port}"
   auth-enabled = {'true' if self.auth else 'false'}

@@ -235,6 +235,7 @@ def check_root(root: Path) -> list[str]:
               "/etc/grafana/provisioning/datasources/home-energy.yaml",
               "/etc/grafana/provisioning/dashboards/home-energy/home-energy-flow.json",
               "/etc/systemd/system/grafana-server.service.d/home-energy.conf",
+              "/etc/systemd/journald.conf.d/home-energy.conf",
               "/opt/home-energy/libexec/influxdb1_setup.py",
               "/opt/home-energy/venv-edge/bin/edge-agent", "/opt/home-energy/venv-server/bin/home-energy-server",
               f"/opt/home-energy/venv-server/lib/python{PY}/site-packages/server/gunicorn.conf.py"):
