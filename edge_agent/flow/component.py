@@ -131,6 +131,7 @@ class Flow:
         self._incomplete: set[int] = set()  # recent slot ends computed with a reading missing
         self._dirty: tuple[int, int] | None = None  # slot ends to recompute (late data)
         self._newest: dict[bytes, int] = {}  # newest reading time per series (measurement + tags)
+        self._flushed = 0  # the newest boundary ingest was flushed for
         self._totals_path = ctx.state_dir / "flow_totals.json"
         self.totals = self._load_totals()
         ctx.on_stored(self._on_stored)
@@ -345,7 +346,9 @@ class Flow:
 
     def _scheduled(self, boundary_ns: int) -> None:
         t0 = time.process_time()
-        self.ctx.flush_ingest()  # the readings ingest holds in its current group go to the database first
+        if boundary_ns > self._flushed:  # the first run after a boundary: the readings just after it, which ingest
+            self._flushed = boundary_ns  # may hold in its current group, go to the database first (late-data
+            self.ctx.flush_ingest()  # runs need no flush: what triggered them is stored)
         try:
             self.run_once(boundary_ns)
         except Exception:
