@@ -150,7 +150,7 @@ class Influxd(_Process):
     name = "influxd"
 
     def __init__(self, workdir: Path, port: int | None = None, auth: bool = False, data_dir: Path | None = None,
-                 data_settings: str = "", monitor_store_interval: str | None = None):
+                 data_settings: str = "", monitor_store_interval: str | None = None, http_log: bool = False):
         """`data_dir`: where meta, data and wal live (default: workdir; the config and the log stay in workdir);
         `data_settings`: extra lines for the [data] section (e.g. the Pi's settings, docs/pi.md);
         `monitor_store_interval`: keep influxd's own `_internal` statistics at this interval (default: off, as
@@ -161,6 +161,7 @@ class Influxd(_Process):
         self.data_dir = Path(data_dir) if data_dir else self.workdir
         self.data_settings = data_settings
         self.monitor_store_interval = monitor_store_interval
+        self.http_log = http_log
 
     @property
     def url(self) -> str:
@@ -183,7 +184,7 @@ bind-address = "{LOOPBACK}:{self.rpc_port}"
 [http]
   bind-address = "{LOOPBACK}:{self.port}"
   auth-enabled = {'true' if self.auth else 'false'}
-  log-enabled = false
+  log-enabled = {'true' if self.http_log else 'false'}
 [subscriber]
   enabled = false
 [continuous_queries]

@@ -60,6 +60,6 @@ def test_influxd_keeps_no_internal_statistics_and_fsyncs_every_write():
 
 def test_journald_is_bounded_on_the_pi():
     text = (ROLES / "edge_agent" / "templates" / "journald-home-energy.conf.j2").read_text()
-    assert "SystemMaxUse={{ home_energy_journal_max_use }}" in text and "MaxLevelStore=info" in text
+    assert "SystemMaxUse={{ edge_agent_journal_max_use }}" in text and "MaxLevelStore=info" in text
     unit = (ROLES / "edge_agent" / "templates" / "edge-agent.service.j2").read_text()
     assert "LogRateLimitBurst=" in unit

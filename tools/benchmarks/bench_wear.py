@@ -58,7 +58,7 @@ DB = "energy"
 
 # What ansible/ and docker-compose.yml ship for a Pi (docs/pi.md argues each one with its figure; a test checks
 # that the shipped files say the same). Durations in seconds.
-PI_AGENT_SPOOL = {"commit_interval_s": 60.0, "commit_max_messages": 2000, "cursor_interval_s": 5.0}
+PI_AGENT_SPOOL = {"commit_interval_s": 180.0, "commit_max_messages": 2000, "cursor_interval_s": 5.0}
 PI_AGENT_HEALTH = {"interval_s": 60.0, "log_interval_s": 900.0}
 PI_MOSQUITTO = {"autosave_interval": 1800, "max_inflight_messages": 2500}
 PI_INFLUXD = {"wal-fsync-delay": 0.0, "cache-snapshot-write-cold-duration": 600.0,
@@ -68,7 +68,8 @@ PI = {"agent_spool": PI_AGENT_SPOOL, "agent_health": PI_AGENT_HEALTH, "mosquitto
 VARIANTS = {
     "shipped": {},
     "agent_defaults": {"agent_spool": {"commit_interval_s": 5.0, "commit_max_messages": 16}},
-    "commit_30s": {"agent_spool": {"commit_interval_s": 30.0}},
+    "commit_60s": {"agent_spool": {"commit_interval_s": 60.0}},
+    "commit_120s": {"agent_spool": {"commit_interval_s": 120.0}},
     "mosquitto_autosave_60s": {"mosquitto": {"autosave_interval": 60}},
     "influxd_internal_store": {"influxd": {"monitor-store-enabled": True}},
 }
@@ -205,6 +206,47 @@ def device_written(dev: str) -> int:
     return int(fields[6]) * 512
 
 
+class SyncCounter:
+    """fsync/fdatasync calls of a process and its threads (strace -c, seccomp-filtered: only those calls stop)."""
+
+    def __init__(self, pid: int, out: Path):
+        self.out = out
+        self.proc = subprocess.Popen(["strace", "-f", "--seccomp-bpf", "-qq", "-y", "-e", "trace=fsync,fdatasync",
+                                      "-p", str(pid), "-o", str(out)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.by_path: dict[str, int] = {}
+
+    def stop(self) -> int | None:
+        self.proc.send_signal(2)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        calls = 0
+        for line in self.out.read_text().splitlines():
+            if "fsync(" not in line and "fdatasync(" not in line:
+                continue
+            calls += 1
+            path = line.split("<", 1)[1].split(">", 1)[0] if "<" in line else "?"
+            where = "/".join(part if not part[:1].isdigit() else "N" for part in Path(path).parts[-3:])
+            self.by_path[where] = self.by_path.get(where, 0) + 1
+        return calls
+
+
+def http_requests(log: Path, start: int) -> dict[str, int]:
+    """influxd's HTTP log since byte `start`: writes, deletes and other queries."""
+    out = {"write": 0, "delete": 0, "query": 0}
+    with open(log, "rb") as f:
+        f.seek(start)
+        for line in f:
+            if b"POST /write" in line:
+                out["write"] += 1
+            elif b"/query" in line:
+                out["delete" if b"DELETE" in line.upper() else "query"] += 1
+    return out
+
+
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -284,7 +326,8 @@ def query(db: Influxd, q: str) -> list:
     return db.query(q, db=DB)["results"][0].get("series", [])
 
 
-COUNTERS = ("forecast_points", "stored", "flow_slots_written", "forecast_cycles", "bytes_written_per_day")
+COUNTERS = ("forecast_points", "stored", "flow_slots_written", "flow_slots_cleared", "forecast_cycles", "received",
+            "direct_write_failures", "retries", "bytes_written_per_day")
 
 
 def agent_counters(db: Influxd) -> dict:
@@ -349,7 +392,8 @@ def run_house(spec: HouseSpec, hours: float, speed: float, bundles: Path, tmp: P
         mosq.start()
         services.append(mosq)
         db = Influxd(work / "influxd", data_dir=sd / "influxdb", data_settings=influx_settings(pi["influxd"], speed, full_cold_s=2),
-                     monitor_store_interval=duration(10 / speed) if pi["influxd"]["monitor-store-enabled"] else None)
+                     monitor_store_interval=duration(10 / speed) if pi["influxd"]["monitor-store-enabled"] else None,
+                     http_log=True)  # requests per day, by kind (the log is not on the measured filesystem)
         db.log = logs / "influxd.log"
         db.start(timeout=60)
         services.append(db)
@@ -396,7 +440,9 @@ def run_house(spec: HouseSpec, hours: float, speed: float, bundles: Path, tmp: P
         logs0 = {p.name: p.stat().st_size for p in logs.iterdir()}
         size0 = dir_bytes(sd / "influxdb")
         dev0 = fs.written()
+        syncs = {k: SyncCounter(p, work / f"strace-{k}.txt") for k, p in pids.items()} if shutil.which("strace") else {}
         counters0 = agent_counters(db)
+        log0_influxd = (logs / "influxd.log").stat().st_size
         anchor.write_text(str(time.time()))
         live = Live(devices, mosq.port, live_start_ns, speed)
         live.start()
@@ -422,6 +468,8 @@ def run_house(spec: HouseSpec, hours: float, speed: float, bundles: Path, tmp: P
         with contextlib.suppress(TimeoutError):
             wait_until(all_stored, 300, "not all readings stored", interval=2)
         io1 = {k: proc_write_bytes(p) for k, p in pids.items()}
+        requests = http_requests(logs / "influxd.log", log0_influxd)
+        fsyncs = {k: c.stop() for k, c in syncs.items()}
         logs1 = {p.name: p.stat().st_size for p in logs.iterdir()}
         dev1 = fs.written()
         counters = {k: v - counters0.get(k, 0) if k != "bytes_written_per_day" else v
@@ -451,8 +499,13 @@ def run_house(spec: HouseSpec, hours: float, speed: float, bundles: Path, tmp: P
             "lost": sum(max(0, sent.get(d, 0) - stored.get(d, 0)) for d in range(spec.devices)),
             "per_process": per_process,
             "log_mb_per_day": {k.removesuffix(".log"): round((logs1.get(k, 0) - logs0.get(k, 0)) / mb * per_day, 3)
-                               for k in logs1},
+                               for k in logs1 if k != "influxd.log"},  # influxd's HTTP log is on for the count
             "readings_per_day": round(sum(sent.values()) * per_day),
+            "fsyncs_per_day": {k: round(v * per_day) for k, v in fsyncs.items() if v is not None},
+            "influxd_requests_per_day": {k: round(v * per_day) for k, v in requests.items()},
+            "fsyncs_per_day_by_file": {k: {p: round(n * per_day) for p, n in sorted(c.by_path.items(),
+                                                                                    key=lambda x: -x[1])[:8]}
+                                       for k, c in syncs.items()},
             "simulated_hours": hours, "speed": speed, "wall_minutes": round(wall / 60, 1),
             "agent_counters_per_day": {k: round(v * per_day) for k, v in counters.items()
                                        if k != "bytes_written_per_day"},
