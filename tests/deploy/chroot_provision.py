@@ -66,6 +66,8 @@ SKIPPED = {
     "edge_agent: Enable the agent": "its offline equivalent (the wants/ link) runs; " + _VERIFY,
     "edge_agent: Start the agent": _VERIFY + "; the config passes `edge_agent check --offline` (ExecStartPre)",
     "edge_agent: Restart edge-agent": _VERIFY,
+    "edge_agent: Restart journald": "the drop-in /etc/systemd/journald.conf.d/home-energy.conf exists in the root "
+                                    "(checked below) and its keys are checked by tests/deploy/test_pi_settings.py",
     "server: Dependencies of the [server] extra: TensorFlow, Flask, gunicorn":
         "≈2 GB TensorFlow; the package is installed from the wheel without them, the [server] extra's requirements "
         "are checked in the installed metadata, Flask is added and `home-energy-server hash-password` runs as the "
