@@ -109,6 +109,7 @@ class Stream(threading.Thread):
         self.port, self.rate = port, rate
         self.stop = threading.Event()
         self.sent = 0
+        self.pub: Publisher | None = None
         self.error: Exception | None = None
         self.t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
 
@@ -132,7 +133,7 @@ class Stream(threading.Thread):
             i += 1
 
     def run(self) -> None:
-        pub = Publisher("127.0.0.1", self.port, client_id="powercut-publisher", max_inflight=200)
+        pub = self.pub = Publisher("127.0.0.1", self.port, client_id="powercut-publisher", max_inflight=200)
         try:
             self.sent = pub.publish_all(self.messages(), timeout=600)
         except Exception as exc:
@@ -293,7 +294,8 @@ def run(cycles: int = 200, seed: int = 1, rate: float = 40.0, workdir: Path | No
                 if bad:
                     say(f"cycle {c}: {bad} unreadable ({ {k: v for k, v in problems.items() if v and k != 'errors'} })")
                 if (c + 1) % 20 == 0:
-                    say(f"{c + 1} cycles, {stream.sent} messages acknowledged by the broker so far")
+                    acked = stream.pub.acked if stream.pub else 0
+                    say(f"{c + 1} cycles, {acked} messages acknowledged by the broker so far")
             # the end: the stream stops, everything restarts and drains
             stream.stop.set()
             stream.join(120)
@@ -346,6 +348,9 @@ def run(cycles: int = 200, seed: int = 1, rate: float = 40.0, workdir: Path | No
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # the read-back's spool and dead-letter repairs: counted, not shown
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cycles", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
