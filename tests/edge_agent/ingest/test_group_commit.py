@@ -13,7 +13,7 @@ from tools.publish import Publisher, seed_message
 from tools.services import Influxd
 
 T = datetime(2023, 6, 1, tzinfo=UTC)
-DEFAULTS = "commit_interval_s = 3.0\ncommit_max_messages = 16"
+DEFAULTS = "commit_interval_s = 8.0\ncommit_max_messages = 16"
 
 
 def msgs(start: int, n: int):
@@ -42,21 +42,21 @@ def test_a_trickle_is_committed_in_groups_and_acknowledged_after(tmp_path, mosqu
         time.sleep(1.0)
         assert agent.health.get("received") == 0  # held: the group waits for company (the broker keeps them)
         assert count(influxd_session, influx_db_name, "EnergyMeter", "EnergyIn") == 0
-        wait_for(lambda: agent.health.get("received") == 3, timeout=10, interval=0.05)
-        assert 2.5 < time.monotonic() - t0 < 6  # one group, closed by its interval
+        wait_for(lambda: agent.health.get("received") == 3, timeout=20, interval=0.05)
+        assert time.monotonic() - t0 > 7  # one group, closed by its interval
         assert count(influxd_session, influx_db_name, "EnergyMeter", "EnergyIn") == 3  # stored before the ack
         # a group closes early once it holds commit_max_messages
         t0 = time.monotonic()
         pub.publish_all(msgs(3, 16))
         wait_for(lambda: agent.health.get("received") == 19, timeout=10, interval=0.05)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 5  # well before the 8 s interval
         # flush(): the flow's barrier before it reads the database
         pub.publish_all(msgs(19, 2))
         wait_for(lambda: len(agent.ingest._queue) == 2 or agent.health.get("received") == 21, timeout=5,
                  interval=0.01)
         t0 = time.monotonic()
         assert agent.ingest.flush(timeout=5)
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 4  # not the 8 s interval
         assert count(influxd_session, influx_db_name, "EnergyMeter", "EnergyIn") == 21
         assert segment_bytes(agent) == 0 and agent.health.get("spooled") == 0  # the database answered: no spool
     finally:
