@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap nftables iproute2
+APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap nftables iproute2 fuse3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults bench-fleet bench-restore bench-retention eval-seed eval-rolling eval-holidays day-ahead-bound test-ansible test-pi clean
+.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults bench-fleet bench-restore bench-retention bench-wear bench-powercut eval-seed eval-rolling eval-holidays day-ahead-bound test-ansible test-pi clean
 
 help:
 	@echo "make demo          replay the real year, train, push, forecast (see README)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint          ruff"
 	@echo "make bench-ingest | bench-edge | bench-train | bench-server | bench-flow | bench-faults | bench-fleet   benchmarks (print JSON)"
 	@echo "make bench-restore | bench-retention   backup/restore proven on fresh instances; a year of retention"
+	@echo "make bench-wear | bench-powercut   disk writes per day of two houses; power cuts at random moments"
 	@echo "make eval-seed     train on the seed split, backtest, print the README accuracy table"
 	@echo "make eval-rolling  train before each of June-August 2023 (3 seeds), backtest the month, score independently"
 	@echo "make eval-holidays train before May 2023 without and with public holidays, score holiday days apart"
@@ -26,7 +27,7 @@ help:
 
 # System packages (Debian/Ubuntu). Installed only when a binary is missing.
 system-deps:
-	@missing=0; for b in mosquitto influxd chromium chromedriver docker-compose debootstrap nft ip; do \
+	@missing=0; for b in mosquitto influxd chromium chromedriver docker-compose debootstrap nft ip fusermount3; do \
 	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
 	  echo "Installing system packages: $(APT_PACKAGES)"; \
@@ -90,6 +91,16 @@ bench-restore: venv system-deps
 # compaction errors after a year (docs/pi.md "Retention"). ARGS: --days N, --full-rate-days N.
 bench-retention: venv system-deps
 	nice -n 10 $(PY) -m tools.benchmarks.bench_retention $(ARGS)
+
+# Power cuts at random moments (a FUSE filesystem forgets what was not synced): >= 200 cycles, JSON
+# {"cycles", "acked_lost", "unreadable", "duplicates"} (target 0, 0, 0). ARGS: --cycles N --seed S.
+bench-powercut: venv system-deps
+	$(PY) -m tools.benchmarks.bench_powercut $(ARGS)
+
+# Disk writes per day of a 6-device (every 10 s) and a 20-device (every 1 s) house on a loop-mounted ext4 image,
+# accelerated (needs root for the loop mount). ARGS: --hours H --speed K --houses 6x10s.
+bench-wear: venv system-deps
+	nice -n 10 $(PY) -m tools.benchmarks.bench_wear $(ARGS)
 
 # The flow and forecasts in real time at 200 msg/s, for two slot boundaries on the real clock (15-30 minutes).
 bench-flow: venv system-deps

@@ -23,11 +23,12 @@ from edge_agent.component import AgentContext, Component, ComponentSpec, utc_now
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest
 from edge_agent.models.api import SPEC as API
-from edge_agent.publish import discovery
+from edge_agent.publish import discovery, hass
 from edge_agent.publish.hass import problem_components, problem_topic
 from edge_agent.publish.mqtt import Publisher
 from edge_agent.runtime import problems
-from edge_agent.runtime.health import Health
+from edge_agent.runtime.durable import make_dirs
+from edge_agent.runtime.health import DiskWrites, Health
 from edge_agent.runtime.supervise import Watchdog, Worker, notify, watchdog_interval_s
 from edge_agent.runtime.timer import SlotTimer
 from shared.storage import open_storage
@@ -44,7 +45,7 @@ class Agent:
                  components: tuple[str, ...] | None = None):
         """`components`: the names to run (default: every one whose config section is present)."""
         self.config = config
-        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # spool, dead letters, models, log
+        make_dirs(config.state_dir, 0o700)  # spool, dead letters, models, log
         self.health = Health()
         self.storage = open_storage(config.storage)
         self.publisher = Publisher(config, self.health)
@@ -53,6 +54,7 @@ class Agent:
         self.ctx = AgentContext(config=config, health=self.health, publish=self.publisher.publish,
                                 open_storage=lambda: open_storage(config.storage), timer=self.timer, clock=clock)
         self.ingest = Ingest(config, self.storage, self.health, on_stored=self._stored)
+        self.ctx.flush_ingest = self.ingest.flush
         self.components: dict[str, Component] = self.ctx.components
         for spec in COMPONENTS:
             if components is not None and spec.name not in components:
@@ -63,6 +65,8 @@ class Agent:
         self._timer_worker = Worker("timer", lambda: self.timer.loop(self._stop, self._timer_worker.beat), self._stop,
                                     self.health.thread_failed, self._fatal)
         self._health_worker = Worker("health", self._health_loop, self._stop, self.health.thread_failed, self._fatal)
+        self._health_logged = float("-inf")
+        self.disk = DiskWrites(min_span_s=min(60.0, 4 * config.health.interval_s))
         self.exit_code = 0
         self.ingest.on_fatal = self._fatal
         self.watchdog: Watchdog | None = None
@@ -150,12 +154,21 @@ class Agent:
             self.report_health()
 
     def report_health(self) -> None:
+        """The counters as an `agent` point (written with the next ingest group: no write of its own) and, every
+        `health.log_interval_s`, in the log."""
+        self.disk.sample(self.health)
         snap = self.health.snapshot()
-        log.info("health: %s", ", ".join(f"{k}={v}" for k, v in sorted(snap.items())))
+        now = time.monotonic()
+        if now - self._health_logged >= self.config.health.log_interval_s:
+            self._health_logged = now
+            log.info("health: %s", ", ".join(f"{k}={v}" for k, v in sorted(snap.items())))
+        self.ingest.submit([self.health.point(self.config.health.host_tag)])
         try:
-            self.ingest.spool.append([self.health.point(self.config.health.host_tag)])
-        except Exception as exc:  # a full spool must not stop the agent
-            log.warning("could not spool health point: %s", exc)
+            doc = {"time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), **snap}
+            self.publisher.publish(hass.health_topic(self.config.publish.topic_prefix), json.dumps(doc), qos=1,
+                                   retain=True)
+        except Exception as exc:  # the broker away must not cost the health point
+            log.debug("could not publish the health values: %s", exc)
 
     def start(self) -> None:
         log.info("edge agent starting: state in %s, storage %r, components: %s", self.config.state_dir,
@@ -182,8 +195,9 @@ class Agent:
             return
         try:
             pub = self.config.publish
-            entities = discovery.collect(self.components.values(),
-                                         extra=problem_components(pub.node_id, pub.topic_prefix))
+            own = problem_components(pub.node_id, pub.topic_prefix) | hass.health_components(
+                pub.node_id, pub.topic_prefix, self.config.health.interval_s)
+            entities = discovery.collect(self.components.values(), extra=own)
             discovery.announce(self.config.publish, entities, self.publisher.publish, self.config.state_dir)
         except Exception:  # discovery must never stop the agent
             log.exception("Home Assistant discovery failed")

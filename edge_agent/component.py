@@ -59,6 +59,8 @@ class AgentContext:
     stored_listeners: list[Callable[[list[bytes]], None]] = field(default_factory=list)
     # parts of the status API beyond the models' (name -> a callable giving it): problems, backup, retention
     status_parts: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    # commit what ingest holds in its current group now (before reading the database); True when done
+    flush_ingest: Callable[..., bool] = lambda timeout=10.0: True
     _models: ActiveModels | None = None
     _models_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -56,7 +56,13 @@ class SpoolConfig:
     batch_points: int = 5000
     batch_interval_s: float = 1.0
     drain_quiet_s: float = 0.2  # a batch goes out when nothing was spooled for this long
-    commit_interval_s: float = 0.1
+    # Group commit (docs/pi.md, write budget): received messages are written to the database (or, while it is away
+    # or behind, to the spool) and acknowledged in groups: a group closes `commit_interval_s` after its first
+    # message or once it holds `commit_max_messages` — below the broker's in-flight window (Mosquitto's
+    # max_inflight_messages, 20 by default; the shipped configurations use 1000), else the broker stops sending.
+    commit_interval_s: float = 5.0
+    commit_max_messages: int = 16
+    cursor_interval_s: float = 5.0  # while a backlog drains, the spool's cursor is written at most this often
 
 
 @dataclass
@@ -77,6 +83,7 @@ class IngestConfig:
 @dataclass
 class HealthConfig:
     interval_s: float = 60.0
+    log_interval_s: float = 900.0  # the counters in the log (journald) this often; the database gets every point
     host_tag: str = field(default_factory=socket.gethostname)
 
 
@@ -309,6 +316,12 @@ def load_config(path: str | Path) -> AgentConfig:
     if ingest.queue_max_bytes < ingest.max_payload_bytes:
         raise ConfigError(f"{where}: [ingest].queue_max_bytes must be at least max_payload_bytes "
                           f"({ingest.max_payload_bytes}): every admissible message must fit")
+    spool = build_dataclass(SpoolConfig, doc.get("spool"), f"{where}: [spool]")
+    for key, ok, what in (("commit_interval_s", 0 <= spool.commit_interval_s <= 300, "between 0 and 300 (seconds)"),
+                          ("commit_max_messages", spool.commit_max_messages >= 1, "at least 1"),
+                          ("cursor_interval_s", spool.cursor_interval_s >= 0, "0 or more (seconds)")):
+        if not ok:
+            raise ConfigError(f"{where}: [spool].{key} must be {what}, not {getattr(spool, key)!r}")
     publish_doc = doc.get("publish")
     if publish_doc is None:  # the first release kept these in [forecast]
         legacy = doc.get("forecast") if isinstance(doc.get("forecast"), dict) else {}
@@ -322,7 +335,7 @@ def load_config(path: str | Path) -> AgentConfig:
             raise ConfigError(f"{where}: [publish].{key} {value!r} is not a usable MQTT topic part")
     cfg = AgentConfig(
         path=path, state_dir=state_dir, mqtt=mqtt, storage=storage,
-        spool=build_dataclass(SpoolConfig, doc.get("spool"), f"{where}: [spool]"),
+        spool=spool,
         ingest=ingest,
         health=build_dataclass(HealthConfig, doc.get("health"), f"{where}: [health]"),
         logging=build_dataclass(LoggingConfig, doc.get("logging"), f"{where}: [logging]"),

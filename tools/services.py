@@ -109,10 +109,15 @@ class Mosquitto(_Process):
     name = "mosquitto"
 
     def __init__(self, workdir: Path, port: int | None = None, users: dict[str, str] | None = None,
-                 persistence: bool = False, max_packet_size: int = MAX_PACKET_SIZE):
+                 persistence: bool = False, persistence_dir: Path | None = None, extra: str = "",
+                 max_packet_size: int = MAX_PACKET_SIZE):
+        """`persistence_dir`: where mosquitto.db lives (default: workdir); `extra`: more config lines (e.g. the
+        Pi's autosave_interval, docs/pi.md)."""
         super().__init__(workdir, port)
         self.users = users or {}
         self.persistence = persistence
+        self.persistence_dir = Path(persistence_dir) if persistence_dir else self.workdir
+        self.extra = extra
         self.max_packet_size = max_packet_size  # 0: none (a test of the agent's own bound)
 
     def _command(self) -> list[str]:
@@ -121,12 +126,13 @@ class Mosquitto(_Process):
             f"listener {self.port} {LOOPBACK}",
             "user root" if os.geteuid() == 0 else "",
             f"persistence {'true' if self.persistence else 'false'}",
-            f"persistence_location {self.workdir}/",
+            f"persistence_location {self.persistence_dir}/",
             # Never drop queued QoS 1 messages for a slow persistent subscriber (FACTS.md).
             "max_queued_messages 0",
             "max_inflight_messages 100",
             # A client that sends a larger packet is disconnected before the broker holds it (issue 23).
             f"max_packet_size {self.max_packet_size}" if self.max_packet_size else "",
+            *self.extra.splitlines(),
         ]
         if self.users:
             pw = self.workdir / "passwd"
@@ -152,10 +158,19 @@ class Influxd(_Process):
 
     name = "influxd"
 
-    def __init__(self, workdir: Path, port: int | None = None, auth: bool = False):
+    def __init__(self, workdir: Path, port: int | None = None, auth: bool = False, data_dir: Path | None = None,
+                 data_settings: str = "", monitor_store_interval: str | None = None, http_log: bool = False):
+        """`data_dir`: where meta, data and wal live (default: workdir; the config and the log stay in workdir);
+        `data_settings`: extra lines for the [data] section (e.g. the Pi's settings, docs/pi.md);
+        `monitor_store_interval`: keep influxd's own `_internal` statistics at this interval (default: off, as
+        shipped: docs/pi.md)."""
         super().__init__(workdir, port)
         self.rpc_port = free_port()
         self.auth = auth
+        self.data_dir = Path(data_dir) if data_dir else self.workdir
+        self.data_settings = data_settings
+        self.monitor_store_interval = monitor_store_interval
+        self.http_log = http_log
 
     @property
     def url(self) -> str:
@@ -166,17 +181,19 @@ class Influxd(_Process):
         conf.write_text(f"""reporting-enabled = false
 bind-address = "{LOOPBACK}:{self.rpc_port}"
 [meta]
-  dir = "{self.workdir}/meta"
+  dir = "{self.data_dir}/meta"
 [data]
-  dir = "{self.workdir}/data"
-  wal-dir = "{self.workdir}/wal"
+  dir = "{self.data_dir}/data"
+  wal-dir = "{self.data_dir}/wal"
   query-log-enabled = false
+{self.data_settings}
 [monitor]
-  store-enabled = false
+  store-enabled = {'true' if self.monitor_store_interval else 'false'}
+  {f'store-interval = "{self.monitor_store_interval}"' if self.monitor_store_interval else ''}
 [http]
   bind-address = "{LOOPBACK}:{self.port}"
   auth-enabled = {'true' if self.auth else 'false'}
-  log-enabled = false
+  log-enabled = {'true' if self.http_log else 'false'}
 [subscriber]
   enabled = false
 [continuous_queries]

@@ -141,6 +141,7 @@ class Flow:
         self.totals = RunningTotals(ctx.state_dir / "flow_totals.json")
         self.power = PowerNow(fc.devices, fc.power_interval_s)
         self.tariff = ctx.components.get("tariff")  # built before the flow (edge_agent/agent.py COMPONENTS)
+        self._flushed = 0  # the newest boundary ingest was flushed for
         ctx.on_stored(self._on_stored)
         ctx.timer.add("flow", fc.delay_s, self._scheduled, at_start=True)
 
@@ -410,6 +411,9 @@ class Flow:
 
     def _scheduled(self, boundary_ns: int) -> None:
         t0 = time.process_time()
+        if boundary_ns > self._flushed:  # the first run after a boundary: the readings just after it, which ingest
+            self._flushed = boundary_ns  # may hold in its current group, go to the database first (late-data
+            self.ctx.flush_ingest()  # runs need no flush: what triggered them is stored)
         try:
             self.run_once(boundary_ns)
         except Exception:

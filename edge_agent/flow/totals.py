@@ -21,6 +21,7 @@ import json
 import logging
 from pathlib import Path
 
+from edge_agent.runtime.durable import replace_file
 from shared.schema import ROLE_FIELDS
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,8 @@ class RunningTotals:
         return {f"{k}_kwh": round(v, 4) for k, v in self.published.items()}
 
     def save(self) -> None:
-        """The one place the totals file is written."""
+        """The one place the totals file is written: durable before anything is published from it (a power cut
+        must not revert totals Home Assistant has seen, nor leave an empty file), replaced all or nothing."""
         doc = {"format": FORMAT, "until": self.until, "totals": self.totals, "published": self.published,
                "counted": {str(t): v for t, v in sorted(self.counted.items())}}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(self.path)
+        replace_file(self.path, json.dumps(doc).encode())

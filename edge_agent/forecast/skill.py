@@ -203,6 +203,7 @@ class Scorer:
         self.issued_ns: int | None = None  # the cycle the latest figures are for
         self.figures: dict[int, dict[Key, dict[str, Stats]]] = {}
         self._issue_cache: dict[int, bool] = {}
+        self.pending: list[Point] | None = None  # a list: score() adds its points here instead of writing them
 
     # -- one cycle ----------------------------------------------------------------------------------------
     def score(self, issue_ns: int, series: SlotSeries) -> int:
@@ -230,7 +231,10 @@ class Scorer:
         points += self._figure_points(issue_ns, figures)
         self.figures, self.issued_ns = figures, issue_ns
         self._issue_cache = {t: v for t, v in self._issue_cache.items() if t > issue_ns - 3 * DAY_NS}
-        self.storage.write(points)
+        if self.pending is not None:  # the forecast loop writes them with its forecasts: one write a cycle
+            self.pending.extend(points)
+        else:
+            self.storage.write(points)
         return sum(len(t) for _, (t, *_rest) in scored)
 
     def stats(self, horizon: int, key: Key, since_ns: int) -> Stats | None:

@@ -282,6 +282,11 @@ def agent_health(tz: str, currency: str = DEFAULT_CURRENCY) -> Board:
                                         'GROUP BY "host"')], w=6, h=5)
     b.add("stat", "Uptime", [q('SELECT last("uptime_s") FROM "agent" WHERE $timeFilter GROUP BY "host"')], w=6, h=5,
           fieldConfig={"defaults": {"unit": "s"}, "overrides": []})
+    b.add("timeseries", "Disk writes per day (the agent's own)",
+          [q('SELECT last("bytes_written_per_day") FROM "agent" WHERE $timeFilter GROUP BY time($__interval), '
+             '"host" fill(null)')], w=12, h=8, fieldConfig={"defaults": {"unit": "decbytes"}, "overrides": []},
+          description="What the agent writes to its disk per day, over the last day (/proc/self/io; its log lines "
+                      "are journald's writes). docs/pi.md has the budget of the whole Pi it belongs to.")
     return b
 
 

@@ -1,12 +1,18 @@
-"""MQTT → spool → database, without losing a message.
+"""MQTT → database (or spool) → acknowledgement, without losing a message, in groups that spare the SD card.
 
 - The MQTT client (paho 2.x) uses a fixed client id, a persistent session, QoS 1 and manual acks.
-- `on_message` only queues the message. The spooler thread gathers messages for a few milliseconds
-  (group commit), turns them into points (or dead-letter entries), appends them to the spool with one fsync,
-  and only then acknowledges them to the broker. While the spool is full it stops acknowledging, so the broker
-  stops sending (its in-flight window is the back-pressure).
+- `on_message` only queues the message. The spooler thread gathers a group — until `spool.commit_interval_s`
+  after its first message or `spool.commit_max_messages` messages, whichever comes first (the rest waits in the
+  broker's memory, unacknowledged) — turns it into points (or dead-letter entries), and commits it with one write:
+  straight to the database while the database answers and the spool is empty (InfluxDB's WAL is fsynced before it
+  answers: durable, so the agent writes nothing of its own), else appended to the on-disk spool with one
+  fdatasync. Only then are the messages acknowledged. While the spool is full it stops acknowledging, so the
+  broker stops sending (its in-flight window is the back-pressure). `flush()` commits the current group now
+  (the flow and the forecast call it before they read the database). The agent's own health points join the
+  next group (no write of their own).
 - The drainer thread writes spooled points to the database in batches bounded by size and time, retries with
-  backoff while the database is down, and isolates points the database rejects as bad data (dead-lettered).
+  backoff while the database is down, and isolates points the database rejects as bad data (dead-lettered). Once
+  the spool is empty again, groups go straight to the database.
 - Every message is handled in isolation: whatever goes wrong while turning one message into line protocol
   dead-letters that message (a reason from the parser, or `internal_error: <exception type>`), never the thread.
   Both threads are supervised (edge_agent/supervise.py): restarted with backoff if they die anyway.
@@ -35,9 +41,9 @@ from edge_agent.ingest.series import SeriesLimit
 from edge_agent.ingest.spool import Spool, SpoolFull
 from edge_agent.runtime.health import Health
 from edge_agent.runtime.supervise import Worker
-from shared.points import line_head, split_lines
+from shared.points import Point, line_head, split_lines, to_lines
 from shared.schema import AGENT
-from shared.storage import Storage, StorageError
+from shared.storage import Storage, StorageError, open_storage
 
 log = logging.getLogger(__name__)
 OWN_POINT = b"\n" + AGENT.encode() + b","  # a line of the agent's own health point (Agent.report_health)
@@ -47,16 +53,23 @@ class Ingest:
     """The ingest pipeline; `start()` connects and starts its threads, `stop()` drains and disconnects."""
 
     def __init__(self, config: AgentConfig, storage: Storage, health: Health,
-                 on_stored: Callable[[list[bytes]], None] | None = None):
+                 on_stored: Callable[[list[bytes]], None] | None = None, direct: Storage | None = None):
+        """`storage` is the drainer's; `direct` (default: a connection of its own) takes the groups written
+        straight to the database."""
         self.config = config
         self.storage = storage
+        self.direct = direct or open_storage(config.storage)
         self.health = health
         self.on_stored = on_stored
         self.router = Router(compile_rules(config.rules))
         self.series = SeriesLimit(config.ingest.max_series_per_rule, config.state_dir / "series.json")
         self.converter = Converter(self.router, config.ingest.max_payload_bytes, self.series)
         self.notes = Notes(health)
-        self.spool = Spool(config.resolve(config.spool.dir), config.spool.max_bytes, config.spool.segment_bytes)
+        self.spool = Spool(config.resolve(config.spool.dir), config.spool.max_bytes, config.spool.segment_bytes,
+                           config.spool.cursor_interval_s)
+        if self.spool.damaged_records:
+            health.incr("spool_damaged_records", self.spool.damaged_records)
+            health.incr("spool_quarantined_bytes", self.spool.quarantined_bytes)
         self.deadletter = DeadLetter(config.resolve(config.ingest.deadletter), config.ingest.deadletter_max_bytes,
                                      config.ingest.deadletter_keep,
                                      on_deleted=lambda n: health.incr("deadletter_rotated_away", n))
@@ -67,6 +80,14 @@ class Ingest:
         self.drainer = Worker("drainer", self._drain_loop, self._stop, health.thread_failed, self._fatal)
         self._warned_full = 0.0
         self._warned_drop = 0.0
+        self._warned_direct = 0.0
+        # the flush barrier: messages queued so far vs messages committed (both in arrival order)
+        self._progress = threading.Condition()
+        self._received_n = 0
+        self._committed_n = 0
+        self._own: list[bytes] = []  # the agent's own line protocol (health) waiting for the next group
+        self._own_since = 0.0
+        self._own_lock = threading.Lock()
         self.connected = threading.Event()
         self.client = make_client(config, config.mqtt.client_id, manual_ack=True,
                                   on_thread_failure=lambda exc: health.thread_failed("mqtt_ingest", exc))
@@ -75,6 +96,8 @@ class Ingest:
         self.client.on_message = self._on_message
         health.set("spool_bytes", self.spool.pending_bytes)
         health.set("spool_points", self.spool.pending_points)
+        if self.deadletter.torn_bytes:
+            health.incr("deadletter_torn_bytes", self.deadletter.torn_bytes)
 
     # -- MQTT callbacks (network thread: never block here) ------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
@@ -95,6 +118,8 @@ class Ingest:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage):
         if self._queue.put(msg, block=msg.qos > 0):
+            with self._progress:
+                self._received_n += 1
             return
         if msg.qos == 0:
             self.health.incr("dropped_qos0")
@@ -118,38 +143,76 @@ class Ingest:
 
     # -- spooler ------------------------------------------------------------------------------------------
     def _gather(self) -> list[mqtt.MQTTMessage]:
-        """The next group of messages to commit with one fsync.
+        """The next group of messages to commit with one write.
 
-        Busy: whatever arrived while the previous group was being fsynced (groups form by themselves).
-        Idle: after the first message, wait `commit_interval_s` for company, so that a trickle of messages
-        does not cost one fsync each (acks are delayed by at most that long).
+        Busy: whatever is queued (groups form by themselves, bounded by the broker's in-flight window).
+        A trickle: wait until the first message is `commit_interval_s` old or `commit_max_messages` have come, so
+        that a house's few messages a second cost one database write (one WAL fsync) per group, not per message.
         """
-        return self._queue.get_batch(0.5, self.config.spool.commit_interval_s, 2000)
+        c = self.config.spool
+        return self._queue.get_batch(0.5, c.commit_interval_s, 2000, c.commit_max_messages)
+
+    def submit(self, points: list[Point]) -> None:
+        """The agent's own points (health): written with the next group, no write of their own."""
+        if not points:
+            return
+        with self._own_lock:
+            if not self._own:
+                self._own_since = time.monotonic()
+            self._own.append(to_lines(points))
+
+    def _take_own(self, with_group: bool) -> list[bytes]:
+        with self._own_lock:
+            due = self._own and (with_group or self._stop.is_set()
+                                 or time.monotonic() - self._own_since >= self.config.spool.commit_interval_s)
+            if not due:
+                return []
+            own, self._own = self._own, []
+            return own
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Commit every message received so far now, instead of at the end of its group's interval; True once
+        they are in the database or the spool (False: not within `timeout`, e.g. a full disk holds them)."""
+        with self._progress:
+            target = self._received_n
+            if self._committed_n >= target:
+                return True
+        self._queue.flush()
+        with self._progress:
+            return self._progress.wait_for(lambda: self._committed_n >= target, timeout)
 
     def _spool_loop(self) -> None:
         while not self._stop.is_set() or len(self._queue):
             self.spooler.beat()
-            groups = [self._gather()]
+            group = self._gather()
+            own = self._take_own(bool(group))
+            groups = [(group, b"".join(own))]
             while groups:
-                group = groups.pop(0)
-                if not group:
+                messages, own_body = groups.pop(0)
+                if not messages and not own_body:
                     continue
-                outcome = self._commit_group(group)
+                outcome = self._commit_group(messages, own_body)
                 if outcome == "stopped":
                     return  # not acknowledged: the broker redelivers after restart
                 if outcome == "split":  # the disk has no room for this group's record: try halves
-                    half = len(group) // 2
-                    groups[:0] = [group[:half], group[half:]]
+                    half = len(messages) // 2
+                    groups[:0] = [(messages[:half], own_body), (messages[half:], b"")]
+        own = self._take_own(True)
+        if own:  # stopping: the last health point still goes (to the spool if the database is away)
+            self._commit_group([], b"".join(own))
 
-    def _commit_group(self, messages: list[mqtt.MQTTMessage]) -> str:
-        """Convert, spool (write + fsync), dead-letter the rejects, then acknowledge.
+    def _commit_group(self, messages: list[mqtt.MQTTMessage], own_body: bytes = b"") -> str:
+        """Convert, store (the database, else the spool), dead-letter the rejects, then acknowledge.
 
         Returns "done", "split" (the disk refused a record of more than one message) or "stopped" (the agent
         stopped while the disk refused)."""
         converted = self.converter.convert(messages)
-        while True:
+        body = converted.body + own_body
+        points = converted.points + (own_body.count(b"\n") if own_body else 0)
+        while body and not self._store_direct(body):
             try:
-                self.spool.append_lines(converted.body, converted.points)
+                self.spool.append_lines(body, points)
+                self.health.incr("spooled", points)
                 break
             except SpoolFull as exc:
                 self._hold(messages, f"spool full ({exc})", "spool_full_waits")
@@ -170,12 +233,39 @@ class Ingest:
         count_rejects(self.health, converted.rejects)
         self.notes.record(converted.ignored, converted.skipped)
         self._ack(messages)
+        with self._progress:
+            self._committed_n += len(messages)
+            self._progress.notify_all()
         self.health.incr("received", len(messages))
-        self.health.incr("spooled", converted.points)
         self._update_spool_gauges()
         self.series.save()
         self.health.set("series", self.series.count)
         return "done"
+
+    def _store_direct(self, body: bytes) -> bool:
+        """Write a group straight to the database when nothing waits in the spool (else the group queues behind
+        it, in order). True: stored (points the database refuses are dead-lettered); False: spool it."""
+        if self.spool.pending_points:
+            return False
+        try:
+            refused = write_body(self.direct, body)
+            self._storage_rejected(refused)
+        except StorageError as exc:
+            now = time.monotonic()
+            if now - self._warned_direct > 30:
+                log.warning("database write failed (%s): spooling to disk until it answers again", exc)
+                self._warned_direct = now
+            self.health.incr("direct_write_failures")
+            return False
+        except OSError:  # the refused lines could not be dead-lettered: spool the group, the drainer retries
+            return False
+        if self.on_stored:
+            try:
+                self.on_stored(split_lines(body))
+            except Exception:
+                log.exception("on_stored hook failed")
+        self._count_stored(body, refused)
+        return True
 
     def _hold(self, messages: list, why: str, counter: str) -> None:
         now = time.monotonic()
@@ -258,14 +348,16 @@ class Ingest:
                     self.on_stored(split_lines(body))
                 except Exception:
                     log.exception("on_stored hook failed")
-            n = body.count(b"\n")
-            self.spool.commit(pos, n)
-            # the agent's own health points (measurement `agent`) are counted apart: `stored` is device points
-            own = body.count(OWN_POINT) + body.startswith(OWN_POINT[1:])
-            own -= sum(1 for line, _ in refused if line.startswith(OWN_POINT[1:]))
-            self.health.incr("stored", n - len(refused) - own)
-            self.health.incr("stored_own", own)
+            self.spool.commit(pos, body.count(b"\n"))
+            self._count_stored(body, refused)
             self._update_spool_gauges()
+
+    def _count_stored(self, body: bytes, refused: list[tuple[bytes, str]]) -> None:
+        """`stored` counts device points; the agent's own health points (measurement `agent`) are `stored_own`."""
+        own = body.count(OWN_POINT) + body.startswith(OWN_POINT[1:])
+        own -= sum(1 for line, _ in refused if line.startswith(OWN_POINT[1:]))
+        self.health.incr("stored", body.count(b"\n") - len(refused) - own)
+        self.health.incr("stored_own", own)
 
     def _drain_deadline_passed(self) -> bool:
         return time.monotonic() > self._stop_deadline
@@ -302,4 +394,5 @@ class Ingest:
             w.join(drain_timeout + 5)
         self.spool.close()
         self.deadletter.close()
+        self.direct.close()
         self.series.save(force=True)

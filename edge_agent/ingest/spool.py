@@ -1,15 +1,19 @@
-"""A durable on-disk FIFO of points between MQTT and the database.
+"""A durable on-disk FIFO of points between MQTT and the database, used while the database is away or behind.
 
 Segments `NNNNNNNNNNNN.seg` hold records `[u32 length][u32 crc32][line protocol, one point per line]`, appended
-and fsynced
-before the MQTT messages they came from are acknowledged. The `cursor` file records how far the drainer has
-written to the database; fully drained segments are deleted. The cursor is two fixed slots
-`[u64 sequence][u64 segment][u64 offset][u32 crc32]`, written alternately in place and fsynced: moving it never
+and fdatasynced before the MQTT messages they came from are acknowledged. The `cursor` file records how far the
+drainer has written to the database; fully drained segments are deleted. The cursor is two fixed slots
+`[u64 sequence][u64 segment][u64 offset][u32 crc32]`, written alternately in place and synced: moving it never
 needs a new disk block, so a full disk cannot stop the drainer from freeing space (a torn slot fails its crc and
-the other one is used). On start, a torn last record
-(crash mid-append, never acknowledged) is truncated away and draining resumes at the cursor, so points after
-the cursor may be written twice — InfluxDB overwrites a point with the same series and time, so they are
-stored once.
+the other one is used). It is written at most every `cursor_interval_s` while a backlog drains and at once when
+the spool runs empty; after a crash the drainer resumes at the cursor, so points after it may be written twice —
+InfluxDB overwrites a point with the same series and time, so they are stored once.
+
+Recovery at start (every record is checked: length ≥ 1, crc32, the body ends with a newline):
+- a bad tail (a crash mid-append: never acknowledged) is cut away;
+- a bad record **followed by good ones** (a card that lost or garbled an acknowledged write) is moved to
+  `quarantine/<segment>-<offset>.bad`, counted (`damaged_records`, `quarantined_bytes`) and logged as an error;
+  the records after it are kept (the segment is rewritten without the damaged bytes, the cursor moved with it).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.runtime.durable import fsync_dir, write_file
+from edge_agent.runtime.durable import datasync, fsync_dir, make_dirs, replace_file, write_file
 from shared.points import Point, to_lines
 
 log = logging.getLogger(__name__)
@@ -42,20 +46,75 @@ class Position:
     offset: int
 
 
+def record_at(data: bytes | memoryview, pos: int) -> int | None:
+    """The end of the valid record starting at `pos`, or None (length 0 or past the end, bad crc, or a body
+    that does not end with a newline: every record appended holds whole lines)."""
+    if pos + HEADER.size > len(data):
+        return None
+    length, crc = HEADER.unpack_from(data, pos)
+    end = pos + HEADER.size + length
+    if length == 0 or end > len(data) or data[end - 1] != 0x0A:
+        return None
+    return end if zlib.crc32(data[pos + HEADER.size:end]) == crc else None
+
+
+def scan(data: bytes) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
+    """Check a segment: (good spans, damaged spans followed by good records, where the torn tail starts).
+
+    After a bad record the next good one is searched right after each newline (every record ends with one, so
+    the record after a damaged one starts after a newline unless it is damaged too)."""
+    good: list[tuple[int, int]] = []
+    damaged: list[tuple[int, int]] = []
+    view = memoryview(data)
+    pos = 0
+    while pos < len(data):
+        end = record_at(view, pos)
+        if end is not None:
+            good.append((pos, end))
+            pos = end
+            continue
+        nxt = None
+        nl = data.find(b"\n", pos)
+        while nl >= 0:
+            if record_at(view, nl + 1) is not None:
+                nxt = nl + 1
+                break
+            nl = data.find(b"\n", nl + 1)
+        if nxt is None:
+            return good, damaged, pos
+        damaged.append((pos, nxt))
+        pos = nxt
+    return good, damaged, len(data)
+
+
 class Spool:
-    def __init__(self, directory: Path, max_bytes: int = 512 << 20, segment_bytes: int = 16 << 20):
+    def __init__(self, directory: Path, max_bytes: int = 512 << 20, segment_bytes: int = 16 << 20,
+                 cursor_interval_s: float = 0.0):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(self.dir, 0o700)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        self.cursor_interval_s = cursor_interval_s
         self._lock = threading.Lock()
         self._data_ready = threading.Condition(self._lock)
         self._sizes: dict[int, int] = {}  # durable size of each segment
-        self._recover()
-        self._cursor = self._load_cursor()
+        self.damaged_records = 0  # found at start: bad records followed by good ones (quarantined)
+        self.quarantined_bytes = 0
+        found = self._read_cursor()
+        self._cursor_seq = found[0] if found else 0
+        mapped = self._recover(found[1:] if found else None)
+        self._cursor = self._position(mapped)
+        self._cursor_written = float("-inf")  # the first commit writes it
+        self._cursor_dirty = False
+        if found and mapped != found[1:]:
+            self._write_cursor(self._cursor)  # the segment holding it was rewritten
         self._write_seg = max(self._sizes) if self._sizes else 1
         self._sizes.setdefault(self._write_seg, 0)
-        self._fd = os.open(self._seg_path(self._write_seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        path = self._seg_path(self._write_seg)
+        new = not path.exists()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if new:
+            fsync_dir(self.dir)  # the name of the segment the first records go to must survive a power cut too
         self._pending_points = self._count_pending_points()
         self._torn = False
 
@@ -63,24 +122,46 @@ class Spool:
     def _seg_path(self, seg: int) -> Path:
         return self.dir / f"{seg:012d}.seg"
 
-    def _recover(self) -> None:
-        """Find segments and cut a torn tail (a record whose length or crc does not check out)."""
+    def _recover(self, cursor: tuple[int, int] | None) -> tuple[int, int] | None:
+        """Find segments, cut torn tails, quarantine damaged records; returns the cursor moved along with any
+        segment that had to be rewritten."""
         for path in sorted(self.dir.glob("*.seg")):
             seg = int(path.stem)
             data = path.read_bytes()
-            good = 0
-            while good + HEADER.size <= len(data):
-                length, crc = HEADER.unpack_from(data, good)
-                end = good + HEADER.size + length
-                if end > len(data) or zlib.crc32(data[good + HEADER.size:end]) != crc:
-                    break
-                good = end
-            if good != len(data):
-                log.warning("spool: truncating torn tail of %s (%d of %d bytes valid)", path.name, good, len(data))
+            good, damaged, tail = scan(data)
+            if damaged:
+                cursor = self._quarantine(path, seg, data, good, damaged, cursor)
+                self._sizes[seg] = sum(b - a for a, b in good)
+                continue
+            if tail != len(data):
+                log.warning("spool: cutting the torn tail of %s (%d of %d bytes valid: a write the power cut or "
+                            "crash interrupted, never acknowledged)", path.name, tail, len(data))
                 with open(path, "r+b") as f:
-                    f.truncate(good)
+                    f.truncate(tail)
                     os.fsync(f.fileno())
-            self._sizes[seg] = good
+            self._sizes[seg] = tail
+        return cursor
+
+    def _quarantine(self, path: Path, seg: int, data: bytes, good: list[tuple[int, int]],
+                    damaged: list[tuple[int, int]], cursor: tuple[int, int] | None) -> tuple[int, int] | None:
+        """Keep the damaged bytes aside, rewrite the segment with its good records only, move the cursor."""
+        qdir = self.dir / "quarantine"
+        make_dirs(qdir, 0o700)
+        for a, b in damaged:
+            replace_file(qdir / f"{seg:012d}-{a:010d}.bad", data[a:b])
+            self.damaged_records += 1
+            self.quarantined_bytes += b - a
+            log.error("spool: %s holds %d damaged bytes at offset %d (the disk lost or garbled an acknowledged "
+                      "write); moved to %s, the %d good records after them are kept", path.name, b - a, a,
+                      qdir / f"{seg:012d}-{a:010d}.bad", sum(1 for g in good if g[0] >= b))
+        replace_file(path, b"".join(data[a:b] for a, b in good))
+        if cursor is not None and cursor[0] == seg:
+            moved = 0
+            for a, b in good:  # the first good record at or after the cursor keeps its place in the new file
+                if b <= cursor[1]:
+                    moved += b - a
+            cursor = (seg, moved)
+        return cursor
 
     def _read_cursor(self) -> tuple[int, int, int] | None:
         """(sequence, segment, offset) of the newest valid cursor slot, or None."""
@@ -104,13 +185,11 @@ class Spool:
                 best = (seq, seg, off)
         return best
 
-    def _load_cursor(self) -> Position:
+    def _position(self, found: tuple[int, int] | None) -> Position:
         first = min(self._sizes) if self._sizes else 1
-        found = self._read_cursor()
-        self._cursor_seq = found[0] if found else 0
         if found is None:
             return Position(first, 0)
-        _seq, seg, off = found
+        seg, off = found
         if seg not in self._sizes:  # drained segment already deleted
             return Position(first, 0) if seg < first else Position(seg, 0)
         return Position(seg, min(off, self._sizes[seg]))
@@ -129,7 +208,7 @@ class Spool:
         fd = os.open(path, os.O_WRONLY)
         try:
             os.pwrite(fd, slot, (self._cursor_seq % 2) * CURSOR_SLOT.size)
-            os.fsync(fd)
+            datasync(fd)
         finally:
             os.close(fd)
 
@@ -155,7 +234,7 @@ class Spool:
         return self._pending_points
 
     def append(self, points: list[Point]) -> None:
-        """Durably append one record (write + fsync). Raises SpoolFull when over the bound."""
+        """Durably append one record (write + fdatasync). Raises SpoolFull when over the bound."""
         if points:
             self.append_lines(to_lines(points), len(points))
 
@@ -179,7 +258,7 @@ class Spool:
                 written = os.write(self._fd, record)
                 if written != len(record):
                     raise OSError(28, f"short write ({written} of {len(record)} bytes)")
-                os.fsync(self._fd)
+                datasync(self._fd)
             except OSError:
                 try:
                     os.ftruncate(self._fd, self._sizes[self._write_seg])
@@ -283,12 +362,24 @@ class Spool:
                 pos = Position(self._write_seg, 0)
             self._cursor = pos
             self._pending_points = max(0, self._pending_points - points)
-            try:
-                self._write_cursor(pos)
-            except OSError as exc:  # the next commit tries again; until then a crash means some rewrites
-                log.warning("spool: cannot persist the cursor (%s); after a crash some points would be written "
-                            "to the database again (stored once)", exc)
+            drained = pos.segment == self._write_seg and pos.offset == self._sizes[pos.segment]
+            if drained or time.monotonic() - self._cursor_written >= self.cursor_interval_s:
+                self._persist_cursor()
+            else:
+                self._cursor_dirty = True
+
+    def _persist_cursor(self) -> None:
+        try:
+            self._write_cursor(self._cursor)
+            self._cursor_written = time.monotonic()
+            self._cursor_dirty = False
+        except OSError as exc:  # the next commit tries again; until then a crash means some rewrites
+            self._cursor_dirty = True
+            log.warning("spool: cannot persist the cursor (%s); after a crash some points would be written "
+                        "to the database again (stored once)", exc)
 
     def close(self) -> None:
         with self._lock:
+            if self._cursor_dirty:
+                self._persist_cursor()
             os.close(self._fd)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge_agent.runtime.durable import fsync_dir, write_file
+from edge_agent.runtime.durable import fsync_dir, make_dirs, write_file
 from shared import manifest as mf
 from shared.signing import SIGNATURE_FILE
 
@@ -64,7 +64,7 @@ class StoredVersion:
 class ModelStore:
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         self._lock = threading.Lock()
         for tmp in self.root.glob("*/.tmp-*"):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -133,7 +133,7 @@ class ModelStore:
 
     def _install(self, name: str, version: str, files: dict[str, bytes]) -> Path:
         d = self.root / name
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d)  # its name in the store survives a power cut like the files put into it
         final = d / version
         if final.exists() and self._holds(final, files) and not (set(p.name for p in final.iterdir()) - set(files)):
             return final

@@ -323,3 +323,32 @@ def problem_components(node_id: str, prefix: str) -> dict[str, dict]:
                                  value_template="{{ value_json.last_backup if value_json.get('last_backup') "
                                                 "else None }}"),
     }
+
+
+def health_topic(prefix: str) -> str:
+    """The agent's health values (JSON, retained), published every `health.interval_s`."""
+    return f"{prefix}/agent/health"
+
+
+# key, name, the health value, unit, how the value is shown (a Jinja expression of `v`), device class
+HEALTH_SENSORS = (
+    ("disk_writes_per_day", "Disk writes per day", "bytes_written_per_day", "MB", "(v / 1000000) | round(1)",
+     "data_size"),
+)
+
+
+def health_components(node_id: str, prefix: str, interval_s: float = 60.0) -> dict[str, dict]:
+    """The agent's own health sensors reading `<prefix>/agent/health`: its disk writes per day (the SD card's
+    wear, docs/pi.md has the budget), a diagnostic measurement; unknown until the agent has a minute of figures.
+    Unavailable after three missed health intervals."""
+    check_node(node_id)
+    expire = max(int(3 * interval_s), 60)
+    topic = health_topic(prefix)
+    out = {}
+    for key, name, field, unit, shown, device_class in HEALTH_SENSORS:
+        value = (f"{{% if value_json.get('{field}') is number %}}{{% set v = value_json.{field} %}}"
+                 f"{{{{ {shown} }}}}{{% else %}}None{{% endif %}}")
+        out[key] = sensor(node_id, key, name, topic, value, expire, unit_of_measurement=unit,
+                          device_class=device_class, state_class="measurement", entity_category="diagnostic",
+                          suggested_display_precision=1, icon="mdi:sd")
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -47,3 +48,44 @@ class Health:
     def point(self, host: str, time_ns: int | None = None) -> Point:
         fields = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in self.snapshot().items()}
         return Point(AGENT, {"host": host}, fields, time_ns or time.time_ns())
+
+
+DAY_S = 86400.0
+
+
+def process_write_bytes(path: str = "/proc/self/io") -> int | None:
+    """Bytes this process has caused to be written to storage (write_bytes − cancelled_write_bytes: the page
+    cache counts whole pages when they are dirtied); None where the kernel does not say (not Linux)."""
+    try:
+        with open(path) as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["write_bytes"]) - int(fields.get("cancelled_write_bytes", 0))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class DiskWrites:
+    """The agent's own disk writes as health values: `bytes_written` (since start) and `bytes_written_per_day`
+    (the rate over the last day, or since start when younger; docs/pi.md has the budget it is compared with).
+    Writes journald makes for the agent's log lines are journald's, not counted here."""
+
+    def __init__(self, source=process_write_bytes, window_s: float = DAY_S, min_span_s: float = 60.0):
+        self._source = source
+        self.window_s, self.min_span_s = window_s, min_span_s
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._start: int | None = None
+
+    def sample(self, health: Health, now: float | None = None) -> None:
+        value = self._source()
+        if value is None:
+            return
+        now = time.monotonic() if now is None else now
+        if self._start is None:
+            self._start = value
+        self._samples.append((now, value))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
+            self._samples.popleft()
+        health.set("bytes_written", value - self._start)
+        t0, v0 = self._samples[0]
+        if now - t0 >= self.min_span_s:
+            health.set("bytes_written_per_day", round((value - v0) / (now - t0) * DAY_S))

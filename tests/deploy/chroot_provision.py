@@ -68,6 +68,8 @@ SKIPPED = {
     "server: Enable the backup timer": "its offline equivalent (the timers.target.wants/ link) runs; " + _VERIFY,
     "edge_agent: Start the agent": _VERIFY + "; the config passes `edge_agent check --offline` (ExecStartPre)",
     "edge_agent: Restart edge-agent": _VERIFY,
+    "edge_agent: Restart journald": "the drop-in /etc/systemd/journald.conf.d/home-energy.conf exists in the root "
+                                    "(checked below) and its keys are checked by tests/deploy/test_pi_settings.py",
     "server: Dependencies of the [server] extra: TensorFlow, Flask, gunicorn":
         "≈2 GB TensorFlow; the package is installed from the wheel without them, the [server] extra's requirements "
         "are checked in the installed metadata, Flask is added and `home-energy-server hash-password` runs as the "
@@ -237,6 +239,7 @@ def check_root(root: Path) -> list[str]:
               "/etc/grafana/provisioning/datasources/home-energy.yaml",
               "/etc/grafana/provisioning/dashboards/home-energy/home-energy-flow.json",
               "/etc/systemd/system/grafana-server.service.d/home-energy.conf",
+              "/etc/systemd/journald.conf.d/home-energy.conf",
               "/opt/home-energy/libexec/influxdb1_setup.py",
               "/opt/home-energy/venv-edge/bin/edge-agent", "/opt/home-energy/venv-server/bin/home-energy-server",
               f"/opt/home-energy/venv-server/lib/python{PY}/site-packages/server/gunicorn.conf.py"):

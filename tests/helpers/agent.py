@@ -68,6 +68,9 @@ url = "{influx_url}"
 database = "{database}"
 [spool]
 batch_interval_s = 0.2
+# groups close after 0.1 s (the default, 5 s, spares a Pi's SD card; tests/edge_agent/ingest/test_group_commit.py
+# runs it)
+commit_interval_s = 0.1
 {spool}
 [ingest]
 max_payload_bytes = 2048

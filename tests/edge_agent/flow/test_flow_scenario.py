@@ -203,7 +203,7 @@ def test_hand_designed_house_slot_by_slot(tmp_path, mosquitto_session, influxd_s
             msgs, late = readings((k - 1) * 900 + 60 if k else -10_000, k * 900 + 60)
             held += late
             sent += pub.publish_all(msgs)
-            wait_for(lambda n=sent: agent.health.get("spooled") >= n, timeout=20)
+            wait_for(lambda n=sent: agent.health.get("received") >= n, timeout=20)
             wait_for(lambda: agent.ingest.spool.pending_points == 0, timeout=20)
             clock.set(T0 + timedelta(seconds=k * 900 + 31))  # the boundary + delay passes
             if k == 0:

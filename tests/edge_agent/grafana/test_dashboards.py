@@ -156,6 +156,7 @@ def loaded_db(tmp_path_factory, mosquitto_session, influxd_session):
                     int((START + timedelta(days=2, minutes=15 * k)).timestamp() * 1e9))
               for m in ("cnn", "lstm") for h in ("1", "96") for w in ("1d", "7d", "30d") for k in range(4)])
     wait_for(lambda: count(influxd_session, db, "agent", "received") > 0, timeout=20)
+    wait_for(lambda: "bytes_written_per_day" in agent.health.snapshot(), timeout=20)  # after a few samples
     snap = agent.health.point("test").fields  # the agent's real counters, as if reported every 15 minutes
     st.write([Point("agent", {"host": "test"}, {**snap, "received": int(snap["received"]) * (k + 1) // 4,
                                                 "stored": int(snap["stored"]) * (k + 1) // 4},

@@ -428,3 +428,20 @@ def test_home_assistant_accepts_the_problem_sensor_and_renders_its_payload(ha_ju
     attrs = json.loads(problem[0]["attributes"])
     assert attrs["reasons"] == ["backup_stale"] and "3.0 days" in attrs["reason"]
     assert backup[1]["value"] == iso(NOW - timedelta(hours=5)) and backup[2]["value"] == "None"
+
+
+def test_the_disk_writes_sensor_is_a_diagnostic_data_size(ha_judge):
+    """Issue 24: the agent's own bytes written per day, as Home Assistant shows it (MB, unknown until known)."""
+    cmps = hass.health_components(NODE, PREFIX, interval_s=60)
+    cfg = cmps["disk_writes_per_day"]
+    assert cfg["p"] == "sensor" and cfg["state_topic"] == "he-test/agent/health" and cfg["expire_after"] == 180
+    assert (cfg["device_class"], cfg["unit_of_measurement"], cfg["entity_category"]) == ("data_size", "MB",
+                                                                                          "diagnostic")
+    samples = {"he-test/agent/health": [json.dumps({"bytes_written_per_day": 23_456_789, "uptime_s": 3600}),
+                                        json.dumps({"uptime_s": 30})]}
+    _, results = ha_judge(device_pairs(cmps), samples)
+    res = by_key(results)["disk_writes_per_day"]
+    assert res["strict_error"] is None and res["discovery_error"] is None and res["dropped_keys"] == []
+    assert res["long_term_statistics"] and not res["energy_dashboard_source"]
+    known, early = res["rendered"]
+    assert float(known["value"]) == 23.5 and early["value"] == "None"

@@ -3,6 +3,7 @@ disk, the dead-letter file's rotation — all against the real agent, broker and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -17,11 +18,19 @@ import pytest
 
 from edge_agent.ingest.deadletter import DeadLetter
 from edge_agent.runtime.supervise import Worker
+from shared.storage import open_storage
 from tests.helpers.agent import count, spawn_agent, start_agent, wait_for, write_config
 from tools.publish import Publisher, seed_message
-from tools.services import Influxd
+from tools.services import Influxd, free_port
 
 T = datetime(2023, 4, 1, tzinfo=UTC)
+
+
+def spool_only(agent) -> None:
+    """Every group through the spool, as while the database is away: the agent's direct writes go to a port where
+    no database listens (the drainer still writes to the real one)."""
+    dead = dataclasses.replace(agent.config.storage, url=f"http://127.0.0.1:{free_port()}", timeout_s=1)
+    agent.ingest.direct = open_storage(dead)
 
 
 def msgs(start: int, n: int):
@@ -35,6 +44,7 @@ def test_drainer_survives_running_out_of_file_descriptors(tmp_path, mosquitto_se
     cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
                        client_id=f"agent-{influx_db_name}")
     agent = start_agent(cfg)
+    spool_only(agent)  # the drainer opens segments: the step that failed at the limit
     pub = Publisher("127.0.0.1", mosquitto_session.port, client_id=f"pub-{influx_db_name}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     hogs: list[int] = []
@@ -113,6 +123,7 @@ def test_agent_exits_non_zero_when_a_worker_gives_up(tmp_path, mosquitto_session
     cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
                        client_id=f"agent-{influx_db_name}")
     agent = start_agent(cfg)
+    spool_only(agent)
     pub = Publisher("127.0.0.1", mosquitto_session.port, client_id=f"pub-{influx_db_name}")
     agent.ingest.drainer.max_failures, agent.ingest.drainer.max_backoff_s = 2, 0.05
     spool = tmp_path / "state" / "spool"
@@ -162,6 +173,7 @@ def test_watchdog_beats_only_while_ingest_makes_progress(tmp_path, monkeypatch, 
     cfg = write_config(tmp_path, mosquitto_session.port, influxd_session.url, influx_db_name,
                        client_id=f"agent-{influx_db_name}")
     agent = start_agent(cfg)
+    spool_only(agent)  # so that a hung disk stops ingest
     pub = Publisher("127.0.0.1", mosquitto_session.port, client_id=f"pub-{influx_db_name}")
     try:
         first = sock.collect(2.0)
