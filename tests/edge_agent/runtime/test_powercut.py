@@ -13,7 +13,8 @@ import pytest
 
 from edge_agent.component import AgentContext
 from edge_agent.config import load_config
-from edge_agent.flow.component import TOTALS, Flow, parse_config
+from edge_agent.flow.component import Flow, parse_config
+from edge_agent.flow.totals import TOTALS
 from edge_agent.ingest.spool import Spool
 from edge_agent.models.store import ModelStore
 from edge_agent.runtime.durable import make_dirs
@@ -104,14 +105,13 @@ def test_flow_totals_survive_a_power_cut(tmp_path, mosquitto_session, influxd_se
         make_dirs(config.state_dir)  # as the agent does at start
         first = flow()
         ends = int((now - timedelta(days=1)).timestamp()) * 10**9 // SLOT_NS * SLOT_NS + SLOT_NS * np.arange(8)
-        fields = {k: np.full(8, 0.25) for k in TOTALS}
-        first._count_totals(ends, fields, [""] * 8)
-        published = dict(first.totals["totals"]), first.totals["until"]
+        first._count_totals({int(t): dict.fromkeys(TOTALS, 0.25) for t in ends}, None, int(ends[-1]))
+        published = dict(first.totals.published), first.totals.until
         first.stop()
         fs.cut()
         again = flow()
-        assert (again.totals["totals"], again.totals["until"]) == published
-        assert again.totals["totals"]["house"] == pytest.approx(2.0)
+        assert (again.totals.published, again.totals.until) == published
+        assert again.totals.published["house"] == pytest.approx(2.0)
         again.stop()
 
 
