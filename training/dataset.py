@@ -21,8 +21,10 @@ def issue_times(series: SlotSeries, start_ns: int, end_ns: int) -> np.ndarray:
     return np.arange(first, end_ns, SLOT_NS, dtype=np.int64)
 
 
-def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: float = 1.0) -> Samples:
-    """X [n, steps, F] float32, Y [n, horizon] kWh (NaN where unknown), and the issue times kept.
+def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: float = 1.0,
+          temperature: SlotSeries | None = None) -> Samples:
+    """X [n, steps, F] float32, Y [n, horizon] kWh (NaN where unknown), and the issue times kept. `temperature`:
+    the observed record (°C per slot), given as the forecast too (a spec with temperature features needs it).
 
     Samples whose window is incomplete are skipped. Targets are never filled in: unknown target slots stay NaN
     (the loss masks them) and a sample is kept only when at least `min_known` of its target slots are known."""
@@ -31,7 +33,7 @@ def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: f
         y = target(series, t, spec.horizon)
         if np.isfinite(y).mean() < min_known or not np.isfinite(y).any():
             continue
-        x, complete = build_input(spec, series, t)
+        x, complete = build_input(spec, series, t, temperature)
         if not complete:
             continue
         xs.append(x[0])
