@@ -115,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     _temperature_args(t)
     t.add_argument("--daily-loss", type=float, default=defaults.daily_loss, metavar="WEIGHT",
                    help="day-ahead loss: add WEIGHT × the day's error to the slots' MAE, so that a day's forecast "
-                        "adds up to its energy (default: 1 when the house's 7-day slot medians add up to less than "
+                        "adds up to its energy (default: 4 when the house's 7-day slot medians add up to less than "
                         "0.8 of its days, e.g. a cycling heat pump; else 0)")
     t.add_argument("--keep-weather", action="store_true",
                    help="write the weather bundles even when they show no gain (docs/training.md's rule)")

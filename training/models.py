@@ -37,9 +37,11 @@ def masked_mae_daily(weight: float):
 
     For a load that cycles (a heat pump's compressor) the MAE-optimal slot forecast is the median of each slot,
     whose sum falls far short of the day's energy (the 7-day median's days miss by 13 kWh where yesterday's miss by
-    3.6, heating months of the heat pump data). With the day's error in the loss at weight ≥ 1, raising the slots
-    until the day's sum is right always pays (a slot's MAE rises by at most what the day's falls), so 1 asks for
-    forecasts whose days add up, at the least cost per slot."""
+    3.6, heating months of the heat pump data). With the day's error in the loss at a weight above 1, raising the
+    slots until the day's sum is right always pays (a slot's MAE rises by at most what the day's falls): forecasts
+    whose days add up, at the least cost per slot. At exactly 1 the trade is even where the slots are above their
+    medians, and the first heat pump month trained so (October 2021) still forecast 76 % of its days' energy;
+    training.train uses 4."""
     def loss(y_true, y_pred):
         known = tf.math.is_finite(y_true)
         err = tf.where(known, tf.where(known, y_true, 0.0) - y_pred, 0.0)

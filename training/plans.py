@@ -81,7 +81,7 @@ class TrainOptions:
     weather: wx.WeatherSpec | None = None  # their local days and degree-day bases
     keep_weather: bool = False  # write weather bundles even when the rule (training.weather) finds no gain
     # day-ahead loss: + this weight × the day's error (training.models.masked_mae_daily); 0 = slots only; None =
-    # decided by the data (`daily_loss_for`): 1 for a cycling load whose 7-day medians add up to too little
+    # decided by the data (`daily_loss_for`): 4 for a cycling load whose 7-day medians add up to too little
     daily_loss: float | None = None
 
     @property

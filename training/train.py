@@ -242,6 +242,7 @@ def judge_weather(docs: dict[str, dict], series: SlotSeries, out_dir: Path, opts
 
 
 MEDIAN_DAY_SHARE = 0.8  # below this share of the days' energy in the 7-day medians' days: the day's error joins the loss
+DAILY_LOSS_WEIGHT = 4.0  # its weight then (training.models.masked_mae_daily: above 1 the day's error dominates)
 
 
 def median_day_share(series: SlotSeries) -> float | None:
@@ -267,12 +268,13 @@ def median_day_share(series: SlotSeries) -> float | None:
 def daily_loss_for(series: SlotSeries, opts: TrainOptions) -> tuple[float, str]:
     """The day-ahead loss's weight on the day's error, and why: the option as given, else 1 when the house's 7-day
     medians add up to less than MEDIAN_DAY_SHARE of its days (a cycling load: MAE-optimal slot forecasts would
-    forecast a fraction of the day's energy), else 0 (the slots' MAE alone, as before)."""
+    forecast a fraction of the day's energy; weight DAILY_LOSS_WEIGHT), else 0 (the slots' MAE alone, as before)."""
     if opts.daily_loss is not None:
         return opts.daily_loss, "as given"
     share = median_day_share(series)
     if share is not None and share < MEDIAN_DAY_SHARE:
-        return 1.0, f"the 7-day medians' days add up to {share:.2f} of the days' energy (< {MEDIAN_DAY_SHARE})"
+        return DAILY_LOSS_WEIGHT, (f"the 7-day medians' days add up to {share:.2f} of the days' energy "
+                                   f"(< {MEDIAN_DAY_SHARE})")
     return 0.0, "the 7-day medians' days add up to " + ("?" if share is None else f"{share:.2f}") + \
         f" of the days' energy (≥ {MEDIAN_DAY_SHARE}, or too few days)"
 

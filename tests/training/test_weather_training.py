@@ -49,7 +49,7 @@ def test_the_days_error_joins_the_loss_for_a_cycling_load_only():
     assert median_day_share(heatpump) < 0.5  # the heat pump's compressor cycles: its medians say "off"
     assert daily_loss_for(seed, TrainOptions())[0] == 0.0
     weight, why = daily_loss_for(heatpump, TrainOptions())
-    assert weight == 1.0 and "< 0.8" in why
+    assert weight == 4.0 and "< 0.8" in why
     assert daily_loss_for(heatpump, TrainOptions(daily_loss=0.0)) == (0.0, "as given")
     short = SlotSeries(seed.start_ns, seed.values[:96 * 10])
     assert median_day_share(short) is None and daily_loss_for(short, TrainOptions())[0] == 0.0
@@ -87,4 +87,4 @@ def test_eval_heatpump_quick_month_prints_the_issues_json(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert "daily_linear_hindsight" in report["bound"] and report["noise"]["sigma_c"] == 1.5
     train = json.loads((tmp_path / "2022-11" / "cnn-96-weather" / "manifest.json").read_text())["training"]
-    assert train["loss"] == "masked_mae + 1 × day"
+    assert train["loss"] == "masked_mae + 4 × day"

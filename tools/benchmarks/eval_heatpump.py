@@ -207,7 +207,7 @@ def bound(series: SlotSeries, temps: TemperatureForecasts, by_month: dict[str, l
 
 # -- one month --------------------------------------------------------------------------------------------------------
 def run_month(out: Path, data: Path, month: str, bundle: str, noise: float, noise_seed: int, seed: int,
-              daily_loss: float, extra: list[str]) -> None:
+              daily_loss: float | None, extra: list[str]) -> None:
     """Train before the month, backtest it three times; the forecasts stay in out/."""
     start, end = month_bounds(month)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +216,8 @@ def run_month(out: Path, data: Path, month: str, bundle: str, noise: float, nois
     weather = f"{bundle}-weather"
     if not (out / weather / "manifest.json").exists() or not (out / bundle / "manifest.json").exists():
         cli(log, "train", *common, "--temperature", str(data), "--until", start, "--out", str(out), "--only", weather,
-            "--keep-weather", "--seed", str(seed), "--daily-loss", str(daily_loss), *extra)
+            "--keep-weather", "--seed", str(seed), *(["--daily-loss", str(daily_loss)] if daily_loss is not None
+                                                     else []), *extra)
     runs = {"no_temp": (bundle, []), "temp_observed": (weather, ["--temperature", str(data)]),
             "temp_noisy": (weather, ["--temperature", str(data), "--forecast-noise", str(noise),
                                      "--noise-seed", str(noise_seed)])}
@@ -262,8 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise", type=float, default=1.5, help="σ of the forecast error, °C")
     ap.add_argument("--noise-seed", type=int, default=0)
     ap.add_argument("--seed", type=int, default=42, help="training seed")
-    ap.add_argument("--daily-loss", type=float, default=1.0,
-                    help="train --daily-loss (the day's error in the loss; 0: slots only)")
+    ap.add_argument("--daily-loss", type=float,
+                    help="train --daily-loss (the day's error in the loss; default: training decides from the data, "
+                         "4 for this heat pump)")
     ap.add_argument("--out", default=str(ROOT / "artefacts" / "eval-heatpump"))
     ap.add_argument("--resume", action="store_true", help="reuse the months already backtested in --out")
     ap.add_argument("--train-arg", action="append", default=[], help="extra argument for `python -m training train`")
