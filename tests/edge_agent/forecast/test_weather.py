@@ -267,3 +267,21 @@ def test_forecast_payload_shapes():
                      ('[{"datetime": "2023-07-05T00:00:00Z"}]', "needs a temperature")):
         with pytest.raises(ValueError, match=why):
             parse_forecast(bad, "UTC", T0_NS)
+
+
+@pytest.mark.parametrize("section, error", [
+    ("open_meteo = true", "needs latitude"),
+    ("open_meteo = true\nlatitude = 47.0\nlongitude = 8.0\nopen_meteo_url = \"ftp://x\"", "http"),
+    ("timezone = \"Mars/Base\"", "timezone"),
+    ("max_age_h = 0", "max_age_h"),
+    ("forecast_topc = \"x\"", "unknown key"),
+])
+def test_weather_config_errors_name_the_key(tmp_path, section, error):
+    from edge_agent.config import ConfigError, load_config
+    from edge_agent.forecast.loop import parse_config
+    from tests.helpers.agent import write_config
+
+    cfg = load_config(write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy",
+                                   extra=f"[forecast]\n[weather]\n{section}\n"))
+    with pytest.raises(ConfigError, match=error):
+        parse_config(cfg)
