@@ -59,6 +59,16 @@ def _fixed_projection(inp, features: int, columns: list[int], name: str):
     return L.Dense(len(columns), use_bias=False, trainable=False, weights=[sel], name=name)(inp)
 
 
+def _weather_factor(inp, hidden):
+    """What a weather bundle multiplies its blend with, per target slot: 1 at the start of training, plus a 1×1
+    convolution of the hidden layer (per slot) and a linear function of the window's means over its 96 steps (one
+    per day: the level of the lags, the pools, the last day, and the temperatures of the target day and of the days
+    before — a linear model of how much the day changes, like the daily model that bounds what these inputs allow)."""
+    per_slot = L.Conv1D(1, 1, kernel_initializer="zeros", bias_initializer="ones", name="weather_factor")(hidden)
+    per_day = L.Dense(1, kernel_initializer="zeros", name="weather_day")(L.GlobalAveragePooling1D()(inp))
+    return L.Add()([per_slot, L.Reshape((1, 1))(per_day)])
+
+
 def _blend_head(inp, hidden, spec: WindowSpec):
     cand_cols = value_columns(spec)
     logits = L.Conv1D(len(cand_cols), 1)(hidden)
@@ -67,9 +77,8 @@ def _blend_head(inp, hidden, spec: WindowSpec):
     ones = np.ones((len(cand_cols), 1), np.float32)
     mix = L.Dense(1, use_bias=False, trainable=False, weights=[ones], name="weighted_sum")(
         L.Multiply()([weights, candidates]))
-    if spec.uses_weather:  # starts as the plain blend: kernel 0, bias 1
-        factor = L.Conv1D(1, 1, kernel_initializer="zeros", bias_initializer="ones", name="weather_factor")(hidden)
-        mix = L.Multiply()([mix, factor])
+    if spec.uses_weather:
+        mix = L.Multiply()([mix, _weather_factor(inp, hidden)])
     base = _fixed_projection(inp, spec.n_features, [spec.features.index(spec.residual)], "residual_base")
     return L.Flatten()(L.Subtract()([mix, base]))
 

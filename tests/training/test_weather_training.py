@@ -83,7 +83,7 @@ def test_eval_heatpump_quick_month_prints_the_issues_json(tmp_path):
     assert month["daily_mae_ratio_vs_no_temp"] == pytest.approx(d["temp_noisy"] / d["no_temp"], abs=1e-3)
     assert month["observed"]["daily_mae_ratio_vs_no_temp"] == pytest.approx(d["temp_observed"] / d["no_temp"], abs=1e-3)
     assert d["median7"] > 2 * d["yesterday"]  # a cycling load: the slot medians' days fall far short
-    assert 1.0 < month["slot_bound_days_exact"] < 2.0  # right days cost 15-minute MAE
+    assert 1.0 < month["days_exact"]["slot"] < 2.0  # right days cost 15-minute MAE
     report = json.loads((tmp_path / "report.json").read_text())
     assert "daily_linear_hindsight" in report["bound"] and report["noise"]["sigma_c"] == 1.5
     train = json.loads((tmp_path / "2022-11" / "cnn-96-weather" / "manifest.json").read_text())["training"]
