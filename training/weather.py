@@ -7,7 +7,8 @@
   with a realistic error: σ = 1.5 °C for the day's mean, fixed seed).
 - `weather_verdict`: the rule that decides whether a training ships its weather bundles (docs/training.md): a
   weather bundle ships only when, on the held-out validation days, with a noisy forecast, it forecasts the day's
-  energy at least MIN_DAILY_GAIN better than its twin without the temperature and loses nothing per slot.
+  energy at least MIN_DAILY_GAIN better than its twin without the temperature and at most MAX_SLOT_LOSS worse per
+  slot.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from shared.series import SlotSeries, read_csv
 RULE_NOISE_C = 1.5  # the forecast error the rule assumes for the day's mean temperature (°C, Gaussian)
 RULE_NOISE_SEED = 2026
 MIN_DAILY_GAIN = 0.03  # the weather bundle's daily-energy MAE must be at most 0.97 × its twin's
-MAX_SLOT_LOSS = 0.0  # and its 15-minute MAE at most (1 + this) × its twin's
+# and its 15-minute MAE at most (1 + this) × its twin's: a weather bundle forecasts days that add up (a cycling load's
+# slots cost MAE then), so the days decide; the slots only must not get clearly worse (the seed house with an unrelated
+# temperature: days 0.989 ×, slots 0.997 × — not shipped; the heat pump before October 2021: days 0.806 ×, slots 1.013 ×)
+MAX_SLOT_LOSS = 0.02
 DAY_NS = SLOTS_PER_DAY * SLOT_NS
 
 

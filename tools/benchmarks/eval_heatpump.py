@@ -236,9 +236,15 @@ def score_month(out: Path, series: SlotSeries, month: str) -> tuple[list[int], d
 
 
 def rule_verdict(out: Path, bundle: str) -> dict | None:
-    """What the shipping rule (training.weather) said about the month's weather bundle."""
+    """What the shipping rule (training.weather) says about the month's weather bundle: its validation figures as
+    recorded, judged with the rule's current limits."""
+    from training.weather import MAX_SLOT_LOSS, MIN_DAILY_GAIN
+
     path = out / f"{bundle}-weather" / "manifest.json"
-    return json.loads(path.read_text())["metrics"].get("weather") if path.exists() else None
+    doc = json.loads(path.read_text())["metrics"].get("weather") if path.exists() else None
+    if doc and doc.get("daily_ratio") is not None and doc.get("slot_ratio") is not None:
+        doc["ship"] = doc["daily_ratio"] <= 1 - MIN_DAILY_GAIN and doc["slot_ratio"] <= 1 + MAX_SLOT_LOSS
+    return doc
 
 
 def table(report: dict) -> str:
