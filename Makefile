@@ -17,7 +17,7 @@ help:
 	@echo "make lint          ruff"
 	@echo "make bench-ingest | bench-edge | bench-train | bench-server | bench-flow | bench-faults | bench-fleet   benchmarks (print JSON)"
 	@echo "make eval-seed     train on the seed split, backtest, print the README accuracy table"
-	@echo "make eval-rolling  train before each of June-August 2023 (3 seeds), backtest the month, score independently"
+	@echo "make eval-rolling  train before each month 2022-11..2023-08 (3 seeds), backtest, score; the guard replayed"
 	@echo "make eval-holidays train before May 2023 without and with public holidays, score holiday days apart"
 	@echo "make eval-heatpump a heat pump's heating months with and without the outdoor temperature (noisy forecast)"
 	@echo "make day-ahead-bound  what a linear blend of the day-ahead inputs reaches per month (walk-forward, hindsight)"
@@ -64,16 +64,17 @@ bench-train: venv
 eval-seed: venv
 	$(PY) -m tools.benchmarks.eval_seed_split $(ARGS)
 
-# ~75 min on an idle 2-core machine (36 trainings); ARGS e.g. --seeds 42 --resume
+# Every month 2022-11 … 2023-08 × 3 seeds: 30 trainings of the four bundles, 12-27 min each on this busy 2-core
+# machine (5-10 h); resumable: ARGS e.g. --seeds 42 --resume, or --months 2023-07 --seeds 42 7 123
 eval-rolling: venv
-	nice -n 10 $(PY) -m tools.benchmarks.eval_rolling $(ARGS)
+	nice -n 15 $(PY) -m tools.benchmarks.eval_rolling $(ARGS)
 
 eval-holidays: venv
 	nice -n 10 $(PY) -m tools.benchmarks.eval_holidays $(ARGS)
 
 # ~10-20 min per heating month on a busy 2-core machine (two cnn-96 trainings); ARGS e.g. --start 2021-10 --end 2022-05 --resume
 eval-heatpump: venv
-	nice -n 10 $(PY) -m tools.benchmarks.eval_heatpump $(ARGS)
+	nice -n 15 $(PY) -m tools.benchmarks.eval_heatpump $(ARGS)
 
 day-ahead-bound: venv
 	$(PY) -m tools.benchmarks.day_ahead_bound $(ARGS)
