@@ -41,7 +41,8 @@ def cmd_train(args) -> int:
                         max_epochs=args.epochs, only=tuple(args.only or ()), seed=args.seed,
                         holidays=holiday_calendar(args.holidays, args.timezone), temperature=temperature,
                         weather=WeatherSpec(args.timezone) if temperature is not None else None,
-                        keep_weather=args.keep_weather, daily_loss=args.daily_loss)
+                        keep_weather=args.keep_weather, daily_loss=args.daily_loss,
+                        temperature_noise_c=args.temperature_noise)
     docs = train_all(series, Path(args.out), opts)
     print(json.dumps({"seconds": round(time.time() - t0, 1), "bundles": {
         n: {"dir": str(Path(args.out) / n), "bytes": d["model"]["bytes"],
@@ -117,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
                    help="day-ahead loss: add WEIGHT × the day's error to the slots' MAE, so that a day's forecast "
                         "adds up to its energy (default: 4 when the house's 7-day slot medians add up to less than "
                         "0.8 of its days, e.g. a cycling heat pump; else 0)")
+    t.add_argument("--temperature-noise", type=float, default=defaults.temperature_noise_c, metavar="SIGMA_C",
+                   help="weather bundles train on the observed temperature + N(0, SIGMA_C) per day as the forecast "
+                        f"(the error a day-ahead forecast has; default {defaults.temperature_noise_c}, 0: the observed)")
     t.add_argument("--keep-weather", action="store_true",
                    help="write the weather bundles even when they show no gain (docs/training.md's rule)")
     t.add_argument("--quick", action="store_true", help="tiny training for tests: not a useful model")

@@ -22,9 +22,10 @@ def issue_times(series: SlotSeries, start_ns: int, end_ns: int) -> np.ndarray:
 
 
 def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: float = 1.0,
-          temperature: SlotSeries | None = None) -> Samples:
-    """X [n, steps, F] float32, Y [n, horizon] kWh (NaN where unknown), and the issue times kept. `temperature`:
-    the observed record (°C per slot), given as the forecast too (a spec with temperature features needs it).
+          temperature=None) -> Samples:
+    """X [n, steps, F] float32, Y [n, horizon] kWh (NaN where unknown), and the issue times kept. `temperature`
+    (a spec with temperature features needs it): the temperature as known at each issue time — an object with
+    `at(issue_ns)` (training.weather.TemperatureForecasts), or one slot series for every issue time.
 
     Samples whose window is incomplete are skipped. Targets are never filled in: unknown target slots stay NaN
     (the loss masks them) and a sample is kept only when at least `min_known` of its target slots are known."""
@@ -33,7 +34,8 @@ def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: f
         y = target(series, t, spec.horizon)
         if np.isfinite(y).mean() < min_known or not np.isfinite(y).any():
             continue
-        x, complete = build_input(spec, series, t, temperature)
+        temp = temperature.at(t) if hasattr(temperature, "at") else temperature
+        x, complete = build_input(spec, series, t, temp)
         if not complete:
             continue
         xs.append(x[0])

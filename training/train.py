@@ -79,7 +79,12 @@ def split_and_scale(plan: BundlePlan, series: SlotSeries, opts: TrainOptions, pc
     if opts.quick:
         train_issues, val_issues = train_issues[-QUICK_SAMPLES[0]:], val_issues[:QUICK_SAMPLES[1]]
     spec = plan.window(opts.holidays, opts.weather)
-    temperature = opts.temperature if spec.uses_weather else None
+    temperature = None
+    if spec.uses_weather:  # the forecast as the edge will get it: observed + the forecast's error (training.weather)
+        from training.weather import TemperatureForecasts
+
+        temperature = TemperatureForecasts(opts.temperature, spec.weather_spec.timezone, opts.temperature_noise_c,
+                                           seed=opts.seed)
     y_all = series.values[series.index_of(int(train_issues[0])):series.index_of(int(train_issues[-1])) + 1]
     spec.mean = float(np.nanmean(y_all))
     spec.std = float(np.nanstd(y_all)) or 1.0
@@ -161,6 +166,8 @@ def complete_manifest(doc: dict, plan: BundlePlan, split: Split, model_bytes: by
     loss = f"{plan.loss} + {opts.daily_loss:g} × day" if plan.loss == "masked_mae" and opts.daily_loss else plan.loss
     doc["training"] = {"seconds": round(time.time() - t_start, 1), "loss": loss, "seed": opts.seed,
                        "epochs_max": opts.epochs, "refit": refit_record or None}
+    if split.spec.uses_weather:
+        doc["training"]["temperature_noise_c"] = opts.temperature_noise_c
     mf.validate(doc)
     return doc
 
