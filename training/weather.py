@@ -7,8 +7,9 @@
   with a realistic error: σ = 1.5 °C for the day's mean, fixed seed).
 - `weather_verdict`: the rule that decides whether a training ships its weather bundles (docs/training.md): a
   weather bundle ships only when, on the held-out validation days, with a noisy forecast, it forecasts the day's
-  energy at least MIN_DAILY_GAIN better than its twin without the temperature and at most MAX_SLOT_LOSS worse per
-  slot.
+  energy at least MIN_DAILY_GAIN better than its twin without the temperature, at most MAX_SLOT_LOSS worse per slot,
+  and at least MIN_DAILY_GAIN better than itself given a forecast that says nothing ("the last 7 days' mean again",
+  `NoChangeForecast`) — so that the gain is the temperature's, not the bundle's other differences (its factor).
 """
 
 from __future__ import annotations
@@ -72,6 +73,25 @@ class TemperatureForecasts:
         return "observed" if self.sigma_c <= 0 else f"observed + N(0, {self.sigma_c:g} °C) per day, seed {self.seed}"
 
 
+class NoChangeForecast:
+    """A forecast without information: every slot after the issue time at the mean of the last 7 days' record (the
+    weather stays as it was)."""
+
+    def __init__(self, observed: SlotSeries):
+        self.observed = observed
+
+    def at(self, issue_ns: int) -> SlotSeries:
+        known = wx.known_at(self.observed, None, issue_ns)
+        week = self.observed.window(issue_ns, 7 * SLOTS_PER_DAY)
+        level = float(np.nanmean(week)) if np.isfinite(week).any() else np.nan
+        values = known.values.copy()
+        values[wx.HISTORY_SLOTS:] = level
+        return SlotSeries(known.start_ns, values)
+
+    def describe(self) -> str:
+        return "the last 7 days' mean (no change)"
+
+
 def daily_issues(issues: np.ndarray) -> np.ndarray:
     """The issue times at 00:00 UTC (the backtest's day-ahead issue)."""
     return issues[issues % DAY_NS == 0]
@@ -101,9 +121,11 @@ def weather_verdict(weather_bundle: Path, twin_bundle: Path, series: SlotSeries,
 
     days = daily_issues(issues)
     fc = TemperatureForecasts(temperature, timezone, RULE_NOISE_C, RULE_NOISE_SEED)
-    w_day, w_slot = day_errors(LoadedModel.from_dir(weather_bundle), series, days, fc)
+    model = LoadedModel.from_dir(weather_bundle)
+    w_day, w_slot = day_errors(model, series, days, fc)
     n_day, n_slot = day_errors(LoadedModel.from_dir(twin_bundle), series, days, None)
-    both = np.isfinite(w_day) & np.isfinite(n_day)
+    c_day, _ = day_errors(model, series, days, NoChangeForecast(temperature))
+    both = np.isfinite(w_day) & np.isfinite(n_day) & np.isfinite(c_day)
     slot_ok = np.isfinite(w_slot) & np.isfinite(n_slot)
     doc = {"days": int(both.sum()), "noise_sigma_c": RULE_NOISE_C, "min_daily_gain": MIN_DAILY_GAIN,
            "max_slot_loss": MAX_SLOT_LOSS, "ship": False}
@@ -111,16 +133,26 @@ def weather_verdict(weather_bundle: Path, twin_bundle: Path, series: SlotSeries,
         doc["reason"] = f"only {int(both.sum())} validation days with temperature: too few to show a gain"
         return doc
     daily = (float(w_day[both].mean()), float(n_day[both].mean()))
+    no_change = float(c_day[both].mean())
     slot = (float(np.abs(w_slot[slot_ok]).mean()), float(np.abs(n_slot[slot_ok]).mean()))
     doc |= {"daily_mae_kwh": round(daily[0], 4), "daily_mae_without_kwh": round(daily[1], 4),
             "slot_mae_kwh": round(slot[0], 5), "slot_mae_without_kwh": round(slot[1], 5),
             "daily_ratio": round(daily[0] / daily[1], 4) if daily[1] > 0 else None,
-            "slot_ratio": round(slot[0] / slot[1], 4) if slot[1] > 0 else None}
-    gains = daily[0] <= (1 - MIN_DAILY_GAIN) * daily[1]
-    keeps = slot[0] <= (1 + MAX_SLOT_LOSS) * slot[1]
-    doc["ship"] = bool(gains and keeps)
+            "slot_ratio": round(slot[0] / slot[1], 4) if slot[1] > 0 else None,
+            "daily_mae_no_change_kwh": round(no_change, 4),
+            "daily_ratio_vs_no_change": round(daily[0] / no_change, 4) if no_change > 0 else None}
+    doc["ship"] = ship(doc)
     doc["reason"] = ("ships: " if doc["ship"] else "not shipped: ") + (
-        f"daily-energy MAE {daily[0]:.2f} vs {daily[1]:.2f} kWh without the temperature "
-        f"({doc['daily_ratio']:.3f} ×, needs ≤ {1 - MIN_DAILY_GAIN:.2f}), 15-minute MAE {doc['slot_ratio']:.3f} × "
-        f"(needs ≤ {1 + MAX_SLOT_LOSS:.2f}), {doc['days']} validation days, forecast error σ {RULE_NOISE_C} °C")
+        f"daily-energy MAE {daily[0]:.2f} kWh, {doc['daily_ratio']:.3f} × the twin without the temperature's and "
+        f"{doc['daily_ratio_vs_no_change']:.3f} × its own given a no-change forecast (both need ≤ "
+        f"{1 - MIN_DAILY_GAIN:.2f}), 15-minute MAE {doc['slot_ratio']:.3f} × the twin's (needs ≤ "
+        f"{1 + MAX_SLOT_LOSS:.2f}), {doc['days']} validation days, forecast error σ {RULE_NOISE_C} °C")
     return doc
+
+
+def ship(doc: dict) -> bool:
+    """The rule on a verdict's figures."""
+    ratios = (doc.get("daily_ratio"), doc.get("daily_ratio_vs_no_change"), doc.get("slot_ratio"))
+    if any(r is None for r in ratios):
+        return False
+    return bool(ratios[0] <= 1 - MIN_DAILY_GAIN and ratios[1] <= 1 - MIN_DAILY_GAIN and ratios[2] <= 1 + MAX_SLOT_LOSS)

@@ -87,4 +87,21 @@ def test_eval_heatpump_quick_month_prints_the_issues_json(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert "daily_linear_hindsight" in report["bound"] and report["noise"]["sigma_c"] == 1.5
     train = json.loads((tmp_path / "2022-11" / "cnn-96-weather" / "manifest.json").read_text())["training"]
-    assert train["loss"] == "masked_mae + 4 × day"
+    assert train["loss"] == "masked_mae + 4 × day" and train["temperature_noise_c"] == 1.5
+
+
+def test_the_rule_needs_the_temperatures_own_gain():
+    from training.weather import NoChangeForecast, ship
+
+    temp = read_local_slots(HEATPUMP, "Europe/Zurich").temperature
+    issue = parse_time_ns("2022-01-15T00:00:00Z")
+    known = NoChangeForecast(temp).at(issue)
+    future = known.end_ns > issue
+    assert np.allclose(known.values[future], np.nanmean(temp.window(issue, 7 * 96)))
+    np.testing.assert_array_equal(known.values[~future], temp.window(issue, int((~future).sum())))
+    good = {"daily_ratio": 0.9, "daily_ratio_vs_no_change": 0.9, "slot_ratio": 1.01}
+    assert ship(good)
+    # the seed house with an unrelated temperature: better days than its twin, but not thanks to the temperature
+    assert not ship(good | {"daily_ratio_vs_no_change": 0.991})
+    assert not ship(good | {"slot_ratio": 1.03}) and not ship(good | {"daily_ratio": 0.98})
+    assert not ship({"daily_ratio": None})

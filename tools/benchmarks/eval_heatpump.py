@@ -235,15 +235,22 @@ def score_month(out: Path, series: SlotSeries, month: str) -> tuple[list[int], d
     return day_rows(series, forecasts, start, end)
 
 
-def rule_verdict(out: Path, bundle: str) -> dict | None:
-    """What the shipping rule (training.weather) says about the month's weather bundle: its validation figures as
-    recorded, judged with the rule's current limits."""
-    from training.weather import MAX_SLOT_LOSS, MIN_DAILY_GAIN
+def rule_verdict(out: Path, bundle: str, series: SlotSeries, temperature: SlotSeries) -> dict | None:
+    """What the shipping rule (training.weather.weather_verdict, as it stands) says about the month's weather bundle
+    on its own validation days (recorded in its manifest as `metrics.weather` by the training; kept in verdict.json)."""
+    from training.weather import weather_verdict
 
-    path = out / f"{bundle}-weather" / "manifest.json"
-    doc = json.loads(path.read_text())["metrics"].get("weather") if path.exists() else None
-    if doc and doc.get("daily_ratio") is not None and doc.get("slot_ratio") is not None:
-        doc["ship"] = doc["daily_ratio"] <= 1 - MIN_DAILY_GAIN and doc["slot_ratio"] <= 1 + MAX_SLOT_LOSS
+    cache = out / "verdict.json"
+    weather = out / f"{bundle}-weather"
+    if not (weather / "manifest.json").exists():
+        return None
+    if cache.exists():
+        return json.loads(cache.read_text())
+    data = json.loads((weather / "manifest.json").read_text())["data"]
+    start, end = parse_time_ns(data["validation_start"]), parse_time_ns(data["end"]) - DAY_NS
+    doc = weather_verdict(weather, out / bundle, series.until(parse_time_ns(data["end"])), temperature, TZ,
+                          np.arange(start, end + 1, SLOT_NS, dtype=np.int64))
+    cache.write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
 
@@ -308,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         report["months"][month] = {**ratios(m, "temp_noisy"), "days": len(issues), "best_blind": best,
                                    "observed": ratios(m, "temp_observed"),
                                    "mae_kwh": {k: {n: round(v, 4) for n, v in d.items()} for k, d in m.items()},
-                                   "rule": rule_verdict(cell, args.bundle),
+                                   "rule": rule_verdict(cell, args.bundle, series, observed),
                                    "days_exact": days_exact(fc, actual)}
         pooled["fc"].append(fc)
         pooled["actual"].append(actual)
