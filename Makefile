@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := mosquitto mosquitto-clients influxdb influxdb-client chromium chromium-driver docker-compose debootstrap nftables iproute2 fuse3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults bench-fleet bench-restore bench-retention bench-wear bench-powercut eval-seed eval-rolling eval-holidays day-ahead-bound test-ansible test-pi clean
+.PHONY: help system-deps venv venv-ansible venv-tflite venv-hass test lint demo bench-ingest bench-edge bench-train bench-server bench-flow bench-faults bench-fleet bench-restore bench-retention bench-wear bench-powercut eval-seed eval-rolling eval-holidays eval-heatpump day-ahead-bound test-ansible test-pi clean
 
 help:
 	@echo "make demo          replay the real year, train, push, forecast (see README)"
@@ -19,8 +19,9 @@ help:
 	@echo "make bench-restore | bench-retention   backup/restore proven on fresh instances; a year of retention"
 	@echo "make bench-wear | bench-powercut   disk writes per day of two houses; power cuts at random moments"
 	@echo "make eval-seed     train on the seed split, backtest, print the README accuracy table"
-	@echo "make eval-rolling  train before each of June-August 2023 (3 seeds), backtest the month, score independently"
+	@echo "make eval-rolling  train before each month 2022-11..2023-08 (3 seeds), backtest, score; the guard replayed"
 	@echo "make eval-holidays train before May 2023 without and with public holidays, score holiday days apart"
+	@echo "make eval-heatpump a heat pump's heating months with and without the outdoor temperature (noisy forecast)"
 	@echo "make day-ahead-bound  what a linear blend of the day-ahead inputs reaches per month (walk-forward, hindsight)"
 	@echo "make test-ansible  provision a debootstrapped Debian root with ansible/site.yml"
 	@echo "make test-pi       the edge in Debian arm64 roots under qemu (bookworm, trixie): install, forecast, ingest"
@@ -65,12 +66,17 @@ bench-train: venv
 eval-seed: venv
 	$(PY) -m tools.benchmarks.eval_seed_split $(ARGS)
 
-# ~75 min on an idle 2-core machine (36 trainings); ARGS e.g. --seeds 42 --resume
+# Every month 2022-11 … 2023-08 × 3 seeds: 30 trainings of the four bundles, 12-27 min each on this busy 2-core
+# machine (5-10 h); resumable: ARGS e.g. --seeds 42 --resume, or --months 2023-07 --seeds 42 7 123
 eval-rolling: venv
-	nice -n 10 $(PY) -m tools.benchmarks.eval_rolling $(ARGS)
+	nice -n 15 $(PY) -m tools.benchmarks.eval_rolling $(ARGS)
 
 eval-holidays: venv
 	nice -n 10 $(PY) -m tools.benchmarks.eval_holidays $(ARGS)
+
+# ~10-20 min per heating month on a busy 2-core machine (two cnn-96 trainings); ARGS e.g. --start 2021-10 --end 2022-05 --resume
+eval-heatpump: venv
+	nice -n 15 $(PY) -m tools.benchmarks.eval_heatpump $(ARGS)
 
 day-ahead-bound: venv
 	$(PY) -m tools.benchmarks.day_ahead_bound $(ARGS)

@@ -123,10 +123,18 @@ class LoadedModel:
             return (y.astype(np.float32) - zp) * scale
         return y.astype(np.float32)
 
-    def predict(self, series: SlotSeries, issue_ns: int, band_scale: float = 1.0) -> Forecast:
+    @property
+    def needs_temperature(self) -> bool:
+        """The bundle takes the outdoor temperature (shared.weather): `predict` needs `temperature`."""
+        return self.spec.uses_weather
+
+    def predict(self, series: SlotSeries, issue_ns: int, band_scale: float = 1.0,
+                temperature: SlotSeries | None = None) -> Forecast:
         """kWh forecast for the `horizon` slots after issue_ns, from slots ending at or before issue_ns;
-        `band_scale`: the recalibration of the band (shared.intervals.recalibrated_scale)."""
-        x, complete = build_input(self.spec, series.until(issue_ns), issue_ns)
+        `band_scale`: the recalibration of the band (shared.intervals.recalibrated_scale); `temperature`: °C per
+        slot as known at issue_ns (measured before, forecast after; shared.weather), for a bundle that takes it —
+        without it such a bundle's window is incomplete."""
+        x, complete = build_input(self.spec, series.until(issue_ns), issue_ns, temperature)
         values = unscale_output(self.spec, self.run(x), x)
         return Forecast(values, complete, *self.band(values, issue_ns, band_scale))
 

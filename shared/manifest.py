@@ -15,7 +15,7 @@ from typing import Any
 
 from shared import intervals
 from shared.calendar import CalendarError
-from shared.schema import SLOT_NS
+from shared.schema import SLOT_NS, bundle_name
 from shared.series import MAX_SLOT_KWH
 from shared.window import WindowSpec
 
@@ -138,11 +138,17 @@ def validate(doc: Any) -> dict:
     horizon = _require(doc, "horizon_steps", int)
     if kind not in KINDS or horizon not in HORIZONS:
         raise ManifestError(f"manifest: kind {kind!r}/horizon {horizon} not one of {KINDS} × {HORIZONS}")
-    if _require(doc, "name", str) != f"{kind}-{horizon}":
-        raise ManifestError(f"manifest: name must be {kind}-{horizon}")
+    name = _require(doc, "name", str)
+    if name not in (bundle_name(kind, horizon), bundle_name(kind, horizon, weather=True)):
+        raise ManifestError(f"manifest: name must be {bundle_name(kind, horizon)} "
+                            f"(or {bundle_name(kind, horizon, weather=True)} with temperature inputs)")
     if not VERSION_RE.match(_require(doc, "version", str)):
         raise ManifestError("manifest: version must look like 20261124T101500Z")
     spec = _window(doc)
+    if (name == bundle_name(kind, horizon, weather=True)) != spec.uses_weather:
+        # the name tells the edge which bundles need the temperature: a bundle without the suffix must run without it
+        raise ManifestError(f"manifest: {name}: a bundle with temperature features is named "
+                            f"{bundle_name(kind, horizon, weather=True)}, and only such a bundle has them")
     if spec.horizon != horizon:
         raise ManifestError("manifest: window.horizon differs from horizon_steps")
     inp, out = _tensor(doc, "input"), _tensor(doc, "output")

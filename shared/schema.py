@@ -40,6 +40,7 @@ FORECAST_P10_FIELD, FORECAST_P90_FIELD = "p10_kwh", "p90_kwh"  # the band (share
 FORECAST_BAND_SCALE_FIELD = "band_scale"  # the band's recalibration when it was written (shared.intervals)
 FORECAST_AWAY_FIELD = "away"  # true on day-ahead slots the empty-house profile replaced (shared.away)
 FORECAST_COST_FIELD = "cost"  # value_kwh × the target slot's import price, where a [tariff] knows it
+FORECAST_TEMPERATURE_FIELD = "temperature_source"  # a weather bundle's temperature input (which forecast), string
 BASELINE_MODEL = "baseline"
 
 AGENT = "agent"
@@ -59,6 +60,10 @@ FORECAST_SKILL = "forecast_skill"
 FORECAST_SKILL_TAGS = ("horizon", "issue", "model", "name", "version", "window")
 FORECAST_SKILL_WINDOWS = ("slot", "1d", "7d", "30d")
 
+# The outdoor temperature per slot as the weather bundles were given it (edge_agent/forecast/weather.py): time = slot
+# end, field `temperature_c`, tag `source` (measured | forecast) — the record a restart and the server's trainings read.
+WEATHER_SLOTS = "weather_slots"
+
 # Per-device 15-minute aggregates the agent computes from the raw readings (edge_agent/retention/): time = slot end;
 # tags: the device's own tags plus `measurement` (the raw measurement); fields: a counter's value at the slot end
 # under the counter's own name (e.g. `EnergyIn`), and `<field>_mean`, `<field>_min`, `<field>_max`, `<field>_count`
@@ -70,9 +75,19 @@ GAUGE_STATS = ("mean", "min", "max", "count")
 # What lasts (docs/pi.md "Retention"): with retention on, these live in the long retention policy (`[retention]
 # keep_policy`, default `keep`) while raw readings and health expire after `raw_days` in the database's default one.
 # shared.storage routes writes and reads of these measurements there.
-KEPT_MEASUREMENTS = frozenset({ENERGY_FLOW, FORECAST, FORECAST_SKILL, DEVICE_SLOTS})
+KEPT_MEASUREMENTS = frozenset({ENERGY_FLOW, FORECAST, FORECAST_SKILL, DEVICE_SLOTS, WEATHER_SLOTS})
 
 # Written by the agent itself: device rules may not write them unless a rule says so (`allow_reserved`).
-RESERVED_MEASUREMENTS = frozenset({ENERGY_FLOW, FORECAST, AGENT, FORECAST_SKILL, DEVICE_SLOTS})
+RESERVED_MEASUREMENTS = frozenset({ENERGY_FLOW, FORECAST, AGENT, FORECAST_SKILL, DEVICE_SLOTS, WEATHER_SLOTS})
 
 BUNDLE_NAMES = ("cnn-1", "lstm-1", "cnn-96", "lstm-96")
+# Day-ahead bundles that also take the outdoor temperature (shared.weather): they run next to the bundles of the same
+# kind without it, which serve whenever the temperature forecast is missing or stale (edge_agent/forecast/weather.py).
+WEATHER_SUFFIX = "-weather"
+WEATHER_BUNDLE_NAMES = ("cnn-96-weather", "lstm-96-weather")
+ALL_BUNDLE_NAMES = (*BUNDLE_NAMES, *WEATHER_BUNDLE_NAMES)
+
+
+def bundle_name(kind: str, horizon: int, weather: bool = False) -> str:
+    """`cnn-96`, or `cnn-96-weather` for a bundle that takes the outdoor temperature."""
+    return f"{kind}-{horizon}" + (WEATHER_SUFFIX if weather else "")

@@ -15,6 +15,11 @@ Optional calendar input (both layouts): `holiday` — 1 when the slot (the targe
 holiday of the window's declared calendar (`holidays`: country, subdivision, timezone; shared.calendar), else 0.
 A spec that lists `holiday` must declare its calendar; the edge computes exactly that calendar.
 
+Optional weather inputs (both layouts; shared.weather): the outdoor temperature of the step's slot and its day
+(`temp_day`, `temp_day_1d`, `temp_day_7d`, `hdd_day`, `cdd_day`, `temp_hour`, `hdh`, `cdh`), computed from the
+temperature as known at the issue time (measured before it, forecast after). A spec that lists one must declare
+`weather` (timezone, degree-day bases); a window whose temperature features are unknown is incomplete.
+
 Each feature has a name (the manifest lists them); `build_raw` computes exactly the listed columns, so a bundle
 trained with an older feature list keeps working as long as its names are known.
 
@@ -31,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from shared import weather as wx
 from shared.calendar import HolidayCalendar
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries
@@ -56,6 +62,9 @@ class WindowSpec:
     residual: str | None = None
     # The public-holiday calendar of the `holiday` feature ({"country", "subdivision", "timezone"}), or None.
     holidays: dict | None = None
+    # The outdoor temperature's declaration ({"timezone", "heating_base_c", "cooling_base_c"}, shared.weather) when
+    # `features` lists temperature features, else None.
+    weather: dict | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in ("next", "day"):
@@ -71,10 +80,22 @@ class WindowSpec:
             self.holidays = HolidayCalendar.from_dict(self.holidays).to_dict()  # CalendarError is a ValueError
         if HOLIDAY in self.features and self.holidays is None:
             raise ValueError(f"the {HOLIDAY!r} feature needs the window's holidays calendar (country, timezone)")
+        if self.weather is not None:
+            self.weather = wx.WeatherSpec.from_dict(self.weather).to_dict()  # WeatherError is a ValueError
+        if wx.uses_weather(self.features) and self.weather is None:
+            raise ValueError("temperature features need the window's weather entry (timezone, degree-day bases)")
 
     @property
     def calendar(self) -> HolidayCalendar | None:
         return HolidayCalendar.from_dict(self.holidays) if self.holidays else None
+
+    @property
+    def weather_spec(self) -> wx.WeatherSpec | None:
+        return wx.WeatherSpec.from_dict(self.weather) if self.weather else None
+
+    @property
+    def uses_weather(self) -> bool:
+        return wx.uses_weather(self.features)
 
     @property
     def n_features(self) -> int:
@@ -121,7 +142,7 @@ def pool_params(name: str) -> tuple[int, int, float]:
 
 
 def is_known_feature(layout: str, name: str) -> bool:
-    if name == HOLIDAY:
+    if name == HOLIDAY or name in wx.TEMPERATURE_FEATURES:
         return True
     if layout == "next":
         return name in NEXT_VALUES or name in CALENDAR
@@ -190,8 +211,10 @@ def nan_quantiles(a: np.ndarray, qs: list[float]) -> np.ndarray:
     return out
 
 
-def build_raw(spec: WindowSpec, series: SlotSeries, issue_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unscaled features (steps, F) in `spec.features` order, and a mask of the value features that were missing."""
+def build_raw(spec: WindowSpec, series: SlotSeries, issue_ns: int, temperature: SlotSeries | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Unscaled features (steps, F) in `spec.features` order, and a mask of the value features that were missing.
+    `temperature`: °C per slot as known at the issue time (shared.weather), for specs with temperature features."""
     v = series.values
     last = series.index_of(issue_ns)  # index of the slot ending at the issue time
     cols: dict[str, np.ndarray] = {}
@@ -225,19 +248,33 @@ def build_raw(spec: WindowSpec, series: SlotSeries, issue_ns: int) -> tuple[np.n
     cols.update(zip(CALENDAR, calendar(cal_ns).T, strict=True))
     if HOLIDAY in spec.features:
         cols[HOLIDAY] = spec.calendar.is_holiday(cal_ns)
+    if spec.uses_weather:
+        cols.update(wx.features(spec.weather_spec, spec.features, temperature, cal_ns))
     raw = np.column_stack([cols[name] for name in spec.features])
     values = raw[:, value_columns(spec)]
     return raw, np.isnan(values)
 
 
-def build_input(spec: WindowSpec, series: SlotSeries, issue_ns: int) -> tuple[np.ndarray, bool]:
-    """Scaled float32 input [1, steps, F] for the model, and whether the window is complete."""
-    raw, missing = build_raw(spec, series, issue_ns)
+def build_input(spec: WindowSpec, series: SlotSeries, issue_ns: int, temperature: SlotSeries | None = None
+                ) -> tuple[np.ndarray, bool]:
+    """Scaled float32 input [1, steps, F] for the model, and whether the window is complete (the last slot known,
+    few kWh inputs missing, every temperature input known)."""
+    raw, missing = build_raw(spec, series, issue_ns, temperature)
     last = series.index_of(issue_ns)
     known_last = 0 <= last < len(series.values) and np.isfinite(series.values[last])
-    complete = bool(known_last and missing.mean() <= spec.max_missing)
+    complete = bool(known_last and missing.mean() <= spec.max_missing and weather_known(spec, raw))
     x = scale_features(spec, raw)
     return x[None].astype(np.float32), complete
+
+
+def weather_columns(spec: WindowSpec) -> list[int]:
+    return [i for i, n in enumerate(spec.features) if n in wx.TEMPERATURE_FEATURES]
+
+
+def weather_known(spec: WindowSpec, raw: np.ndarray) -> bool:
+    """Every temperature input of the window is known (True for a window without any)."""
+    cols = weather_columns(spec)
+    return not cols or bool(np.isfinite(raw[:, cols]).all())
 
 
 def value_columns(spec: WindowSpec) -> list[int]:
@@ -246,7 +283,8 @@ def value_columns(spec: WindowSpec) -> list[int]:
 
 
 def scale_features(spec: WindowSpec, raw: np.ndarray) -> np.ndarray:
-    """Scale the kWh columns, filling missing ones with the row's 7-day median (else the mean)."""
+    """Scale the kWh columns, filling missing ones with the row's 7-day median (else the mean); temperature columns
+    by shared.weather's fixed scaling."""
     x = raw.astype(np.float64).copy()
     cols = value_columns(spec)
     med_col = spec.features.index("next_median7" if spec.layout == "next" else "median7")
@@ -255,6 +293,8 @@ def scale_features(spec: WindowSpec, raw: np.ndarray) -> np.ndarray:
         col = x[:, c]
         x[:, c] = np.where(np.isnan(col), fill, col)
         x[:, c] = (x[:, c] - spec.mean) / spec.std
+    for c in weather_columns(spec):
+        x[:, c] = wx.scale(spec.features[c], x[:, c])
     return x
 
 

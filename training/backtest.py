@@ -77,17 +77,19 @@ class RecentNeeds:
 
 
 def write_forecasts(model, series: SlotSeries, start_ns: int, end_ns: int, out: Path,
-                    recent: RecentNeeds | None = None) -> tuple[int, int]:
+                    recent: RecentNeeds | None = None, temperature=None) -> tuple[int, int]:
     """Forecast at every issue time in [start, end) from the slots ending at or before it; returns how many
     issue times were written and how many were skipped (incomplete window). With `recent`, the band is
-    recalibrated at each issue time as on the edge."""
+    recalibrated at each issue time as on the edge; `temperature` (training.weather.TemperatureForecasts) gives a
+    bundle that takes it the temperature as known at each issue time."""
     written = skipped = 0
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS + BAND_COLUMNS)
         for t in issue_times_for(model.spec.horizon, start_ns, end_ns).tolist():
             scale = recent.scale(t) if recent is not None else 1.0
-            fc = model.predict(series, t, band_scale=scale)
+            temp = temperature.at(t) if temperature is not None and model.needs_temperature else None
+            fc = model.predict(series, t, band_scale=scale, temperature=temp)
             if not fc.complete:
                 skipped += 1
                 continue
@@ -102,22 +104,25 @@ def write_forecasts(model, series: SlotSeries, start_ns: int, end_ns: int, out: 
 
 
 def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, out: Path,
-             float_model: Path | None = None, recalibrate: bool = True) -> dict:
+             float_model: Path | None = None, recalibrate: bool = True, temperature=None) -> dict:
     """Write the forecasts CSV through the edge's inference code; a summary of the run.
 
     `float_model`: run this float TFLite file with the bundle's window instead of the bundle's int8 model.
     `recalibrate`: the band as the edge serves it, recalibrated on the backtest's own last week (starting from
-    the manifest's table: the backtest knows no scored slots before `start`); False: the table as calibrated."""
+    the manifest's table: the backtest knows no scored slots before `start`); False: the table as calibrated.
+    `temperature`: the forecasts a bundle with temperature inputs is given (training.weather.TemperatureForecasts)."""
     from shared.inference import LoadedModel
 
     model = LoadedModel.from_dir(bundle_dir)
     if float_model is not None:
         model = with_float_model(model, float_model)
     recent = RecentNeeds(series) if recalibrate and model.manifest.get("intervals") else None
-    written, skipped = write_forecasts(model, series, start_ns, end_ns, out, recent)
+    written, skipped = write_forecasts(model, series, start_ns, end_ns, out, recent, temperature)
     summary = {"bundle": model.name, "version": model.manifest["version"],
                "model": "float" if float_model else "int8", "issues": written, "skipped_incomplete": skipped,
                "runtime": str(model.runtime)}
+    if model.needs_temperature:
+        summary["temperature"] = temperature.describe() if temperature is not None else "none (every window incomplete)"
     if recent is not None:
         summary["band_recalibration"] = recent.summary()
     return summary

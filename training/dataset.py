@@ -21,8 +21,11 @@ def issue_times(series: SlotSeries, start_ns: int, end_ns: int) -> np.ndarray:
     return np.arange(first, end_ns, SLOT_NS, dtype=np.int64)
 
 
-def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: float = 1.0) -> Samples:
-    """X [n, steps, F] float32, Y [n, horizon] kWh (NaN where unknown), and the issue times kept.
+def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: float = 1.0,
+          temperature=None) -> Samples:
+    """X [n, steps, F] float32, Y [n, horizon] kWh (NaN where unknown), and the issue times kept. `temperature`
+    (a spec with temperature features needs it): the temperature as known at each issue time — an object with
+    `at(issue_ns)` (training.weather.TemperatureForecasts), or one slot series for every issue time.
 
     Samples whose window is incomplete are skipped. Targets are never filled in: unknown target slots stay NaN
     (the loss masks them) and a sample is kept only when at least `min_known` of its target slots are known."""
@@ -31,7 +34,8 @@ def build(spec: WindowSpec, series: SlotSeries, issues: np.ndarray, min_known: f
         y = target(series, t, spec.horizon)
         if np.isfinite(y).mean() < min_known or not np.isfinite(y).any():
             continue
-        x, complete = build_input(spec, series, t)
+        temp = temperature.at(t) if hasattr(temperature, "at") else temperature
+        x, complete = build_input(spec, series, t, temp)
         if not complete:
             continue
         xs.append(x[0])

@@ -37,13 +37,15 @@ def _progress_callback(keras, label: str, epochs: int, start: float, share: floa
 def fit_members(plan: BundlePlan, spec, data: tuple, opts: TrainOptions, pct: tuple[float, float]) -> list:
     """Train the plan's members (seeds opts.seed, opts.seed + 1, …) on data = (x_train, y_train, x_val, y_val),
     each early-stopped with its best weights restored."""
-    from training.models import build, masked_mae
+    from training.models import build, masked_mae, masked_mae_daily
     from training.tf_setup import keras, seed_everything
 
     xt, st, xv, sv = data
     epochs = opts.epochs
     members = opts.members(plan)
     loss = masked_mae if plan.loss == "masked_mae" else plan.loss
+    if plan.loss == "masked_mae" and opts.daily_loss:
+        loss = masked_mae_daily(opts.daily_loss)
     trained, ran = [], []
     for m in range(members):
         label = plan.name if members == 1 else f"{plan.name} member {m + 1}/{members}"

@@ -24,6 +24,10 @@ Bands: a bundle whose manifest has `intervals` (shared.intervals) gives P10/P90 
 the bundle's live scoring of the last week (`band_scale`, written with the points and in the payload), so that it
 keeps covering about 80 % when the house drifts from the weeks it was calibrated on. The away input (away.py)
 replaces the horizon-96 values and band inside the away window with the empty-house profile (field away = true).
+
+Weather bundles (`cnn-96-weather`, `lstm-96-weather`; weather.py): given the temperature as known at the issue time
+(field `temperature_source` and the payload's `temperature_source` say which forecast); preferred over the bundle of
+the same kind without it, which serves — its `fallback` saying why — when the forecast is missing or stale.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.forecast.away import Away, switch_component
 from edge_agent.forecast.guard import Guard, GuardConfig, skill_payload
 from edge_agent.forecast.skill import Scorer
+from edge_agent.forecast.weather import Weather, mark_stand_ins, parse_weather, served_first
 from edge_agent.publish import hass
 from edge_agent.runtime.timer import floor_slot
 from edge_agent.storage.boundaries import CounterBoundaries
@@ -117,6 +122,7 @@ def parse_config(cfg: AgentConfig) -> ForecastConfig | None:
                           ("guard_return_skill", 0 <= fc.guard_return_skill < 1, "between 0 and 1 (e.g. 0.02)")):
         if not ok:
             raise ConfigError(f"{where}.{key} must be {what}, not {getattr(fc, key)!r}")
+    parse_weather(cfg, fc.timezone)  # [weather]: the temperature input of weather bundles
     return fc if fc.enabled else None
 
 
@@ -140,6 +146,7 @@ class HorizonResult:
     band_scale: float = 1.0  # the band's recalibration (shared.intervals), from the live scoring
     away: np.ndarray | None = None  # bool per slot: the empty-house profile replaced the forecast
     cost: np.ndarray | None = None  # value × the target slot's import price ([tariff]; NaN where none is known)
+    temperature: str = ""  # a weather bundle's temperature input: which forecast (and measurement) it was given
 
 
 class Forecaster:
@@ -162,6 +169,8 @@ class Forecaster:
         self.away = Away(ctx.config, ctx.publish, ctx.clock, ctx.health) if fc.away else None
         self.tariff = ctx.components.get("tariff")  # built before the forecast (edge_agent/agent.py COMPONENTS)
         self._forecast_cost: dict | None = None
+        wc = parse_weather(ctx.config, fc.timezone)
+        self.weather = Weather(wc, ctx.config, self.storage, ctx.clock, ctx.health) if wc else None
 
     def history_slots(self) -> int:
         return self.active.history_slots(8 * SLOTS_PER_DAY + 40)
@@ -221,15 +230,21 @@ class Forecaster:
             series = SlotSeries(issue_ns, np.full(1, np.nan))
         models = self.active.loaded()
         self._score(issue_ns, series, models)
+        temperature, source = self._temperature(issue_ns, models)
         results: list[HorizonResult] = []
         for horizon in (1, 96):
             made, reasons, complete = [], [], True
             for name, model in sorted(models.items()):
                 if model.spec.horizon != horizon:
                     continue
+                if model.needs_temperature and temperature is None:
+                    self.ctx.health.incr("weather_unavailable")
+                    reasons.append(f"{name}: {source}")
+                    continue
                 try:
                     scale = self._band_scale(horizon, name, issue_ns) if "intervals" in model.manifest else 1.0
-                    fc = model.predict(series, issue_ns, band_scale=scale)
+                    given = {"temperature": temperature} if model.needs_temperature else {}
+                    fc = model.predict(series, issue_ns, band_scale=scale, **given)
                     if not np.all(np.isfinite(fc.values)):
                         raise ValueError("non-finite forecast")
                 except Exception as exc:  # one model failing must not cost the others their forecasts
@@ -239,12 +254,17 @@ class Forecaster:
                     continue
                 if not fc.complete:
                     self.ctx.health.incr("incomplete_windows")
-                    reasons.append(f"{name}: input window incomplete")
-                    complete = False
+                    reasons.append(f"{name}: input window incomplete" + (
+                        f" (consumption, or the temperature of the last days: {source})"
+                        if model.needs_temperature else ""))
+                    if not model.needs_temperature:  # a gap in the temperature is not one in the baseline's input
+                        complete = False
                     continue
                 made.append(HorizonResult(name, model.manifest["kind"], model.manifest["version"], horizon,
-                                          fc.values, p10=fc.p10, p90=fc.p90, band_scale=scale))
+                                          fc.values, p10=fc.p10, p90=fc.p90, band_scale=scale,
+                                          temperature=source if model.needs_temperature else ""))
             made, shadow = self._apply_guard(made, reasons)
+            mark_stand_ins(made, reasons)
             if not made:
                 reason = "; ".join(reasons) if reasons else "no model"
                 base_name, values, intended = self._baseline(series, issue_ns, horizon)
@@ -301,7 +321,9 @@ class Forecaster:
                                               schema.FORECAST_FALLBACK_FIELD: r.fallback,
                                               schema.FORECAST_COMPLETE_FIELD: r.input_complete,
                                               schema.FORECAST_SHADOW_FIELD: r.shadow,
-                                              **self._band_fields(r, k)},
+                                              **self._band_fields(r, k),
+                                              **({schema.FORECAST_TEMPERATURE_FIELD: r.temperature}
+                                                 if r.temperature else {})},
                       issue_ns + (k + 1) * SLOT_NS) for k, v in enumerate(r.values)]
 
     @staticmethod
@@ -337,7 +359,8 @@ class Forecaster:
                            "input_complete": r.input_complete, "next_kwh": round(float(r.values[0]), 4),
                            "total_kwh": round(float(np.sum(r.values)), 3),
                            "first_target": iso(issue_ns + SLOT_NS),
-                           "values": [round(float(v), 4) for v in r.values], **self._band_payload(r)})
+                           "values": [round(float(v), 4) for v in r.values], **self._band_payload(r),
+                           **({"temperature_source": r.temperature} if r.temperature else {})})
 
     def _band_payload(self, r: HorizonResult) -> dict:
         """`p10`/`p90` lists (null where unknown) and `next_p10_kwh`/`next_p90_kwh`; `away` = the away window's
@@ -359,11 +382,13 @@ class Forecaster:
     def _publish(self, issue_ns: int, results: list[HorizonResult]) -> None:
         prefix = self.config.publish.topic_prefix
         try:
-            for r in results:
-                if r.shadow:
+            topics: set[str] = set()
+            for r in served_first(results):  # one forecast per kind: the weather bundle's when it forecast
+                topic = f"{prefix}/forecast/{r.model}/{r.horizon}"
+                if r.shadow or topic in topics:
                     continue
-                self.ctx.publish(f"{prefix}/forecast/{r.model}/{r.horizon}", self._payload(issue_ns, r), qos=1,
-                                 retain=True)
+                topics.add(topic)
+                self.ctx.publish(topic, self._payload(issue_ns, r), qos=1, retain=True)
             for horizon in (1, 96):
                 best = self.best(results, horizon)
                 if best:
@@ -378,7 +403,7 @@ class Forecaster:
     def best(self, results: list[HorizonResult], horizon: int) -> HorizonResult | None:
         candidates = [r for r in results if r.horizon == horizon and not r.shadow]
         order = {k: i for i, k in enumerate(self.fc.preferred_kinds + [schema.BASELINE_MODEL])}
-        return min(candidates, key=lambda r: order.get(r.model, 99), default=None)
+        return min(served_first(candidates), key=lambda r: order.get(r.model, 99), default=None)
 
     # -- live skill and the guard ------------------------------------------------------------------------
     def _score(self, issue_ns: int, series: SlotSeries, models: dict) -> None:
@@ -434,9 +459,25 @@ class Forecaster:
         served, values = fallback(series, issue_ns, horizon)
         return served, values, served == (name if name in BASELINES else FALLBACK.get(horizon))
 
+    def _temperature(self, issue_ns: int, models: dict) -> tuple[SlotSeries | None, str]:
+        """The temperature as known at issue_ns and its provenance, or (None, why not) — when a loaded bundle takes
+        it; the cycle's one read of it."""
+        if not any(m.needs_temperature for m in models.values()):
+            return None, ""
+        if self.weather is None:
+            return None, "no [weather] section: no temperature input configured"
+        try:
+            return self.weather.known_at(issue_ns)
+        except Exception as exc:  # the temperature must never cost the other forecasts
+            self.ctx.health.incr("weather_errors")
+            log.error("weather: the temperature input failed: %s", exc)
+            return None, f"temperature input failed: {type(exc).__name__}: {str(exc)[:100]}"
+
     def calendar_status(self) -> dict:
-        """What the server's trainings for this house take from it (the status API's `calendar`)."""
-        return {"holidays": self.fc.holidays or None, "timezone": self.fc.timezone}
+        """What the server's trainings for this house take from it (the status API's `calendar`; `weather`: the
+        temperature input, null without one — then the house gets no weather bundles)."""
+        return {"holidays": self.fc.holidays or None, "timezone": self.fc.timezone,
+                "weather": self.weather.status() if self.weather is not None else None}
 
     def skill_status(self) -> dict:
         """The live figures and the guard's verdicts (the status API; docs/edge-models.md)."""
@@ -458,10 +499,14 @@ class Forecaster:
     def start(self) -> None:
         if self.away is not None:
             self.away.start()
+        if self.weather is not None:
+            self.weather.start()
 
     def stop(self) -> None:
         if self.away is not None:
             self.away.stop()
+        if self.weather is not None:
+            self.weather.stop()
         self.storage.close()
 
 

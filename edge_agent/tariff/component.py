@@ -71,7 +71,8 @@ class Tariff:
         if tc.prices_topic:
             from edge_agent.ingest.mqtt import make_client
 
-            self.client = make_client(ctx.config, f"{ctx.config.mqtt.client_id}-tariff", manual_ack=False)
+            self.client = make_client(ctx.config, f"{ctx.config.mqtt.client_id}-tariff", manual_ack=False,
+                                      on_thread_failure=lambda exc: ctx.health.thread_failed("mqtt_tariff"))
             self.client.on_connect = self._on_connect
             self.client.on_message = self._on_message
 
@@ -118,6 +119,9 @@ class Tariff:
         except ValueError as exc:
             self.ctx.health.incr("tariff_rejected")
             log.warning("tariff: %s on %s: %s (the previous prices stay)", "rejected", msg.topic, exc)
+        except Exception:  # whatever else a message provokes (deep JSON: RecursionError) costs that message only
+            self.ctx.health.incr("tariff_rejected")
+            log.exception("tariff: a message on %s could not be handled; the previous prices stay", msg.topic)
 
     # -- what it cost ----------------------------------------------------------------------------------------
     def local_midnight_ns(self, day) -> int:

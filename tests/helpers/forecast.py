@@ -48,8 +48,8 @@ def load_meter(influxd: Influxd, db: str, until: datetime, days: int = 9, drop: 
 def _decode(payload: bytes):
     try:
         return json.loads(payload)
-    except ValueError:
-        return payload.decode()  # "online"/"offline" on the availability topic
+    except (ValueError, RecursionError):  # "online"/"offline" on the availability topic; a hostile test payload
+        return payload.decode(errors="replace")
 
 
 class Retained:

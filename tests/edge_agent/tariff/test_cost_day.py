@@ -239,3 +239,23 @@ def test_slots_computed_before_their_prices_are_priced_when_the_prices_arrive(tm
         pub.close()
         agent.stop()
         paho.mqtt.publish.single(f"{prefix}/prices", "", qos=1, retain=True, port=port)
+
+
+def test_a_hostile_price_list_costs_one_message(tmp_path, mosquitto_session, influxd_session, influx_db_name):
+    """Deep JSON on the prices topic (RecursionError, not ValueError) was not handled by the listener: it is refused
+    and counted, and the next price list on the same connection is taken (issue 23's rule for every thread)."""
+    db, port = influx_db_name, mosquitto_session.port
+    prefix = f"hostile-{db[-12:]}"
+    paho.mqtt.publish.single(f"{prefix}/prices", "[" * 100_000, qos=1, retain=True, port=port)
+    agent = Agent(load_config(config(tmp_path, port, influxd_session.url, db, prefix)), clock=Clock(DAY1),
+                  components=("tariff",))
+    agent.start()
+    try:
+        wait_for(lambda: agent.health.get("tariff_rejected") == 1, timeout=10)
+        paho.mqtt.publish.single(f"{prefix}/prices", nordpool(range(48)), qos=1, retain=True, port=port)
+        tariff = agent.components["tariff"]
+        wait_for(lambda: len(tariff._dynamic) == 192, timeout=10)
+        assert agent.health.get("tariff_rejected") == 1
+    finally:
+        agent.stop()
+        paho.mqtt.publish.single(f"{prefix}/prices", "", qos=1, retain=True, port=port)
