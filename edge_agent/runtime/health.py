@@ -89,3 +89,4 @@ class DiskWrites:
         t0, v0 = self._samples[0]
         if now - t0 >= self.min_span_s:
             health.set("bytes_written_per_day", round((value - v0) / (now - t0) * DAY_S))
+            health.set("bytes_written_span_s", round(now - t0))  # how much time the rate stands for

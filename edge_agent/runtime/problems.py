@@ -12,7 +12,7 @@ topic `<prefix>/problem` behind Home Assistant's `problem` binary sensor (edge_a
 | `database_down` | InfluxDB does not answer its ping |
 | `backup_stale` | the last good backup is older than `backup_max_age_h` (48 h), or there is none although `[backup]` is set |
 | `model_shadow` | the guard keeps a model out of service: a naive baseline serves instead |
-| `write_budget_exceeded` | the agent's own `bytes_written_per_day` (health, when measured) exceeds `write_budget_mb_per_day` |
+| `write_budget_exceeded` | the agent's own `bytes_written_per_day` (health, measured over at least an hour) exceeds `write_budget_mb_per_day` |
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+
+WRITE_BUDGET_MIN_SPAN_S = 3600.0  # the write rate is judged once it stands for an hour or more
 
 
 @dataclass
@@ -139,8 +141,10 @@ class Problems:
 
     def _writes(self) -> list[dict]:
         per_day = self.inp.health_value("bytes_written_per_day")
+        span = self.inp.health_value("bytes_written_span_s") or 0
         budget = self.ac.write_budget_mb_per_day * 1e6
-        if per_day is not None and per_day > budget:
+        # a start's writes or a catch-up after an outage, scaled to a day, are not the day's rate: judge an hour on
+        if per_day is not None and per_day > budget and span >= WRITE_BUDGET_MIN_SPAN_S:
             return [{"code": "write_budget_exceeded", "message": f"{per_day / 1e6:.0f} MB written per day, budget "
                                                                  f"{self.ac.write_budget_mb_per_day:g} MB"}]
         return []

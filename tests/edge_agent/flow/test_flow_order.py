@@ -119,7 +119,7 @@ def test_totals_follow_late_data_beyond_the_look_back(tmp_path, mosquitto_sessio
             msgs = [seed_message(d, "c", m, T0 + timedelta(seconds=t), v) for a, t, d, m, v in readings
                     if (k - 1) * 900 + 60 < a <= now or (k == 0 and a <= now)]
             sent += pub.publish_all(msgs)
-            wait_for(lambda n=sent: agent.health.get("spooled") >= n, timeout=20)
+            wait_for(lambda n=sent: agent.health.get("stored") >= n, timeout=20)
             wait_for(lambda: agent.ingest.spool.pending_points == 0, timeout=20)
             clock.set(T0 + timedelta(seconds=k * 900 + 31))
             if k:

@@ -236,7 +236,8 @@ def test_sniff_labels_the_agents_own_topics_and_short_windows(tmp_path, mosquitt
     port = mosquitto_session.port
     cfg = write(tmp_path, port, "http://127.0.0.1:1", extra="")
     with open(cfg, "a") as f:
-        f.write('\n[publish]\ntopic_prefix = "sniffed-energy"\nnode_id = "sniffnode"\n')
+        # a discovery prefix of its own: other tests leave other nodes' retained discovery on the shared broker
+        f.write('\n[publish]\ntopic_prefix = "sniffed-energy"\nnode_id = "sniffnode"\ndiscovery_prefix = "sniff-ha"\n')
     from edge_agent.forecast import away
     from edge_agent.publish import hass
 
@@ -244,14 +245,14 @@ def test_sniff_labels_the_agents_own_topics_and_short_windows(tmp_path, mosquitt
     own = [(hass.availability_topic(prefix), "online"), (hass.forecast_topic(prefix, 1), '{"value_kwh": 0.2}'),
            (hass.skill_topic(prefix, 96), "{}"), (hass.flow_totals_topic(prefix), "{}"),
            (away.state_topic(prefix), "OFF"), (away.window_topic(prefix), '{"to": "2026-12-27T18:00:00Z"}'),
-           (hass.legacy_topic(hass.DISCOVERY_PREFIX, "sensor", node, "forecast_next_slot"), '{"name": "x"}'),
-           (hass.device_topic(hass.DISCOVERY_PREFIX, node), '{"cmps": {}}')]
+           (hass.legacy_topic("sniff-ha", "sensor", node, "forecast_next_slot"), '{"name": "x"}'),
+           (hass.device_topic("sniff-ha", node), '{"cmps": {}}')]
     for topic, payload in own:
         subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-r", "-t", topic, "-m", payload], check=True)
     try:
         proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "rules", "list", "--config", cfg, "--sniff",
                                  "3", "--seconds", "3", "--filter", "sniffed-energy/#", "--filter",
-                                 "homeassistant/#", "--filter", "z2m/#"],
+                                 "sniff-ha/#", "--filter", "z2m/#"],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
         assert "sniffing" in proc.stderr.readline()
@@ -266,9 +267,9 @@ def test_sniff_labels_the_agents_own_topics_and_short_windows(tmp_path, mosquitt
         assert "sniffed-energy/status (retained)\n  payload: online\n  # the agent's own output: not ingested\n" in out
         assert "sniffed-energy/away/state (retained)\n  payload: OFF\n  # the agent's away input and state: not " \
                "ingested\n" in out
-        assert ("homeassistant/sensor/sniffnode/forecast_next_slot/config (retained)\n  payload: {\"name\": \"x\"}\n"
+        assert ("sniff-ha/sensor/sniffnode/forecast_next_slot/config (retained)\n  payload: {\"name\": \"x\"}\n"
                 "  # the agent's Home Assistant discovery: not ingested\n") in out
-        assert "homeassistant/device/sniffnode/config (retained)\n" in out
+        assert "sniff-ha/device/sniffnode/config (retained)\n" in out
         assert "# 11 message(s) on 10 topic(s); 8 of the agent's own (output, away input, discovery: not ingested)\n" \
             in out
         assert out.count(": not ingested\n") == 8 and "(the agent does not subscribe to it)" not in out

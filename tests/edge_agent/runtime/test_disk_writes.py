@@ -21,6 +21,7 @@ def test_the_rate_is_taken_over_the_last_day():
     assert health.get("bytes_written") == 5_000 and health.get("bytes_written_per_day") == 0  # too early
     disk.sample(health, now=86_400.0)
     assert health.get("bytes_written_per_day") == 86_400_000  # 1,000 bytes a second
+    assert health.get("bytes_written_span_s") == 86_400
     disk.sample(health, now=2 * 86_400.0)  # the first day falls out of the window
     assert health.get("bytes_written_per_day") == 1_000_000
     assert process_write_bytes("/proc/self/io") is not None
@@ -46,14 +47,14 @@ def test_the_agent_reports_it_in_status_database_and_home_assistant(tmp_path, mo
 
     client.on_message = on_message
     client.on_connect = lambda c, u, f, rc, p=None: c.subscribe([(f"disk-{influx_db_name}/#", 1),
-                                                                 ("homeassistant/sensor/disk_test/#", 1)])
+                                                                 ("homeassistant/device/disk_test/config", 1)])
     client.connect("127.0.0.1", mosquitto_session.port)
     client.loop_start()
     agent = start_agent(cfg)
     try:
         assert got.wait(30)
         assert agent.health.snapshot()["bytes_written_per_day"] >= 0  # the status API's counters are this snapshot
-        config = seen["homeassistant/sensor/disk_test/disk_writes_per_day/config"]
+        config = wait_for(lambda: seen.get("homeassistant/device/disk_test/config"))["cmps"]["disk_writes_per_day"]
         assert config["state_topic"] == f"disk-{influx_db_name}/agent/health" and config["unit_of_measurement"] == "MB"
         wait_for(lambda: count(influxd_session, influx_db_name, "agent", "bytes_written_per_day") > 0, timeout=20)
     finally:

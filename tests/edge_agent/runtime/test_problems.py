@@ -88,6 +88,9 @@ dir = "{tmp_path / 'backups'}"
 
         # the write budget: the health value the wear measurement sets (bytes written per day)
         agent.health.set("bytes_written_per_day", 80e6)
+        agent.health.set("bytes_written_span_s", 120)  # a start's burst scaled to a day: not judged yet
+        assert agent.check_problems() == []
+        agent.health.set("bytes_written_span_s", 3600)
         found = agent.check_problems()
         assert [p["code"] for p in found] == ["write_budget_exceeded"] and "80 MB" in found[0]["message"]
         agent.health.set("bytes_written_per_day", 20e6)
