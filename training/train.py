@@ -20,6 +20,7 @@ from shared import manifest as mf
 from shared import weather as wx
 from shared.schema import SLOT_NS, SLOTS_PER_DAY, WEATHER_SUFFIX
 from shared.series import SlotSeries, iso, parse_time_ns
+from shared.verdict import SEED_REFERENCE
 from shared.window import WindowSpec, scale_target
 from training import dataset
 from training import intervals as train_intervals
@@ -30,10 +31,6 @@ from training.scoring import ModelScores, baseline_scores, model_scores
 
 INT8_GAP_WARN = 0.02  # the int8 model may differ from the float one by at most this much validation MAE
 QUICK_SAMPLES = (600, 200)  # --quick: the last training and the first validation issue times kept
-
-SEED_REFERENCE = {  # the original project's figures on the seed test split (data/seed_house/README.md)
-    "seed_lstm_rmse": 0.12, "seed_cnn_rmse": 0.14, "persistence_rmse": 0.079, "persistence_mae": 0.045,
-}
 
 # Where in a bundle's progress span each step starts (the members' fit takes the first FIT_SHARE).
 HELD_OUT_AT, REFIT_AT, EXPORT_AT = FIT_SHARE, 0.77, 0.85
