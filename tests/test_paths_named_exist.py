@@ -1,6 +1,7 @@
 """Every path and module the prose names exists: a moved module leaves no stale pointer behind.
 
-Looked at: README.md, the Makefile, docs/*.md and every Python file of the project. A path (`edge_agent/…`,
+Looked at: README.md, the Makefile, docs/*.md, every Python file of the project, and what deploys it (ansible/,
+docker-compose.yml, the Dockerfiles). A path (`edge_agent/…`,
 `shared/…`, `server/…`, `training/…`, `tools/…`, `tests/…`) must be a file or a folder (a glob must match
 something; after an ellipsis or a placeholder such as `<name>` only the part before it counts). A dotted module
 path in the prose (docs, comments, docstrings), e.g. `edge_agent.publish.hass.availability_topic`, must lead to a
@@ -21,12 +22,14 @@ TOPS = ("edge_agent", "shared", "server", "training", "tools", "tests")
 PATH = re.compile(r"(?<![\w/.\-~$])((?:" + "|".join(TOPS) + r")/[\w./*<>{}…\-]*)")
 MODULE = re.compile(r"(?<![\w/.\-])((?:edge_agent|shared|server|training|tools)(?:\.[A-Za-z_]\w*)+)")
 # Dotted names that are not modules: files (server.toml, server.sqlite) and the manifest's `training` keys.
-NOT_MODULES = re.compile(r".*\.(toml|txt|sqlite|log|key|py|md|json|conf)|training\.(quick|refit|seconds)(\..*)?")
+NOT_MODULES = re.compile(r".*\.(toml|txt|sqlite|log|key|py|md|json|conf|j2)|training\.(quick|refit|seconds)(\..*)?")
 DEFINED = r"(?m)(^\s*(async\s+)?(def|class)\s+{n}\b|^\s*{n}\s*[:=]|\bimport\b[^\n]*\b{n}\b|^\s+{n},?$|\b{n}\s*=)"
 
 
 def sources() -> list[Path]:
-    files = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "docs").glob("*.md"))]
+    files = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "docs").glob("*.md")), ROOT / "docker-compose.yml",
+             *sorted(ROOT.glob("*/Dockerfile")),
+             *sorted(p for p in (ROOT / "ansible").rglob("*") if p.suffix in (".md", ".py", ".yml", ".j2"))]
     here = Path(__file__).resolve()  # names stale paths on purpose
     return files + [p for top in TOPS for p in sorted((ROOT / top).rglob("*.py")) if p != here]
 
