@@ -127,8 +127,8 @@ $(VENV)-tflite/.installed:
 
 venv-tflite: $(VENV)-tflite/.installed
 
-# Test-only: Home Assistant judges the MQTT discovery payloads (tests/edge_models/test_hass.py). It needs Python >= 3.13:
-# HASS_PYTHON, else python3.14/python3.13 on PATH, else pyenv's newest 3.13+. Without one this says so and the test
+# Test-only: Home Assistant judges the MQTT discovery payloads (tests/edge_agent/publish/test_hass.py). It needs
+# Python >= 3.13: HASS_PYTHON, else python3.14/python3.13 on PATH, else pyenv's newest 3.13+. Without one this says so and the test
 # skips. Measured: 1 min 40 s and 630 MB from an empty pip cache (all wheels, nothing compiles).
 HASS_PYTHON ?=
 $(VENV)-hass/.installed: requirements/hass.txt

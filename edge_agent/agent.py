@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge_agent import flow, forecast, retention, tariff
+from edge_agent.api import SPEC as API
 from edge_agent.backup import expected as backup_expected
 from edge_agent.backup import read_status as backup_status
 from edge_agent.component import AgentContext, Component, ComponentSpec, utc_now
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest
-from edge_agent.models.api import SPEC as API
 from edge_agent.publish import discovery, hass
 from edge_agent.publish.hass import problem_components, problem_topic
 from edge_agent.publish.mqtt import Publisher

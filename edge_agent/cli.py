@@ -16,7 +16,7 @@ from edge_agent.config import AgentConfig, ConfigError, load_config
 
 def _check_connectivity(cfg: AgentConfig) -> list[str]:
     """Problems reaching the broker and the database (empty list: all good)."""
-    from edge_agent.ingest.pipeline import make_client
+    from edge_agent.runtime.mqtt_client import make_client
     from shared.storage import StorageError, open_storage
 
     problems = []

@@ -40,7 +40,7 @@ class MqttConfig:
     subscribe: list[str] = field(default_factory=list)  # default: the rules' topics
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
-    read_coalesce_s: float = 0.1  # messages trickling in are read in groups (see edge_agent/mqtt_socket.py)
+    read_coalesce_s: float = 0.1  # messages trickling in are read in groups (see edge_agent/runtime/mqtt_client.py)
 
     def __repr__(self) -> str:
         return (f"MqttConfig(host={self.host!r}, port={self.port}, client_id={self.client_id!r}, "
@@ -107,7 +107,7 @@ class PublishConfig:
 
     @property
     def availability_topic(self) -> str:
-        return f"{self.topic_prefix}/status"  # edge_agent.hass.availability_topic
+        return f"{self.topic_prefix}/status"  # edge_agent.publish.hass.availability_topic
 
 
 @dataclass

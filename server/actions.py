@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from server import datafiles, jobs, nodes
 from server.registry import group_owner, node_owner
+from server.state import State
 from server.validate import (
     ActionError,
     bad,
@@ -34,14 +35,14 @@ __all__ = ["ActionError", "add_node", "cancel", "job_or_404", "node_or_404", "pu
 MAX_ID = 2**63 - 1
 
 
-def node_or_404(s, node_id) -> dict:
+def node_or_404(s: State, node_id) -> dict:
     node = s.db.node(int(node_id)) if 0 < int(node_id) <= MAX_ID else None
     if node is None:
         raise ActionError(f"no node {node_id}", 404, "not_found")
     return node
 
 
-def job_or_404(s, job_id) -> dict:
+def job_or_404(s: State, job_id) -> dict:
     job = s.db.job(int(job_id)) if 0 < int(job_id) <= MAX_ID else None
     if job is None:
         raise ActionError(f"no job {job_id}", 404, "not_found")
@@ -67,7 +68,7 @@ def influx_settings(raw: dict) -> dict:
     return out
 
 
-def add_node(s, doc: dict) -> dict:
+def add_node(s: State, doc: dict) -> dict:
     """Register a node (its first status poll is part of the answer)."""
     only(doc, ("name", "api_url", "api_token", "ca_file", "influx", "retrain_days"))
     name = text(doc, "name", True, 64)
@@ -82,7 +83,7 @@ def add_node(s, doc: dict) -> dict:
     return nodes.public(s.db.node(nid))
 
 
-def pull(s, node_id, doc: dict) -> dict:
+def pull(s: State, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id)
     only(doc, ("start", "end", "measurement", "field", "tags"))
     start, end = iso_time(doc, "start", True), iso_time(doc, "end", True)
@@ -97,7 +98,7 @@ def pull(s, node_id, doc: dict) -> dict:
     return _enqueue(s, node["id"], "pull", {"start": start.isoformat(), "end": end.isoformat(), **extra})
 
 
-def train(s, node_id, doc: dict) -> dict:
+def train(s: State, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id) if node_id is not None else None
     only(doc, ("data", "pull_days", "until", "epochs", "quick", "auto_push", "holidays", "timezone")
          + (() if node else ("group",)))
@@ -145,7 +146,7 @@ def _calendar(doc: dict) -> dict:
     return {"holidays": cal.code, "timezone": cal.timezone}
 
 
-def _enqueue(s, node_id, kind: str, params: dict) -> dict:
+def _enqueue(s: State, node_id, kind: str, params: dict) -> dict:
     try:
         jid = jobs.enqueue(s.db, node_id, kind, params)
     except jobs.JobRefused as exc:
@@ -153,7 +154,7 @@ def _enqueue(s, node_id, kind: str, params: dict) -> dict:
     return jobs.public(s.db.job(jid))
 
 
-def cancel(s, job_id, doc: dict | None = None) -> dict:
+def cancel(s: State, job_id, doc: dict | None = None) -> dict:
     only(doc or {}, ())
     job = job_or_404(s, job_id)
     if job["state"] == "queued":
@@ -165,7 +166,7 @@ def cancel(s, job_id, doc: dict | None = None) -> dict:
     return jobs.public(s.db.job(job["id"]))
 
 
-def push(s, node_id, doc: dict) -> dict:
+def push(s: State, node_id, doc: dict) -> dict:
     """Push one of the node's own training runs (all bundles, or given names). Without `override`, the gate decides.
 
     Only the node's own versions are found here: another house's or a group's version is `seed`, an explicit and
@@ -182,7 +183,7 @@ def push(s, node_id, doc: dict) -> dict:
     return _push_rows(s, node, rows, flag(doc, "override"), flag(doc, "allow_older"))
 
 
-def seed(s, node_id, doc: dict) -> dict:
+def seed(s: State, node_id, doc: dict) -> dict:
     """Install another house's (`from_node`) or a group's (`from_group`) version on this node — e.g. a new house
     before it has history of its own. Recorded with its source; the gate applies unless `override`."""
     node = node_or_404(s, node_id)
@@ -209,7 +210,7 @@ def seed(s, node_id, doc: dict) -> dict:
     return _push_rows(s, node, rows, flag(doc, "override"), flag(doc, "allow_older")) | {"source": owner}
 
 
-def _push_rows(s, node: dict, rows: list, override: bool, allow_older: bool) -> dict:
+def _push_rows(s: State, node: dict, rows: list, override: bool, allow_older: bool) -> dict:
     """Push registry rows to a node that answered with the agent's status; each through the gate unless
     `override`."""
     status = nodes.poll(s.db, node)
@@ -232,7 +233,7 @@ def _push_rows(s, node: dict, rows: list, override: bool, allow_older: bool) -> 
     return {"node": node["name"], "results": results}
 
 
-def _recent_series(s, node):
+def _recent_series(s: State, node):
     """The node's latest pulled history: what the gate compares the new and the active version on."""
     last = s.db.last_pull(node["id"])
     if not last:
@@ -242,7 +243,7 @@ def _recent_series(s, node):
     return load([last["file"]])
 
 
-def rollback(s, node_id, doc: dict) -> dict:
+def rollback(s: State, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id)
     only(doc, ("name",))
     name = text(doc, "name", True, 20)

@@ -8,10 +8,11 @@ from flask import Blueprint, current_app, jsonify, request
 
 from server import actions, jobs, nodes
 from server.auth import api_auth, form_fields
+from server.factory import current
 from server.registry import group_owner, node_owner
-from server.state import current
+from server.state import State
 from server.validate import bad, flag, integer
-from training.train import SEED_REFERENCE
+from shared.verdict import SEED_REFERENCE
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 _models_cache: dict[tuple, bytes] = {}
@@ -122,7 +123,7 @@ def cancel(job_id):
     return jsonify(actions.cancel(current(), job_id, body()))
 
 
-def _owner_arg(s) -> str | None:
+def _owner_arg(s: State) -> str | None:
     """?node=<id> or ?group=<name>: whose versions (None: everyone's)."""
     node_id, group = integer(request.args, "node", 1, actions.MAX_ID), request.args.get("group")
     if node_id is not None and group:
@@ -137,7 +138,7 @@ def _owner_arg(s) -> str | None:
     return None
 
 
-def _versions_json(s, limit: int, owner: str | None) -> bytes:
+def _versions_json(s: State, limit: int, owner: str | None) -> bytes:
     """The version list; its JSON is cached per process until a version is added (one cheap query per request)."""
     key = (str(s.config.db_path), limit, owner, *s.db.versions_mark())
     cached = _models_cache.get(key)

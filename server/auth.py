@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from server.state import current
+from server.factory import current
 
 log = logging.getLogger(__name__)
 SESSION_HOURS = 12

@@ -1,6 +1,7 @@
 """The app factory: `create_app` only wires the parts together (as in Flask's tutorial): server.state (config,
-database, keys, registry), server.auth (sessions, login, CSRF, token), server.api (JSON API), server.pages (the
-page); the work is in server.actions, server.jobs, server.nodes and server.registry, all SQL in server.db.
+database, keys, registry; a request finds it through `current`), server.auth (sessions, login, CSRF, token),
+server.api (JSON API), server.pages (the page); the work is in server.actions, server.jobs, server.nodes and
+server.registry, all SQL in server.db.
 """
 
 from __future__ import annotations
@@ -8,24 +9,26 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import timefmt
 from server.config import ServerConfig, load_config
+from server.state import State, build_state
 from shared.verdict import baseline_words
 
 log = logging.getLogger(__name__)
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
+EXTENSION = "home_energy"  # the State's key in app.extensions
 
 
 def create_app(config: ServerConfig | None = None, start_worker: bool = False) -> Flask:
     """The app for `config` (default: load_config(), i.e. $SERVER_CONFIG); `start_worker` adds a job worker thread
     (development; under gunicorn the master starts `python -m server worker`)."""
-    # imported here, so that `import server.config` (the CLI, the job worker) does not load the web parts
+    # imported here: the blueprints take `current` from this module
     from server import api, auth, pages
-    from server.state import EXTENSION, build_state, start_worker_thread
+    from server.jobs import start_worker_thread
 
     config = config or load_config()
     app = Flask(__name__)
@@ -50,6 +53,11 @@ def create_app(config: ServerConfig | None = None, start_worker: bool = False) -
         start_worker_thread(st)
     log.info("server ready: data in %s, signing key %s", config.data_dir, st.keys.key_id)
     return app
+
+
+def current() -> State:
+    """The State of the app handling this request."""
+    return current_app.extensions[EXTENSION]
 
 
 def _http_error(exc: HTTPException):

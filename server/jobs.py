@@ -36,6 +36,7 @@ from server.db import Database
 from server.notify import Notifier
 from server.pull import history_bytes, node_skill, pull_history
 from server.registry import group_owner, node_owner
+from server.state import State
 from shared import manifest as mf
 from shared.schema import BUNDLE_NAMES
 from shared.series import read_csv
@@ -104,8 +105,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Worker:
-    def __init__(self, app_state, cluster: Cluster | None = None):
-        self.s = app_state  # server.state.State: config, db, registry, keys
+    def __init__(self, app_state: State, cluster: Cluster | None = None):
+        self.s = app_state
         cfg = app_state.config.jobs
         self.cluster = cluster or Cluster(cfg, app_state.config.data_dir)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
@@ -396,3 +397,11 @@ def _check_readable(file: str) -> None:
         ok = False
     if not ok:
         raise ValueError(f"data file {file} is not a readable time,value CSV with readings")
+
+
+def start_worker_thread(st: State) -> Worker:
+    """A job worker in a daemon thread of this process (development server and tests; gunicorn runs
+    `python -m server worker` instead)."""
+    worker = Worker(st)
+    threading.Thread(target=worker.run_forever, name="job-worker", daemon=True).start()
+    return worker

@@ -9,10 +9,11 @@ from flask import Blueprint, Response, flash, jsonify, redirect, render_template
 
 from server import actions, nodes, overview, plots, timefmt, views
 from server.auth import csrf_token, form_fields, login_required
+from server.factory import current
 from server.registry import node_owner, owner_node_id
-from server.state import current
+from server.state import State
 from shared.schema import BUNDLE_NAMES
-from training.train import SEED_REFERENCE
+from shared.verdict import SEED_REFERENCE
 
 bp = Blueprint("pages", __name__)
 
@@ -93,7 +94,7 @@ def _validation(metrics: dict) -> dict:
             "skill": 1 - mae / base[0] if mae is not None and base else None, "coverage": cov}
 
 
-def _live_rows(s, house: dict) -> list[dict]:
+def _live_rows(s: State, house: dict) -> list[dict]:
     """Per bundle name: the active version, its live 7-day figures, its validation figures and the guard."""
     out = []
     for m in house["models"]:
@@ -162,7 +163,7 @@ def home_view(node_id):
     return jsonify(html=render_template("home.html", **doc), energy=doc["energy_fig"], forecast=doc["forecast_fig"])
 
 
-def _seed_sources(s, owner: str, names: dict[int, str]) -> list[tuple[str, str]]:
+def _seed_sources(s: State, owner: str, names: dict[int, str]) -> list[tuple[str, str]]:
     """The newest runs of other houses and groups: (form value "owner/version", label)."""
     seen: dict[str, str] = {}
     for v in s.registry.list(400):

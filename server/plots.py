@@ -30,7 +30,6 @@ ENERGY_LABELS = {"house": "house", "grid_import": "from the grid", "grid_export"
 LOCAL_FORMAT = "%Y-%m-%d %H:%M"  # plotly date strings carry no zone: the axis title names it
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
 NAME_COLORS = {"cnn-1": "#1f6feb", "lstm-1": "#8250df", "cnn-96": "#1a7f37", "lstm-96": "#bf8700"}
-CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
 @lru_cache(maxsize=1)

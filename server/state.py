@@ -1,20 +1,18 @@
-"""What the pages, the API and the job worker share: the config, the database, the signing key and the registry."""
+"""What the pages, the API and the job worker share: the config, the database, the signing key and the registry.
+
+Plain data without Flask or the worker, so that every module taking a State can name its type: the app keeps
+its State in `app.extensions` (server.factory.current), the job worker gets it as an argument (server.jobs).
+"""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-
-from flask import current_app
 
 from server.config import ServerConfig
 from server.db import Database
 from server.files import private_dir
-from server.jobs import Worker
 from server.registry import Registry
 from shared import signing
-
-EXTENSION = "home_energy"  # the State's key in app.extensions
 
 
 @dataclass
@@ -34,16 +32,3 @@ def build_state(config: ServerConfig) -> State:
     for d in (config.cache_dir, config.uploads_dir):
         private_dir(d)
     return State(config, db, keys, Registry(config.registry_dir, db, keys))
-
-
-def current() -> State:
-    """The State of the app handling this request."""
-    return current_app.extensions[EXTENSION]
-
-
-def start_worker_thread(st: State) -> Worker:
-    """A job worker in a daemon thread of this process (development server and tests; gunicorn runs
-    `python -m server worker` instead)."""
-    worker = Worker(st)
-    threading.Thread(target=worker.run_forever, name="job-worker", daemon=True).start()
-    return worker

@@ -6,12 +6,6 @@ SLOT_SECONDS = 900
 SLOT_NS = SLOT_SECONDS * 1_000_000_000
 SLOTS_PER_DAY = 96
 
-DEFAULT_DATABASE = "energy"
-
-# Seed devices (the original hackathon): measurement = FeatureType.
-SEED_MEASUREMENTS = ("EnergyMeter", "Battery", "PvString")
-DEVICE_TAGS = ("device_id", "device_name", "device_type")
-
 ENERGY_FLOW = "energy_flow"
 ROLE_FIELDS = ("grid_import", "grid_export", "pv", "battery_charge", "battery_discharge")
 ENERGY_FLOW_FIELDS = (  # kWh per slot (docs/energy-flow.md: every flow balances per slot)
@@ -22,14 +16,13 @@ ENERGY_FLOW_FIELDS = (  # kWh per slot (docs/energy-flow.md: every flow balances
 )
 ENERGY_FLOW_STATE = ("battery_content_kwh", "battery_pv_share")  # the battery's origin state at the slot end
 ENERGY_FLOW_RATIOS = ("self_consumption", "autarky")
-# With a [tariff] (edge_agent/tariff): the slot's cost = grid_import × import_price − grid_export × feed_in_price, in
-# the tariff's currency, and the prices per kWh it was computed with (kept when the slot is recomputed).
-ENERGY_FLOW_COST = ("cost", "import_price", "feed_in_price")
+# With a [tariff] (edge_agent/tariff): fields `cost` = grid_import × import_price − grid_export × feed_in_price, in
+# the tariff's currency, and `import_price`, `feed_in_price` per kWh it was computed with (kept when the slot is
+# recomputed).
 FLAGS_FIELD = "flags"
 HOUSE_FIELD = "house"
 
-FORECAST = "forecast"
-FORECAST_TAGS = ("model", "version", "horizon", "name", "issue")
+FORECAST = "forecast"  # tags: model, version, horizon, name, issue
 FORECAST_ISSUES = ("rolling", "day_ahead")  # re-issued every cycle / issued once a day at a fixed local time
 FORECAST_VALUE_FIELD = "value_kwh"
 FORECAST_ISSUED_FIELD = "issued_at"
@@ -57,8 +50,6 @@ AGENT = "agent"
 # band scale that would have covered the actual, shared.intervals.needed_scale) per slot, and
 # `p10_p90_coverage`, `coverage_slots` (int) in the rolling figures.
 FORECAST_SKILL = "forecast_skill"
-FORECAST_SKILL_TAGS = ("horizon", "issue", "model", "name", "version", "window")
-FORECAST_SKILL_WINDOWS = ("slot", "1d", "7d", "30d")
 
 # The outdoor temperature per slot as the weather bundles were given it (edge_agent/forecast/weather.py): time = slot
 # end, field `temperature_c`, tag `source` (measured | forecast) — the record a restart and the server's trainings read.

@@ -13,6 +13,7 @@ from shared import intervals as iv
 from shared.baselines import BASELINES
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries, iso, parse_time_ns
+from training.scoring import metrics
 
 COLUMNS = ["issued_at", "target_time", "horizon_steps", "value_kwh"]
 BAND_COLUMNS = ["p10_kwh", "p90_kwh"]  # empty for a bundle without intervals; optional when reading
@@ -128,11 +129,6 @@ def backtest(bundle_dir: Path, series: SlotSeries, start_ns: int, end_ns: int, o
     return summary
 
 
-def read_forecasts(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    issued, target, steps, values = read_forecast_rows(path)[:4]
-    return issued, target, steps, values
-
-
 def read_forecast_rows(path: Path) -> tuple[np.ndarray, ...]:
     """issued, target, steps, values, p10, p90 (NaN where the file has no band)."""
     issued, target, steps, values, p10, p90 = [], [], [], [], [], []
@@ -176,8 +172,9 @@ def baseline_forecasts(series: SlotSeries, issued: np.ndarray, steps: np.ndarray
 
 
 def _errors(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
-    e = pred - actual
-    return {"rmse": round(float(np.sqrt(np.mean(e ** 2))), 5), "mae": round(float(np.mean(np.abs(e))), 5)}
+    """RMSE and MAE (training.scoring.metrics, the one definition), rounded for the report."""
+    m = metrics(pred, actual)
+    return {"rmse": round(m["rmse"], 5), "mae": round(m["mae"], 5)}
 
 
 def evaluate(forecasts: Path, series: SlotSeries) -> dict:

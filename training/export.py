@@ -12,6 +12,7 @@ import numpy as np
 
 from shared import manifest as mf
 from shared.window import WindowSpec
+from training.models import build, ensemble
 from training.tf_setup import tf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +34,6 @@ def export_members(kind: str, spec: WindowSpec, trained: list, calibration: np.n
     Day-ahead models apply Dense layers (the blend head's fixed 0/1 projections) to every step of the window:
     their weights are quantized per tensor, because tflite-runtime 2.14 on aarch64 crashes on a per-channel int8
     FULLY_CONNECTED over more than one row (docs/pi.md). For 0/1 weights one scale is exact."""
-    from training.models import build, ensemble
-
     members = []
     for member in trained:
         em = build(kind, spec, batch_size=1)

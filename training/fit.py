@@ -8,8 +8,10 @@ import gc
 
 import numpy as np
 
+from training.models import build, masked_mae, masked_mae_daily
 from training.plans import BundlePlan, TrainOptions
 from training.progress import log, progress
+from training.tf_setup import keras, seed_everything
 
 REFIT_LR_FACTOR = 0.3  # refit learning rate relative to the plan's
 FIT_SHARE = 0.75  # of a bundle's progress span: the members' early-stopped training
@@ -37,9 +39,6 @@ def _progress_callback(keras, label: str, epochs: int, start: float, share: floa
 def fit_members(plan: BundlePlan, spec, data: tuple, opts: TrainOptions, pct: tuple[float, float]) -> list:
     """Train the plan's members (seeds opts.seed, opts.seed + 1, …) on data = (x_train, y_train, x_val, y_val),
     each early-stopped with its best weights restored."""
-    from training.models import build, masked_mae, masked_mae_daily
-    from training.tf_setup import keras, seed_everything
-
     xt, st, xv, sv = data
     epochs = opts.epochs
     members = opts.members(plan)
@@ -76,8 +75,6 @@ def refit(plan: BundlePlan, trained: list, x: np.ndarray, y: np.ndarray, opts: T
           pct: tuple[float, float]) -> dict:
     """A few more epochs for each member on training + validation data at a lower learning rate (the newest
     weeks matter most). Returns the manifest's record of it (`training.refit`)."""
-    from training.tf_setup import keras
-
     epochs, lr = opts.refit_epochs(plan), plan.learning_rate * REFIT_LR_FACTOR
     log(plan.name, f"refit: {epochs} epochs on training + validation data ({len(x)} samples, learning rate {lr:g})")
     share = (pct[1] - pct[0]) / len(trained)

@@ -50,6 +50,8 @@ def model_scores(spec: WindowSpec, doc: dict, model_bytes: bytes, float_model, x
                  ok: np.ndarray) -> ModelScores:
     """The Keras model and its int8 conversion `model_bytes` (run through shared.inference with the manifest
     `doc`, as the edge runs it) on the validation windows xv; metrics on the slots `ok`."""
+    # imported here, not above: training.backtest (and through it the server's pages) imports this module, and
+    # training.export loads TensorFlow
     from shared.inference import LoadedModel
     from training.export import manifest_entries
 

@@ -20,20 +20,18 @@ from shared import manifest as mf
 from shared import weather as wx
 from shared.schema import SLOT_NS, SLOTS_PER_DAY, WEATHER_SUFFIX
 from shared.series import SlotSeries, iso, parse_time_ns
+from shared.verdict import SEED_REFERENCE
 from shared.window import WindowSpec, scale_target
-from training import dataset
+from training import dataset, export
 from training import intervals as train_intervals
 from training.fit import FIT_SHARE, fit_members, refit
+from training.models import ensemble
 from training.plans import BundlePlan, TrainOptions
 from training.progress import begin_model, log, progress, start_run
 from training.scoring import ModelScores, baseline_scores, model_scores
 
 INT8_GAP_WARN = 0.02  # the int8 model may differ from the float one by at most this much validation MAE
 QUICK_SAMPLES = (600, 200)  # --quick: the last training and the first validation issue times kept
-
-SEED_REFERENCE = {  # the original project's figures on the seed test split (data/seed_house/README.md)
-    "seed_lstm_rmse": 0.12, "seed_cnn_rmse": 0.14, "persistence_rmse": 0.079, "persistence_mae": 0.045,
-}
 
 # Where in a bundle's progress span each step starts (the members' fit takes the first FIT_SHARE).
 HELD_OUT_AT, REFIT_AT, EXPORT_AT = FIT_SHARE, 0.77, 0.85
@@ -103,8 +101,6 @@ def held_out_scores(plan: BundlePlan, split: Split, trained: list, model, rep: n
                     ok: np.ndarray, pct: tuple[float, float]) -> ModelScores:
     """The early-stopped members, float and exported to int8, on the validation windows: taken before the
     refit, which sees those windows."""
-    from training import export
-
     progress(_span(pct, HELD_OUT_AT), f"{plan.name}: int8 check before refit")
     held_out = export.export_members(plan.kind, split.spec, trained, rep)
     return model_scores(split.spec, doc, held_out, model, split.xv, split.yv, ok)
@@ -120,8 +116,6 @@ def export_bundle_model(plan: BundlePlan, split: Split, trained: list, rep: np.n
                         pct: tuple[float, float]) -> bytes:
     """The shipped int8 model; its float twin goes to out_dir/float/ (not part of the bundle, for
     `backtest --float-model` only)."""
-    from training import export
-
     progress(_span(pct, EXPORT_AT), f"{plan.name}: int8 export")
     return export.export_members(plan.kind, split.spec, trained, rep,
                                  float_file=out_dir / "float" / f"{plan.name}.tflite")
@@ -148,8 +142,6 @@ def complete_manifest(doc: dict, plan: BundlePlan, split: Split, model_bytes: by
                       opts: TrainOptions, t_start: float, intervals: tuple[dict, dict] | None = None) -> dict:
     """The whole manifest. `metrics.validation` is always held out: for a refitted bundle the early-stopped
     members' scores, and the shipped model's scores on the by-then-seen windows go to `training.refit`."""
-    from training import export
-
     validation = {"baselines": baselines, **(held_out or shipped).as_dict()}
     if intervals:
         doc = {**doc, "intervals": intervals[0]}
@@ -195,9 +187,6 @@ def train_one(plan: BundlePlan, series: SlotSeries, out_dir: Path, version: str,
               pct: tuple[float, float]) -> dict:
     """One bundle; `pct` is its share of the run's progress. The order of the TensorFlow steps (fit, held-out
     export, refit, export) is what a seed reproduces: keep it."""
-    from training import export
-    from training.models import ensemble
-
     t_start = time.time()
     split = split_and_scale(plan, series, opts, pct)
     baselines, ok = baseline_scores(series, split.tv, split.yv, plan.horizon)

@@ -7,9 +7,9 @@ marks the slots it can change — up to `max_interp_s` before the reading — an
 `late_debounce_s`. Data arriving in order touches nothing computed and wakes nothing (issue 18: every stored
 batch used to recompute the whole look-back window from raw readings).
 
-How: counters are read at slot boundaries only (edge_agent/boundaries.py: the two readings around each boundary,
-cached once settled); power inputs are read raw for the slots being computed. edge_agent/flowmath.py does the
-maths. A slot whose counter value at a boundary bridged a missing reading (interpolated across more than
+How: counters are read at slot boundaries only (edge_agent/storage/boundaries.py: the two readings around each
+boundary, cached once settled); power inputs are read raw for the slots being computed. edge_agent/flow/maths.py
+does the maths. A slot whose counter value at a boundary bridged a missing reading (interpolated across more than
 `gap_s`) is flagged `interpolated`; unless both slots sharing the boundary are known and possible (no negative
 balance), the role is left unknown in both rather than split by invention, whichever is computed first.
 Rewrites are idempotent: a slot's point has the slot's end time. The running totals for Home Assistant follow

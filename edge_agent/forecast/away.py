@@ -125,7 +125,7 @@ class Away:
 
     def __init__(self, config: AgentConfig, publish: Callable[..., None], clock: Callable[[], datetime],
                  health) -> None:
-        from edge_agent.ingest.mqtt import make_client
+        from edge_agent.runtime.mqtt_client import make_client
 
         self.prefix = config.publish.topic_prefix
         self._publish, self._clock, self._health = publish, clock, health

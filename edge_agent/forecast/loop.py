@@ -3,8 +3,8 @@
 Input: the consumption slots up to the issue time T, including the slot ending at T. For counter input that slot
 needs the counter's value at T, i.e. the first reading after T (issue 18: reading only up to T left the newest
 slot unknown, the window incomplete and the models unused in every house whose meters do not report exactly on
-slot ends). Counter values at slot boundaries come from edge_agent/boundaries.py (cached; out-of-order readings
-invalidate them through the ingest's stored-batch hook).
+slot ends). Counter values at slot boundaries come from edge_agent/storage/boundaries.py (cached; out-of-order
+readings invalidate them through the ingest's stored-batch hook).
 
 Output: `forecast` points (time = target slot end; tags model, version, horizon, name, issue; fields value_kwh,
 issued_at, fallback (why a baseline was served, "" for a model), input_complete). `issue` = "rolling" is

@@ -244,7 +244,7 @@ class Weather:
 
     # -- MQTT and Open-Meteo -----------------------------------------------------------------------------------------
     def start(self) -> None:
-        from edge_agent.ingest.mqtt import make_client
+        from edge_agent.runtime.mqtt_client import make_client
 
         c = self.config.mqtt
         self.client = make_client(self.config, f"{c.client_id}-weather", manual_ack=False,

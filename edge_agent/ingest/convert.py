@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge_agent.ingest.deadletter import EXCERPT_BYTES, DeadLetter
+from edge_agent.ingest.deadletter import DeadLetter
 from edge_agent.ingest.formats import Ignored, Reject
 from edge_agent.ingest.rules import Router, Rule
 from edge_agent.ingest.series import SeriesLimit
 from edge_agent.runtime.health import Health
+from edge_agent.runtime.mqtt_client import EXCERPT_BYTES
 from shared.points import Point
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 class Message(Protocol):
     """What the converter needs of an MQTT message (paho's MQTTMessage has it). An oversized message also has
-    `oversize`, its payload's real length, and only its first bytes as `payload` (edge_agent/ingest/mqtt.py)."""
+    `oversize`, its payload's real length, and only its first bytes as `payload` (edge_agent/runtime/mqtt_client.py)."""
 
     topic: str
     payload: bytes

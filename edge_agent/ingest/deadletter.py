@@ -29,8 +29,6 @@ from edge_agent.runtime.durable import fsync_dir, make_dirs, replace_file
 
 log = logging.getLogger(__name__)
 
-EXCERPT_BYTES = 1024  # what an entry keeps of an oversized payload (with its real size)
-
 
 def _open_private(path: Path):
     new = not path.exists()

@@ -15,7 +15,7 @@
   the spool is empty again, groups go straight to the database.
 - Every message is handled in isolation: whatever goes wrong while turning one message into line protocol
   dead-letters that message (a reason from the parser, or `internal_error: <exception type>`), never the thread.
-  Both threads are supervised (edge_agent/supervise.py): restarted with backoff if they die anyway.
+  Both threads are supervised (edge_agent/runtime/supervise.py): restarted with backoff if they die anyway.
 - A disk that refuses the spool or the dead-letter file (full, I/O error) is treated like a full spool: the
   messages stay unacknowledged and the write is retried.
 """
@@ -33,13 +33,13 @@ from edge_agent.config import AgentConfig
 from edge_agent.ingest.convert import Converter, count_rejects
 from edge_agent.ingest.deadletter import DeadLetter
 from edge_agent.ingest.drain import write_body
-from edge_agent.ingest.mqtt import make_client
 from edge_agent.ingest.notes import Notes
 from edge_agent.ingest.queue import MessageQueue
 from edge_agent.ingest.rules import Router, compile_rules
 from edge_agent.ingest.series import SeriesLimit
 from edge_agent.ingest.spool import Spool, SpoolFull
 from edge_agent.runtime.health import Health
+from edge_agent.runtime.mqtt_client import make_client
 from edge_agent.runtime.supervise import Worker
 from shared.points import Point, line_head, split_lines, to_lines
 from shared.schema import AGENT

@@ -216,7 +216,7 @@ def sniff(cfg: AgentConfig, router: Router, per_topic: int, seconds: float, filt
           out: TextIO) -> int:
     """Print the first `per_topic` messages of each topic under `filters` for `seconds`, with what the rules make
     of them. Returns 0, or 1 when the broker cannot be reached."""
-    from edge_agent.ingest.mqtt import make_client
+    from edge_agent.runtime.mqtt_client import make_client
 
     client_id = f"{cfg.mqtt.client_id}-sniff-{os.getpid()}"
     client = make_client(cfg, client_id, manual_ack=False, clean_session=True)

@@ -12,7 +12,7 @@ not reused. state.json is replaced last (temp file, fsync, rename, directory fsy
 it naming the old or the new version, both complete. At start, temporary directories and version directories that
 state.json does not name are removed. Only the active and the previous version are kept.
 
-The caller (edge_agent/models/api.py) activates without pruning, loads the model, and then either `prune`s or
+The caller (edge_agent/api/component.py) activates without pruning, loads the model, and then either `prune`s or
 `restore`s the state it had before: a version that does not load never stays active.
 """
 

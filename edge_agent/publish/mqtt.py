@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 
 from edge_agent.config import AgentConfig
-from edge_agent.ingest.mqtt import make_client
 from edge_agent.publish import hass
 from edge_agent.runtime.health import Health
+from edge_agent.runtime.mqtt_client import make_client
 
 
 class Publisher:

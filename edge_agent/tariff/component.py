@@ -69,7 +69,7 @@ class Tariff:
         self._storage = ctx.open_storage()
         self.client = None
         if tc.prices_topic:
-            from edge_agent.ingest.mqtt import make_client
+            from edge_agent.runtime.mqtt_client import make_client
 
             self.client = make_client(ctx.config, f"{ctx.config.mqtt.client_id}-tariff", manual_ack=False,
                                       on_thread_failure=lambda exc: ctx.health.thread_failed("mqtt_tariff"))

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from server import create_app
-from server.jobs import TRAIN_SPAN
-from server.state import start_worker_thread
+from server.jobs import TRAIN_SPAN, start_worker_thread
 from shared import signing
 from shared.storage import StorageConfig, open_storage
 from tests.helpers.agent import start_agent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server import create_app
-from server.state import start_worker_thread
+from server.jobs import start_worker_thread
 from shared import signing
 from tests.helpers.agent import start_agent
 from tests.helpers.models import TOKEN as AGENT_TOKEN

@@ -23,13 +23,13 @@ from edge_agent.forecast.guard import Guard, GuardConfig
 from edge_agent.forecast.skill import FAMILY, Ledger, baseline_key
 from shared.schema import SLOT_NS
 from shared.series import SlotSeries
-from training.backtest import actual_values, baseline_forecasts, read_forecasts
+from training.backtest import actual_values, baseline_forecasts, read_forecast_rows
 
 KEY = ("model", "bundle", "v1")
 
 
 def served(forecasts_csv: Path, series: SlotSeries, guard: GuardConfig | None = None) -> dict:
-    issued, target, steps, values = read_forecasts(forecasts_csv)
+    issued, target, steps, values = read_forecast_rows(forecasts_csv)[:4]
     horizon = int(steps.max()) if len(steps) else 1
     fam = FAMILY[horizon]
     actual = actual_values(series, target)
@@ -67,7 +67,7 @@ def residual_zeros(forecasts_csv: Path, series: SlotSeries, float_csv: Path | No
     """How often a next-slot forecast equals the last slot (its int8 residual exactly zero), and — with the float
     twin's backtest — how often the float model's residual is within half an output step of zero (what rounding
     to the int8 output must give), both models' MAE, and the residuals outside the int8 output's range."""
-    issued, _, _, values = read_forecasts(forecasts_csv)
+    issued, _, _, values = read_forecast_rows(forecasts_csv)[:4]
     last = actual_values(series, issued)
     nxt = actual_values(series, issued + SLOT_NS)
     ok = np.isfinite(last)
@@ -76,7 +76,7 @@ def residual_zeros(forecasts_csv: Path, series: SlotSeries, float_csv: Path | No
     scored = ok & np.isfinite(nxt)
     out["int8_mae"] = round(float(np.abs(values[scored] - nxt[scored]).mean()), 5)
     if float_csv is not None and Path(float_csv).exists() and manifest is not None:
-        f_issued, _, _, f_values = read_forecasts(float_csv)
+        f_issued, _, _, f_values = read_forecast_rows(float_csv)[:4]
         f_by_issue = dict(zip(f_issued.tolist(), f_values.tolist(), strict=True))
         f = np.array([f_by_issue.get(t, np.nan) for t in issued.tolist()])
         step = manifest["output"]["scale"] * manifest["window"]["std"]  # kWh per int8 output step

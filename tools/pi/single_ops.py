@@ -2,7 +2,7 @@
 
 Each model is one op of the shipped bundles with their shapes (from cnn-96 / lstm-96: `Dense` on a [96, 23]
 window = FULLY_CONNECTED with keep_num_dims, SOFTMAX over [96, 18], MUL and SUB of two int8 tensors, Conv1D =
-CONV_2D, RESHAPE), converted like training/export does (full int8, int8 in and out), so that the converted model
+CONV_2D, RESHAPE), converted like training/export.py does (full int8, int8 in and out), so that the converted model
 holds that op alone; `fully_connected_rows2` is a plain two-row Dense. The index (index.json) lists each model's
 ops and how many scales its Dense weights have: TensorFlow 2.21 quantizes them per output channel unless told
 otherwise (the `_per_tensor` variants). `probe.py` runs them inside an arm64 root, each in its own process (a

@@ -33,20 +33,12 @@ from edge_agent.ingest.formats.base import (
 )
 from edge_agent.ingest.formats.generic import compile_json
 from edge_agent.ingest.formats.seed import parse_seed_json
-from edge_agent.ingest.formats.shelly import compile_shelly_gen2, parse_number, parse_shelly_gen2
+from edge_agent.ingest.formats.shelly import compile_shelly_gen2, parse_number
 from edge_agent.ingest.formats.tasmota import compile_tasmota
 from edge_agent.ingest.formats.text import compile_csv, compile_key_value
 from edge_agent.ingest.formats.units import conversion_factor
 
 Parser = Callable[..., list]  # (rule config, named levels, payload, received_ns) -> points
-
-# The plain parsers (no compiled settings), kept importable by name.
-PARSERS: dict[str, Parser] = {
-    "seed_json": parse_seed_json,
-    "shelly_gen1": parse_number,
-    "number": parse_number,
-    "shelly_gen2": parse_shelly_gen2,
-}
 
 JSON_KEYS = frozenset({"fields", "include", "exclude", "separator", "numeric_strings", "measurement_path",
                        "tag_paths", "time_path", "time_format"})
@@ -83,6 +75,6 @@ def compile_format(rule) -> BoundParser:
     return FORMATS[rule.format].compile(rule)
 
 
-__all__ = ["FORMATS", "FORMAT_KEYS", "PARSERS", "BoundParser", "Format", "FormatConfigError", "Ignored", "Parser",
+__all__ = ["FORMATS", "FORMAT_KEYS", "BoundParser", "Format", "FormatConfigError", "Ignored", "Parser",
            "Points", "Reject",
            "compile_format", "conversion_factor", "numeric_leaves", "parse_seed_json", "parse_time"]

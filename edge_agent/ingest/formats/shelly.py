@@ -135,7 +135,3 @@ def _component_filter(components: object):
     names = frozenset(components)
     return lambda name: name in names or name.partition(":")[0] in names
 
-
-def parse_shelly_gen2(rule, named: dict[str, str], payload: bytes, received_ns: int) -> Points:
-    """`shelly_gen2` without compiling first (kept for callers of the plain parsers)."""
-    return compile_shelly_gen2(rule)(named, payload, received_ns)

@@ -157,8 +157,8 @@ def test_tls_api_verified_against_its_certificate(tmp_path, mosquitto_session, i
     ("max_header_bytes = 10\n", "max_header_bytes"),
 ])
 def test_api_config_errors_name_the_key(tmp_path, server_keys, extra, key):
+    from edge_agent.api import parse_config
     from edge_agent.config import ConfigError, load_config
-    from edge_agent.models.api import parse_config
 
     cert, keyf = self_signed(tmp_path / "tls")
     cfg = agent_config(tmp_path, 1, "http://127.0.0.1:1", "db", server_keys,

@@ -1,7 +1,7 @@
 """The agent's model API: upload a signed bundle, read status, roll back, run a forecast (docs/edge-models.md).
 
 Every request needs `Authorization: Bearer <token>` (compared in constant time). Bodies above the size limit
-are refused before they are read. The HTTP server (edge_agent/models/httpserver.py) caps connections, drops idle
+are refused before they are read. The HTTP server (edge_agent/api/httpserver.py) caps connections, drops idle
 and slow ones and limits request heads, so nobody who reaches the port can exhaust the agent; TLS when
 `tls_cert_file`/`tls_key_file` are set. Activation is all-or-nothing: a stored version that does not load from disk
 is rolled back to the state before and answered with an error.
@@ -19,10 +19,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from edge_agent import __version__
+from edge_agent.api.httpserver import BoundedHTTPServer, LimitedHandler, Limits
 from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.forecast import Forecaster
-from edge_agent.models.httpserver import BoundedHTTPServer, LimitedHandler, Limits
 from edge_agent.models.store import StoredVersion
 from edge_agent.models.verify import verify
 from edge_agent.runtime.supervise import Worker

@@ -1,5 +1,6 @@
-"""A paho client that reads the broker's stream in large chunks, in groups when messages trickle in, and
-acknowledges messages in groups.
+"""The agent's MQTT connections, one factory for all of them (ingest, publish, away, weather, tariff): a paho
+client that reads the broker's stream in large chunks, in groups when messages trickle in, and acknowledges
+messages in groups.
 
 - **Buffered reads.** paho-mqtt reads every packet with at least three `recv` calls (the command byte, each
   remaining-length byte, then the body), so a busy QoS 1 subscriber spends much of its CPU in tiny system calls.
@@ -25,7 +26,7 @@ acknowledges messages in groups.
 The overrides use paho-mqtt 2.x private methods (`_create_socket`, `_loop`, `_packet_queue`, `_packet_read`,
 `_in_packet`, `_handle_on_message`). If a paho release renames them, the overrides are simply never called (or
 `ack_many` falls back to `ack`): slower, or unbounded again, never wrong.
-tests/edge_agent/ingest/test_mqtt_socket.py checks that the hooks are in use with the installed paho, and
+tests/edge_agent/runtime/test_mqtt_client.py checks that the hooks are in use with the installed paho, and
 tests/edge_agent/ingest/test_oversized.py that a 200 MiB message passes an agent held to 256 MiB.
 """
 
@@ -42,10 +43,10 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import AgentConfig
-from edge_agent.ingest.deadletter import EXCERPT_BYTES
 
 log = logging.getLogger(__name__)
 
+EXCERPT_BYTES = 1024  # what is kept of an oversized payload: the dead-letter entry's excerpt (edge_agent.ingest)
 CHUNK = 64 * 1024
 TRICKLE_PACKETS = 16
 TOPIC_ALLOWANCE = 2 + 65535 + 2  # a PUBLISH's topic length, longest topic and packet id

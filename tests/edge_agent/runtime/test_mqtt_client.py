@@ -8,7 +8,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.ingest.mqtt import CHUNK, BufferedClient, BufferedSocket
+from edge_agent.runtime.mqtt_client import CHUNK, BufferedClient, BufferedSocket
 from tools.publish import Publisher
 
 
