@@ -20,7 +20,6 @@ reports the age of the last good backup (status, Home Assistant, the server) and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,9 +33,9 @@ from pathlib import Path
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass, load_config
+from shared.backupfolder import MANIFEST, file_hashes, verify_folder
 
 STATUS_FILE = "backup.json"
-MANIFEST = "manifest.json"
 KIND = "edge-agent-backup"
 STATE_FILES = ("flow_totals.json",)  # small state beside the model store (missing ones are skipped)
 
@@ -73,18 +72,6 @@ def read_status(state_dir: Path, now: float | None = None) -> dict:
     return {**{k: doc.get(k) for k in ("last_ok", "path", "bytes", "seconds")},
             "age_s": round((now or time.time()) - t, 1)}
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _files(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file()
-            and p.name != MANIFEST}
 
 
 def _secret_files(cfg: AgentConfig) -> list[Path]:
@@ -137,7 +124,7 @@ def backup(cfg: AgentConfig, dest: Path, keep: int | None = None, secrets: bool 
             (conf / "secrets").mkdir(mode=0o700)
             for p in _secret_files(cfg):
                 shutil.copy2(p, conf / "secrets" / p.name)
-        files = _files(work)
+        files = file_hashes(work)
         manifest = {"kind": KIND, "format": 1, "created": stamp, "host": socket.gethostname(),
                     "agent_version": __version__, "database": db, "storage_version": cfg.storage.version,
                     "config": cfg.path.name, "config_path": str(cfg.path), "secrets": bool(secrets),
@@ -169,17 +156,7 @@ def _prune(dest: Path, keep: int, log) -> None:
 
 def verify(folder: Path) -> dict:
     """The manifest, after checking that every file it lists is there with its sha256 (ValueError otherwise)."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{folder}: no readable {MANIFEST} ({exc}): not a complete backup") from None
-    if manifest.get("kind") != KIND:
-        raise ValueError(f"{folder}: not an edge-agent backup")
-    for rel, sha in manifest["files"].items():
-        p = folder / rel
-        if not p.is_file() or _sha256(p) != sha:
-            raise ValueError(f"{folder}: {rel} is missing or damaged (sha256 differs)")
-    return manifest
+    return verify_folder(folder, KIND, "an edge-agent backup")
 
 
 def restore(folder: Path, config_path: Path, rpc: str | None = None, influxd: str | None = None,

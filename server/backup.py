@@ -17,7 +17,6 @@ back with private modes, and points the index's version paths at the new registr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,20 +28,13 @@ from pathlib import Path
 
 from server.config import ServerConfig
 from server.files import private_dir
+from shared.backupfolder import MANIFEST, file_hashes, verify_folder
 
-MANIFEST = "manifest.json"
 KIND = "home-energy-server-backup"
 KEY_WARNING = ("this backup holds the server's private signing key: anyone with it can sign models your agents "
                "accept; keep it on an encrypted disk you control. Losing the key means re-keying every agent "
                "([api] public_key) before a new model can be pushed.")
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def backup(cfg: ServerConfig, dest: Path, keep: int = 7, log=print) -> Path:
@@ -67,7 +59,7 @@ def backup(cfg: ServerConfig, dest: Path, keep: int = 7, log=print) -> Path:
         shutil.copy2(cfg.key_path, work / "keys" / cfg.key_path.name)
         if (cfg.data_dir / "secret_key").is_file():
             shutil.copy2(cfg.data_dir / "secret_key", work / "secret_key")
-        files = {str(p.relative_to(work)): _sha256(p) for p in sorted(work.rglob("*")) if p.is_file()}
+        files = file_hashes(work)
         manifest = {"kind": KIND, "format": 1, "created": stamp, "data_dir": str(cfg.data_dir),
                     "public_key": load_private_key(cfg.key_path).public_text, "files": files,
                     "bytes": sum((work / f).stat().st_size for f in files)}
@@ -88,16 +80,8 @@ def backup(cfg: ServerConfig, dest: Path, keep: int = 7, log=print) -> Path:
 
 
 def verify(folder: Path) -> dict:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{folder}: no readable {MANIFEST} ({exc}): not a complete backup") from None
-    if manifest.get("kind") != KIND:
-        raise ValueError(f"{folder}: not a home-energy server backup")
-    for rel, sha in manifest["files"].items():
-        if not (folder / rel).is_file() or _sha256(folder / rel) != sha:
-            raise ValueError(f"{folder}: {rel} is missing or damaged (sha256 differs)")
-    return manifest
+    """The manifest, after checking that every file it lists is there with its sha256 (ValueError otherwise)."""
+    return verify_folder(folder, KIND, "a home-energy server backup")
 
 
 def restore(folder: Path, cfg: ServerConfig, force: bool = False, log=print) -> dict:
