@@ -177,11 +177,16 @@ class Retention:
             state["pending"] = NEEDS_ADMIN
             log.warning("retention: raw_max_mb = %g cannot be kept: %s (%s)", self.rc.raw_max_mb, NEEDS_ADMIN, exc)
             return []
+        state["raw_bytes_before"] = sum(s.bytes for s in shards)
         dropped: list[budget.Shard] = []
         for s in budget.over_budget(shards, limit, now_ns):
             total = sum(x.bytes for x in shards if x not in dropped)
-            covered = self.until is not None and self.until >= s.end_ns + self._window_ns()
-            lost = policies.uncovered(self.storage, self.database, rp, self.rc.keep_policy, s.end_ns, covered)
+            need = s.end_ns + self._window_ns()
+            if self.until is None or self.until < need:
+                lost = [f"the aggregates reach {iso(self.until) if self.until else 'nothing yet'}, the shard needs "
+                        f"them to {iso(need)}"]
+            else:
+                lost = policies.uncovered(self.storage, self.database, rp, self.rc.keep_policy, s.end_ns)
             if lost:
                 state["pending"] = "; ".join(lost)
                 log.info("retention: raw readings %.1f MB, above raw_max_mb = %g, but shard %d (%s to %s) is kept "
