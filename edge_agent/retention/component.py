@@ -33,8 +33,6 @@ DAY_NS = 96 * SLOT_NS
 CHUNK_SLOTS = 96  # slots per query: a day of 1 s readings is ~86,400 rows per series for InfluxDB to reduce
 COPIED = (ENERGY_FLOW, FORECAST, FORECAST_SKILL)
 BUDGET_EVERY_NS = 3600 * 10**9  # the raw policy's size is checked at start and then hourly
-NEEDS_ADMIN = ("the database user may not measure or drop shards (SHOW STATS, SHOW SHARDS and DROP SHARD need an "
-               "InfluxDB admin): raw readings are bounded by raw_days only")
 
 
 class Retention:
@@ -152,77 +150,32 @@ class Retention:
 
     # -- the size budget ------------------------------------------------------------------------------------
     def _window_ns(self) -> int:
-        """Slots after a raw range read its readings up to max_interp_s back (a counter's interpolation)."""
-        return -(-int(self.rc.max_interp_s * 1e9) // SLOT_NS) * SLOT_NS
+        return budget.window_ns(self.rc)
 
     def enforce_budget(self, now_ns: int | None = None) -> list[budget.Shard]:
-        """Drop the raw policy's oldest shard groups while it is above `raw_max_mb`, each only once what lasts
-        covers its whole range (the rule before shortening the policy: policies.uncovered); returns those dropped.
-        Without admin rights nothing can be measured or dropped: the state says so, and so does the `problem`
-        sensor (`raw_over_budget`)."""
+        """Drop the raw policy's oldest shard groups while it is above `raw_max_mb` (budget.enforce: each only
+        once what lasts covers its whole range); returns those dropped. Without admin rights nothing can be
+        measured or dropped here: then the state the admin's `edge-agent raw-budget` (Ansible's hourly timer)
+        left in the state directory counts, and when that is missing or stale the `problem` sensor says so."""
         now_ns = now_ns if now_ns is not None else int(self.ctx.clock().timestamp() * 1e9)
-        limit = int(self.rc.raw_max_mb * 1e6)
-        state: dict = {"raw_max_mb": self.rc.raw_max_mb, "checked_at": iso(now_ns), "pending": None,
-                       "shards_dropped": int(self.ctx.health.get("raw_shards_dropped") or 0)}
-        self._budget_state = state
-        rp = self._raw_rp
-        if not rp:
-            state["pending"] = "raw policy unknown"
+        if not self._raw_rp:
+            self._budget_state = {"raw_max_mb": self.rc.raw_max_mb, "pending": "raw policy unknown"}
             return []
-        try:
-            shards = budget.raw_shards(self.storage, self.database, rp)
-        except StorageError as exc:
-            if not budget.requires_admin(exc):
-                raise
-            state["pending"] = NEEDS_ADMIN
-            log.warning("retention: raw_max_mb = %g cannot be kept: %s (%s)", self.rc.raw_max_mb, NEEDS_ADMIN, exc)
-            return []
-        state["raw_bytes_before"] = sum(s.bytes for s in shards)
-        dropped: list[budget.Shard] = []
-        for s in budget.over_budget(shards, limit, now_ns):
-            total = sum(x.bytes for x in shards if x not in dropped)
-            need = s.end_ns + self._window_ns()
-            if self.until is None or self.until < need:
-                lost = [f"the aggregates reach {iso(self.until) if self.until else 'nothing yet'}, the shard needs "
-                        f"them to {iso(need)}"]
-            else:
-                lost = policies.uncovered(self.storage, self.database, rp, self.rc.keep_policy, s.end_ns)
-            if lost:
-                state["pending"] = "; ".join(lost)
-                log.info("retention: raw readings %.1f MB, above raw_max_mb = %g, but shard %d (%s to %s) is kept "
-                         "for now: %s", total / 1e6, self.rc.raw_max_mb, s.id, iso(s.start_ns), iso(s.end_ns),
-                         state["pending"])
-                break
-            try:
-                self.storage.query(f"DROP SHARD {s.id}")
-            except StorageError as exc:
-                if not budget.requires_admin(exc):
-                    raise
-                state["pending"] = NEEDS_ADMIN
-                log.warning("retention: DROP SHARD refused (%s): %s", exc, NEEDS_ADMIN)
-                break
-            dropped.append(s)
+        dropped, state = budget.enforce(self.storage, self.database, self._raw_rp, self.rc, self.until, now_ns)
+        for s in dropped:
             self._raw_floor = max(self._raw_floor or s.end_ns, s.end_ns)
             self.ctx.health.incr("raw_shards_dropped")
-            log.info("retention: dropped raw shard %d (%s to %s, %.1f MB): raw readings were %.1f MB, above "
-                     "raw_max_mb = %g", s.id, iso(s.start_ns), iso(s.end_ns), s.bytes / 1e6, total / 1e6,
-                     self.rc.raw_max_mb)
-        held = [s for s in shards if s not in dropped]
-        raw_bytes = sum(s.bytes for s in held)
-        oldest = [t for m in policies.device_measurements(self.storage, self.database, rp, self.rc.exclude)
-                  if (t := policies.first_time(self.storage, policies.qualified(self.database, rp, m))) is not None]
-        state.update(raw_bytes=raw_bytes, raw_mb=round(raw_bytes / 1e6, 1), over_budget=raw_bytes > limit,
-                     oldest_raw=iso(min(oldest)) if oldest else None,
-                     shards_dropped=int(self.ctx.health.get("raw_shards_dropped") or 0))
-        self.ctx.health.set("raw_bytes", raw_bytes)
+        state["shards_dropped"] = int(self.ctx.health.get("raw_shards_dropped") or 0)
+        if state.get("pending") == budget.NEEDS_ADMIN:
+            state = budget.read_state(self.config.state_dir) or state
+        self._budget_state = state
+        if "raw_bytes" in state:
+            self.ctx.health.set("raw_bytes", state["raw_bytes"])
         return dropped
 
     def budget_problem(self) -> str | None:
         """For the `problem` sensor: why raw readings may grow past `raw_max_mb` (None: they do not)."""
-        st = self._budget_state
-        if st.get("pending") == NEEDS_ADMIN:
-            return f"raw_max_mb = {self.rc.raw_max_mb:g} cannot be kept: {NEEDS_ADMIN}"
-        return None
+        return budget.problem(self._budget_state, self.rc.raw_max_mb, int(self.ctx.clock().timestamp() * 1e9))
 
     def compute_range(self, first_end: int, last_end: int) -> int:
         """Aggregate the slots ending in [first_end, last_end] (every device measurement) and write them."""

@@ -93,8 +93,8 @@ def test_oldest_covered_shards_dropped_until_under_budget(tmp_path, mosquitto_se
     status = ret.status()["raw_budget"]
     assert status["raw_bytes"] == sum(s.bytes for s in after) and status["raw_max_mb"] == ret.rc.raw_max_mb
     assert status["shards_dropped"] == len(before) - 3 and status["pending"] is None and not status["over_budget"]
-    first = influxd_session.query('SELECT * FROM "autogen"."EnergyMeter" ORDER BY time ASC LIMIT 1',
-                                  db=db)["results"][0]["series"][0]["values"][0][0]
+    first = min(influxd_session.query(f'SELECT * FROM "autogen"."{m}" ORDER BY time ASC LIMIT 1',
+                                      db=db)["results"][0]["series"][0]["values"][0][0] for m in ("EnergyMeter", "PvString"))
     assert status["oldest_raw"] == iso(first) and first >= newest[0].start_ns
 
     # a late reading in a dropped range (InfluxDB takes it: the policy's duration still covers it) does not make
@@ -137,7 +137,15 @@ def test_shards_wait_for_their_aggregates_and_now_is_never_dropped(tmp_path, mos
     agent.stop()
 
 
-def test_user_without_admin_rights_raises_the_problem(tmp_path, mosquitto_session):
+def test_without_admin_rights_the_admin_command_does_it_and_the_problem_says_when_nobody_can(tmp_path,
+                                                                                            mosquitto_session):
+    """Ansible's setup: the agent's user has ALL on its database, not admin. The agent cannot measure or drop
+    (problem `raw_over_budget`); `edge-agent raw-budget` with the admin's credentials applies the same rule and
+    leaves its outcome for the agent's status; when that goes stale the problem returns."""
+    import json
+
+    from edge_agent.cli import main as cli
+
     with Influxd(tmp_path / "auth", auth=True) as influxd:
         influxd.query("CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES", method="POST")
         admin = open_storage(StorageConfig(url=influxd.url, database="energy", username="admin", password="adminpw"))
@@ -146,19 +154,41 @@ def test_user_without_admin_rights_raises_the_problem(tmp_path, mosquitto_sessio
                   'CREATE RETENTION POLICY "keep" ON "energy" DURATION INF REPLICATION 1 SHARD DURATION 4368h',
                   'ALTER RETENTION POLICY "autogen" ON "energy" DURATION 24h SHARD DURATION 1h'):
             admin.query(q)
-        admin.close()
         clock = [END + 60 * 10**9]
-        agent = make_agent(tmp_path, mosquitto_session.port, influxd.url, "energy", clock, mb=1,
+        agent = make_agent(tmp_path, mosquitto_session.port, influxd.url, "energy", clock, mb=1e-6,
                            storage_extra='username = "edge"\npassword = "edgepw"\ncreate_database = false')
         ret = agent.components["retention"]
         ret.start()
-        agent.storage.write_lines(raw_lines(END - HOUR, END, seed=6)[0])
+        agent.storage.write_lines(raw_lines(END - 6 * HOUR, END + 300 * 10**9, seed=6)[0])
         ret.run_once(END)  # the aggregates, then the size check at start: refused
         assert agent.health.get("slot_aggregates_written") > 0 and agent.health.get("raw_shards_dropped") == 0
-        assert "admin" in ret.status()["raw_budget"]["pending"]
-        found = agent.problems.check()
-        assert [p["code"] for p in found if p["code"] == "raw_over_budget"] == ["raw_over_budget"]
-        assert "raw_max_mb = 1" in next(p["message"] for p in found if p["code"] == "raw_over_budget")
+        assert ret.status()["raw_budget"]["pending"].startswith("the database user may not")
+        found = [p for p in agent.problems.check() if p["code"] == "raw_over_budget"]
+        assert len(found) == 1 and "raw_max_mb = 1e-06 cannot be kept" in found[0]["message"]
+
+        n = len(budget.raw_shards(admin, "energy", "autogen"))
+        secret = tmp_path / "influxdb-admin"
+        secret.write_text("adminpw\n")
+        assert cli(["raw-budget", "--config", str(agent.config.path), "--admin-user", "admin",
+                    "--admin-password-file", str(secret)]) == 0
+        left = budget.raw_shards(admin, "energy", "autogen")
+        assert 0 < len(left) < n - 3, "the admin's run dropped the covered shards"
+        ret._budget_checked = None
+        ret.run_once(END)
+        st = ret.status()["raw_budget"]
+        assert st["by"] == "edge-agent raw-budget" and st["dropped_now"] == n - len(left)
+        assert st["raw_bytes"] == sum(s.bytes for s in left)
+        assert not [p for p in agent.problems.check() if p["code"] == "raw_over_budget"]
+
+        path = agent.config.state_dir / "raw_budget.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"at_s": clock[0] / 1e9 - 4 * 3600}))
+        ret._budget_checked = None
+        ret.run_once(END)
+        found = [p for p in agent.problems.check() if p["code"] == "raw_over_budget"]
+        assert len(found) == 1 and "last ran 4 h ago" in found[0]["message"]
+        assert cli(["raw-budget", "--config", str(agent.config.path), "--admin-user", "edge",
+                    "--admin-password-file", str(tmp_path / "missing")]) == 1, "a wrong password fails loudly"
+        admin.close()
         agent.stop()
 
 
