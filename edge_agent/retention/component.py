@@ -137,8 +137,7 @@ class Retention:
                 self._policies()  # caught up: the raw policy may be shortened now
         self.last_run = iso(end)
         self.ctx.health.set("retention_until_s", round(self.until / 1e9))
-        now = self.ctx.clock().timestamp()
-        now_ns = int(now * 1e9)
+        now_ns = int(self.ctx.clock().timestamp() * 1e9)
         if self.rc.raw_max_mb and (self._budget_checked is None or now_ns - self._budget_checked >= BUDGET_EVERY_NS):
             self._budget_checked = now_ns
             try:
