@@ -140,6 +140,8 @@ def enforce(storage: Storage, database: str, rp: str, rc: RetentionConfig, until
         log.info("retention: dropped raw shard %d (%s to %s, %.1f MB): raw readings were %.1f MB, above "
                  "raw_max_mb = %g", s.id, iso(s.start_ns), iso(s.end_ns), s.bytes / 1e6, total / 1e6, rc.raw_max_mb)
     raw_bytes = sum(s.bytes for s in shards if s not in dropped)
+    held = [s.start_ns for s in shards if s not in dropped]
+    state["held_from_ns"] = min(held) if held else None
     oldest = [t for m in policies.device_measurements(storage, database, rp, rc.exclude)
               if (t := policies.first_time(storage, policies.qualified(database, rp, m))) is not None]
     state.update(raw_bytes=raw_bytes, raw_mb=round(raw_bytes / 1e6, 1), over_budget=raw_bytes > limit,

@@ -164,6 +164,13 @@ class Retention:
         for s in dropped:
             self._raw_floor = max(self._raw_floor or s.end_ns, s.end_ns)
             self.ctx.health.incr("raw_shards_dropped")
+        held_from = state.get("held_from_ns")
+        if held_from and self._raw_floor is None:
+            # after a restart: aggregates older than the oldest raw shard mean that what was before it is gone
+            kept = policies.first_time(self.storage, policies.qualified(self.database, self.rc.keep_policy,
+                                                                         DEVICE_SLOTS))
+            if kept is not None and kept < held_from:
+                self._raw_floor = held_from
         state["shards_dropped"] = int(self.ctx.health.get("raw_shards_dropped") or 0)
         if state.get("pending") == budget.NEEDS_ADMIN:
             state = budget.read_state(self.config.state_dir) or state

@@ -97,8 +97,14 @@ def test_oldest_covered_shards_dropped_until_under_budget(tmp_path, mosquitto_se
                                       db=db)["results"][0]["series"][0]["values"][0][0] for m in ("EnergyMeter", "PvString"))
     assert status["oldest_raw"] == iso(first) and first >= newest[0].start_ns
 
+    agent.stop()
+
     # a late reading in a dropped range (InfluxDB takes it: the policy's duration still covers it) does not make
-    # the agent recompute those slots from the one reading left
+    # the agent — restarted since the drop — recompute those slots from the one reading left
+    agent = make_agent(tmp_path / "again", mosquitto_session.port, influxd_session.url, db, clock,
+                       mb=ret.rc.raw_max_mb)
+    ret = agent.components["retention"]
+    ret.run_once(END)
     t_late = gone_lo + 3 * SLOT_NS + 7 * 10**9
     slot = (t_late // SLOT_NS + 1) * SLOT_NS
     q = f"SELECT Power_count, Power_mean FROM \"keep\".\"device_slots\" WHERE time = {slot}"
