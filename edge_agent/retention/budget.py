@@ -87,8 +87,9 @@ def over_budget(shards: list[Shard], budget_bytes: int, now_ns: int) -> list[Sha
 
 
 def requires_admin(exc: Exception) -> bool:
-    """InfluxDB 1.x's answer to a statement only an admin may run (HTTP 403, or 'requires admin privilege')."""
-    return getattr(exc, "status", None) in (401, 403) or "admin" in str(exc)
+    """InfluxDB 1.x's answer to a statement only an admin may run (1.6.7: HTTP 403 "… requires admin
+    privilege"; 401: the credentials themselves were refused)."""
+    return getattr(exc, "status", None) in (401, 403) or "requires admin privilege" in str(exc)
 
 
 def window_ns(rc: RetentionConfig) -> int:
