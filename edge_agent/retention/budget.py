@@ -172,7 +172,8 @@ def write_state(state_dir: Path, state: dict) -> None:
 def problem(state: dict, raw_max_mb: float, now_ns: int) -> str | None:
     """Why raw readings may grow past the budget, for the `problem` sensor (None: they do not)."""
     if state.get("pending") == NEEDS_ADMIN:
-        return f"raw_max_mb = {raw_max_mb:g} cannot be kept: {NEEDS_ADMIN}, and {ADMIN_COMMAND} has not run as one"
+        return (f"raw_max_mb = {raw_max_mb:g} cannot be kept: {NEEDS_ADMIN}, and no {ADMIN_COMMAND} run as the admin "
+                f"has reported ({STATE_FILE} missing)")
     if state.get("by") == ADMIN_COMMAND:
         age = now_ns / 1e9 - float(state.get("at_s") or 0)
         if age > STALE_S:
@@ -195,13 +196,19 @@ def run_as_admin(config_path: str, admin_user: str, password_file: str) -> int:
     if rc is None or not rc.raw_max_mb:
         print("raw-budget: [retention] is off or raw_max_mb = 0: nothing to do")
         return 0
-    password = Path(password_file).read_text().splitlines()[0] if Path(password_file).exists() else ""
+    now_ns = time.time_ns()
+    state: dict = {"raw_max_mb": rc.raw_max_mb, "by": ADMIN_COMMAND, "at_s": round(now_ns / 1e9)}
+    try:
+        password = (Path(password_file).read_text().splitlines() or [""])[0]
+    except OSError as exc:
+        state["error"] = f"cannot read the admin's password file {password_file}: {exc.strerror}"
+        write_state(cfg.state_dir, state)
+        print(json.dumps(state))
+        return 1
     st = cfg.storage
     storage = open_storage(StorageConfig(url=st.url, database=st.database, username=admin_user, password=password,
                                          retention_policy=st.retention_policy, keep_policy=rc.keep_policy,
                                          timeout_s=st.timeout_s, deadline_s=max(st.deadline_s, 300)))
-    now_ns = time.time_ns()
-    state: dict = {"raw_max_mb": rc.raw_max_mb, "by": ADMIN_COMMAND, "at_s": round(now_ns / 1e9)}
     try:
         rp = policies.raw_policy_name(storage, st.database, st.retention_policy)
         last = storage.query(f"SELECT * FROM {storage.source(DEVICE_SLOTS)} ORDER BY time DESC LIMIT 1")

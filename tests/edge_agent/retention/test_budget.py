@@ -192,8 +192,14 @@ def test_without_admin_rights_the_admin_command_does_it_and_the_problem_says_whe
         ret.run_once(END)
         found = [p for p in agent.problems.check() if p["code"] == "raw_over_budget"]
         assert len(found) == 1 and "last ran 4 h ago" in found[0]["message"]
+        assert cli(["raw-budget", "--config", str(agent.config.path), "--admin-user", "admin",
+                    "--admin-password-file", str(tmp_path / "missing")]) == 1, "no password file: fails loudly"
+        ret._budget_checked = None
+        ret.run_once(END)
+        found = [p for p in agent.problems.check() if p["code"] == "raw_over_budget"]
+        assert len(found) == 1 and "cannot read the admin's password file" in found[0]["message"]
         assert cli(["raw-budget", "--config", str(agent.config.path), "--admin-user", "edge",
-                    "--admin-password-file", str(tmp_path / "missing")]) == 1, "a wrong password fails loudly"
+                    "--admin-password-file", str(secret)]) == 1, "refused credentials: fails loudly"
         admin.close()
         agent.stop()
 
