@@ -87,12 +87,14 @@ class Agent:
             return forecaster.guard.status() if forecaster is not None else None
 
         paths = [self.config.state_dir, *(Path(p) for p in ac.disk_paths)]
+        retention_part = self.components.get("retention")
         return problems.Problems(ac, problems.Inputs(
             stalled=lambda: self.problem(), received=lambda: self.health.get("received"),
             spool_bytes=lambda: self.ingest.spool.pending_bytes, spool_max=self.config.spool.max_bytes,
             spool_warn_ratio=self.config.spool.warn_ratio, db_up=self.storage.ping,
             backup=lambda: backup_status(self.config.state_dir), backup_expected=backup_expected(self.config),
-            guard=guard, health_value=lambda name: self.health.snapshot().get(name), paths=paths))
+            guard=guard, health_value=lambda name: self.health.snapshot().get(name), paths=paths,
+            raw_budget=retention_part.budget_problem if retention_part is not None else lambda: None))
 
     def check_problems(self) -> list[dict]:
         """Judge, count and publish (retained, on a change and every `publish_every_s`) the problems."""

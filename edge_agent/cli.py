@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_agent.backup import add_subcommands as add_backup
 
     add_backup(sub)
+    from edge_agent.retention.budget import add_subcommand as add_raw_budget
+
+    add_raw_budget(sub)
     _add_extensions(sub)
     return parser
 

@@ -7,6 +7,9 @@ few seconds later — recomputes. After an outage of the agent the runs catch up
 `catchup_days` per run; a database without aggregates is aggregated from its oldest raw reading (the migration of
 a database that kept everything: energy_flow, forecast and forecast_skill are copied into the keep policy first, and
 the raw policy is shortened only when nothing is lost, edge_agent/retention/policies.py).
+
+At start and then hourly (after that run's aggregates) the raw policy's size is held to `raw_max_mb` by dropping its
+oldest shard groups under the same rule (edge_agent/retention/budget.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 
 from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig
-from edge_agent.retention import aggregate, policies
+from edge_agent.retention import aggregate, budget, policies
 from edge_agent.retention.config import RetentionConfig, parse_config
 from edge_agent.runtime.timer import floor_slot
 from shared.schema import DEVICE_SLOTS, ENERGY_FLOW, FORECAST, FORECAST_SKILL, SLOT_NS
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 DAY_NS = 96 * SLOT_NS
 CHUNK_SLOTS = 96  # slots per query: a day of 1 s readings is ~86,400 rows per series for InfluxDB to reduce
 COPIED = (ENERGY_FLOW, FORECAST, FORECAST_SKILL)
+BUDGET_EVERY_NS = 3600 * 10**9  # the raw policy's size is checked at start and then hourly
 
 
 class Retention:
@@ -45,6 +49,9 @@ class Retention:
         self._migrated = False
         self._known_counters = self._counters_of_components()
         self.last_run: str | None = None
+        self._budget_state: dict = {"raw_max_mb": rc.raw_max_mb or None}
+        self._budget_checked: int | None = None  # clock (ns) of the last size check
+        self._raw_floor: int | None = None  # end of the newest raw shard dropped: raw readings before it are gone
         ctx.on_stored(self._on_stored)
         ctx.timer.add("retention", rc.delay_s, self._scheduled, at_start=True)
 
@@ -114,6 +121,8 @@ class Retention:
         if dirty is not None:
             w = int(self.rc.max_interp_s * 1e9)
             lo = (dirty[0] - w) // SLOT_NS * SLOT_NS + SLOT_NS
+            if self._raw_floor is not None:  # a late reading in a dropped shard's range: its slots stay as computed
+                lo = max(lo, self._raw_floor + self._window_ns() + SLOT_NS)
             hi = min(((dirty[1] + w) // SLOT_NS + 1) * SLOT_NS, self.until)
             if lo <= hi:
                 ranges.append((lo, hi))
@@ -128,7 +137,51 @@ class Retention:
                 self._policies()  # caught up: the raw policy may be shortened now
         self.last_run = iso(end)
         self.ctx.health.set("retention_until_s", round(self.until / 1e9))
+        now_ns = int(self.ctx.clock().timestamp() * 1e9)
+        if self.rc.raw_max_mb and (self._budget_checked is None or now_ns - self._budget_checked >= BUDGET_EVERY_NS):
+            self._budget_checked = now_ns
+            try:
+                self.enforce_budget(now_ns)
+            except StorageError as exc:
+                self._budget_state["pending"] = f"database: {exc}"
+                log.warning("retention: raw size check failed: %s", exc)
         return written
+
+    # -- the size budget ------------------------------------------------------------------------------------
+    def _window_ns(self) -> int:
+        return budget.window_ns(self.rc)
+
+    def enforce_budget(self, now_ns: int | None = None) -> list[budget.Shard]:
+        """Drop the raw policy's oldest shard groups while it is above `raw_max_mb` (budget.enforce: each only
+        once what lasts covers its whole range); returns those dropped. Without admin rights nothing can be
+        measured or dropped here: then the state the admin's `edge-agent raw-budget` (Ansible's hourly timer)
+        left in the state directory counts, and when that is missing or stale the `problem` sensor says so."""
+        now_ns = now_ns if now_ns is not None else int(self.ctx.clock().timestamp() * 1e9)
+        if not self._raw_rp:
+            self._budget_state = {"raw_max_mb": self.rc.raw_max_mb, "pending": "raw policy unknown"}
+            return []
+        dropped, state = budget.enforce(self.storage, self.database, self._raw_rp, self.rc, self.until, now_ns)
+        for s in dropped:
+            self._raw_floor = max(self._raw_floor or s.end_ns, s.end_ns)
+            self.ctx.health.incr("raw_shards_dropped")
+        held_from = state.get("held_from_ns")
+        if held_from and self._raw_floor is None:
+            # after a restart: aggregates older than the oldest raw shard mean that what was before it is gone
+            kept = policies.first_time(self.storage, policies.qualified(self.database, self.rc.keep_policy,
+                                                                         DEVICE_SLOTS))
+            if kept is not None and kept < held_from:
+                self._raw_floor = held_from
+        state["shards_dropped"] = int(self.ctx.health.get("raw_shards_dropped") or 0)
+        if state.get("pending") == budget.NEEDS_ADMIN:
+            state = budget.read_state(self.config.state_dir) or state
+        self._budget_state = state
+        if "raw_bytes" in state:
+            self.ctx.health.set("raw_bytes", state["raw_bytes"])
+        return dropped
+
+    def budget_problem(self) -> str | None:
+        """For the `problem` sensor: why raw readings may grow past `raw_max_mb` (None: they do not)."""
+        return budget.problem(self._budget_state, self.rc.raw_max_mb, int(self.ctx.clock().timestamp() * 1e9))
 
     def compute_range(self, first_end: int, last_end: int) -> int:
         """Aggregate the slots ending in [first_end, last_end] (every device measurement) and write them."""
@@ -215,7 +268,7 @@ class Retention:
     def status(self) -> dict:
         return {"raw_days": self.rc.raw_days, "keep_policy": self.rc.keep_policy,
                 "keep_days": self.rc.keep_days or None, "aggregated_until": iso(self.until) if self.until else None,
-                "policies": dict(self._policy_state)}
+                "policies": dict(self._policy_state), "raw_budget": dict(self._budget_state)}
 
     def start(self) -> None:
         """The policies before the other components write what lasts (the flow's first run comes before this

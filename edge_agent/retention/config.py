@@ -22,6 +22,7 @@ _POLICY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 class RetentionConfig:
     enabled: bool = True
     raw_days: float = 90.0  # raw readings and health: the database's default policy ([storage] retention_policy)
+    raw_max_mb: float = 1000.0  # and at most this much on disk: the oldest raw shard groups dropped (0: no bound)
     keep_policy: str = "keep"  # energy_flow, forecast, forecast_skill, device_slots
     keep_days: float = 0.0  # 0: forever
     raw_shard_hours: int = 168  # shard groups of the raw policy: a week (influxd 1.6 needs memory per shard)
@@ -55,6 +56,7 @@ def parse_config(cfg: AgentConfig) -> RetentionConfig | None:
     where = f"{cfg.path}: [retention]"
     rc = build_dataclass(RetentionConfig, cfg.section("retention"), where)
     checks = (("raw_days", 1 <= rc.raw_days <= 36500, "between 1 and 36500 (days)"),
+              ("raw_max_mb", 0 <= rc.raw_max_mb <= 10**7, "0 (no size bound) or up to 10000000 (MB)"),
               ("keep_days", rc.keep_days == 0 or rc.keep_days >= rc.raw_days, "0 (forever) or at least raw_days"),
               ("raw_shard_hours", 1 <= rc.raw_shard_hours <= 24 * 7, "between 1 and 168"),
               ("keep_shard_days", 1 <= rc.keep_shard_days <= 366, "between 1 and 366"),

@@ -13,6 +13,7 @@ topic `<prefix>/problem` behind Home Assistant's `problem` binary sensor (edge_a
 | `backup_stale` | the last good backup is older than `backup_max_age_h` (48 h), or there is none although `[backup]` is set |
 | `model_shadow` | the guard keeps a model out of service: a naive baseline serves instead |
 | `write_budget_exceeded` | the agent's own `bytes_written_per_day` (health, measured over at least an hour) exceeds `write_budget_mb_per_day` |
+| `raw_over_budget` | `[retention] raw_max_mb` cannot be kept: the agent's database user may not measure or drop shards |
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Inputs:
     guard: Callable[[], dict | None]
     health_value: Callable[[str], float | None]
     paths: list[Path]
+    raw_budget: Callable[[], str | None] = lambda: None  # the retention component's budget_problem
 
 
 class Problems:
@@ -79,7 +81,7 @@ class Problems:
             self.current = out
             return out
         for check in (self._ingest, self._spool, self._disk, self._database, self._backup, self._shadow,
-                      self._writes):
+                      self._writes, self._raw_budget):
             try:
                 out += check()
             except Exception as exc:  # a check that cannot run says so instead of hiding the others
@@ -148,6 +150,10 @@ class Problems:
             return [{"code": "write_budget_exceeded", "message": f"{per_day / 1e6:.0f} MB written per day, budget "
                                                                  f"{self.ac.write_budget_mb_per_day:g} MB"}]
         return []
+
+    def _raw_budget(self) -> list[dict]:
+        why = self.inp.raw_budget()
+        return [{"code": "raw_over_budget", "message": why}] if why else []
 
 
 def payload(problems: list[dict], now_iso: str, last_backup: str | None = None) -> dict:

@@ -65,6 +65,8 @@ SKIPPED = {
     "grafana: Restart grafana": "no Grafana here; the drop-in and its environment file are checked",
     "edge_agent: Enable the agent": "its offline equivalent (the wants/ link) runs; " + _VERIFY,
     "edge_agent: Enable the backup timer": "its offline equivalent (the timers.target.wants/ link) runs; " + _VERIFY,
+    "edge_agent: Enable the raw-budget timer": "its offline equivalent (the timers.target.wants/ link) runs; "
+                                              + _VERIFY,
     "server: Enable the backup timer": "its offline equivalent (the timers.target.wants/ link) runs; " + _VERIFY,
     "edge_agent: Start the agent": _VERIFY + "; the config passes `edge_agent check --offline` (ExecStartPre)",
     "edge_agent: Restart edge-agent": _VERIFY,
@@ -90,6 +92,7 @@ MODES = {
     "/etc/edge-agent/api-token": (0o640, "root", "edge-agent"),
     "/etc/edge-agent/mqtt-password": (0o640, "root", "edge-agent"),
     "/etc/edge-agent/influxdb-secret": (0o640, "root", "edge-agent"),
+    "/etc/edge-agent/influxdb-admin": (0o600, "root", "root"),  # the raw-budget timer's; never the agent's
     "/var/lib/edge-agent": (0o700, "edge-agent", "edge-agent"),
     "/etc/home-energy-server": (0o750, "root", "home-energy"),
     "/etc/home-energy-server/server.toml": (0o640, "root", "home-energy"),

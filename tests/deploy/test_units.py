@@ -123,3 +123,20 @@ def test_nightly_backup_units_verify(tmp_path):
     keys = service_keys(server)
     assert keys["User"] == "home-energy" and keys["ExecStart"].endswith("backup --to /var/backups/home-energy-server "
                                                                          "--keep 14")
+
+
+@needs_systemd
+def test_raw_budget_units_verify(tmp_path):
+    """edge-agent-raw-budget: the agent's size rule run hourly as the InfluxDB admin (the agent's user is not one),
+    root only for the admin's password file and the agent's 0700 state directory, nothing else writable."""
+    unit = render(tmp_path, "edge_agent", "edge-agent-raw-budget.service.j2",
+                  {"edge_agent_venv": str(fake_venv(tmp_path, "edge-agent"))})
+    timer = render(tmp_path, "edge_agent", "edge-agent-raw-budget.timer.j2", {})
+    assert verify(tmp_path, "edge-agent-raw-budget.service", unit) == ""
+    assert verify(tmp_path, "edge-agent-raw-budget.timer", timer) == ""
+    keys = service_keys(unit)
+    assert keys["Type"] == "oneshot" and keys["User"] == "root" and keys["ReadWritePaths"] == "/var/lib/edge-agent"
+    assert keys["CapabilityBoundingSet"] == "CAP_DAC_OVERRIDE" and keys["ProtectSystem"] == "strict"
+    assert keys["ExecStart"].endswith("raw-budget --config /etc/edge-agent/agent.toml --admin-user admin "
+                                      "--admin-password-file /etc/edge-agent/influxdb-admin")
+    assert "OnCalendar=hourly" in timer and "Persistent=true" in timer

@@ -13,9 +13,11 @@ The year ends now; the raw policy's 90 days slide with the simulated time (its d
 simulated day + 90 days" each day, and influxd's retention check runs every 10 s), so InfluxDB itself drops the
 expired shard groups while the year goes by. Only the last `--full-rate-days` (default 91) are written at one reading
 per second and device; before them every `--thin` s (default 30): those raw readings expire anyway, what stays of
-them is their aggregates, which are computed from whatever raw readings there are. Prints one JSON line: database
-size on disk (data + wal, after influxd's cold compaction), influxd and agent RSS, points per policy, compaction
-errors from influxd's log, time taken.
+them is their aggregates, which are computed from whatever raw readings there are. The size budget
+(`--raw-max-mb`, default the shipped 1000 MB; 0: off) is checked after each simulated day's aggregates: the agent
+drops the oldest raw shard groups (docs/pi.md "Retention"). Prints one JSON line: database size on disk (data +
+wal, after influxd's cold compaction), influxd and agent RSS, points per policy, the raw policy's size (largest
+after any day's check, and at the end), shards dropped, compaction errors from influxd's log, time taken.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _config(path: Path, influx: Influxd, raw_days: int) -> Path:
+def _config(path: Path, influx: Influxd, raw_days: int, raw_max_mb: float) -> Path:
     path.write_text(f"""
 [agent]
 state_dir = "{path.parent / 'state'}"
@@ -140,6 +142,7 @@ url = "{influx.url}"
 database = "energy"
 [retention]
 raw_days = {raw_days}
+raw_max_mb = {raw_max_mb}
 manage_policies = false
 delay_s = 0
 catchup_days = 2
@@ -185,6 +188,7 @@ def main() -> int:
     ap.add_argument("--full-rate-days", type=int, default=91)
     ap.add_argument("--thin", type=float, default=30.0, help="seconds between readings before the full-rate days")
     ap.add_argument("--raw-days", type=int, default=90)
+    ap.add_argument("--raw-max-mb", type=float, default=1000.0, help="[retention] raw_max_mb (0: no size bound)")
     ap.add_argument("--forecast-every-h", type=int, default=6, help="a forecast cycle every N simulated hours")
     ap.add_argument("--keep", help="keep the work directory here")
     args = ap.parse_args()
@@ -207,7 +211,7 @@ def main() -> int:
                  'SHARD DURATION 168h', method="POST")
     clock = [start]
     (work / "agent").mkdir()
-    cfg = load_config(_config(work / "agent" / "agent.toml", influx, args.raw_days))
+    cfg = load_config(_config(work / "agent" / "agent.toml", influx, args.raw_days, args.raw_max_mb))
     agent = Agent(cfg, clock=lambda: datetime.fromtimestamp(clock[0] / 1e9, UTC),
                   components=("retention", "flow", "forecast"))
     agent.ctx.publish = lambda *a, **k: None  # no broker here: MQTT out is not what this measures
@@ -218,6 +222,7 @@ def main() -> int:
                                               args.thin, go, done), daemon=True)
     gen.start()
     written = 0
+    raw_peak = raw_before = 0  # the raw policy's size after / before each day's check
     go.put(0)
     for d in range(args.days):
         _, values = done.get()
@@ -235,6 +240,13 @@ def main() -> int:
         flow.run_once(clock[0])  # the day's slots (the flow and the aggregates catch up like after an outage)
         while retention.run_once(clock[0]) and retention.until < clock[0]:
             pass
+        raw_peak = max(raw_peak, int(retention.status()["raw_budget"].get("raw_bytes") or 0))
+        raw_before = max(raw_before, int(retention.status()["raw_budget"].get("raw_bytes_before") or 0))
+        if args.raw_max_mb and (d % 5 == 4 or d == args.days - 1):
+            b = retention.status()["raw_budget"]
+            print(f"day {d + 1}: raw {b.get('raw_mb')} MB (budget {args.raw_max_mb:g}), oldest raw "
+                  f"{b.get('oldest_raw')}, {b.get('shards_dropped')} shards dropped, waiting: {b.get('pending')}",
+                  file=sys.stderr, flush=True)
         if d % 30 == 29 or d == args.days - 1:
             print(f"day {d + 1}/{args.days}: {written / 1e6:.0f} M values, db {_du(work / 'influxd') / 1e6:.0f} MB, "
                   f"influxd {_rss_mb(influx.proc.pid)} MB, agent {_rss_mb(os.getpid())} MB, "
@@ -248,12 +260,20 @@ def main() -> int:
     print("waiting for influxd's cold compaction (2 min) …", file=sys.stderr)
     time.sleep(130)
     agent_rss = _rss_mb(os.getpid())
+    if args.raw_max_mb:
+        retention.enforce_budget(clock[0])  # measured again after the cold compaction
+    raw_end = retention.status()["raw_budget"]
     result = {"days": args.days, "devices": len(DEVICES), "full_rate_days": args.full_rate_days,
               "thin_s": args.thin, "raw_days": args.raw_days, "values_written": written,
               "db_mb": round(_du(work / "influxd" / "data") / 1e6 + _du(work / "influxd" / "wal") / 1e6, 1),
               "db_data_mb": round(_du(work / "influxd" / "data") / 1e6, 1),
               "influxd_rss_mb": _rss_mb(influx.proc.pid), "agent_rss_mb": agent_rss,
               "agent_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+              "raw_max_mb": args.raw_max_mb or None,
+              "raw_mb_peak": round(raw_peak / 1e6, 1) if args.raw_max_mb else None,
+              "raw_mb_peak_before_drop": round(raw_before / 1e6, 1) if args.raw_max_mb else None,
+              "raw_mb_end": raw_end.get("raw_mb"), "raw_shards_dropped": int(agent.health.get("raw_shards_dropped")),
+              "oldest_raw": raw_end.get("oldest_raw"),
               "points_raw_policy": policies["autogen"], "points_keep_policy": policies["keep"],
               "compaction_errors": len([ln for ln in influx.log.read_text(errors="replace").splitlines()
                                         if re.search(r"compact", ln, re.I) and re.search(r"error|fail", ln, re.I)]),
