@@ -197,18 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_agent.backup import add_subcommands as add_backup
 
     add_backup(sub)
-    from edge_agent.retention.budget import add_subcommand as add_raw_budget
-
-    add_raw_budget(sub)
     _add_extensions(sub)
     return parser
 
 
 def _add_extensions(sub) -> None:
-    """Subcommands contributed by other modules: `rules` (edge_agent.ingest.rulescli) and `models`
-    (edge_agent.models.cli). A bare install (the package without its `edge` extra) still answers `--version`
-    and `check`; an extension whose dependency is missing says which one instead of vanishing."""
-    for name, module in (("rules", "edge_agent.ingest.rulescli"), ("models", "edge_agent.models.cli")):
+    """Subcommands contributed by other modules: `rules` (edge_agent.ingest.rulescli), `models`
+    (edge_agent.models.cli) and `raw-budget` (edge_agent.retention.budget). A bare install (the package without its
+    `edge` extra) still answers `--version` and `check`; an extension whose dependency is missing says which one
+    instead of vanishing."""
+    for name, module in (("rules", "edge_agent.ingest.rulescli"), ("models", "edge_agent.models.cli"),
+                         ("raw-budget", "edge_agent.retention.budget")):
         try:
             add_subcommand = importlib.import_module(module).add_subcommand
         except ModuleNotFoundError as e:
