@@ -39,6 +39,17 @@ def parse_time_ns(text: str) -> int:
     return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
 
 
+def merge_slot_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(first, last) slot-end ranges, overlapping or adjacent ones merged: what a recomputation has to cover."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + SLOT_NS:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(a, b) for a, b in out]
+
+
 def iso(ns: int) -> str:
     """ns → `YYYY-MM-DDTHH:MM:SSZ` (UTC)."""
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

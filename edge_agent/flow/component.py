@@ -42,7 +42,7 @@ from edge_agent.runtime.timer import floor_slot
 from edge_agent.storage.boundaries import CounterBoundaries
 from shared.points import Point, escape_measurement
 from shared.schema import ENERGY_FLOW, FLAGS_FIELD, ROLE_FIELDS, SLOT_NS
-from shared.series import Readings, iso, power_to_slots, slots_from_counter
+from shared.series import Readings, iso, merge_slot_ranges, power_to_slots, slots_from_counter
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ class Flow:
                 hi = max(hi, end)  # the battery's origin state carries forward: recompute up to now
             ranges.append((lo, min(hi, max(end, self._computed_until or end))))
         chunk = 40 * 96 * SLOT_NS  # ~40 days: bounded queries and memory when a whole year arrives late
-        for lo, hi in _merge(ranges):
+        for lo, hi in merge_slot_ranges(ranges):
             s = lo
             while s <= hi:
                 written += self.compute_range(s, min(hi, s + chunk - SLOT_NS))
@@ -502,15 +502,6 @@ class Flow:
     def stop(self) -> None:
         self.storage.close()
 
-
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + SLOT_NS:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(a, b) for a, b in out]
 
 
 SPEC = ComponentSpec("flow", parse_config, Flow)

@@ -24,7 +24,7 @@ from edge_agent.retention import aggregate, budget, policies
 from edge_agent.retention.config import RetentionConfig, parse_config
 from edge_agent.runtime.timer import floor_slot
 from shared.schema import DEVICE_SLOTS, ENERGY_FLOW, FORECAST, FORECAST_SKILL, SLOT_NS
-from shared.series import iso
+from shared.series import iso, merge_slot_ranges
 from shared.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class Retention:
             if lo <= hi:
                 ranges.append((lo, hi))
         written = 0
-        for lo, hi in _merge(ranges):
+        for lo, hi in merge_slot_ranges(ranges):
             written += self.compute_range(lo, hi)
         if start <= stop:
             self.until = max(self.until, stop)
@@ -281,15 +281,6 @@ class Retention:
     def stop(self) -> None:
         self.storage.close()
 
-
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + SLOT_NS:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(a, b) for a, b in out]
 
 
 def _parse(cfg: AgentConfig) -> RetentionConfig | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -211,8 +212,6 @@ def forecast_payload(horizon: int, issued: datetime, **extra) -> str:
     return json.dumps(doc)
 
 
-POWER = {"time": iso(NOW - timedelta(seconds=20)), "grid_w": -812.5, "pv_w": 2400.0, "battery_w": 300.0,
-         "house_w": 1287.5}
 COST = {"currency": "EUR", "day": "2026-11-25", "last_reset": "2026-11-24T23:00:00Z", "today": 1.2345,
         "today_slots": 40, "yesterday": 4.5, "yesterday_slots": 96, "price_now": 0.2871, "feed_in_price": 0.08,
         "updated": "2026-11-25T10:00:00Z"}
@@ -226,40 +225,56 @@ def forecast_cost_payload(issued: datetime, complete: bool) -> str:
                        "energy_kwh": 24.0})
 
 
-SAMPLES = {
-    "he-test/flow/totals": [json.dumps(TOTALS)],
-    "he-test/flow/slot": [json.dumps(SLOT_FIELDS), json.dumps(NIGHT_SLOT)],
-    "he-test/flow/power": [json.dumps(POWER), json.dumps(POWER | {"pv_w": None}),
-                           json.dumps(POWER | {"time": iso(NOW - timedelta(hours=1))})],
-    "he-test/cost": [json.dumps(COST), json.dumps(COST | {"yesterday": None, "price_now": None})],
-    "he-test/cost/forecast": [forecast_cost_payload(NOW - timedelta(minutes=2), True),
-                              forecast_cost_payload(NOW - timedelta(minutes=2), False)],
-    "he-test/forecast/best/1": [
-        forecast_payload(1, NOW - timedelta(seconds=90), p10=[0.2], p90=[0.45], next_p10_kwh=0.2, next_p90_kwh=0.45,
-                         fallback_reason=None, input_complete=True),
-        forecast_payload(1, NOW - timedelta(days=3), fallback_reason=None, input_complete=True),  # retained, old
-        forecast_payload(1, NOW - timedelta(seconds=90)),  # an agent from before issue 18: no new keys
-    ],
-    "he-test/forecast/skill/1": [
-        skill_payload(1, NOW - timedelta(seconds=90)),
-        skill_payload(1, NOW - timedelta(seconds=90), skill=-0.25, state="shadow",
-                      guard_reason="guard: cnn-1 20261124T101500Z lost to persistence over the last 7 days (…)"),
-        skill_payload(1, NOW - timedelta(seconds=90), skill=None, slots=0, state="learning",
-                      summary="learning: 0 of 300 slots scored, about 3 days left"),  # not scored yet
-        skill_payload(1, NOW - timedelta(days=3)),  # retained, old
-    ],
-    "he-test/forecast/skill/96": [
-        skill_payload(96, NOW - timedelta(minutes=5), name=None, model=None, version=None, skill=None, slots=0,
-                      state=None),  # no day-ahead model: only the best baseline is known
-    ],
-    "he-test/forecast/best/96": [
-        forecast_payload(96, NOW - timedelta(minutes=5), fallback_reason="no_model", input_complete=False),
-        forecast_payload(96, NOW - timedelta(minutes=31), fallback_reason=None, input_complete=True),
-        forecast_payload(96, NOW - timedelta(minutes=5), fallback_reason=None, input_complete=True,
-                         values=DAY_VALUES, p10=[round(v - 0.1, 4) for v in DAY_VALUES],
-                         p90=[round(v + 0.1, 4) for v in DAY_VALUES], next_p10_kwh=0.1, next_p90_kwh=0.3),
-    ],
-}
+def samples(now: datetime) -> dict[str, list[str]]:
+    """Payloads as the agent publishes them, `now` being when: Home Assistant's templates judge their age on the
+    real clock, so they are made when a test runs (made at import, the full suite reached this module more than
+    10 minutes later and the power payload had expired)."""
+    power = {"time": iso(now - timedelta(seconds=20)), "grid_w": -812.5, "pv_w": 2400.0, "battery_w": 300.0,
+             "house_w": 1287.5}
+    return {
+        "he-test/flow/totals": [json.dumps(TOTALS)],
+        "he-test/flow/slot": [json.dumps(SLOT_FIELDS), json.dumps(NIGHT_SLOT)],
+        "he-test/flow/power": [json.dumps(power), json.dumps(power | {"pv_w": None}),
+                               json.dumps(power | {"time": iso(now - timedelta(hours=1))})],
+        "he-test/cost": [json.dumps(COST), json.dumps(COST | {"yesterday": None, "price_now": None})],
+        "he-test/cost/forecast": [forecast_cost_payload(now - timedelta(minutes=2), True),
+                                  forecast_cost_payload(now - timedelta(minutes=2), False)],
+        "he-test/forecast/best/1": [
+            forecast_payload(1, now - timedelta(seconds=90), p10=[0.2], p90=[0.45], next_p10_kwh=0.2, next_p90_kwh=0.45,
+                             fallback_reason=None, input_complete=True),
+            forecast_payload(1, now - timedelta(days=3), fallback_reason=None, input_complete=True),  # retained, old
+            forecast_payload(1, now - timedelta(seconds=90)),  # an agent from before issue 18: no new keys
+        ],
+        "he-test/forecast/skill/1": [
+            skill_payload(1, now - timedelta(seconds=90)),
+            skill_payload(1, now - timedelta(seconds=90), skill=-0.25, state="shadow",
+                          guard_reason="guard: cnn-1 20261124T101500Z lost to persistence over the last 7 days (…)"),
+            skill_payload(1, now - timedelta(seconds=90), skill=None, slots=0, state="learning",
+                          summary="learning: 0 of 300 slots scored, about 3 days left"),  # not scored yet
+            skill_payload(1, now - timedelta(days=3)),  # retained, old
+        ],
+        "he-test/forecast/skill/96": [
+            skill_payload(96, now - timedelta(minutes=5), name=None, model=None, version=None, skill=None, slots=0,
+                          state=None),  # no day-ahead model: only the best baseline is known
+        ],
+        "he-test/forecast/best/96": [
+            forecast_payload(96, now - timedelta(minutes=5), fallback_reason="no_model", input_complete=False),
+            forecast_payload(96, now - timedelta(minutes=31), fallback_reason=None, input_complete=True),
+            forecast_payload(96, now - timedelta(minutes=5), fallback_reason=None, input_complete=True,
+                             values=DAY_VALUES, p10=[round(v - 0.1, 4) for v in DAY_VALUES],
+                             p90=[round(v + 0.1, 4) for v in DAY_VALUES], next_p10_kwh=0.1, next_p90_kwh=0.3),
+        ],
+    }
+
+
+SAMPLES = samples(NOW)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_samples(monkeypatch):
+    now = datetime.now(UTC)
+    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
+    monkeypatch.setattr(sys.modules[__name__], "SAMPLES", samples(now))
 
 
 @pytest.fixture(scope="module")
