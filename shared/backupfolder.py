@@ -3,19 +3,12 @@ so that a folder is restored only when it is complete and undamaged (edge_agent/
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
+from shared.manifest import sha256_file
+
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_hashes(root: Path) -> dict[str, str]:
