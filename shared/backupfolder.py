@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared.manifest import sha256_file
+from shared.digest import sha256_file
 
 MANIFEST = "manifest.json"
 

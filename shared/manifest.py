@@ -6,7 +6,6 @@ A bundle is a directory with `manifest.json`, `model.tflite` and, once the serve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -15,6 +14,7 @@ from typing import Any
 
 from shared import intervals
 from shared.calendar import CalendarError
+from shared.digest import sha256_bytes, sha256_file  # noqa: F401 (part of this module's API)
 from shared.schema import SLOT_NS, bundle_name
 from shared.series import MAX_SLOT_KWH
 from shared.window import WindowSpec
@@ -30,18 +30,6 @@ MAX_STEPS = 4 * 7 * 96  # four weeks of slots: far more than any window the trai
 
 class ManifestError(ValueError):
     pass
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _require(doc: dict, key: str, types, where: str = "") -> Any:
