@@ -39,8 +39,12 @@ class Day:
         return None if house <= 0 or "self_supplied" not in self.kwh else self.kwh["self_supplied"] / house
 
     def to_dict(self) -> dict:
+        """The day for the page and the API; `autarky_pct` is the whole percent shown, rounded once from the
+        exact share (from `autarky`, already rounded to 3 decimals, 45.496 % showed as 46 %)."""
+        a = self.autarky()
         return {"date": self.day.isoformat(), "slots": self.slots, "expected": self.expected,
-                **{k: round(v, 3) for k, v in self.kwh.items()}, "autarky": _round(self.autarky(), 3)}
+                **{k: round(v, 3) for k, v in self.kwh.items()}, "autarky": _round(a, 3),
+                "autarky_pct": None if a is None else int(f"{100 * a:.0f}")}
 
 
 def _round(v: float | None, n: int) -> float | None:
@@ -82,7 +86,7 @@ def energy(storage, tz: ZoneInfo, now: datetime, days: int = DAYS) -> dict:
            "newest_slot": newest}
     if not (has_pv or has_battery):  # a grid-only house: all it uses comes from the grid, autarky says nothing
         for d in [out["today"], *out["days"]]:
-            d["autarky"] = None
+            d["autarky"] = d["autarky_pct"] = None
     return out
 
 

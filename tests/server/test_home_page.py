@@ -314,3 +314,14 @@ def test_the_view_reads_a_house_that_keeps_its_flow_in_the_keep_policy(app, logg
     energy = __import__("json").loads(r.json["energy"])
     house = next(t for t in energy["data"] if t["name"] == "house")
     assert max(v for v in house["y"] if v is not None) == pytest.approx(0.25 * 96, abs=1e-6)
+
+
+def test_autarky_is_rounded_once_for_the_page():
+    """45.496 % showed as 46 %: the page rounded the share already rounded to 3 decimals (0.455) again."""
+    from datetime import date
+
+    from server.home import Day
+
+    d = Day(date(2026, 12, 6), 96, 96, {"house": 10.0, "self_supplied": 4.5496}).to_dict()
+    assert d["autarky"] == 0.455 and d["autarky_pct"] == 45
+    assert Day(date(2026, 12, 6), 96, 96, {"house": 10.0}).to_dict()["autarky_pct"] is None
