@@ -33,6 +33,7 @@ from pathlib import Path
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass, load_config
+from edge_agent.runtime.durable import replace_file
 from shared.backupfolder import MANIFEST, file_hashes, verify_folder
 
 STATUS_FILE = "backup.json"
@@ -139,9 +140,7 @@ def backup(cfg: AgentConfig, dest: Path, keep: int | None = None, secrets: bool 
     _prune(dest, keep, log)
     status = {"last_ok": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "path": str(final),
               "bytes": manifest["bytes"], "seconds": seconds}
-    tmp = cfg.state_dir / (STATUS_FILE + ".tmp")
-    tmp.write_text(json.dumps(status) + "\n")
-    os.replace(tmp, cfg.state_dir / STATUS_FILE)
+    replace_file(cfg.state_dir / STATUS_FILE, (json.dumps(status) + "\n").encode(), mode=0o644)  # the agent reads it
     log(f"backup {final} ({manifest['bytes'] / 1e6:.1f} MB, {len(files)} files) in {seconds} s"
         + ("; it holds the secrets: keep it safe" if secrets else ""))
     return final

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edge_agent.config import PublishConfig
 from edge_agent.publish import hass
+from edge_agent.runtime.durable import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ def announce(pub: PublishConfig, components: dict[str, dict], publish: Callable[
     if after:
         log.info("Home Assistant: %d entities moved to device-based discovery (%s)", len(after), topic)
         try:
-            tmp = marker.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"migrated": sorted(done | {t for t, _ in after})}))
-            tmp.replace(marker)
+            replace_file(marker, json.dumps({"migrated": sorted(done | {t for t, _ in after})}).encode())
         except OSError as exc:  # the next start migrates again: Home Assistant logs a warning, nothing breaks
             log.warning("cannot record the discovery migration in %s: %s", marker, exc)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from edge_agent.retention import policies
 from edge_agent.retention.config import RetentionConfig
+from edge_agent.runtime.durable import replace_file
 from shared.schema import DEVICE_SLOTS, SLOT_NS
 from shared.series import iso
 from shared.storage import Storage, StorageError
@@ -116,8 +116,8 @@ def enforce(storage: Storage, database: str, rp: str, rc: RetentionConfig, until
         return [], state
     state["raw_bytes_before"] = sum(s.bytes for s in shards)
     dropped: list[Shard] = []
+    total = state["raw_bytes_before"]
     for s in over_budget(shards, limit, now_ns):
-        total = sum(x.bytes for x in shards if x not in dropped)
         need = s.end_ns + window_ns(rc)
         if until_ns is None or until_ns < need:
             lost = [f"the aggregates reach {iso(until_ns) if until_ns else 'nothing yet'}, the shard needs them to "
@@ -140,7 +140,8 @@ def enforce(storage: Storage, database: str, rp: str, rc: RetentionConfig, until
         dropped.append(s)
         log.info("retention: dropped raw shard %d (%s to %s, %.1f MB): raw readings were %.1f MB, above "
                  "raw_max_mb = %g", s.id, iso(s.start_ns), iso(s.end_ns), s.bytes / 1e6, total / 1e6, rc.raw_max_mb)
-    raw_bytes = sum(s.bytes for s in shards if s not in dropped)
+        total -= s.bytes
+    raw_bytes = total
     held = [s.start_ns for s in shards if s not in dropped]
     state["held_from_ns"] = min(held) if held else None
     oldest = [t for m in policies.device_measurements(storage, database, rp, rc.exclude)
@@ -159,14 +160,7 @@ def read_state(state_dir: Path) -> dict | None:
 
 
 def write_state(state_dir: Path, state: dict) -> None:
-    path = Path(state_dir) / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # the agent (another user) reads it
-    os.replace(tmp, path)
+    replace_file(Path(state_dir) / STATE_FILE, json.dumps(state).encode(), mode=0o644)  # the agent (another user) reads it
 
 
 def problem(state: dict, raw_max_mb: float, now_ns: int) -> str | None:

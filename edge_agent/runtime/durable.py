@@ -25,8 +25,10 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_file(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write and fsync (the caller renames it into place and fsyncs the directory); a new file gets `mode`."""
+    """Write and fsync (the caller renames it into place and fsyncs the directory). The file gets exactly `mode`,
+    whatever the umask: a state file another user reads (0o644) must stay readable under UMask=0077."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
