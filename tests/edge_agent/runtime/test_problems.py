@@ -121,7 +121,7 @@ def test_quiet_devices_and_a_model_in_the_shadow(tmp_path):
     now = [1000.0]
     received = [5]
     guard = {"models": {"cnn-1": {"state": "shadow"}, "lstm-1": {"state": "serving"}}}
-    p = Problems(AlertsConfig(quiet_s=600), Inputs(
+    p = Problems(AlertsConfig(quiet_s=600, disk_free_ratio=0.0), Inputs(
         stalled=lambda: None, received=lambda: received[0], spool_bytes=lambda: 0, spool_max=100, spool_warn_ratio=0.8,
         db_up=lambda: True, backup=lambda: {}, backup_expected=False, guard=lambda: guard,
         health_value=lambda name: None, paths=[Path(tmp_path)]), clock=lambda: now[0])
