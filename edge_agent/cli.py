@@ -128,6 +128,9 @@ def cmd_check(args) -> int:
     try:
         cfg = load_config(args.config)
         from edge_agent.agent import COMPONENTS
+        from edge_agent.ingest.rules import load_rules
+
+        rules = load_rules(cfg)
 
         for spec in COMPONENTS:  # each component validates its own section
             spec.parse(cfg)
@@ -139,7 +142,7 @@ def cmd_check(args) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    print(f"config OK: {len(cfg.rules)} rule(s), storage InfluxDB {cfg.storage.version}.x at {cfg.storage.url}, "
+    print(f"config OK: {len(rules)} rule(s), storage InfluxDB {cfg.storage.version}.x at {cfg.storage.url}, "
           f"broker {cfg.mqtt.host}:{cfg.mqtt.port}, state in {cfg.state_dir}")
     if args.offline:
         return 0

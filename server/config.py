@@ -1,67 +1,33 @@
 """Server configuration: a TOML file plus environment overrides; secrets by the shared rule (shared/secrets.py).
 
-Every key is checked: an unknown key (a typo) or a value of the wrong type is a ConfigError naming the key, so a
-setting is never silently ignored.
+Every key is checked by the validator both halves share (shared/config.py): an unknown key (a typo), a value of the
+wrong type or out of range is a ConfigError naming the key, so a setting is never silently ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
 import sys
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.files import locked, private_dir, private_file, write_private
+from shared.config import ConfigError, build_dataclass, setting
 from shared.secrets import read_secret
 
-
-class ConfigError(ValueError):
-    pass
+__all__ = ["ConfigError", "JobsConfig", "NotifyConfig", "ServerConfig", "load_config"]
 
 
 SECRETS = ("admin_password_hash", "api_token", "secret_key")
+SECRET_KEYS = frozenset(f"{k}{suffix}" for k in SECRETS for suffix in ("", "_file", "_env"))
 
 
 def _positive(v) -> bool:
     return v > 0
-
-
-# key → (type name, extra check or None, what the check wants)
-KEYS: dict[str, tuple[str, Callable | None, str]] = {
-    "data_dir": ("str", bool, "a directory"),
-    "admin_user": ("str", lambda v: bool(v.strip()), "a non-empty name"),
-    "session_cookie_secure": ("bool", None, ""),
-    "python": ("str", bool, "a Python executable"),
-    "training_epochs": ("int", _positive, "≥ 1"),
-    "status_poll_s": ("float", _positive, "> 0"),
-    "login_attempts": ("int", _positive, "≥ 1"),
-    "login_account_attempts": ("int", lambda v: v >= 0, "≥ 0 (0: off)"),
-    "login_window_s": ("float", _positive, "> 0"),
-    "trusted_proxies": ("int", lambda v: 0 <= v <= 5, "between 0 and 5"),
-    "training_data_dirs": ("list[str]", lambda v: all(v), "a list of directories"),
-    "keep_runs": ("int", lambda v: v >= 0, "≥ 0 (0: keep every run)"),
-    "keep_pulls": ("int", lambda v: v >= 0, "≥ 0 (0: keep every pull)"),
-} | {f"{k}{suffix}": ("str", None, "") for k in SECRETS for suffix in ("", "_file", "_env")}
-# keys copied as they are (data_dir, training_data_dirs and the secrets are resolved first)
-PLAIN = frozenset(KEYS) - {"data_dir", "training_data_dirs"} - {k for k in KEYS if k.startswith(SECRETS)}
-
-# The [jobs] table: where trainings run (Ray) and how many jobs run at once.
-JOBS_KEYS: dict[str, tuple[str, Callable | None, str]] = {
-    "ray_address": ("str", None, ""),
-    "ray_auth_token_file": ("str", None, ""),
-    "ray_temp_dir": ("str", None, ""),
-    "embedded_cpus": ("int", lambda v: v >= 0, "≥ 0 (0: every core)"),
-    "cpus_per_job": ("float", _positive, "> 0"),
-    "memory_mb_per_job": ("int", lambda v: v >= 0, "≥ 0 (0: no reservation)"),
-    "max_concurrent": ("int", lambda v: v >= 0, "≥ 0 (0: what the cluster holds)"),
-    "pull_concurrency": ("int", _positive, "≥ 1"),
-    "poll_concurrency": ("int", _positive, "≥ 1"),
-    "skill_poll_s": ("float", lambda v: v >= 0, "≥ 0 (0: off)"),
-}
 
 
 @dataclass
@@ -69,63 +35,56 @@ class JobsConfig:
     """[jobs]: trainings run as Ray tasks — on a Ray started inside the job worker at its first training
     (`ray_address` empty), or on the cluster at `ray_address` (host:port of `ray start --head`)."""
 
-    ray_address: str = ""
+    ray_address: str = setting("", check=lambda v: not v or re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}", v),
+                               wants="host:port (of `ray start --head`)")
     ray_auth_token_file: str = ""  # the cluster's token (Ray's token auth); embedded: generated in data_dir
     ray_temp_dir: str = ""  # embedded Ray's session files (default: Ray's, /tmp/ray)
-    embedded_cpus: int = 0
-    cpus_per_job: float = 1.0
-    memory_mb_per_job: int = 0
-    max_concurrent: int = 0
-    pull_concurrency: int = 4
-    poll_concurrency: int = 8
-    skill_poll_s: float = 3600.0
-
-
-# The [notify] table: who is told when a house stops reporting or forecasting (server/notify.py).
-NOTIFY_KEYS: dict[str, tuple[str, Callable | None, str]] = {
-    "urls": ("list[str]", lambda v: all(v), "a list of apprise URLs (ntfy://…, mailtos://…, json://…)"),
-    "urls_file": ("str", bool, "a file with one apprise URL per line"),
-    "stale_after_s": ("float", _positive, "> 0"),
-    "forecast_after_s": ("float", _positive, "> 0"),
-    "backup_after_s": ("float", _positive, "> 0"),
-    "agent_problems": ("bool", None, ""),
-    "resolved": ("bool", None, ""),
-}
+    embedded_cpus: int = setting(0, check=lambda v: v >= 0, wants="≥ 0 (0: every core)")
+    cpus_per_job: float = setting(1.0, check=_positive, wants="> 0")
+    memory_mb_per_job: int = setting(0, check=lambda v: v >= 0, wants="≥ 0 (0: no reservation)")
+    max_concurrent: int = setting(0, check=lambda v: v >= 0, wants="≥ 0 (0: what the cluster holds)")
+    pull_concurrency: int = setting(4, check=_positive, wants="≥ 1")
+    poll_concurrency: int = setting(8, check=_positive, wants="≥ 1")
+    skill_poll_s: float = setting(3600.0, check=lambda v: v >= 0, wants="≥ 0 (0: off)")
 
 
 @dataclass
 class NotifyConfig:
-    """[notify]: apprise URLs (they hold tokens: put them in `urls_file`, 0600) and when a house is reported."""
+    """[notify]: apprise URLs (they hold tokens: put them in `urls_file`, 0600) and when a house is reported
+    (server/notify.py)."""
 
-    urls: list[str] = field(default_factory=list)
-    urls_file: str = ""
-    stale_after_s: float = 1800.0  # the agent has not answered for this long: "stopped reporting"
-    forecast_after_s: float = 7200.0  # its newest forecast is this old: "stopped forecasting"
-    backup_after_s: float = 2 * 86400.0  # its last good backup is this old
+    urls: list[str] = setting(default_factory=list, check=all,
+                              wants="a list of apprise URLs (ntfy://…, mailtos://…, json://…)")
+    urls_file: str = setting("", check=bool, wants="a file with one apprise URL per line")
+    # the agent has not answered for this long: "stopped reporting"
+    stale_after_s: float = setting(1800.0, check=_positive, wants="> 0")
+    # its newest forecast is this old: "stopped forecasting"
+    forecast_after_s: float = setting(7200.0, check=_positive, wants="> 0")
+    backup_after_s: float = setting(2 * 86400.0, check=_positive, wants="> 0")  # its last good backup is this old
     agent_problems: bool = True  # also the problems the agent reports itself (its `problem` sensor)
     resolved: bool = True  # say so when a problem is over
 
 
 @dataclass
 class ServerConfig:
-    data_dir: Path
-    admin_user: str = "admin"
+    data_dir: Path = setting(Path("var/server"), check=bool, wants="a directory")
+    admin_user: str = setting("admin", check=lambda v: bool(v.strip()), wants="a non-empty name")
     admin_password_hash: str | None = None
     api_token: str | None = None
     secret_key: str = ""
     session_cookie_secure: bool = True
-    python: str = sys.executable
-    training_epochs: int = 40
-    status_poll_s: float = 60.0
-    login_attempts: int = 5
-    login_account_attempts: int = 20
-    login_window_s: float = 300.0
-    trusted_proxies: int = 0
-    training_data_dirs: list[Path] = field(default_factory=list)
+    python: str = setting(sys.executable, check=bool, wants="a Python executable")
+    training_epochs: int = setting(40, check=_positive, wants="≥ 1")
+    status_poll_s: float = setting(60.0, check=_positive, wants="> 0")
+    login_attempts: int = setting(5, check=_positive, wants="≥ 1")
+    login_account_attempts: int = setting(20, check=lambda v: v >= 0, wants="≥ 0 (0: off)")
+    login_window_s: float = setting(300.0, check=_positive, wants="> 0")
+    trusted_proxies: int = setting(0, check=lambda v: 0 <= v <= 5, wants="between 0 and 5")
+    training_data_dirs: list[Path] = setting(default_factory=list, check=all, wants="a list of directories")
     # retention (server/retention.py): per house or group the newest training runs kept besides those a node has
     # active or as previous; per house the newest history pulls kept
-    keep_runs: int = 10
-    keep_pulls: int = 3
+    keep_runs: int = setting(10, check=lambda v: v >= 0, wants="≥ 0 (0: keep every run)")
+    keep_pulls: int = setting(3, check=lambda v: v >= 0, wants="≥ 0 (0: keep every pull)")
     jobs: JobsConfig = field(default_factory=JobsConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
 
@@ -154,25 +113,6 @@ class ServerConfig:
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
-
-
-def _checked(key: str, value, where: str, keys: dict = KEYS, prefix: str = ""):
-    """The value converted to its key's type, or a ConfigError naming the key."""
-    if key not in keys:
-        raise ConfigError(f"{where}: unknown key {prefix}{key!r}; known: {', '.join(sorted(keys))}")
-    kind, check, wants = keys[key]
-    key = prefix + key
-    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-          "float": isinstance(value, int | float) and not isinstance(value, bool),
-          "bool": isinstance(value, bool),
-          "str": isinstance(value, str),
-          "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
-    if not ok:
-        raise ConfigError(f"{where}: {key} must be {kind.replace('str', 'a string')}, got {value!r}")
-    value = float(value) if kind == "float" else value
-    if check is not None and not check(value):
-        raise ConfigError(f"{where}: {key} must be {wants}, got {value!r}")
-    return value
 
 
 def _secret(doc: dict, key: str, base: Path) -> str | None:
@@ -227,40 +167,30 @@ def load_config(path: str | Path | None = None, **overrides) -> ServerConfig:
     """Read the TOML file (`path`, else `$SERVER_CONFIG`; none: only the environment and `overrides`)."""
     doc, base, where = _read_toml(path or os.environ.get("SERVER_CONFIG"))
     doc.update(overrides)
-    jobs = _jobs(doc.pop("jobs", {}), where)
-    notify = _notify(doc.pop("notify", {}), where, base)
-    doc = {k: _checked(k, v, where) for k, v in doc.items()}
-    data_dir = _data_dir(doc, base)
-    plain = {k: v for k, v in doc.items() if k in PLAIN}
-    dirs = [(p if p.is_absolute() else base / p).resolve() for p in map(Path, doc.get("training_data_dirs", []))]
+    jobs = build_dataclass(JobsConfig, doc.pop("jobs", {}), f"{where}: [jobs]")
     if jobs.ray_auth_token_file and not Path(jobs.ray_auth_token_file).is_absolute():
         jobs.ray_auth_token_file = str(base / jobs.ray_auth_token_file)
-    return ServerConfig(data_dir=data_dir, training_data_dirs=dirs, jobs=jobs, notify=notify, **plain,
-                        **_secrets(doc, base, data_dir))
-
-
-def _jobs(table, where: str) -> JobsConfig:
-    """The [jobs] table, each key checked like the top level's (errors name `jobs.<key>`)."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: jobs must be a table ([jobs]), got {table!r}")
-    cfg = JobsConfig(**{k: _checked(k, v, where, JOBS_KEYS, "jobs.") for k, v in table.items()})
-    if cfg.ray_address and not re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}", cfg.ray_address):
-        raise ConfigError(f"{where}: jobs.ray_address must be host:port (of `ray start --head`), got "
-                          f"{cfg.ray_address!r}")
-    return cfg
+    notify = _notify(doc.pop("notify", {}), where, base)
+    for key in SECRET_KEYS - set(SECRETS):  # the secrets' `_file` and `_env` keys: strings, read below
+        if not isinstance(doc.get(key, ""), str):
+            raise ConfigError(f"{where}: {key}: expected str, got {doc[key]!r}")
+    secret_refs = {k: doc.pop(k) for k in SECRET_KEYS - set(SECRETS) if k in doc}
+    cfg = build_dataclass(ServerConfig, doc, f"{where}:", jobs=jobs, notify=notify)  # every key checked
+    data_dir = _data_dir(doc, base)
+    dirs = [(p if p.is_absolute() else base / p).resolve() for p in map(Path, cfg.training_data_dirs)]
+    return dataclasses.replace(cfg, data_dir=data_dir, training_data_dirs=dirs,
+                               **_secrets(doc | secret_refs, base, data_dir))
 
 
 def _notify(table, where: str, base: Path) -> NotifyConfig:
-    """The [notify] table (errors name `notify.<key>`); `urls_file` adds its lines (comments with #)."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: notify must be a table ([notify]), got {table!r}")
-    cfg = NotifyConfig(**{k: _checked(k, v, where, NOTIFY_KEYS, "notify.") for k, v in table.items()})
+    """The [notify] table; `urls_file` adds its lines (comments with #)."""
+    cfg = build_dataclass(NotifyConfig, table, f"{where}: [notify]")
     if cfg.urls_file:
         path = Path(cfg.urls_file) if Path(cfg.urls_file).is_absolute() else base / cfg.urls_file
         try:
             lines = path.read_text().splitlines()
         except OSError as exc:
-            raise ConfigError(f"notify.urls_file: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"{where}: [notify].urls_file: cannot read {path}: {exc.strerror}") from None
         cfg.urls = [*cfg.urls, *(x.strip() for x in lines if x.strip() and not x.strip().startswith("#"))]
     return cfg
 

@@ -35,7 +35,7 @@ from edge_agent.ingest.deadletter import DeadLetter
 from edge_agent.ingest.drain import write_body
 from edge_agent.ingest.notes import Notes
 from edge_agent.ingest.queue import MessageQueue
-from edge_agent.ingest.rules import Router, compile_rules
+from edge_agent.ingest.rules import Router, load_rules
 from edge_agent.ingest.series import SeriesLimit
 from edge_agent.ingest.spool import Spool, SpoolFull
 from edge_agent.runtime.health import Health
@@ -61,7 +61,7 @@ class Ingest:
         self.direct = direct or open_storage(config.storage)
         self.health = health
         self.on_stored = on_stored
-        self.router = Router(compile_rules(config.rules))
+        self.router = Router(load_rules(config))
         self.series = SeriesLimit(config.ingest.max_series_per_rule, config.state_dir / "series.json")
         self.converter = Converter(self.router, config.ingest.max_payload_bytes, self.series)
         self.notes = Notes(health)

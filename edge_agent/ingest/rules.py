@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge_agent.config import RuleConfig
+from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.ingest.formats import (
     FORMAT_KEYS,
     FORMATS,
@@ -26,14 +26,15 @@ from edge_agent.ingest.formats import (
     compile_format,
 )
 from edge_agent.ingest.formats.units import Scaler, decimal_fraction, exact_factor, scaler
+from edge_agent.ingest.ruleconfig import RuleConfig, parse_rules
 from shared.points import InvalidPoint, Point, name_problem
 from shared.schema import RESERVED_MEASUREMENTS
 
 MAX_SUBSCRIPTIONS_PER_RULE = 256
 
 
-class RuleError(ValueError):
-    pass
+class RuleError(ConfigError):
+    """A rule that cannot be compiled; the message names `rules[i]` and the key."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,14 @@ def compile_rule(cfg: RuleConfig, where: str) -> Rule:
 
 def compile_rules(configs: Sequence[RuleConfig]) -> list[Rule]:
     return [compile_rule(cfg, f"rules[{i}]") for i, cfg in enumerate(configs)]
+
+
+def load_rules(cfg: AgentConfig) -> list[Rule]:
+    """The configuration's `[[rules]]`, read, checked and compiled once; a ConfigError names the file and the key."""
+    try:
+        return compile_rules(parse_rules(cfg))
+    except RuleError as exc:
+        raise ConfigError(f"{cfg.path}: {exc}") from None
 
 
 class Router:

@@ -28,7 +28,7 @@ from edge_agent.config import AgentConfig, ConfigError, load_config
 from edge_agent.ingest.convert import Converter
 from edge_agent.ingest.formats import Reject
 from edge_agent.ingest.formats.base import parse_time
-from edge_agent.ingest.rules import Router, compile_rules
+from edge_agent.ingest.rules import Router, load_rules
 
 
 @dataclass
@@ -41,10 +41,10 @@ class _Message:
 def _load(path: str) -> tuple[AgentConfig, Router] | None:
     try:
         cfg = load_config(path)
+        return cfg, Router(load_rules(cfg))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return None
-    return cfg, Router(compile_rules(cfg.rules))
 
 
 def explain(router: Router, converter: Converter, topic: str, payload: bytes, received_ns: int) -> tuple[bool, str]:

@@ -7,15 +7,13 @@ configurations (Ansible, docker-compose, the examples) turn it on. docs/pi.md "R
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
-from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.config import KEEP_POLICY, AgentConfig, ConfigError, build_dataclass
 
 # Fields aggregated as counters (value at the slot end) unless `counters` says otherwise: the usual names of energy
 # counters (seed EnergyIn/EnergyOut, Tasmota Total, Shelly aenergy_total / total_act_energy, *_kwh, *_wh).
 DEFAULT_COUNTERS = ("*nergy*", "Total", "*total*", "*_kwh", "*_wh", "*_Wh")
-_POLICY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -23,7 +21,8 @@ class RetentionConfig:
     enabled: bool = True
     raw_days: float = 90.0  # raw readings and health: the database's default policy ([storage] retention_policy)
     raw_max_mb: float = 1000.0  # and at most this much on disk: the oldest raw shard groups dropped (0: no bound)
-    keep_policy: str = "keep"  # energy_flow, forecast, forecast_skill, device_slots
+    # energy_flow, forecast, forecast_skill, device_slots (checked, and routed to, by edge_agent/config.py)
+    keep_policy: str = KEEP_POLICY
     keep_days: float = 0.0  # 0: forever
     raw_shard_hours: int = 168  # shard groups of the raw policy: a week (influxd 1.6 needs memory per shard)
     keep_shard_days: int = 182  # two shards a year: influxd holds an index per shard in memory
@@ -67,18 +66,7 @@ def parse_config(cfg: AgentConfig) -> RetentionConfig | None:
     for key, ok, what in checks:
         if not ok:
             raise ConfigError(f"{where}.{key} must be {what}, not {getattr(rc, key)!r}")
-    if not _POLICY.match(rc.keep_policy):
-        raise ConfigError(f"{where}.keep_policy {rc.keep_policy!r}: letters, digits, _ . - only")
-    if cfg.storage.retention_policy and rc.keep_policy == cfg.storage.retention_policy:
-        raise ConfigError(f"{where}.keep_policy must differ from [storage] retention_policy (the raw readings')")
     for key in ("counters", "exclude"):
         if not all(isinstance(x, str) and x for x in getattr(rc, key)):
             raise ConfigError(f"{where}.{key} must be a list of non-empty strings")
     return rc if rc.enabled else None
-
-
-def apply(cfg: AgentConfig) -> RetentionConfig | None:
-    """Parse [retention] and route what lasts to its policy in every Storage made from `cfg.storage`."""
-    rc = parse_config(cfg)
-    cfg.storage.keep_policy = rc.keep_policy if rc else None
-    return rc

@@ -46,6 +46,12 @@ def test_a_valid_file_loads(tmp_path):
     ("python = []\n", "python"),
     ("api_token = 12345678901234567890\n", "api_token"),
     ('api_token = "short"\n', "api_token"),
+    ('[jobs]\nray_address = "head"\n', "[jobs].ray_address must be host:port"),  # the tables: the same validator
+    ("[jobs]\ncpus = 2\n", "[jobs]: unknown key(s) cpus"),
+    ("[jobs]\ncpus_per_job = 0\n", "[jobs].cpus_per_job must be > 0"),
+    ("[notify]\nstale_after_s = 0\n", "[notify].stale_after_s must be > 0"),
+    ('[notify]\nurls = ["ntfy://x", ""]\n', "[notify].urls must be a list of apprise URLs"),
+    ("jobs = 1\n", "[jobs] must be a table"),
 ])
 def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:

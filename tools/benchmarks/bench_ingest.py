@@ -138,8 +138,8 @@ def run_naive_bridge(port: int, influx_url: str, db: str) -> None:
     """The hackathon design: subscribe, and for every message one synchronous HTTP write."""
     import paho.mqtt.client as mqtt
 
-    from edge_agent.config import RuleConfig
     from edge_agent.ingest.formats import parse_seed_json
+    from edge_agent.ingest.ruleconfig import RuleConfig
 
     rule = RuleConfig(topic="naive/+device/+channel", format="seed_json")
     url = f"{influx_url}/write?" + urllib.parse.urlencode({"db": db, "precision": "ns"})

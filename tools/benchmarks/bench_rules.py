@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edge_agent.config import load_config
 from edge_agent.ingest.convert import Converter
-from edge_agent.ingest.rules import Router, compile_rules
+from edge_agent.ingest.rules import Router, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "edge_agent" / "examples"
@@ -108,7 +108,7 @@ def converter() -> Converter:
         cfg = Path(tmp) / "agent.toml"
         cfg.write_text(f'[agent]\nstate_dir = "{tmp}"\n{rules}')
         config = load_config(cfg)
-    return Converter(Router(compile_rules(config.rules)), config.ingest.max_payload_bytes)
+    return Converter(Router(load_rules(config)), config.ingest.max_payload_bytes)
 
 
 def measure(conv: Converter, topic: str, payload: bytes, n: int, rounds: int) -> float:

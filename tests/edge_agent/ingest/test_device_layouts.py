@@ -15,7 +15,7 @@ import yaml
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
 from edge_agent.ingest.convert import Converter
-from edge_agent.ingest.rules import Router, compile_rules
+from edge_agent.ingest.rules import Router, load_rules
 from shared.storage import open_storage
 from tests.edge_agent.ingest.test_devices import EXAMPLES, rows
 from tests.helpers.agent import start_agent, wait_for
@@ -134,7 +134,7 @@ def test_a_signed_grid_power_from_a_direction_feeds_the_flow(tmp_path, influxd_s
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(doc))
     cfg = load_config(path)
-    router = Router(compile_rules(cfg.rules))
+    router = Router(load_rules(cfg))
     converter = Converter(router, cfg.ingest.max_payload_bytes)
     body = b""
     for minute in range(0, 31):

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from edge_agent.config import load_config
 from edge_agent.ingest.convert import Converter
-from edge_agent.ingest.rules import Router, TopicPattern, compile_rules
+from edge_agent.ingest.rules import Router, TopicPattern, load_rules
 from shared.points import Point, line_head
 from shared.schema import RESERVED_MEASUREMENTS
 from tests.helpers.agent import write_config
@@ -172,7 +172,7 @@ MAX_PAYLOAD = 2048  # ingest.max_payload_bytes of these converters
 def converter(tmp_path_factory) -> Converter:
     cfg = load_config(write_config(tmp_path_factory.mktemp("fuzz"), 1883, "http://127.0.0.1:8086", "x",
                                    extra=JSON_RULES))
-    return Converter(Router(compile_rules(cfg.rules)), MAX_PAYLOAD)
+    return Converter(Router(load_rules(cfg)), MAX_PAYLOAD)
 
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-10**30, max_value=10**30),

@@ -23,7 +23,7 @@ import yaml
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
 from edge_agent.ingest.convert import Converter
-from edge_agent.ingest.rules import Router, compile_rules
+from edge_agent.ingest.rules import Router, load_rules
 from shared.storage import open_storage
 from tests.helpers.agent import ROOT, wait_for
 
@@ -97,7 +97,7 @@ def test_house_energy_flow_from_its_devices(tmp_path, mosquitto_session, influxd
     path.write_text(yaml.safe_dump(doc))
     cfg = load_config(path)
 
-    router = Router(compile_rules(cfg.rules))
+    router = Router(load_rules(cfg))
     converter = Converter(router, cfg.ingest.max_payload_bytes)
     storage = open_storage(cfg.storage)
     body = b""

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from edge_agent.config import ConfigError, load_config
 from edge_agent.ingest.formats import Reject
 from edge_agent.ingest.formats.paths import Glob
-from edge_agent.ingest.rules import Router, TopicPattern, compile_rules
+from edge_agent.ingest.rules import Router, TopicPattern, load_rules
 from tests.helpers.agent import ROOT
 
 T = 1_700_000_000_000_000_000  # receive time
@@ -25,7 +25,7 @@ T = 1_700_000_000_000_000_000  # receive time
 def router(tmp_path, rules: str) -> Router:
     path = tmp_path / "agent.toml"
     path.write_text(f'[agent]\nstate_dir = "{tmp_path}"\n{rules}')
-    return Router(compile_rules(load_config(path).rules))
+    return Router(load_rules(load_config(path)))
 
 
 def config_error(tmp_path, rules: str) -> str:
@@ -314,11 +314,26 @@ def test_a_mistyped_timezone_is_a_config_error_not_an_error_per_message(tmp_path
     assert r.returncode == 2 and "rules[0].timezone 'Europe/Berln'" in r.stderr
 
 
-def test_config_knows_every_format():
-    from edge_agent import config
-    from edge_agent.ingest.formats import FORMATS
+def test_the_formats_come_from_one_registry(tmp_path, monkeypatch):
+    """Issue 27 item 1: a format is added in one place (the formats registry), not also in the config's list; the
+    rules are compiled once, by their owner (`load_rules`), not also by load_config."""
+    from edge_agent.ingest import rules
+    from edge_agent.ingest.formats import FORMATS, Format
 
-    assert set(config.FORMATS) == set(FORMATS)
+    error = config_error(tmp_path, '[[rules]]\ntopic = "a/+device"\nformat = "nope"')
+    assert f"one of {', '.join(FORMATS)}" in error and "rules[0]" in error and str(tmp_path) in error
+    monkeypatch.setitem(FORMATS, "nope", Format(FORMATS["number"].compile))  # registered: a rule may use it
+    r = router(tmp_path, '[[rules]]\ntopic = "a/+device"\nformat = "nope"\nmeasurement = "m"\nfield = "v"')
+    assert route(r, "a/x", b"1.5")[0].fields == {"v": 1.5}
+
+    compiled = []
+    monkeypatch.setattr(rules, "compile_rule", lambda *a: compiled.append(a) or rules.Rule(None, None, None))
+    path = tmp_path / "agent.toml"
+    path.write_text(f'[agent]\nstate_dir = "{tmp_path}"\n[[rules]]\ntopic = "a/+device"\nformat = "json"\n')
+    cfg = load_config(path)
+    assert compiled == []  # loading the configuration compiles nothing …
+    rules.load_rules(cfg)
+    assert len(compiled) == 1  # … its owner compiles each rule once
 
 
 @pytest.mark.timeout(30)  # the backtracking regex took over 120 s on this message
@@ -346,10 +361,34 @@ def test_globs_match_as_fnmatch_would(pattern, text):
     assert Glob(pattern).fullmatch(text) == (reference.fullmatch(text) is not None)
 
 
-@pytest.mark.parametrize("ingest, key", [
-    ("max_series_per_rule = -1", "[ingest].max_series_per_rule"),
-    ("max_payload_bytes = 65536\nqueue_max_bytes = 1000", "[ingest].queue_max_bytes"),
+@pytest.mark.parametrize("section, key", [
+    ("[ingest]\nmax_series_per_rule = -1", "[ingest].max_series_per_rule must be 0 (no bound) or more, not -1"),
+    ("[ingest]\nmax_payload_bytes = 65536\nqueue_max_bytes = 1000", "[ingest].queue_max_bytes"),
+    ("[ingest]\ndeadletter_keep = 0", "[ingest].deadletter_keep must be at least 1, not 0"),
+    ("[mqtt]\nqos = 3", "[mqtt].qos must be 0, 1 or 2, not 3"),
+    ("[mqtt]\nread_coalesce_s = 2", "[mqtt].read_coalesce_s must be between 0 and 1 (seconds), not 2.0"),
+    ("[spool]\ncommit_interval_s = 301", "[spool].commit_interval_s must be between 0 and 300 (seconds)"),
+    ("[spool]\ncommit_max_messages = 0", "[spool].commit_max_messages must be at least 1"),
+    ('[mqtt]\nsubscribe = ["a/#", 1]', "[mqtt].subscribe: expected list[str]"),
+    ('[retention]\nkeep_policy = "a b"', "[retention].keep_policy 'a b': letters, digits"),
+    ('[storage]\nretention_policy = "keep"\n[retention]', "[retention].keep_policy must differ"),
 ])
-def test_ingest_bounds_are_checked_with_the_key_named(tmp_path, ingest, key):
-    assert key in config_error(tmp_path, f'[ingest]\n{ingest}\n[[rules]]\ntopic = "a/+x"\nformat = "number"\n'
-                                         'measurement = "m"\nfield = "v"')
+def test_bounds_are_checked_with_the_key_named(tmp_path, section, key):
+    """The ranges sit on the fields (shared/config.py `setting`): one validator for the agent and the server."""
+    error = config_error(tmp_path, f'{section}\n[[rules]]\ntopic = "a/+x"\nformat = "number"\n'
+                                   'measurement = "m"\nfield = "v"')
+    assert key in error and str(tmp_path) in error
+
+
+def test_where_what_lasts_is_written_follows_retention(tmp_path):
+    """The keep policy is routed by the configuration (no component needed): on with [retention], off without it
+    or with enabled = false."""
+    def keep(extra: str):
+        path = tmp_path / "agent.toml"
+        path.write_text(f'[agent]\nstate_dir = "{tmp_path}"\n{extra}\n[[rules]]\ntopic = "a"\nformat = "json"\n')
+        return load_config(path).storage.keep_policy
+
+    assert keep("") is None
+    assert keep("[retention]") == "keep"
+    assert keep('[retention]\nkeep_policy = "years"') == "years"
+    assert keep("[retention]\nenabled = false") is None
