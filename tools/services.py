@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -52,6 +53,7 @@ class _Process:
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         self.log = self.workdir / f"{self.name}.log"
+        self.wrap: Callable[[list[str]], list[str]] | None = None  # e.g. into a memory cgroup (tools/cgroup.py)
 
     def _command(self) -> list[str]:
         raise NotImplementedError
@@ -61,7 +63,8 @@ class _Process:
 
     def start(self, timeout: float = 20.0) -> _Process:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(self._command(), stdout=logf, stderr=subprocess.STDOUT,
+        cmd = self._command()
+        self.proc = subprocess.Popen(self.wrap(cmd) if self.wrap else cmd, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
         _wait(self._ready, timeout, self.name, self.proc, self.log)
@@ -268,7 +271,8 @@ class Gunicorn(_Process):
 
     def start(self, timeout: float = 60.0) -> Gunicorn:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(self._command(), stdout=logf, stderr=subprocess.STDOUT,
+        cmd = self._command()
+        self.proc = subprocess.Popen(self.wrap(cmd) if self.wrap else cmd, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1], env=self.env,
                                      start_new_session=True)
         logf.close()

@@ -18,6 +18,9 @@ them is their aggregates, which are computed from whatever raw readings there ar
 drops the oldest raw shard groups (docs/pi.md "Retention"). Prints one JSON line: database size on disk (data +
 wal, after influxd's cold compaction), influxd and agent RSS, points per policy, the raw policy's size (largest
 after any day's check, and at the end), shards dropped, compaction errors from influxd's log, time taken.
+influxd's memory is sampled a minute long after the cold compaction (median and largest VmRSS; its anonymous part
+apart from the TSM file pages it maps); `--influxd-memory-mb N` runs influxd under a real memory limit (a cgroup,
+as `MemoryMax=` would) and counts its OOM kills: the proof that it works within N MB, not only a sample.
 """
 
 from __future__ import annotations
@@ -120,11 +123,27 @@ def _generator(url: str, start: int, days: int, full_from: int, thin: float, go:
     done.put(None)
 
 
-def _rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, kind: str = "VmRSS") -> float:
+    """A process's resident memory in MB: all of it (VmRSS), or its anonymous part (RssAnon: heap, what only the
+    process can hold) or the file pages it maps (RssFile: influxd maps its TSM files; the kernel takes those back
+    under pressure)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{kind}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
+
+
+def _rss_samples(pid: int, n: int = 12, every_s: float = 5.0) -> dict:
+    """Median and largest of `n` samples of VmRSS and RssAnon: one sample of influxd's RSS is noisy (its Go heap
+    grows and shrinks with each compaction and garbage collection)."""
+    rss, anon = [], []
+    for i in range(n):
+        rss.append(_rss_mb(pid))
+        anon.append(_rss_mb(pid, "RssAnon"))
+        if i < n - 1:
+            time.sleep(every_s)
+    return {"influxd_rss_mb": float(np.median(rss)), "influxd_rss_max_mb": max(rss),
+            "influxd_anon_mb": float(np.median(anon)), "influxd_file_mb": _rss_mb(pid, "RssFile")}
 
 
 def _du(path: Path) -> int:
@@ -191,6 +210,9 @@ def main() -> int:
     ap.add_argument("--raw-max-mb", type=float, default=1000.0, help="[retention] raw_max_mb (0: no size bound)")
     ap.add_argument("--forecast-every-h", type=int, default=6, help="a forecast cycle every N simulated hours")
     ap.add_argument("--keep", help="keep the work directory here")
+    ap.add_argument("--influxd-memory-mb", type=float, default=0,
+                    help="run influxd inside a memory cgroup of this size, as a unit's MemoryMax= would (0: none); "
+                         "the result then counts its OOM kills and gives the cgroup's peak")
     args = ap.parse_args()
     from edge_agent.agent import Agent
     from edge_agent.config import load_config
@@ -199,7 +221,16 @@ def main() -> int:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-retention-"))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    influx = BenchInfluxd(work / "influxd").start()
+    influx = BenchInfluxd(work / "influxd")
+    limit = None
+    if args.influxd_memory_mb:
+        from tools.cgroup import MemoryLimit
+
+        if why := MemoryLimit.unavailable():
+            raise SystemExit(f"--influxd-memory-mb: {why}")
+        limit = MemoryLimit(int(args.influxd_memory_mb * 2**20), "bench-influxd").__enter__()
+        influx.wrap = limit.command
+    influx.start()
     influx.create_database("energy")
     now_ns = time.time_ns()
     end = now_ns // (DAY * 10**9) * DAY * 10**9
@@ -260,6 +291,7 @@ def main() -> int:
     print("waiting for influxd's cold compaction (2 min) …", file=sys.stderr)
     time.sleep(130)
     agent_rss = _rss_mb(os.getpid())
+    influxd_memory = _rss_samples(influx.proc.pid)
     if args.raw_max_mb:
         retention.enforce_budget(clock[0])  # measured again after the cold compaction
     raw_end = retention.status()["raw_budget"]
@@ -267,7 +299,7 @@ def main() -> int:
               "thin_s": args.thin, "raw_days": args.raw_days, "values_written": written,
               "db_mb": round(_du(work / "influxd" / "data") / 1e6 + _du(work / "influxd" / "wal") / 1e6, 1),
               "db_data_mb": round(_du(work / "influxd" / "data") / 1e6, 1),
-              "influxd_rss_mb": _rss_mb(influx.proc.pid), "agent_rss_mb": agent_rss,
+              **influxd_memory, "agent_rss_mb": agent_rss,
               "agent_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "raw_max_mb": args.raw_max_mb or None,
               "raw_mb_peak": round(raw_peak / 1e6, 1) if args.raw_max_mb else None,
@@ -280,9 +312,15 @@ def main() -> int:
               "flow_slots": int(agent.health.get("flow_slots_written")),
               "aggregates_written": int(agent.health.get("slot_aggregates_written")),
               "seconds": round(time.monotonic() - t0, 1)}
+    if limit is not None:
+        peak = limit.peak_bytes()
+        result.update(influxd_memory_limit_mb=args.influxd_memory_mb, influxd_oom_kills=limit.oom_kills(),
+                      influxd_cgroup_peak_mb=round(peak / 2**20, 1) if peak else None)
     for component in (forecast, flow, retention):
         component.stop()
     influx.stop()
+    if limit is not None:
+        limit.__exit__(None, None, None)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))

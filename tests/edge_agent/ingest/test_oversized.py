@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.helpers.agent import ROOT, count, spawn_agent, wait_for, write_config
-from tests.helpers.cgroup import MemoryLimit
+from tools.cgroup import MemoryLimit
 from tools.publish import Publisher, seed_message
 from tools.services import MAX_PACKET_SIZE, Mosquitto
 

@@ -1,4 +1,5 @@
-"""A real memory limit for a child process, like systemd's MemoryMax= on the Pi (FACTS.md: cgroup v1 here).
+"""A real memory limit for a child process, like systemd's MemoryMax= on the Pi (FACTS.md: cgroup v1 here); used by
+tests (the agent under its unit's limit) and benchmarks (influxd under a budget).
 
 `MemoryLimit(limit).command(cmd)` wraps a command so that it enters a new memory cgroup before it execs; the
 kernel then kills it (OOM) when it goes over, as it would kill the agent's unit. Works with cgroup v1 (the memory
