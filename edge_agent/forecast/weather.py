@@ -30,7 +30,7 @@ forecast_days=3&timeformat=unixtime` every `open_meteo_every_min`; its past days
 
 Stale or missing (no forecast, older than `max_age_h`, or not reaching the end of the day-ahead horizon): a weather
 bundle does not run, and the bundle of the same kind without the temperature serves, its forecast saying why in
-`fallback` (edge_agent/forecast/loop.py); both are written and scored by the live skill.
+`fallback` (edge_agent/forecast/component.py); both are written and scored by the live skill.
 """
 
 from __future__ import annotations
