@@ -1,7 +1,8 @@
 """The guard: a model that has lost to the best naive baseline over the last days is taken out of service.
 
 Every cycle, after scoring (edge_agent/forecast/skill.py), each loaded bundle is judged on its live figures over
-`guard_days` (default 7) — its MAE against the best baseline's MAE on the same slots:
+`guard_days` (default 7) — its MAE against the best baseline's MAE on the same slots (the ledger's statistics,
+edge_agent/forecast/scoring.py; the guard itself does no I/O either):
 - `learning`: fewer than `guard_min_slots_1` (300) next-slot slots, or `guard_min_slots_96` (480, five days)
   day-ahead slots, scored for this version: too little evidence either way; it serves.
 - `shadow`: it lost (model MAE > baseline MAE): the forecast loop serves the baseline it lost to for the horizon
@@ -18,10 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from edge_agent.forecast.skill import BASELINE, DAY_NS, FAMILY, Key, Scorer, Stats
+from edge_agent.forecast.scoring import BASELINE, DAY_NS, FAMILY, Key, Stats
 from shared import verdict as words
 from shared.series import iso
+
+if TYPE_CHECKING:  # the guard judges on figures alone: it needs no storage
+    from edge_agent.forecast.skill import Scorer
 
 LEARNING, SERVING, SHADOW = "learning", "serving", "shadow"
 
