@@ -423,28 +423,3 @@ class Weather:
 
 def _dt(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, UTC)
-
-
-# -- which forecast serves ---------------------------------------------------------------------------------------------
-def is_weather(name: str) -> bool:
-    return name.endswith(schema.WEATHER_SUFFIX)
-
-
-def twin(name: str) -> str:
-    return name[:-len(schema.WEATHER_SUFFIX)] if is_weather(name) else name
-
-
-def mark_stand_ins(made: list, reasons: list[str]) -> None:
-    """A weather bundle that did not forecast (its reason in `reasons`): its twin's forecast says why it serves
-    instead (`fallback`), in place."""
-    for r in made:
-        if is_weather(r.name) or any(m.name == r.name + schema.WEATHER_SUFFIX for m in made):
-            continue
-        why = next((x for x in reasons if x.startswith(r.name + schema.WEATHER_SUFFIX + ":")), None)
-        if why is not None:
-            r.fallback = f"{why}; served without the temperature"
-
-
-def served_first(results: list) -> list:
-    """Per model kind and horizon, the weather bundle's forecast before its twin's (what is published)."""
-    return sorted(results, key=lambda r: (r.horizon, r.model, not is_weather(r.name)))
