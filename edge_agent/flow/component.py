@@ -8,13 +8,15 @@ marks the slots it can change — up to `max_interp_s` before the reading — an
 batch used to recompute the whole look-back window from raw readings).
 
 How: counters are read at slot boundaries only (edge_agent/storage/boundaries.py: the two readings around each
-boundary, cached once settled); power inputs are read raw for the slots being computed. edge_agent/flow/maths.py
-does the maths. A slot whose counter value at a boundary bridged a missing reading (interpolated across more than
-`gap_s`) is flagged `interpolated`; unless both slots sharing the boundary are known and possible (no negative
-balance), the role is left unknown in both rather than split by invention, whichever is computed first.
-Rewrites are idempotent: a slot's point has the slot's end time. The running totals for Home Assistant follow
-every rewrite (edge_agent/flow/totals.py). The battery's origin state is carried from slot to slot through the database
-(fields battery_content_kwh / battery_pv_share), so it survives restarts and recomputes.
+boundary, cached once settled); power inputs are read raw for the slots being computed. This module reads and
+writes; the computing has no I/O: edge_agent/flow/maths.py allocates the flows, edge_agent/flow/slots.py judges
+bridged boundaries, prices the slots and makes the points. A slot whose counter value at a boundary bridged a
+missing reading (interpolated across more than `gap_s`) is flagged `interpolated`; unless both slots sharing the
+boundary are known and possible (no negative balance), the role is left unknown in both rather than split by
+invention, whichever is computed first. Rewrites are idempotent: a slot's point has the slot's end time. The
+running totals for Home Assistant follow every rewrite (edge_agent/flow/totals.py). The battery's origin state is
+carried from slot to slot through the database (fields battery_content_kwh / battery_pv_share), so it survives
+restarts and recomputes.
 
 See docs/energy-flow.md for the configuration.
 """
@@ -36,12 +38,13 @@ from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.flow.maths import BatteryState, RoleEnergy, compute
 from edge_agent.flow.power import PowerNow
+from edge_agent.flow.slots import RoleSlots, add_cost, blank_invented, slot_points, wide_boundaries
 from edge_agent.flow.totals import RunningTotals
 from edge_agent.publish import hass
 from edge_agent.runtime.timer import floor_slot
 from edge_agent.storage.boundaries import CounterBoundaries
 from shared.points import Point, escape_measurement
-from shared.schema import ENERGY_FLOW, FLAGS_FIELD, ROLE_FIELDS, SLOT_NS
+from shared.schema import ENERGY_FLOW, FLAGS_FIELD, SLOT_NS
 from shared.series import Readings, iso, merge_slot_ranges, power_to_slots, slots_from_counter
 
 log = logging.getLogger(__name__)
@@ -106,16 +109,6 @@ def parse_config(cfg: AgentConfig) -> FlowConfig | None:
 
 
 _SERIES = re.compile(rb"(?:[^ \\\n]|\\.)*")
-
-
-@dataclass
-class RoleSlots:
-    """One role's kWh per slot: (import-like, export-like or None) and the interpolation spans (s) at the
-    n + 1 boundaries of the n slots."""
-
-    a: np.ndarray
-    b: np.ndarray | None
-    spans: np.ndarray
 
 
 class Flow:
@@ -280,8 +273,8 @@ class Flow:
         ends = lo + SLOT_NS * np.arange((hi - lo) // SLOT_NS + 1, dtype=np.int64)
         n = len(ends)
         roles = {r: self._role(r, ends) for r in ("grid", "pv", "battery")}
-        blanked = self._unknown_where_interpolation_invents(roles, newest=bool(ends[-1] >= last_ended))
-        wide = self._wide_boundaries(roles)
+        blanked = blank_invented(roles, self.fc.gap_s, newest=bool(ends[-1] >= last_ended))
+        wide = wide_boundaries(roles, self.fc.gap_s)
         first = 0 if wide[1] else 1  # the slot before: only when a bridged boundary joins it to the range
         last = n - 1 if hi == end_ns or wide[n - 1] else n - 2
         grid, pv, bat = roles["grid"], roles["pv"], roles["battery"]
@@ -295,23 +288,7 @@ class Flow:
         old = self._read_back(write_lo, write_hi)
         if self.tariff is not None:
             blanked |= self._add_cost(ends, fields, flags, old)
-        points, incomplete, counted = [], set(), {}
-        for i in range(first, last + 1):
-            t = int(ends[i])
-            flag = flags[i]
-            if interpolated[i]:
-                flag = ",".join(filter(None, [flag, "interpolated"]))
-            if "missing" in flag:
-                incomplete.add(t)
-            values = {k: float(v[i]) for k, v in fields.items() if np.isfinite(v[i])}
-            if not any(k in values for k in ROLE_FIELDS):
-                counted[t] = {}
-                continue  # no device data at all (before the first reading): nothing to write
-            counted[t] = values
-            # always written: a rewrite of the slot must clear flags of an earlier, incomplete computation
-            # (InfluxDB merges the fields of points with the same series and time)
-            values[FLAGS_FIELD] = flag
-            points.append(Point(ENERGY_FLOW, {}, values, t))
+        points, incomplete, counted = slot_points(ends, first, last, fields, flags, interpolated)
         self._drop_stale_fields(points, old)
         for k in range(0, len(points), 5000):
             self.storage.write(points[k:k + 5000])
@@ -328,23 +305,11 @@ class Flow:
 
     def _add_cost(self, ends: np.ndarray, fields: dict[str, np.ndarray], flags: list[str],
                   old: dict[int, dict] | None) -> set[int]:
-        """cost = grid_import × the slot's price − grid_export × the feed-in price (edge_agent/tariff), with the
-        prices beside it; a slot whose price is not known yet is flagged `missing_price` (returned: the flow is
-        woken when prices arrive, readings do not complete it)."""
+        """The slots' cost with the tariff's prices (edge_agent/flow/slots.py add_cost); returns the slots waiting
+        for a price."""
         stored = {t: r["import_price"] for t, r in (old or {}).items()
                   if isinstance(r.get("import_price"), int | float)}
-        price = self.tariff.import_prices(ends, stored)
-        n = len(ends)
-        imp = fields["grid_import"]
-        exp = fields.get("grid_export", np.zeros(n))
-        fields["import_price"] = price
-        fields["feed_in_price"] = np.full(n, float(self.tariff.feed_in))
-        fields["cost"] = imp * price - exp * self.tariff.feed_in
-        waiting = set()
-        for i in np.where(np.isfinite(imp) & ~np.isfinite(price))[0]:
-            flags[i] = ",".join(filter(None, [flags[i], "missing_price"]))
-            waiting.add(int(i))
-        return waiting
+        return add_cost(fields, flags, self.tariff.import_prices(ends, stored), self.tariff.feed_in)
 
     def _read_back(self, start_ns: int, end_ns: int) -> dict[int, dict] | None:
         """What energy_flow holds for the slots ending in [start_ns, end_ns] (None: it cannot be read here)."""
@@ -369,45 +334,6 @@ class Flow:
         if stale:
             self.storage.delete_points(ENERGY_FLOW, stale)
             self.ctx.health.incr("flow_slots_cleared", len(stale))
-
-    def _wide_boundaries(self, roles: dict[str, RoleSlots | None]) -> np.ndarray:
-        """Per boundary (n + 1 of them): a value there bridged more than gap_s without a reading."""
-        wide = np.zeros(len(roles["grid"].spans), bool)
-        for r in roles.values():
-            if r is not None:
-                wide |= np.nan_to_num(r.spans, nan=0.0) > self.fc.gap_s
-        return wide
-
-    def _unknown_where_interpolation_invents(self, roles: dict[str, RoleSlots | None], newest: bool) -> set[int]:
-        """A value interpolated across a missing reading (a boundary bridged by more than gap_s) is used only where
-        both slots sharing the boundary are known and possible (a balance ≥ −0.01 kWh): where either is
-        impossible, unknown (a reading missing, or not yet there) or not computed yet (`newest`: the last slot is
-        the newest that ended), that role is left unknown in both instead of an invented split (issue 18: a
-        0.75/0.05 charge came out 0.40/0.40; issue 25: the slot before the missing reading, computed before the
-        slot after it existed, kept its split). Returns the indices of the slots it blanked."""
-        grid, pv, bat = roles["grid"], roles["pv"], roles["battery"]
-        n = len(grid.a)
-        z = np.zeros(n)
-        with np.errstate(invalid="ignore"):
-            balance = (grid.a - (grid.b if grid.b is not None else z) + (pv.a if pv else z)
-                       + (bat.b if bat and bat.b is not None else z) - (bat.a if bat else z))
-        judged = np.nan_to_num(balance, nan=-np.inf) >= -0.01  # known and possible
-        blanked: set[int] = set()
-        for role in roles.values():
-            if role is None:
-                continue
-            wide = np.where(np.nan_to_num(role.spans, nan=0.0) > self.fc.gap_s)[0]
-            for j in wide:  # boundary j is the end of slot j - 1 and the start of slot j
-                if j == 0 or (j == n and not newest):
-                    continue  # the neighbour lies outside the computed range (compute_range includes both)
-                pair = [k for k in (j - 1, j) if k < n]
-                if j == n or not all(judged[k] for k in pair):
-                    for k in pair:
-                        role.a[k] = np.nan
-                        if role.b is not None:
-                            role.b[k] = np.nan
-                    blanked.update(pair)
-        return blanked
 
     def _scheduled(self, boundary_ns: int) -> None:
         t0 = time.process_time()

@@ -1,7 +1,8 @@
 """The guard: a model that has lost to the best naive baseline over the last days is taken out of service.
 
 Every cycle, after scoring (edge_agent/forecast/skill.py), each loaded bundle is judged on its live figures over
-`guard_days` (default 7) — its MAE against the best baseline's MAE on the same slots:
+`guard_days` (default 7) — its MAE against the best baseline's MAE on the same slots (the ledger's statistics,
+edge_agent/forecast/scoring.py; the guard itself does no I/O either):
 - `learning`: fewer than `guard_min_slots_1` (300) next-slot slots, or `guard_min_slots_96` (480, five days)
   day-ahead slots, scored for this version: too little evidence either way; it serves.
 - `shadow`: it lost (model MAE > baseline MAE): the forecast loop serves the baseline it lost to for the horizon
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from edge_agent.forecast.skill import BASELINE, DAY_NS, FAMILY, Key, Scorer, Stats
+from edge_agent.forecast.scoring import BASELINE, DAY_NS, FAMILY, Key, Stats
 from shared import verdict as words
 from shared.series import iso
 
@@ -65,6 +67,13 @@ class Verdict:
                 "baseline": st.baseline if st else None,
                 "mae_kwh": None if st is None or st.model_mae is None else round(st.model_mae, 5),
                 "baseline_mae_kwh": None if st is None or st.baseline_mae is None else round(st.baseline_mae, 5)}
+
+
+class Figures(Protocol):
+    """The latest rolling figures (edge_agent/forecast/skill.py's Scorer): the guard needs no storage."""
+
+    figures: dict[int, dict[Key, dict[str, Stats]]]
+    issued_ns: int | None  # the cycle they are for
 
 
 class Guard:
@@ -137,7 +146,7 @@ def _figures(st: Stats | None) -> str:
     return f"MAE {st.model_mae:.4f} vs {st.baseline_mae:.4f} kWh on {st.skill_slots} slots, skill {skill}"
 
 
-def skill_payload(issue_ns: int, horizon: int, scorer: Scorer, guard: Guard, loaded: dict[str, tuple[int, str, str]],
+def skill_payload(issue_ns: int, horizon: int, scorer: Figures, guard: Guard, loaded: dict[str, tuple[int, str, str]],
                   preferred_kinds: list[str]) -> dict:
     """What `<prefix>/forecast/skill/<horizon>` carries (Home Assistant's skill sensor, docs/home-assistant.md): the
     live skill over 7 days of the horizon's preferred loaded model, its figures and the guard's verdict."""

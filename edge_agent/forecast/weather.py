@@ -30,7 +30,7 @@ forecast_days=3&timeformat=unixtime` every `open_meteo_every_min`; its past days
 
 Stale or missing (no forecast, older than `max_age_h`, or not reaching the end of the day-ahead horizon): a weather
 bundle does not run, and the bundle of the same kind without the temperature serves, its forecast saying why in
-`fallback` (edge_agent/forecast/loop.py); both are written and scored by the live skill.
+`fallback` (edge_agent/forecast/component.py); both are written and scored by the live skill.
 """
 
 from __future__ import annotations
@@ -423,28 +423,3 @@ class Weather:
 
 def _dt(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, UTC)
-
-
-# -- which forecast serves ---------------------------------------------------------------------------------------------
-def is_weather(name: str) -> bool:
-    return name.endswith(schema.WEATHER_SUFFIX)
-
-
-def twin(name: str) -> str:
-    return name[:-len(schema.WEATHER_SUFFIX)] if is_weather(name) else name
-
-
-def mark_stand_ins(made: list, reasons: list[str]) -> None:
-    """A weather bundle that did not forecast (its reason in `reasons`): its twin's forecast says why it serves
-    instead (`fallback`), in place."""
-    for r in made:
-        if is_weather(r.name) or any(m.name == r.name + schema.WEATHER_SUFFIX for m in made):
-            continue
-        why = next((x for x in reasons if x.startswith(r.name + schema.WEATHER_SUFFIX + ":")), None)
-        if why is not None:
-            r.fallback = f"{why}; served without the temperature"
-
-
-def served_first(results: list) -> list:
-    """Per model kind and horizon, the weather bundle's forecast before its twin's (what is published)."""
-    return sorted(results, key=lambda r: (r.horizon, r.model, not is_weather(r.name)))

@@ -163,7 +163,7 @@ def test_a_houses_training_takes_the_public_holidays_its_agent_is_configured_wit
         app, worker, logged_in, tmp_path, mosquitto_session, influxd_session, influx_db_name):
     """`[forecast] holidays` on the edge → the agent's status `calendar` → the node's trainings get the holiday
     input (the bundle declares the calendar); a training may say otherwise, and a bad code names the field."""
-    from edge_agent.forecast.loop import ForecastConfig
+    from edge_agent.forecast.component import ForecastConfig
     from server.jobs import training_calendar
     from shared import manifest as mf
     from shared import signing

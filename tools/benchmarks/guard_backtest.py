@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.forecast.guard import Guard, GuardConfig
-from edge_agent.forecast.skill import FAMILY, Ledger, baseline_key
+from edge_agent.forecast.scoring import FAMILY, Ledger, baseline_key
 from shared.schema import SLOT_NS
 from shared.series import SlotSeries
 from training.backtest import actual_values, baseline_forecasts, read_forecast_rows

@@ -92,7 +92,7 @@ def guarded(tmp_path, mosquitto_session, influxd_session, influx_db_name, server
 
 def test_a_model_that_loses_is_kept_in_the_shadow_and_served_again_when_it_wins(guarded, influxd_session,
                                                                                  influx_db_name, signed, caplog):
-    caplog.set_level(logging.WARNING, logger="edge_agent.forecast.loop")
+    caplog.set_level(logging.WARNING, logger="edge_agent.forecast.component")
     agent, clock, sub = guarded
     client = AgentClient(agent.components["api"].url, TOKEN)
     assert client.push(signed("cnn-1", V1, mutate=constant))["status"] == "active"

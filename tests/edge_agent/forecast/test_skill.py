@@ -229,9 +229,10 @@ def test_live_skill_equals_an_independent_computation_and_survives_a_restart(
 
 def test_day_ahead_issues_follow_the_house_timezone():
     """The independent schedule above is UTC; the scorer's comes from the forecaster (Europe/Berlin here)."""
+    from edge_agent.forecast.scoring import day_ahead_issues
     from edge_agent.forecast.skill import Scorer
 
-    class Fc:  # the forecaster's rule, as loop.Forecaster.is_day_ahead_issue computes it
+    class Fc:  # the forecaster's rule, as component.Forecaster.is_day_ahead_issue computes it
         @staticmethod
         def is_day_ahead_issue(ns: int) -> bool:
             from zoneinfo import ZoneInfo
@@ -243,7 +244,7 @@ def test_day_ahead_issues_follow_the_house_timezone():
                # 29 October has 25 hours: its issue's 96 slots end at 22:00 UTC, four slots have no day-ahead
                "2023-10-29T22:00:00Z", "2023-10-29T22:15:00Z", "2023-10-29T23:15:00Z"]
     ns = np.array([parse_time_ns(t) for t in targets])
-    issued = scorer._day_ahead_issues(ns, {}, {int(t): i for i, t in enumerate(ns)})
+    issued = day_ahead_issues(ns, {}, {int(t): i for i, t in enumerate(ns)}, scorer._is_day_ahead_issue)
     assert [iso(int(d)) if d else None for d in issued] == [
         "2023-07-04T22:00:00Z", "2023-07-04T22:00:00Z", "2023-07-05T22:00:00Z",
         "2023-10-28T22:00:00Z", None, "2023-10-29T23:00:00Z"]

@@ -281,7 +281,7 @@ def test_forecast_payload_shapes():
 ])
 def test_weather_config_errors_name_the_key(tmp_path, section, error):
     from edge_agent.config import ConfigError, load_config
-    from edge_agent.forecast.loop import parse_config
+    from edge_agent.forecast.component import parse_config
     from tests.helpers.agent import write_config
 
     cfg = load_config(write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy",

@@ -1,4 +1,8 @@
-"""Forecast loop: every 15 minutes (+ a delay for late data) run every active bundle on the consumption series.
+"""The forecast component: every 15 minutes (+ a delay for late data) run every active bundle on the consumption
+series — the I/O around the forecast core. A cycle reads its inputs (the series, the loaded models, the temperature),
+scores what became known (skill.py) so the guard can judge, asks the core for each horizon's forecasts
+(edge_agent/forecast/horizon.py: which model or baseline serves and why, no I/O), and writes and publishes the
+points and payloads output.py makes of them.
 
 Input: the consumption slots up to the issue time T, including the slot ending at T. For counter input that slot
 needs the counter's value at T, i.e. the first reading after T (issue 18: reading only up to T left the newest
@@ -44,16 +48,17 @@ import numpy as np
 
 from edge_agent.component import AgentContext, ComponentSpec
 from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.forecast import output
 from edge_agent.forecast.away import Away, switch_component
 from edge_agent.forecast.guard import Guard, GuardConfig, skill_payload
+from edge_agent.forecast.horizon import HORIZONS, Decision, HorizonResult, decide, served_first
+from edge_agent.forecast.horizon import best as best_of
 from edge_agent.forecast.skill import Scorer
-from edge_agent.forecast.weather import Weather, mark_stand_ins, parse_weather, served_first
+from edge_agent.forecast.weather import Weather, parse_weather
 from edge_agent.publish import hass
 from edge_agent.runtime.timer import floor_slot
 from edge_agent.storage.boundaries import CounterBoundaries
 from edge_agent.tariff.component import forecast_cost_topic
-from shared import schema
-from shared.baselines import BASELINES, FALLBACK, fallback
 from shared.points import Point, escape_measurement
 from shared.schema import SLOT_NS, SLOTS_PER_DAY
 from shared.series import Readings, SlotSeries, iso, power_to_slots, slots_from_counter
@@ -131,24 +136,6 @@ def guard_config(fc: ForecastConfig) -> GuardConfig:
                        fc.guard_return_skill)
 
 
-@dataclass
-class HorizonResult:
-    name: str
-    model: str
-    version: str
-    horizon: int
-    values: np.ndarray
-    fallback: str = ""  # why a baseline was served ("" for a model's forecast)
-    input_complete: bool = True
-    shadow: bool = False  # a model the guard keeps out of service: written and scored, not served
-    p10: np.ndarray | None = None  # the band (kWh; NaN where unknown), None without one
-    p90: np.ndarray | None = None
-    band_scale: float = 1.0  # the band's recalibration (shared.intervals), from the live scoring
-    away: np.ndarray | None = None  # bool per slot: the empty-house profile replaced the forecast
-    cost: np.ndarray | None = None  # value × the target slot's import price ([tariff]; NaN where none is known)
-    temperature: str = ""  # a weather bundle's temperature input: which forecast (and measurement) it was given
-
-
 class Forecaster:
     def __init__(self, fc: ForecastConfig, ctx: AgentContext):
         self.config, self.fc, self.ctx = ctx.config, fc, ctx
@@ -220,69 +207,16 @@ class Forecaster:
         """Forecast for the slots after issue_ns (default: the last slot boundary), write and publish."""
         issue_ns = issue_ns if issue_ns is not None else floor_slot(self.ctx.clock())
         t0 = time.perf_counter()
-        if self.fc.source != "slots":  # raw readings: those ingest holds in its current group go first (the flow's
-            self.ctx.flush_ingest()  # slots were flushed before the flow computed them)
-        try:
-            series = self.read_series(issue_ns)
-        except Exception as exc:
-            self.ctx.health.incr("forecast_errors")
-            log.error("forecast: cannot read the consumption series: %s", exc)
-            series = SlotSeries(issue_ns, np.full(1, np.nan))
+        series = self._consumption(issue_ns)
         models = self.active.loaded()
         self._score(issue_ns, series, models)
         temperature, source = self._temperature(issue_ns, models)
         results: list[HorizonResult] = []
-        for horizon in (1, 96):
-            made, reasons, complete = [], [], True
-            for name, model in sorted(models.items()):
-                if model.spec.horizon != horizon:
-                    continue
-                if model.needs_temperature and temperature is None:
-                    self.ctx.health.incr("weather_unavailable")
-                    reasons.append(f"{name}: {source}")
-                    continue
-                try:
-                    scale = self._band_scale(horizon, name, issue_ns) if "intervals" in model.manifest else 1.0
-                    given = {"temperature": temperature} if model.needs_temperature else {}
-                    fc = model.predict(series, issue_ns, band_scale=scale, **given)
-                    if not np.all(np.isfinite(fc.values)):
-                        raise ValueError("non-finite forecast")
-                except Exception as exc:  # one model failing must not cost the others their forecasts
-                    self.ctx.health.incr("inference_errors")
-                    log.error("forecast: %s failed: %s", name, exc)
-                    reasons.append(f"{name}: {type(exc).__name__}: {str(exc)[:100]}")
-                    continue
-                if not fc.complete:
-                    self.ctx.health.incr("incomplete_windows")
-                    reasons.append(f"{name}: input window incomplete" + (
-                        f" (consumption, or the temperature of the last days: {source})"
-                        if model.needs_temperature else ""))
-                    if not model.needs_temperature:  # a gap in the temperature is not one in the baseline's input
-                        complete = False
-                    continue
-                made.append(HorizonResult(name, model.manifest["kind"], model.manifest["version"], horizon,
-                                          fc.values, p10=fc.p10, p90=fc.p90, band_scale=scale,
-                                          temperature=source if model.needs_temperature else ""))
-            made, shadow = self._apply_guard(made, reasons)
-            mark_stand_ins(made, reasons)
-            if not made:
-                reason = "; ".join(reasons) if reasons else "no model"
-                base_name, values, intended = self._baseline(series, issue_ns, horizon)
-                if np.isfinite(values).all():
-                    made.append(HorizonResult(f"baseline-{horizon}", schema.BASELINE_MODEL, base_name, horizon,
-                                              values, fallback=reason, input_complete=complete and intended))
-                    self.ctx.health.incr(f"forecast_baseline_{horizon}")
-                else:
-                    self.ctx.health.incr("forecast_skipped_no_data")
-                    if horizon == SLOTS_PER_DAY:  # a fresh install: the same slots of a day before are needed
-                        log.info("forecast: no day-ahead forecast at %s: no model, and not yet a day of history",
-                                 iso(issue_ns))
-                    else:
-                        log.warning("forecast: no model and no history for horizon %d at %s", horizon,
-                                    iso(issue_ns))
-            else:
-                self.ctx.health.incr(f"forecast_model_{horizon}")
-            results.extend(made + shadow)
+        for horizon in HORIZONS:
+            decision = decide(horizon, series, issue_ns, models, temperature, source, self.guard,
+                              lambda name, h=horizon: self._band_scale(h, name, issue_ns))
+            self._report(decision, issue_ns)
+            results.extend(decision.results)
         if self.away is not None:
             self.away.apply(issue_ns, results, series)
         self._price(issue_ns, results)
@@ -293,6 +227,31 @@ class Forecaster:
         self.ctx.health.incr("forecast_cycles")
         self.ctx.health.set("forecast_cycle_ms", round((time.perf_counter() - t0) * 1000, 1))
         return results
+
+    def _consumption(self, issue_ns: int) -> SlotSeries:
+        """The cycle's one read of the consumption series (unknown everywhere when the database fails: then the
+        core serves nothing it cannot compute)."""
+        if self.fc.source != "slots":  # raw readings: those ingest holds in its current group go first (the flow's
+            self.ctx.flush_ingest()  # slots were flushed before the flow computed them)
+        try:
+            return self.read_series(issue_ns)
+        except Exception as exc:
+            self.ctx.health.incr("forecast_errors")
+            log.error("forecast: cannot read the consumption series: %s", exc)
+            return SlotSeries(issue_ns, np.full(1, np.nan))
+
+    def _report(self, decision: Decision, issue_ns: int) -> None:
+        """The core's counters and failures into the agent's health and log."""
+        for name, exc in decision.failed:
+            log.error("forecast: %s failed: %s", name, exc)
+        for counter in decision.counters:
+            self.ctx.health.incr(counter)
+        if not decision.skipped:
+            return
+        if decision.horizon == SLOTS_PER_DAY:  # a fresh install: the same slots of a day before are needed
+            log.info("forecast: no day-ahead forecast at %s: no model, and not yet a day of history", iso(issue_ns))
+        else:
+            log.warning("forecast: no model and no history for horizon %d at %s", decision.horizon, iso(issue_ns))
 
     def _price(self, issue_ns: int, results: list[HorizonResult]) -> None:
         """With a [tariff]: each forecast's cost per target slot, and the served day-ahead forecast's cost."""
@@ -313,38 +272,9 @@ class Forecaster:
         local = datetime.fromtimestamp(issue_ns / 1e9, UTC).astimezone(self._tz)
         return local.strftime("%H:%M") == self.fc.day_ahead_at.zfill(5)
 
-    def _points(self, issue_ns: int, r: HorizonResult, issue: str) -> list[Point]:
-        tags = {"model": r.model, "version": r.version, "horizon": str(r.horizon), "name": r.name, "issue": issue}
-        issued = iso(issue_ns)
-        return [Point(schema.FORECAST, tags, {schema.FORECAST_VALUE_FIELD: float(v),
-                                              schema.FORECAST_ISSUED_FIELD: issued,
-                                              schema.FORECAST_FALLBACK_FIELD: r.fallback,
-                                              schema.FORECAST_COMPLETE_FIELD: r.input_complete,
-                                              schema.FORECAST_SHADOW_FIELD: r.shadow,
-                                              **self._band_fields(r, k),
-                                              **({schema.FORECAST_TEMPERATURE_FIELD: r.temperature}
-                                                 if r.temperature else {})},
-                      issue_ns + (k + 1) * SLOT_NS) for k, v in enumerate(r.values)]
-
-    @staticmethod
-    def _band_fields(r: HorizonResult, k: int) -> dict:
-        """p10_kwh/p90_kwh where the band is known, away = true where the empty-house profile was used."""
-        out: dict = {}
-        if r.p10 is not None and np.isfinite(r.p10[k]) and np.isfinite(r.p90[k]):
-            out = {schema.FORECAST_P10_FIELD: float(r.p10[k]), schema.FORECAST_P90_FIELD: float(r.p90[k]),
-                   schema.FORECAST_BAND_SCALE_FIELD: float(r.band_scale)}
-        if r.away is not None and r.away[k]:
-            out[schema.FORECAST_AWAY_FIELD] = True
-        if r.cost is not None and np.isfinite(r.cost[k]):
-            out[schema.FORECAST_COST_FIELD] = float(r.cost[k])
-        return out
-
     def _write(self, issue_ns: int, results: list[HorizonResult]) -> None:
         """The forecasts and the cycle's skill points, in one write (one WAL fsync a cycle, not two)."""
-        rolling, day_ahead = schema.FORECAST_ISSUES
-        points = [p for r in results for p in self._points(issue_ns, r, rolling)]
-        if self.is_day_ahead_issue(issue_ns):
-            points += [p for r in results if r.horizon == SLOTS_PER_DAY for p in self._points(issue_ns, r, day_ahead)]
+        points = output.cycle_points(issue_ns, results, self.is_day_ahead_issue(issue_ns))
         skill, self._skill_points, self.skill.pending = self._skill_points, [], None
         try:
             self.storage.write(skill + points)
@@ -354,30 +284,9 @@ class Forecaster:
             log.error("forecast: writing %d points failed: %s", len(points) + len(skill), exc)
 
     def _payload(self, issue_ns: int, r: HorizonResult) -> str:
-        return json.dumps({"issued_at": iso(issue_ns), "name": r.name, "model": r.model, "version": r.version,
-                           "horizon": r.horizon, "unit": "kWh", "fallback_reason": r.fallback or None,
-                           "input_complete": r.input_complete, "next_kwh": round(float(r.values[0]), 4),
-                           "total_kwh": round(float(np.sum(r.values)), 3),
-                           "first_target": iso(issue_ns + SLOT_NS),
-                           "values": [round(float(v), 4) for v in r.values], **self._band_payload(r),
-                           **({"temperature_source": r.temperature} if r.temperature else {})})
-
-    def _band_payload(self, r: HorizonResult) -> dict:
-        """`p10`/`p90` lists (null where unknown) and `next_p10_kwh`/`next_p90_kwh`; `away` = the away window's
-        {from, to} (null when home) and `away_slots`, the slots that got the empty-house profile."""
-        def rounded(a: np.ndarray) -> list:
-            return [round(float(v), 4) if np.isfinite(v) else None for v in a]
-
-        out: dict = {}
-        if r.p10 is not None:
-            p10, p90 = rounded(r.p10), rounded(r.p90)
-            out = {"p10": p10, "p90": p90, "next_p10_kwh": p10[0], "next_p90_kwh": p90[0],
-                   "band_scale": r.band_scale}
-        if self.away is not None and r.horizon == SLOTS_PER_DAY:
-            window = self.away.window
-            out["away"] = json.loads(window.to_payload()) if window is not None else None
-            out["away_slots"] = int(r.away.sum()) if r.away is not None else 0
-        return out
+        window = self.away.window if self.away is not None else None
+        return output.payload(issue_ns, r, self.away is not None,
+                              json.loads(window.to_payload()) if window is not None else None)
 
     def _publish(self, issue_ns: int, results: list[HorizonResult]) -> None:
         prefix = self.config.publish.topic_prefix
@@ -389,7 +298,7 @@ class Forecaster:
                     continue
                 topics.add(topic)
                 self.ctx.publish(topic, self._payload(issue_ns, r), qos=1, retain=True)
-            for horizon in (1, 96):
+            for horizon in HORIZONS:
                 best = self.best(results, horizon)
                 if best:
                     self.ctx.publish(f"{prefix}/forecast/best/{horizon}", self._payload(issue_ns, best), qos=1,
@@ -401,9 +310,7 @@ class Forecaster:
             log.error("forecast: publishing failed: %s", exc)
 
     def best(self, results: list[HorizonResult], horizon: int) -> HorizonResult | None:
-        candidates = [r for r in results if r.horizon == horizon and not r.shadow]
-        order = {k: i for i, k in enumerate(self.fc.preferred_kinds + [schema.BASELINE_MODEL])}
-        return min(served_first(candidates), key=lambda r: order.get(r.model, 99), default=None)
+        return best_of(results, horizon, self.fc.preferred_kinds)
 
     # -- live skill and the guard ------------------------------------------------------------------------
     def _score(self, issue_ns: int, series: SlotSeries, models: dict) -> None:
@@ -420,7 +327,7 @@ class Forecaster:
             for message in self.guard.update(issue_ns, loaded, self.skill.stats):
                 log.warning("%s", message)
             prefix = self.config.publish.topic_prefix
-            for horizon in (1, 96):
+            for horizon in HORIZONS:
                 doc = skill_payload(issue_ns, horizon, self.skill, self.guard, loaded, self.fc.preferred_kinds)
                 self.ctx.publish(hass.skill_topic(prefix, horizon), json.dumps(doc), qos=1, retain=True)
         except Exception as exc:
@@ -435,29 +342,6 @@ class Forecaster:
         except Exception as exc:
             log.error("forecast: band recalibration of %s failed: %s", name, exc)
             return 1.0
-
-    def _apply_guard(self, made: list[HorizonResult], reasons: list[str]) -> tuple[list, list]:
-        """Split a horizon's forecasts into served and shadowed ones; the guard's reasons join `reasons`."""
-        served, shadow = [], []
-        for r in made:
-            verdict = self.guard.shadowed(r.name, r.version)
-            if verdict is None:
-                served.append(r)
-            else:
-                shadow.append(dataclasses.replace(r, shadow=True))
-                reasons.append(verdict.reason or "guard")
-        return served, shadow
-
-    def _baseline(self, series: SlotSeries, issue_ns: int, horizon: int) -> tuple[str, np.ndarray, bool]:
-        """The baseline to serve — the one a shadowed model lost to, else the horizon's fallback order — and
-        whether it is the intended one (False: its history was missing and another stood in: incomplete input)."""
-        name = self.guard.baseline(horizon)
-        if name in BASELINES:
-            values = BASELINES[name](series, issue_ns, horizon)
-            if np.isfinite(values).all():
-                return name, values, True
-        served, values = fallback(series, issue_ns, horizon)
-        return served, values, served == (name if name in BASELINES else FALLBACK.get(horizon))
 
     def _temperature(self, issue_ns: int, models: dict) -> tuple[SlotSeries | None, str]:
         """The temperature as known at issue_ns and its provenance, or (None, why not) — when a loaded bundle takes
@@ -482,7 +366,7 @@ class Forecaster:
     def skill_status(self) -> dict:
         """The live figures and the guard's verdicts (the status API; docs/edge-models.md)."""
         serving = {}
-        for horizon in (1, 96):
+        for horizon in HORIZONS:
             best = self.best(self.last_results, horizon)
             serving[str(horizon)] = None if best is None else {
                 "name": best.name, "model": best.model, "version": best.version, "fallback_reason": best.fallback or None}
