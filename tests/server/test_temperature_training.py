@@ -128,7 +128,7 @@ def _train(c, node: dict) -> dict:
 
 
 @pytest.mark.parametrize("weather_from_day", [0, 50])
-def test_a_training_job_takes_the_temperature_when_the_house_recorded_enough(app, worker, influxd_session,
+def test_a_training_job_takes_the_temperature_when_the_house_recorded_enough(app, logged_in, worker, influxd_session,
                                                                              influx_db_name, weather_from_day):
     """70 days: all with the temperature → the weather bundles train and are registered, declaring the input;
     the last 20 only (< 80 %) → trained as without, and the job says so."""
@@ -150,6 +150,8 @@ def test_a_training_job_takes_the_temperature_when_the_house_recorded_enough(app
             assert "temp_day" in doc["window"]["features"] and doc["window"]["weather"]["timezone"] == "UTC"
             assert "ship" in doc["metrics"]["weather"]  # the training's rule judged it
         assert versions["cnn-96"]["uses_temperature"] is False
+        page = logged_in.get(f"/nodes/{node['id']}").get_data(as_text=True)
+        assert page.count("uses outdoor temperature</small>") == 2  # next to the two weather bundles
     else:
         # 20 of 70 days, and the first of them only partly: the pull starts at the first slot's end
         assert "without outdoor temperature: only 20 of 70 days recorded (needs 80%)" in job["log"], job["log"]
