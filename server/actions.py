@@ -100,9 +100,11 @@ def pull(s: State, node_id, doc: dict) -> dict:
 
 def train(s: State, node_id, doc: dict) -> dict:
     node = node_or_404(s, node_id) if node_id is not None else None
-    only(doc, ("data", "pull_days", "until", "epochs", "quick", "auto_push", "holidays", "timezone")
+    only(doc, ("data", "pull_days", "until", "epochs", "quick", "auto_push", "holidays", "timezone", "keep_weather")
          + (() if node else ("group",)))
     params: dict = {"auto_push": flag(doc, "auto_push"), "quick": flag(doc, "quick")}
+    if flag(doc, "keep_weather"):  # training --keep-weather: register the weather bundles whatever the rule says
+        params["keep_weather"] = True
     if node is None:  # trained on files, for a group of houses: its versions belong to the group
         group = text(doc, "group", max_len=32) or "default"
         try:

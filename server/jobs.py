@@ -6,7 +6,8 @@ unique index allows one queued/running job per node. Each claimed job runs in a 
 - a **pull** reads the node's InfluxDB into data_dir/cache here (network I/O on the LAN, no CPU; at most
   `[jobs] pull_concurrency` at once);
 - a **train** (after its own pull with `pull_days`) hands the house's history to a Ray task
-  (training.task.train_house via server.cluster) and gets the four bundles back; the task's progress events drive
+  (training.task.train_house via server.cluster) and gets the four bundles (and the weather bundles its rule
+  ships, given the house's outdoor temperature: server.temperature) back; the task's progress events drive
   the row's bar, cancel stops the task, and the bundles are signed and registered for the job's owner here.
   As many trainings run as the cluster holds (its CPUs / `cpus_per_job`, or `max_concurrent`); operator jobs go
   before scheduled ones, otherwise the oldest first, and a house has at most one job in the queue: a nightly
@@ -30,16 +31,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from server import datafiles, nodes, retention
+from server import datafiles, nodes, retention, temperature
 from server.cluster import Cluster
 from server.db import Database
 from server.notify import Notifier
 from server.pull import history_bytes, node_skill, pull_history
 from server.registry import group_owner, node_owner
 from server.state import State
+from server.temperature import TemperatureInput
 from shared import manifest as mf
-from shared.schema import BUNDLE_NAMES
-from shared.series import read_csv
+from shared.series import parse_time_ns, read_csv
 
 log = logging.getLogger(__name__)
 PULL_SPAN = (0.0, 10.0)  # a training job that pulls first (`pull_days`): the pull's share of its progress bar
@@ -248,6 +249,12 @@ class Worker:
         result = pull_history(self.s.config, self.s.db.node(node_id), params,
                               lambda done, stage: self._progress(jid, _span(span, done), stage))
         self.s.db.job_log(jid, f"{result['rows']} readings of {result.pop('series')} → {Path(result['file']).name}")
+        temp = result.get("temperature")
+        if temp and temp.get("file"):
+            self.s.db.job_log(jid, f"outdoor temperature: {temp['slots']} slots ({temp['measured']} measured, the "
+                                   f"rest forecast) from {temp['first']} to {temp['last']} → {Path(temp['file']).name}")
+        else:
+            self.s.db.job_log(jid, "outdoor temperature: " + (temp["error"] if temp else "none recorded (weather_slots)"))
         try:
             gone = retention.prune_pulls(self.s.db, self.s.config.cache_dir, node_id, self.s.config.keep_pulls)
             if gone["files"]:
@@ -258,9 +265,11 @@ class Worker:
         return result
 
     # -- train ----------------------------------------------------------------------------------------
-    def _data_files(self, jid: int, node_id: int | None, params: dict) -> list[str]:
+    def _data_files(self, jid: int, node_id: int | None, params: dict) -> tuple[list[str], dict | None]:
         """The job's CSV files, each checked again to lie in the server's data areas (server.datafiles): the given
-        ones, else with `pull_days` the node's last that many days pulled now, else the node's latest pull."""
+        ones, else with `pull_days` the node's last that many days pulled now, else the node's latest pull — and
+        that pull's result (None for given files), which names its outdoor temperature file if any."""
+        pulled = None
         if params.get("data"):
             given = [str(p) for p in params["data"]]
         elif params.get("pull_days") and node_id:
@@ -270,29 +279,51 @@ class Worker:
             params["pulled"] = pulled  # the job's result names it: the gate's "latest pull" (Database.last_pull)
             given = [pulled["file"]]
         else:
-            last = self.s.db.last_pull(node_id) if node_id else None
-            if not last:
+            pulled = self.s.db.last_pull(node_id) if node_id else None
+            if not pulled:
                 raise ValueError("no data: pull history from the node first (or give data files)")
-            given = [last["file"]]
+            given = [pulled["file"]]
         files = [str(datafiles.resolve(self.s.config, f)) for f in given]
         for f in files:
             _check_readable(f)
-        return files
+        if pulled and (pulled.get("temperature") or {}).get("file"):  # the same check as the energy file's
+            try:
+                checked = {"file": str(datafiles.resolve(self.s.config, pulled["temperature"]["file"]))}
+            except datafiles.DataFileError as exc:
+                checked = {"error": str(exc)}
+            pulled = pulled | {"temperature": pulled["temperature"] | checked}
+        return files, pulled
+
+    def _temperature(self, jid: int, pulled: dict | None, series, params: dict,
+                     node: dict | None) -> TemperatureInput | None:
+        """The outdoor temperature a node's training gets (server.temperature), logged either way; None for a
+        training on given files."""
+        if node is None or pulled is None:
+            return None
+        cut = series.until(parse_time_ns(params["until"]) - 1) if params.get("until") else series
+        chosen = temperature.choose(pulled, cut, params, nodes.public(node)["status"])
+        calendar, _ = training_calendar(params, node)
+        if chosen.file and calendar and calendar["timezone"] != chosen.timezone:  # the CLI has one --timezone
+            chosen.file, chosen.note = None, (f"without outdoor temperature: the holidays' timezone "
+                                              f"{calendar['timezone']} differs from the house's {chosen.timezone}")
+        self.s.db.job_log(jid, chosen.note)
+        return chosen
 
     def train(self, jid: int, node_id: int | None, params: dict) -> dict:
         """Train as a Ray task on the house's history, register the bundles for the job's owner, push if asked."""
-        files = self._data_files(jid, node_id, params)
+        files, pulled = self._data_files(jid, node_id, params)
         node = self.s.db.node(node_id) if node_id else None
         owner = node_owner(node_id) if node_id else group_owner(params.get("group") or "default")
-        self._progress(jid, PULL_SPAN[1] + 1, "waiting for the cluster" if not self.cluster.started else "submitted")
-        done = self._run_task(jid, files, params, node)
-        self._progress(jid, TRAIN_SPAN[1] + 1, "registering")
         from training.data import load
 
         series = load(files)
+        temp = self._temperature(jid, pulled, series, params, node)
+        self._progress(jid, PULL_SPAN[1] + 1, "waiting for the cluster" if not self.cluster.started else "submitted")
+        done = self._run_task(jid, files, params, node, temp)
+        self._progress(jid, TRAIN_SPAN[1] + 1, "registering")
         with tempfile.TemporaryDirectory(prefix="bundles-") as out:
             dirs = []
-            for name in BUNDLE_NAMES:
+            for name in done["bundles"]:
                 d = Path(out) / name
                 d.mkdir()
                 (d / mf.MANIFEST_FILE).write_bytes(done["bundles"][name]["manifest"])
@@ -303,6 +334,8 @@ class Worker:
                   "ran_on": {k: done.get(k) for k in ("host", "ray_node", "peak_mb", "seconds")}}
         if params.get("pulled"):
             result["pulled"] = params["pulled"]
+        if temp is not None:
+            result["temperature"] = temp.doc()
         if params.get("auto_push") and node_id:
             self._progress(jid, 96, "gate and push")
             result["pushes"] = self.auto_push(node_id, versions, series)
@@ -316,13 +349,17 @@ class Worker:
             log.warning("retention: runs of %s: %s", owner, exc)
         return result
 
-    def _run_task(self, jid: int, files: list[str], params: dict, node: dict | None) -> dict:
+    def _run_task(self, jid: int, files: list[str], params: dict, node: dict | None,
+                  temp: TemperatureInput | None = None) -> dict:
         """The Ray task: its events drive the bar and the log; a cancel stops it. Returns its last event."""
         kw = {"node": node["name"] if node else None, "until": params.get("until"),
               "quick": bool(params.get("quick")), "epochs": int(params.get("epochs") or self.s.config.training_epochs)}
         calendar, source = training_calendar(params, node)
         if calendar:
             kw |= calendar
+        if temp is not None and temp.file is not None:
+            kw |= {"temperature": history_bytes([temp.file])[0], "timezone": temp.timezone,
+                   "keep_weather": bool(params.get("keep_weather"))}
         self.s.db.job_log(jid, f"training {', '.join(Path(f).name for f in files)} as a Ray task "
                                f"({self.s.config.jobs.cpus_per_job:g} CPU){' quick' if kw['quick'] else ''}"
                                + (f", public holidays {calendar['holidays']} ({calendar['timezone']}, {source})"

@@ -111,17 +111,26 @@ def clean_guard(guard) -> dict | None:
 
 
 def clean_calendar(doc) -> dict | None:
-    """The agent's `calendar` (its [forecast] holidays and timezone), checked; None when absent or malformed."""
+    """The agent's `calendar` (its [forecast] holidays and timezone, and its [weather] timezone as
+    `weather_timezone`: the local days of its outdoor temperature, absent without [weather]), checked; None when
+    absent or malformed."""
     from shared.calendar import CalendarError, HolidayCalendar
 
     if not isinstance(doc, dict) or not isinstance(doc.get("timezone"), str) or len(doc["timezone"]) > 64:
         return None
     code, tz = doc.get("holidays"), doc["timezone"]
+    weather_tz = (doc.get("weather") or {}).get("timezone") if isinstance(doc.get("weather"), dict) else None
     try:
         ZoneInfo(tz)
-        return {"holidays": None if code is None else HolidayCalendar.parse(code, tz).code, "timezone": tz}
+        out = {"holidays": None if code is None else HolidayCalendar.parse(code, tz).code, "timezone": tz}
     except (CalendarError, ZoneInfoNotFoundError, ValueError):
         return None
+    try:
+        if isinstance(weather_tz, str) and len(weather_tz) <= 64 and ZoneInfo(weather_tz):
+            out["weather_timezone"] = weather_tz
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    return out
 
 
 _PROBLEM_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")

@@ -14,8 +14,13 @@ from pathlib import Path
 
 from server.config import ServerConfig
 from server.files import open_private, private_dir
+from shared.schema import SLOT_NS, WEATHER_SLOTS
 
 DEFAULT_SERIES = ("EnergyMeter", "EnergyIn")  # measurement and field pulled when neither node nor job names one
+# The agent's outdoor temperature record (shared.schema.WEATHER_SLOTS; edge_agent/forecast/weather.py writes it)
+TEMPERATURE_FIELD, TEMPERATURE_SOURCE_TAG = "temperature_c", "source"
+TEMPERATURE_MEASURED, TEMPERATURE_FORECAST = "measured", "forecast"
+TEMPERATURE_SUFFIX = ".temperature.csv"
 
 Progress = Callable[[float, str], None]  # (fraction done 0..1, stage)
 
@@ -81,7 +86,8 @@ def influx_of(node: dict) -> dict:
 
 def pull_history(config: ServerConfig, node: dict, params: dict, progress: Progress) -> dict:
     """The node's readings between params start and end into data_dir/cache/node-<id>/<start>-<end>.csv
-    (time,value; 0600; it appears only when complete), week by week with progress; {"file", "rows"}."""
+    (time,value; 0600; it appears only when complete), week by week with progress; {"file", "rows"} — and, when the
+    agent recorded the outdoor temperature (`weather_slots`), {"temperature": pull_temperature's summary}."""
     influx = influx_of(node)
     start, end = _time(params["start"]), _time(params["end"])
     series = (params.get("measurement") or influx.get("measurement", DEFAULT_SERIES[0]),
@@ -96,13 +102,70 @@ def pull_history(config: ServerConfig, node: dict, params: dict, progress: Progr
             w = csv.writer(f)
             w.writerow(["time", "value"])
             rows = _weeks(st, influx["url"], series, start, end, w, progress)
+        if rows == 0:
+            raise ValueError(f"no {series[0]}.{series[1]} readings between {params['start']} and {params['end']}")
+        try:
+            temperature = pull_temperature(st, influx["url"], start, end, temperature_file(out))
+        except ValueError as exc:  # the energy pull stands; the job's log says why the temperature is missing
+            temperature = {"error": str(exc)}
         os.replace(tmp, out)
     finally:
         st.close()
         tmp.unlink(missing_ok=True)
-    if rows == 0:
-        raise ValueError(f"no {series[0]}.{series[1]} readings between {params['start']} and {params['end']}")
-    return {"file": str(out), "rows": rows, "series": f"{series[0]}.{series[1]}"}
+    result = {"file": str(out), "rows": rows, "series": f"{series[0]}.{series[1]}"}
+    return result | ({"temperature": temperature} if temperature else {})
+
+
+def temperature_file(energy_file: Path) -> Path:
+    """The outdoor temperature pulled with an energy file: beside it, `<start>-<end>.temperature.csv`."""
+    return energy_file.with_name(energy_file.stem + TEMPERATURE_SUFFIX)
+
+
+def is_temperature_file(path: Path) -> bool:
+    return path.name.endswith(TEMPERATURE_SUFFIX)
+
+
+def pull_temperature(st, url: str, start: datetime, end: datetime, out: Path) -> dict | None:
+    """The agent's outdoor temperature record (`weather_slots`, field `temperature_c`, one point per slot at its
+    end, tag `source` measured | forecast: edge_agent/forecast/weather.py) between start and end into `out`, month
+    by month; the measured value where the slot has one, else what the forecast said. None (and no file) when the
+    house has no record. A failed query costs only the temperature: the energy pull stands, and the answer's
+    content is never shown (safe_errors).
+
+    The file is a readings CSV (`time,value`, UTC) as training.weather.load_temperature reads it: each slot's °C at
+    the slot's middle (end − 7.5 min), since load_temperature interpolates readings at slot middles — so it gets
+    every slot's value back exactly, and slots the agent did not record stay unknown (up to its 3-hour
+    interpolation)."""
+    slots: dict[int, tuple[float, str]] = {}
+    t = start
+    while t < end:
+        t2 = min(end, t + timedelta(days=30))
+        for source in (TEMPERATURE_FORECAST, TEMPERATURE_MEASURED):  # measured last: it wins
+            for ns, v in safe_errors(url, st.query_series, WEATHER_SLOTS, TEMPERATURE_FIELD, t, t2,
+                                     {TEMPERATURE_SOURCE_TAG: source}):
+                slots[int(ns)] = (v, source)
+        t = t2
+    if not slots:
+        out.unlink(missing_ok=True)
+        return None
+    tmp = out.with_suffix(".part")
+    try:
+        with open_private(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["time", "value"])
+            for ns in sorted(slots):
+                middle = datetime.fromtimestamp((ns - SLOT_NS // 2) / 1e9, UTC)
+                w.writerow([middle.isoformat(timespec="milliseconds").replace("+00:00", "Z"), slots[ns][0]])
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    measured = sum(1 for _, s in slots.values() if s == TEMPERATURE_MEASURED)
+    return {"file": str(out), "slots": len(slots), "measured": measured,
+            "first": _iso(min(slots)), "last": _iso(max(slots))}
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
 
 
 def first_raw(st, series: tuple, start: datetime, end: datetime) -> datetime | None:

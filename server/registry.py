@@ -22,7 +22,7 @@ from server.files import private_dir
 from server.plots import forecast_vs_actual
 from shared import manifest as mf
 from shared import signing
-from shared.schema import SLOT_NS, SLOTS_PER_DAY
+from shared.schema import SLOT_NS, SLOTS_PER_DAY, WEATHER_SUFFIX
 from shared.series import SlotSeries, parse_time_ns
 from shared.verdict import baseline_words
 
@@ -165,4 +165,7 @@ class Registry:
                 row[k] = json.loads(row[k])
         row["node_id"] = owner_node_id(row["owner"])
         row["group"] = row["owner"][6:] if row["owner"].startswith("group:") else None
+        # the manifest declares the temperature inputs (window.features, window.weather), and its validation ties
+        # them to the name: only `<kind>-96-weather` has them (shared.manifest)
+        row["uses_temperature"] = row["name"].endswith(WEATHER_SUFFIX)
         return row

@@ -5,8 +5,9 @@ Unpruned, every weekly retrain adds about 190 KB of bundles and 185 KB of pulled
 `keep_runs` runs (default 10: more than the gate's fallback looks back, server/nodes.py EARLIER_CANDIDATES) and
 every run with a model some node has active or as its previous one (by model hash, so a version seeded to another
 house stays too); after each pull the house keeps its newest `keep_pulls` pulled files (default 3) and never the
-one its latest pull job names, which the gate and the next training read. 0 keeps everything. Deleting a run
-removes its signed files and its index rows; jobs and pushes keep naming it (the history of what ran).
+one its latest pull job names, which the gate and the next training read (a pull's outdoor temperature file goes with
+its pull). 0 keeps everything. Deleting a run removes its signed files and its index rows; jobs and pushes keep naming
+it (the history of what ran).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from server.db import Database
+from server.pull import is_temperature_file, temperature_file
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +67,15 @@ def prune_pulls(db: Database, cache_dir: Path, node_id: int, keep: int) -> dict:
         return deleted
     last = db.last_pull(node_id)
     latest = Path(last["file"]).resolve() if last and last.get("file") else None
-    files = sorted(folder.glob("*.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
+    files = sorted((f for f in folder.glob("*.csv") if not is_temperature_file(f)), key=lambda p: p.stat().st_mtime,
+                   reverse=True)
     for f in files[keep:]:
         if f.resolve() == latest:
             continue
-        size = f.stat().st_size
-        f.unlink(missing_ok=True)
+        for part in (f, temperature_file(f)):  # a pull's outdoor temperature goes with it
+            if part.exists():
+                size = part.stat().st_size
+                part.unlink(missing_ok=True)
+                deleted["bytes"] += size
         deleted["files"] += 1
-        deleted["bytes"] += size
     return deleted

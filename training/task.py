@@ -5,6 +5,7 @@ the house's history goes in, the bundles come back. Nothing is read from or writ
   {"progress": percent, "stage": text}   from the training's `progress:` lines
   {"line": text}                         its `[bundle] …` and `error …` lines (the server redacts error lines)
   {"bundles": {name: {"manifest": bytes, "model": bytes}}, "host", "ray_node", "peak_mb", "seconds"}   last
+    (the four bundles of shared.schema.BUNDLE_NAMES, and the weather bundles when given a temperature that gains)
 The training runs as `python -m training train` in a private temporary directory on the worker, in its own process
 group, limited to the task's CPUs (TensorFlow and OpenMP thread counts); closing the generator (a cancel) or the
 worker's death kills it. Each manifest gets `data.node`: the house it was trained for, which the agent reports.
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shared import manifest as mf
-from shared.schema import BUNDLE_NAMES
+from shared.schema import BUNDLE_NAMES, WEATHER_BUNDLE_NAMES
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # where `training` and `shared` are importable from
 MAX_FILE_BYTES = 256 << 20  # a house's history as CSV: a year of 15-minute readings is about 1.5 MB
@@ -39,7 +40,8 @@ BOOT = ("import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl
 
 
 def command(files: list[Path], out: Path, until: str | None, quick: bool, epochs: int,
-            holidays: str | None = None, timezone: str = "UTC") -> list[str]:
+            holidays: str | None = None, timezone: str = "UTC", temperature: Path | None = None,
+            keep_weather: bool = False) -> list[str]:
     cmd = [sys.executable, "-c", BOOT, str(os.getpid()), "train", "--out", str(out), "--epochs", str(int(epochs))]
     for f in files:
         cmd += ["--data", str(f)]
@@ -48,7 +50,11 @@ def command(files: list[Path], out: Path, until: str | None, quick: bool, epochs
     if quick:
         cmd.append("--quick")
     if holidays:
-        cmd += ["--holidays", holidays, "--timezone", timezone]
+        cmd += ["--holidays", holidays]
+    if temperature is not None:
+        cmd += ["--temperature", str(temperature)] + (["--keep-weather"] if keep_weather else [])
+    if holidays or temperature is not None:
+        cmd += ["--timezone", timezone]
     return cmd
 
 
@@ -85,9 +91,10 @@ def _event(line: str) -> dict | None:
 
 
 def _bundles(out: Path, node: str | None) -> dict[str, dict[str, bytes]]:
-    """The trained bundles, each manifest with `data.node` (the house it was trained for)."""
+    """The trained bundles, each manifest with `data.node` (the house it was trained for): the four, and the weather
+    bundles the training shipped (those its rule rejected are in out/rejected/, not sent)."""
     result = {}
-    for name in BUNDLE_NAMES:
+    for name in BUNDLE_NAMES + tuple(n for n in WEATHER_BUNDLE_NAMES if (out / n).is_dir()):
         doc = mf.load(out / name)
         if node is not None:
             doc["data"]["node"] = node
@@ -97,9 +104,13 @@ def _bundles(out: Path, node: str | None) -> dict[str, dict[str, bytes]]:
 
 def train_house(files: list[tuple[str, bytes]], node: str | None = None, until: str | None = None,
                 quick: bool = False, epochs: int = 40, cpus: float = 1, holidays: str | None = None,
-                timezone: str = "UTC") -> Iterator[dict]:
+                timezone: str = "UTC", temperature: tuple[str, bytes] | None = None,
+                keep_weather: bool = False) -> Iterator[dict]:
     """Train the four bundles on `files` ((name, CSV bytes): the house's history); see the module docstring.
-    `holidays` (`DE`, `DE-HE`) with the house's `timezone`: public holidays as an input (training --holidays)."""
+    `holidays` (`DE`, `DE-HE`) with the house's `timezone`: public holidays as an input (training --holidays).
+    `temperature` ((name, CSV bytes): the house's outdoor temperature record, training.weather.load_temperature's
+    format) with the house's `timezone` (its local days): the training also trains the weather bundles and ships
+    those its rule accepts (training --temperature), or all with `keep_weather`."""
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="house-") as tmp:
         tmp_dir = Path(tmp)
@@ -110,9 +121,15 @@ def train_house(files: list[tuple[str, bytes]], node: str | None = None, until: 
             path = tmp_dir / f"history-{i}.csv"
             path.write_bytes(data)
             paths.append(path)
+        temp_path = None
+        if temperature is not None:
+            if len(temperature[1]) > MAX_FILE_BYTES:
+                raise ValueError(f"temperature file {temperature[0]} is larger than {MAX_FILE_BYTES >> 20} MB")
+            temp_path = tmp_dir / "temperature.csv"
+            temp_path.write_bytes(temperature[1])
         out = tmp_dir / "out"
-        proc = subprocess.Popen(command(paths, out, until, quick, epochs, holidays, timezone), cwd=tmp_dir,
-                                env=_environment(cpus),
+        cmd = command(paths, out, until, quick, epochs, holidays, timezone, temp_path, keep_weather)
+        proc = subprocess.Popen(cmd, cwd=tmp_dir, env=_environment(cpus),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             for raw in proc.stdout:

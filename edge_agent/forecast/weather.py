@@ -417,6 +417,7 @@ class Weather:
     def status(self) -> dict:
         latest = self.latest
         return {"topic": self.topic, "open_meteo": self.wc.open_meteo, "measured": self.wc.measurement or None,
+                "timezone": self.wc.timezone,  # the days the temperature is averaged over: the server's trainings
                 "forecast": None if latest is None else {"source": latest.source, "issued_at": iso(latest.issued_ns),
                                                          "until": iso(latest.last_ns)}}
 

@@ -1,0 +1,160 @@
+"""The house's outdoor temperature in the server's trainings, on a real influxd: a pull fetches the agent's
+`weather_slots` (measured first, the forecast where no measured value) beside the energy CSV; a training job passes
+it to the training when it covers enough of the training days (server.temperature) and the registry shows the
+weather bundles it returns; with too little of it recorded the job trains as without and says why."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server import temperature
+from shared.points import Point
+from shared.schema import SLOT_NS, WEATHER_SLOTS
+from shared.series import SlotSeries
+from shared.storage import StorageConfig, open_storage
+from tests.helpers.server import AUTH, job_finished
+from training.weather import load_temperature
+
+T0 = datetime(2023, 1, 2, tzinfo=UTC)
+T0_NS = int(T0.timestamp() * 1e9)
+
+
+def house(days: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """A heated house: per slot (ending T0 + 15 min · i) the meter's counter (kWh) and the outdoor °C. Each day's
+    mean temperature is drawn independently, and the heating follows it (0.9 kWh per degree below 18 °C)."""
+    rng = np.random.default_rng(seed)
+    n = days * 96
+    i = np.arange(n)
+    t_day = rng.uniform(-6, 16, days)[i // 96]
+    hour = (i % 96) / 4
+    shape = 1 + 0.6 * np.sin((hour - 6) / 24 * 2 * np.pi)
+    kwh = 0.08 * shape + np.maximum(0, 18 - t_day) * 0.9 / 96 * shape
+    return 1000 + np.cumsum(kwh), t_day + 3 * np.sin((hour - 9) / 24 * 2 * np.pi)
+
+
+def write_house(url: str, db: str, days: int, weather_from_day: int | None = 0) -> np.ndarray:
+    """The meter's readings and, from `weather_from_day` on (None: never), the agent's weather_slots as it writes
+    them: every slot's forecast, and a measured value for most slots (not every 7th) that differs from it."""
+    counter, temp = house(days)
+    ends = T0_NS + SLOT_NS * np.arange(len(counter), dtype=np.int64)
+    points = [Point("EnergyMeter", {}, {"EnergyIn": float(v)}, int(t)) for t, v in zip(ends, counter, strict=True)]
+    if weather_from_day is not None:
+        for k in range(weather_from_day * 96, len(ends)):
+            points.append(Point(WEATHER_SLOTS, {"source": "forecast"}, {"temperature_c": round(temp[k] + 0.5, 3)},
+                                int(ends[k])))
+            if k % 7:
+                points.append(Point(WEATHER_SLOTS, {"source": "measured"}, {"temperature_c": round(temp[k], 3)},
+                                    int(ends[k])))
+    st = open_storage(StorageConfig(url=url, database=db))
+    try:
+        st.write(points)
+    finally:
+        st.close()
+    return temp
+
+
+def add_node(c, url: str, db: str, name: str = "pi") -> dict:
+    return c.post("/api/v1/nodes", headers=AUTH, json={
+        "name": name, "api_url": "http://127.0.0.1:9", "api_token": "t" * 20,
+        "influx": {"version": 1, "url": url, "database": db}}).json
+
+
+def pull(c, node: dict, days: int, start_day: int = 0) -> dict:
+    job = c.post(f"/api/v1/nodes/{node['id']}/pull", headers=AUTH, json={
+        "start": (T0 + timedelta(days=start_day)).isoformat(), "end": (T0 + timedelta(days=days)).isoformat()}).json
+    job = job_finished(c, job, timeout=60)
+    assert job["state"] == "done", job
+    return job
+
+
+def test_a_pull_fetches_the_outdoor_temperature_beside_the_energy(app, worker, influxd_session, influx_db_name):
+    c = app.test_client()
+    temp = write_house(influxd_session.url, influx_db_name, 10)
+    node = add_node(c, influxd_session.url, influx_db_name)
+    job = pull(c, node, 10)
+    energy, got = Path(job["result"]["file"]), job["result"]["temperature"]
+    f = Path(got["file"])
+    assert f.parent == energy.parent and f.name == energy.stem + ".temperature.csv"
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert got["slots"] == 10 * 96 and got["measured"] == sum(1 for k in range(10 * 96) if k % 7)
+    assert f"outdoor temperature: {10 * 96} slots" in job["log"]
+    # what the training reads (training.weather.load_temperature): every slot's value exactly, measured first
+    record = load_temperature(f)
+    want = np.array([temp[k] if k % 7 else temp[k] + 0.5 for k in range(10 * 96)]).round(3)
+    np.testing.assert_allclose(record.window(T0_NS + SLOT_NS * (10 * 96 - 1), 10 * 96), want, atol=1e-9)
+    # retention keeps a pull's temperature with its pull: three pulls, three of each
+    for day in (1, 2, 3):
+        job = pull(c, node, 10, start_day=day)
+    assert len(list(energy.parent.glob("*.temperature.csv"))) == 3
+    assert len(list(energy.parent.glob("*.csv"))) == 6 and not f.exists()
+    assert "retention: deleted 1 older pulls" in job["log"]
+
+
+def test_a_house_without_weather_slots_pulls_as_before(app, worker, influxd_session, influx_db_name):
+    c = app.test_client()
+    write_house(influxd_session.url, influx_db_name, 3, weather_from_day=None)
+    job = pull(c, add_node(c, influxd_session.url, influx_db_name), 3)
+    assert "temperature" not in job["result"] and job["result"]["rows"] == 3 * 96
+    assert list(Path(job["result"]["file"]).parent.glob("*.temperature.csv")) == []
+    assert "outdoor temperature: none recorded (weather_slots)" in job["log"]
+    chosen = temperature.choose(job["result"], SlotSeries(T0_NS, np.ones(3 * 96)), {}, None)
+    assert chosen.file is None and "recorded none" in chosen.note
+
+
+def test_coverage_counts_the_training_days_with_a_days_worth_of_temperature():
+    energy = SlotSeries(T0_NS, np.ones(10 * 96))
+    temp = np.full(10 * 96, 5.0)
+    temp[:3 * 96] = np.nan  # three days unknown
+    temp[5 * 96:5 * 96 + 50] = np.nan  # a day with 46 of 96 slots: less than half
+    assert temperature.coverage(energy, SlotSeries(T0_NS, temp), "UTC") == (6, 10)
+    # local days: Zurich's midnight is 23:00 UTC, so the first UTC day's last hour opens a local day
+    assert temperature.coverage(energy, SlotSeries(T0_NS, np.full(10 * 96, 5.0)), "Europe/Zurich")[0] == 10
+    assert temperature.house_timezone({}, {"calendar": {"timezone": "Europe/Berlin",
+                                                        "weather_timezone": "Europe/Zurich"}}) == "Europe/Zurich"
+    assert temperature.house_timezone({}, None) == "UTC"
+
+
+def _train(c, node: dict) -> dict:
+    job = c.post(f"/api/v1/nodes/{node['id']}/train", headers=AUTH, json={"quick": True, "keep_weather": True}).json
+    job = job_finished(c, job, timeout=240, interval=0.5)
+    assert job["state"] == "done", job
+    return job
+
+
+@pytest.mark.parametrize("weather_from_day", [0, 50])
+def test_a_training_job_takes_the_temperature_when_the_house_recorded_enough(app, logged_in, worker, influxd_session,
+                                                                             influx_db_name, weather_from_day):
+    """70 days: all with the temperature → the weather bundles train and are registered, declaring the input;
+    the last 20 only (< 80 %) → trained as without, and the job says so."""
+    c = app.test_client()
+    write_house(influxd_session.url, influx_db_name, 70, weather_from_day)
+    node = add_node(c, influxd_session.url, influx_db_name)
+    pull(c, node, 70)
+    job = _train(c, node)
+    s = app.extensions["home_energy"]
+    versions = {v["name"]: v for v in c.get("/api/v1/models", headers=AUTH).json["versions"]}
+    if weather_from_day == 0:
+        assert "with outdoor temperature: 70 of 70 days recorded" in job["log"], job["log"]
+        assert job["result"]["temperature"]["used"] is True
+        assert set(job["result"]["versions"]) >= {"cnn-96-weather", "lstm-96-weather"}
+        for name in ("cnn-96-weather", "lstm-96-weather"):
+            assert versions[name]["uses_temperature"] is True
+            row = s.registry.get(f"node:{node['id']}", name, job["result"]["versions"][name])
+            doc = json.loads((Path(row["path"]) / "manifest.json").read_text())
+            assert "temp_day" in doc["window"]["features"] and doc["window"]["weather"]["timezone"] == "UTC"
+            assert "ship" in doc["metrics"]["weather"]  # the training's rule judged it
+        assert versions["cnn-96"]["uses_temperature"] is False
+        page = logged_in.get(f"/nodes/{node['id']}").get_data(as_text=True)
+        assert page.count("uses outdoor temperature</small>") == 2  # next to the two weather bundles
+    else:
+        # 20 of 70 days, and the first of them only partly: the pull starts at the first slot's end
+        assert "without outdoor temperature: only 20 of 70 days recorded (needs 80%)" in job["log"], job["log"]
+        assert job["result"]["temperature"]["used"] is False
+        assert set(job["result"]["versions"]) == {"cnn-1", "lstm-1", "cnn-96", "lstm-96"}
+        assert not any(v["uses_temperature"] for v in versions.values())
