@@ -112,6 +112,16 @@ def _generator(url: str, start: int, days: int, full_from: int, thin: float, go:
     rng = np.random.default_rng(7)
     state: dict = {}
     while (d := go.get()) is not None:
+        if isinstance(d, tuple):  # ("live", seconds): the house in real time, written every 10 s
+            live_end = time.monotonic() + d[1]
+            last = time.time_ns() // 10**9 * 10**9
+            while time.monotonic() < live_end:
+                time.sleep(10)
+                now = time.time_ns() // 10**9 * 10**9
+                _write(url, _lines(last, (now - last) // 10**9, 1.0, rng, state))
+                last = now
+            done.put(("live", 0))
+            continue
         day_start = start + d * DAY * 10**9
         step = 1.0 if d >= full_from else thin
         values = 0
@@ -201,6 +211,45 @@ field = "v"
     return path
 
 
+def _live_under_limit(args, influx: BenchInfluxd, gen_queues, clock: list, parts) -> dict:
+    """After the year: influxd restarted on its data inside a memory cgroup of `--influxd-memory-mb` (as a unit's
+    MemoryMax= would hold it on a Pi), the house written in real time for `--live-minutes`, the flow, the forecast
+    and the retention run every minute against it. What a Pi's influxd then does, not the accelerated replay's
+    bulk writes (a day written in a minute: 200-440 MB, docs/pi.md)."""
+    from tools.cgroup import MemoryLimit
+
+    go, done = gen_queues
+    flow, forecast, retention = parts
+    influx.stop()
+    influx.limit = MemoryLimit(int(args.influxd_memory_mb * 2**20), "bench-influxd").__enter__()
+    influx.wrap = influx.limit.command
+    influx.start(timeout=120)
+    print(f"influxd restarted under a {args.influxd_memory_mb:g} MB memory limit; {args.live_minutes} min of the "
+          "house in real time …", file=sys.stderr, flush=True)
+    go.put(("live", args.live_minutes * 60))
+    errors, rss, anon = 0, [], []
+    deadline = time.monotonic() + args.live_minutes * 60
+    while time.monotonic() < deadline:
+        clock[0] = time.time_ns()
+        for part in (flow, forecast, retention):
+            try:
+                part.run_once(clock[0])
+            except Exception as exc:  # counted: a database killed under the limit shows here
+                errors += 1
+                print(f"live: {type(part).__name__}: {exc}", file=sys.stderr, flush=True)
+        if influx.proc.poll() is None:
+            rss.append(_rss_mb(influx.proc.pid))
+            anon.append(_rss_mb(influx.proc.pid, "RssAnon"))
+        time.sleep(max(0.0, min(60.0, deadline - time.monotonic())))
+    done.get(timeout=120)
+    peak = influx.limit.peak_bytes()
+    return {"live": {"memory_limit_mb": args.influxd_memory_mb, "minutes": args.live_minutes,
+                     "oom_kills": influx.limit.oom_kills(), "influxd_alive": influx.proc.poll() is None,
+                     "cgroup_peak_mb": round(peak / 2**20, 1) if peak else None,
+                     "influxd_rss_mb_max": max(rss, default=None), "influxd_anon_mb_max": max(anon, default=None),
+                     "component_errors": errors}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=int, default=365)
@@ -212,7 +261,9 @@ def main() -> int:
     ap.add_argument("--keep", help="keep the work directory here")
     ap.add_argument("--influxd-memory-mb", type=float, default=0,
                     help="run influxd inside a memory cgroup of this size, as a unit's MemoryMax= would (0: none); "
-                         "the result then counts its OOM kills and gives the cgroup's peak")
+                         "after the year influxd is restarted inside it and the house runs in real time for "
+                         "--live-minutes; the result counts OOM kills and gives the cgroup's peak")
+    ap.add_argument("--live-minutes", type=float, default=10)
     args = ap.parse_args()
     from edge_agent.agent import Agent
     from edge_agent.config import load_config
@@ -221,16 +272,12 @@ def main() -> int:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-retention-"))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    influx = BenchInfluxd(work / "influxd")
-    limit = None
     if args.influxd_memory_mb:
         from tools.cgroup import MemoryLimit
 
         if why := MemoryLimit.unavailable():
             raise SystemExit(f"--influxd-memory-mb: {why}")
-        limit = MemoryLimit(int(args.influxd_memory_mb * 2**20), "bench-influxd").__enter__()
-        influx.wrap = limit.command
-    influx.start()
+    influx = BenchInfluxd(work / "influxd").start()
     influx.create_database("energy")
     now_ns = time.time_ns()
     end = now_ns // (DAY * 10**9) * DAY * 10**9
@@ -282,8 +329,6 @@ def main() -> int:
             print(f"day {d + 1}/{args.days}: {written / 1e6:.0f} M values, db {_du(work / 'influxd') / 1e6:.0f} MB, "
                   f"influxd {_rss_mb(influx.proc.pid)} MB, agent {_rss_mb(os.getpid())} MB, "
                   f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-    go.put(None)
-    gen.join(60)
     policies = {}
     for rp in ("autogen", "keep"):
         res = influx.query(f'SELECT count(*) FROM "energy"."{rp}"./.*/', db="energy")["results"][0]
@@ -312,15 +357,15 @@ def main() -> int:
               "flow_slots": int(agent.health.get("flow_slots_written")),
               "aggregates_written": int(agent.health.get("slot_aggregates_written")),
               "seconds": round(time.monotonic() - t0, 1)}
-    if limit is not None:
-        peak = limit.peak_bytes()
-        result.update(influxd_memory_limit_mb=args.influxd_memory_mb, influxd_oom_kills=limit.oom_kills(),
-                      influxd_cgroup_peak_mb=round(peak / 2**20, 1) if peak else None)
+    if args.influxd_memory_mb:
+        result.update(_live_under_limit(args, influx, (go, done), clock, (flow, forecast, retention)))
+    go.put(None)
+    gen.join(60)
     for component in (forecast, flow, retention):
         component.stop()
     influx.stop()
-    if limit is not None:
-        limit.__exit__(None, None, None)
+    if getattr(influx, "limit", None) is not None:
+        influx.limit.__exit__(None, None, None)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))

@@ -133,7 +133,12 @@ def test_idle_connection_flood_leaves_api_and_ingest_working(tmp_path, mosquitto
         assert agent.num_fds() <= fds_before + 2
         assert proc.poll() is None
         counters = client.status()["counters"]
-        assert counters["api_connections_evicted"] >= IDLE - 2 * MAX_CONNECTIONS
+        # each closed by the agent and counted: evicted by a newer one, refused while the evicted were still being
+        # closed, or timed out (on a busy machine, CI's, 358 of 400 were evicted and the rest refused or timed out)
+        closed = sum(counters.get(k, 0) for k in ("api_connections_evicted", "api_connections_refused",
+                                                  "api_timeouts"))
+        assert closed >= IDLE - 2 * MAX_CONNECTIONS, counters
+        assert counters["api_connections_evicted"] >= IDLE // 2, counters  # eviction makes the room, not timeouts
     finally:
         for s in idle:
             s.close()
