@@ -9,7 +9,7 @@ import json
 import time
 from datetime import UTC, datetime
 
-from server import datafiles, jobs, nodes
+from server import datafiles, jobs, nodes, temperature
 from server.registry import group_owner, node_owner
 from server.state import State
 from server.validate import (
@@ -219,14 +219,14 @@ def _push_rows(s: State, node: dict, rows: list, override: bool, allow_older: bo
     if not status.get("reachable"):
         raise ActionError(f"node {node['name']} is unreachable: {status.get('error')}", 502, "unreachable")
     results = []
-    series, why = None, None
+    series, temperature, why, read = None, None, None, False
     for row in rows:
         if row is None:
             continue
         if not override:
-            if series is None:
-                series = _recent_series(s, node)
-            ok, why = nodes.gate(s.registry, status, row, series)
+            if not read:
+                series, temperature, read = *_recent_series(s, node, status), True
+            ok, why = nodes.gate(s.registry, status, row, series, temperature)
             if not ok:
                 results.append(nodes.held(s.db, node, row, why))
                 continue
@@ -235,14 +235,15 @@ def _push_rows(s: State, node: dict, rows: list, override: bool, allow_older: bo
     return {"node": node["name"], "results": results}
 
 
-def _recent_series(s: State, node):
-    """The node's latest pulled history: what the gate compares the new and the active version on."""
+def _recent_series(s: State, node, status: dict | None) -> tuple:
+    """The node's latest pulled history and the outdoor temperature pulled with it (None without): what the gate
+    compares the new and the active version on."""
     last = s.db.last_pull(node["id"])
     if not last:
-        return None
+        return None, None
     from training.data import load
 
-    return load([last["file"]])
+    return load([last["file"]]), temperature.for_gate(last["file"], temperature.house_timezone({}, status))
 
 
 def rollback(s: State, node_id, doc: dict) -> dict:

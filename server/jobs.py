@@ -338,7 +338,9 @@ class Worker:
             result["temperature"] = temp.doc()
         if params.get("auto_push") and node_id:
             self._progress(jid, 96, "gate and push")
-            result["pushes"] = self.auto_push(node_id, versions, series)
+            pulled_temp = ((pulled or {}).get("temperature") or {}).get("file")
+            gate_temp = temperature.as_forecasts(pulled_temp, temp.timezone if temp else "UTC")
+            result["pushes"] = self.auto_push(node_id, versions, series, gate_temp)
         try:
             gone = retention.prune_runs(self.s.db, self.s.config.registry_dir, owner, self.s.config.keep_runs)
             if gone["runs"]:
@@ -403,14 +405,15 @@ class Worker:
             line = str(event["line"])
             self.s.db.job_log(jid, redact(line) if line.startswith("error") else line[:500])
 
-    def auto_push(self, node_id: int, versions: list[dict], series) -> list[dict]:
+    def auto_push(self, node_id: int, versions: list[dict], series, temperature=None) -> list[dict]:
+        """Each new version through the gate (on `series`, weather bundles given `temperature`), pushed or held."""
         node = self.s.db.node(node_id)
         status = nodes.poll(self.s.db, node)
         if not status.get("reachable"):
             return [{"ok": False, "message": f"node unreachable: {status.get('error')}"}]
         results = []
         for v in versions:
-            row, why = nodes.choose_push(self.s.registry, status, v, series)
+            row, why = nodes.choose_push(self.s.registry, status, v, series, temperature)
             if row is not None:
                 results.append(nodes.push(self.s.db, node, row, why=why) | {"gate": why})
             else:

@@ -220,9 +220,11 @@ def trained_until_ns(row: dict) -> int | None:
         return None
 
 
-def recent_mae(bundle_path: Path, series: SlotSeries, start_ns: int) -> tuple[float, int]:
+def recent_mae(bundle_path: Path, series: SlotSeries, start_ns: int, temperature=None) -> tuple[float, int]:
     """MAE of a bundle over the issue times (as in the backtest) from `start_ns` whose whole target window lies in
-    the series, and how many issues were scored."""
+    the series, and how many issues were scored. `temperature` (training.weather.TemperatureForecasts, from the
+    pull's record): what a bundle that takes the outdoor temperature is given at each issue time; without it such
+    a bundle has no complete forecast."""
     from shared.inference import LoadedModel
     from training.backtest import issue_times_for
 
@@ -231,7 +233,8 @@ def recent_mae(bundle_path: Path, series: SlotSeries, start_ns: int) -> tuple[fl
     end = series.last_ns - h * SLOT_NS + SLOT_NS
     errs = []
     for t in issue_times_for(h, start_ns, end).tolist():
-        f = model.predict(series, t)
+        temp = temperature.at(t) if temperature is not None and model.needs_temperature else None
+        f = model.predict(series, t, temperature=temp)
         actual = series.window(t + h * SLOT_NS, h)
         ok = np.isfinite(actual)
         if f.complete and ok.any():
@@ -287,9 +290,12 @@ def gate_window(new: dict, current: dict, series: SlotSeries) -> tuple[int | Non
                          "window")
 
 
-def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSeries | None) -> tuple[bool, Reason]:
+def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSeries | None,
+         temperature=None) -> tuple[bool, Reason]:
     """Automatic pushes only: the new version must not be worse than the node's active one on recent data that
-    neither of them trained on."""
+    neither of them trained on. A weather bundle and its active version are both given the pulled temperature
+    record (`temperature`: the observed values as the forecast, the same for both: a fair comparison between them,
+    a kind one to either against the agent's real forecasts)."""
     active = ((node_status or {}).get("models") or {}).get(new["name"], {}).get("active")
     if not active:
         return True, Reason("the node has no active model for this name",
@@ -307,8 +313,8 @@ def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSe
     start, span = gate_window(new, current, series)
     if start is None:
         return False, span
-    (mae_new, n_new), (mae_cur, _) = recent_mae(Path(new["path"]), series, start), \
-        recent_mae(Path(current["path"]), series, start)
+    (mae_new, n_new), (mae_cur, _) = recent_mae(Path(new["path"]), series, start, temperature), \
+        recent_mae(Path(current["path"]), series, start, temperature)
     if not n_new:
         return False, Reason(f"no complete forecast on the {span}: push manually",
                              "not installed: no complete forecast on the recent data; use override", "no_forecast")
@@ -341,12 +347,12 @@ def gate_candidates(registry: Registry, node_status: dict | None, new: dict) -> 
 
 
 def choose_push(registry: Registry, node_status: dict | None, new: dict,
-                series: SlotSeries | None) -> tuple[dict | None, Reason]:
+                series: SlotSeries | None, temperature=None) -> tuple[dict | None, Reason]:
     """The version an automatic push sends for `new`'s name (None: none) and the gate's reason: the first of
     gate_candidates that passes the gate; else the new version's own reason."""
     reason = None
     for row in gate_candidates(registry, node_status, new):
-        ok, why = gate(registry, node_status, row, series)
+        ok, why = gate(registry, node_status, row, series, temperature)
         if ok:
             return row, why if row is new else Reason(
                 f"{why} (earlier version {row['version']}: {new['version']} has no unseen days yet)",

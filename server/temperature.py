@@ -84,3 +84,24 @@ def choose(pulled: dict | None, energy: SlotSeries, params: dict, status: dict |
                                           f"(needs {MIN_COVERAGE:.0%})", have, of)
     return TemperatureInput(temp["file"], tz, f"with outdoor temperature: {have} of {of} days recorded "
                                               f"({Path(temp['file']).name}, days in {tz})", have, of)
+
+
+def for_gate(energy_file: str | Path | None, timezone: str):
+    """The temperature the push gate gives weather bundles: the record pulled with `energy_file` (beside it,
+    server.pull.temperature_file), or None when there is none."""
+    from server.pull import temperature_file
+
+    return as_forecasts(temperature_file(Path(energy_file)) if energy_file else None, timezone)
+
+
+def as_forecasts(path: str | Path | None, timezone: str):
+    """A pulled temperature file as training.weather.TemperatureForecasts (the record as its own forecast), or None
+    when there is no readable one."""
+    from training.weather import TemperatureForecasts, load_temperature
+
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return TemperatureForecasts(load_temperature(str(path), timezone), timezone)
+    except (ValueError, OSError):
+        return None

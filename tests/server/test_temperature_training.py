@@ -129,7 +129,8 @@ def _train(c, node: dict) -> dict:
 
 @pytest.mark.parametrize("weather_from_day", [0, 50])
 def test_a_training_job_takes_the_temperature_when_the_house_recorded_enough(app, logged_in, worker, influxd_session,
-                                                                             influx_db_name, weather_from_day):
+                                                                             influx_db_name, weather_from_day,
+                                                                             tmp_path):
     """70 days: all with the temperature → the weather bundles train and are registered, declaring the input;
     the last 20 only (< 80 %) → trained as without, and the job says so."""
     c = app.test_client()
@@ -152,9 +153,53 @@ def test_a_training_job_takes_the_temperature_when_the_house_recorded_enough(app
         assert versions["cnn-96"]["uses_temperature"] is False
         page = logged_in.get(f"/nodes/{node['id']}").get_data(as_text=True)
         assert page.count("uses outdoor temperature</small>") == 2  # next to the two weather bundles
+        _gate_compares_weather_bundles(s, node, job, tmp_path)
     else:
         # 20 of 70 days, and the first of them only partly: the pull starts at the first slot's end
         assert "without outdoor temperature: only 20 of 70 days recorded (needs 80%)" in job["log"], job["log"]
         assert job["result"]["temperature"]["used"] is False
         assert set(job["result"]["versions"]) == {"cnn-1", "lstm-1", "cnn-96", "lstm-96"}
         assert not any(v["uses_temperature"] for v in versions.values())
+
+
+def _gate_compares_weather_bundles(s, node: dict, job: dict, tmp_path: Path) -> None:
+    """The push gate gives a weather bundle the pulled temperature record: it and the active version of its name are
+    compared (before, both had "no complete forecast" without it, and every later weather version was held)."""
+    import shutil
+
+    from server import nodes
+    from server.registry import node_owner
+    from shared import manifest as mf
+    from shared.series import iso, parse_time_ns
+    from training.data import load
+
+    owner, name = node_owner(node["id"]), "cnn-96-weather"
+    new = s.registry.get(owner, name, job["result"]["versions"][name])
+    last = s.db.last_pull(node["id"])
+    series = load([last["file"]])
+    gate_temp = temperature.for_gate(last["file"], "UTC")
+    assert gate_temp is not None
+    start = parse_time_ns(new["data"]["end"]) - 6 * 86400 * 10**9
+    assert nodes.recent_mae(Path(new["path"]), series, start)[1] == 0  # without the record: nothing complete
+    mae, n = nodes.recent_mae(Path(new["path"]), series, start, gate_temp)
+    assert n >= 4 and np.isfinite(mae)
+
+    def copy(tag: str, extra: bytes) -> dict:
+        """The same network as another version trained until 5 days before the end (other bytes, other sha)."""
+        dst = tmp_path / f"{name}-{tag}"
+        shutil.copytree(new["path"], dst)
+        model = dst / mf.MODEL_FILE
+        model.write_bytes(model.read_bytes() + extra)
+        doc = json.loads((dst / mf.MANIFEST_FILE).read_text())
+        doc["model"] |= {"sha256": mf.sha256_file(model), "bytes": model.stat().st_size}
+        doc["data"]["end"] = iso(parse_time_ns(new["data"]["end"]) - 5 * 86400 * 10**9)
+        (dst / mf.MANIFEST_FILE).write_bytes(mf.dump(doc))
+        return s.registry.add_run([dst], owner)[0]
+
+    active, candidate = copy("active", b"\0" * 16), copy("new", b"\0" * 32)
+    status = {"models": {name: {"active": {"version": active["version"], "sha256": active["sha256"],
+                                           "activated_at": "2023-03-01T00:00:00Z"}}}}
+    ok, why = nodes.gate(s.registry, status, candidate, series)
+    assert not ok and why.code == "no_forecast", why
+    ok, why = nodes.gate(s.registry, status, candidate, series, gate_temp)
+    assert ok and why.code == "passed", why  # the same network: equal MAE on the 5 unseen days
