@@ -174,10 +174,6 @@ def is_weather(name: str) -> bool:
     return name.endswith(schema.WEATHER_SUFFIX)
 
 
-def twin(name: str) -> str:
-    return name[:-len(schema.WEATHER_SUFFIX)] if is_weather(name) else name
-
-
 def mark_stand_ins(made: list[HorizonResult], reasons: list[str]) -> None:
     """A weather bundle that did not forecast (its reason in `reasons`): its twin's forecast says why it serves
     instead (`fallback`), in place."""
