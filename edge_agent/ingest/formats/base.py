@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
+from shared.config import ConfigError
 from shared.points import MAX_TIME_NS, Point
 
 # Nested objects deeper than this are refused (`too_deep`): no device nests its values that far.
@@ -52,8 +53,9 @@ class Points(list):
         return self
 
 
-class FormatConfigError(ValueError):
-    """A rule's format-specific setting is invalid; `key` names it (e.g. `fields[1].path`)."""
+class FormatConfigError(ConfigError):
+    """A rule's format-specific setting is invalid; `key` names it (e.g. `fields[1].path`). A ConfigError like every
+    configuration error (shared/config.py); rules.compile_rule adds the rule's place."""
 
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")
