@@ -61,6 +61,12 @@ def _open_idle(port: int, n: int, first_line: bytes = b"GET /api/v1/status HTTP/
     return socks
 
 
+def _api_sockets(agent: psutil.Process, port: int) -> list:
+    """The agent's TCP sockets on the API's port other than the listening one."""
+    return [c for c in agent.net_connections(kind="tcp") if c.laddr and c.laddr.port == port
+            and c.status != psutil.CONN_LISTEN]
+
+
 def _closed_by_peer(socks: list[socket.socket], within: float) -> list[socket.socket]:
     """Wait until the agent closed every socket (EOF or reset); returns those still open after `within` s."""
     sel = selectors.DefaultSelector()
@@ -130,7 +136,12 @@ def test_idle_connection_flood_leaves_api_and_ingest_working(tmp_path, mosquitto
         # every idle connection is closed by the agent: evicted by newer ones, or after timeout_s
         still_open = _closed_by_peer(idle, within=TIMEOUT_S + 3)
         assert not still_open, f"{len(still_open)} idle connections still open after {TIMEOUT_S + 3} s"
-        assert agent.num_fds() <= fds_before + 2
+        # and the agent holds none of them any more: no socket on the API's port but the listener (the agent's
+        # other descriptors may differ by a few: a forecast cycle's database connection, say — CI saw 18 -> 21)
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: not _api_sockets(agent, port), timeout=5)
+        assert not _api_sockets(agent, port), _api_sockets(agent, port)
+        assert agent.num_fds() <= fds_before + 6
         assert proc.poll() is None
         counters = client.status()["counters"]
         # each closed by the agent and counted: evicted by a newer one, refused while the evicted were still being
