@@ -26,7 +26,9 @@ and seed farthest from 80 %):
 "worst_month": …, "served_worst": …}, …}, "p10_p90_coverage": {"cnn-1": …, …}, "residual_zeros": {…}, …}`.
 
 Each (seed, month) keeps its bundles, forecasts and scores under `--out` (default artefacts/eval-rolling);
-`--resume` reuses the scores already there, so an interrupted run continues where it stopped; `--rescore` reuses
+`--resume` reuses the scores already there, so an interrupted run continues where it stopped; `--scored-only` trains
+nothing and reports the cells scored so far (the others listed in "not_run"; "mean_per_seed" then tells the seeds'
+means apart, as they may cover different months); `--rescore` reuses
 the bundles already trained there and only backtests and scores again (seconds per cell). A full run trains
 4 bundles × 10 months × 3 seeds (about 8-20 minutes per cell on a 2-core machine: 5-10 hours; run it niced and
 with --resume).
@@ -134,6 +136,8 @@ def bundle_summary(results: dict, served_docs: dict, seeds: list[int], months: l
         month_worst = {m: max(r for mm, _, r in cells if mm == m) for m in {c[0] for c in cells}}
         worst = max(cells, key=lambda c: c[2])
         doc = {"mean": round(float(np.mean([c[2] for c in cells])), 4),
+               "mean_per_seed": {str(s): {"mean": round(float(np.mean(rs)), 4), "months": len(rs)}
+                                 for s in seeds if (rs := [r for _, ss, r in cells if ss == s])},
                "mean_of_worst_seed": round(float(np.mean(list(month_worst.values()))), 4),
                "worst": worst[2], "worst_month": worst[0], "worst_seed": worst[1], "cells": len(cells)}
         srv = [(m, s, d[n]) for (s, m), d in served_docs.items() if n in d]
@@ -154,7 +158,7 @@ def all_months_table(results: dict, served_docs: dict, seeds: list[int], months:
         cells = [results[str(s)][m] for s in seeds if m in results.get(str(s), {})]
         if not cells:
             continue
-        ratios = [" / ".join(f"{c[n]['ratio']:.3f}" for c in cells) for n in NAMES]
+        ratios = [per_seed(results, seeds, m, n) for n in NAMES]
         srv = [d for (s, mm), d in served_docs.items() if mm == m]
         served = " / ".join(f"{max(d[n]['served_mae_ratio'] for d in srv):.3f}" for n in NAMES[2:]) if srv else "–"
         rows.append(f"| {m} | " + " | ".join(ratios) + f" | {served} |")
@@ -171,7 +175,9 @@ def table(results: dict, seeds: list[int], months: list[str]) -> str:
                  "|---" * (1 + 2 * len(names)) + "|"]
         for month in months:
             cells = [results[str(s)][month] for s in seeds if month in results.get(str(s), {})]
-            ratios = [" / ".join(f"{c[n]['ratio']:.3f}" for c in cells) for n in names]
+            if not cells:
+                continue
+            ratios = [per_seed(results, seeds, month, n) for n in names]
             bands = []
             for n in names:
                 parts = [f"{c[n]['p10_p90']['coverage']:.2f} / {c[n]['p10_p90']['width_kwh']:.3f} "
@@ -181,6 +187,12 @@ def table(results: dict, seeds: list[int], months: list[str]) -> str:
                 bands.append("; ".join(parts) or "–")
             rows.append(f"| {month} | " + " | ".join(ratios) + " | " + " | ".join(bands) + " |")
     return "\n".join(rows)
+
+
+def per_seed(results: dict, seeds: list[int], month: str, name: str) -> str:
+    """The month's ratios in the order of `seeds`, "–" where that seed's cell has not run."""
+    return " / ".join(f"{results[str(s)][month][name]['ratio']:.3f}" if month in results.get(str(s), {}) else "–"
+                      for s in seeds)
 
 
 def recalibrated(cell: dict) -> str:
@@ -230,16 +242,22 @@ def main() -> None:
                     help="extra argument for `python -m training train` (repeatable, e.g. --train-arg=--holidays=DE)")
     ap.add_argument("--backtest-arg", action="append", default=[],
                     help="extra argument for `python -m training backtest` (e.g. --backtest-arg=--fixed-band)")
+    ap.add_argument("--scored-only", action="store_true",
+                    help="train nothing: report the cells already scored in --out and list the others as not run")
     ap.add_argument("--no-guard", action="store_true", help="skip the guard replay and the residual check")
     args = ap.parse_args()
     out = Path(args.out)
     results: dict[str, dict] = {}
     served_docs: dict[tuple[int, str], dict] = {}
+    not_run = []
     for seed in args.seeds:
         for month in args.months:
             cell_dir = out / f"seed-{seed}" / month
             done = cell_dir / "scores.json"
-            if args.resume and done.exists():
+            if args.scored_only and not done.exists():
+                not_run.append(f"seed {seed} {month}")
+                continue
+            if (args.resume or args.scored_only) and done.exists():
                 cell = json.loads(done.read_text())
             else:
                 t0 = time.time()
@@ -252,6 +270,7 @@ def main() -> None:
     print(table(results, args.seeds, args.months))
     doc = summary(results, args.seeds, args.months)
     doc["bundles"] = bundle_summary(results, served_docs, args.seeds, args.months)
+    doc["not_run"] = not_run
     day = [doc["bundles"][n] for n in NAMES[2:] if n in doc["bundles"]]
     doc["day_ahead_met"] = bool(day) and all(d["mean"] <= TARGET_DAY_MEAN and d["worst"] <= TARGET_DAY_WORST
                                              for d in day)

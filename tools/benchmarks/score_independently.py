@@ -1,6 +1,6 @@
 """Score backtest CSVs against the raw meter with pandas alone: a cross-check that shares no code with the project.
 
-    python tools/benchmarks/score_independently.py RAW.csv FORECASTS.csv [FORECASTS.csv …]
+    python tools/benchmarks/score_independently.py [--exclude-days DAY,DAY…] RAW.csv FORECASTS.csv [FORECASTS.csv …]
 
 Actuals: the counter's difference on a regular 15-minute grid (annotation rows skipped, duplicates → last value,
 negative steps — the meter replacement — and steps over 5 kWh dropped). Baselines recomputed from those actuals:
@@ -15,6 +15,8 @@ than 80 % (28 values of one slot), so its width is not comparable as it is: `cli
 it the recalibration the edge gives the models' bands — both half-widths (around the 28 days' median) times the
 80 % quantile of the factors that would have covered the file's own earlier targets known at the row's issue time,
 over the last 7 days (factor 1 before a day of them) — so that both bands are compared at about the same coverage.
+`--exclude-days 2022-12-24,2022-12-25`: leave out the target slots of those UTC days (to see what a few named days,
+e.g. Christmas, cost a month's score).
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ def actuals(raw_csv: str) -> pd.Series:
     return d
 
 
-def score(d: pd.Series, forecasts_csv: str) -> dict:
+def score(d: pd.Series, forecasts_csv: str, exclude_days: frozenset[str] = frozenset()) -> dict:
     rows = pd.read_csv(forecasts_csv)
     rows = rows.set_index(pd.to_datetime(rows["target_time"], utc=True))
+    rows = rows[~rows.index.strftime("%Y-%m-%d").isin(list(exclude_days))]
     fc = rows["value_kwh"]
     y = d.reindex(fc.index)
     days = pd.concat([d.shift(k * 96).reindex(fc.index) for k in range(1, 8)], axis=1)
@@ -101,10 +104,13 @@ def band(y: pd.Series, lo: pd.Series, hi: pd.Series) -> dict:
 
 
 def main(argv: list[str]) -> None:
+    exclude: frozenset[str] = frozenset()
+    if argv[:1] == ["--exclude-days"] and len(argv) > 1:
+        exclude, argv = frozenset(argv[1].split(",")), argv[2:]
     if len(argv) < 2:
         sys.exit(__doc__)
     d = actuals(argv[0])
-    print(json.dumps({f: score(d, f) for f in argv[1:]}))
+    print(json.dumps({f: score(d, f, exclude) for f in argv[1:]}))
 
 
 if __name__ == "__main__":
