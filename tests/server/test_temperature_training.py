@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from server import temperature
+from shared import weather as wx
 from shared.points import Point
 from shared.schema import SLOT_NS, WEATHER_SLOTS
 from shared.series import SlotSeries
@@ -118,6 +119,29 @@ def test_coverage_counts_the_training_days_with_a_days_worth_of_temperature():
     assert temperature.house_timezone({}, {"calendar": {"timezone": "Europe/Berlin",
                                                         "weather_timezone": "Europe/Zurich"}}) == "Europe/Zurich"
     assert temperature.house_timezone({}, None) == "UTC"
+
+
+@pytest.mark.parametrize("day, known", [("2023-03-26", 47), ("2023-10-29", 49)])
+def test_coverage_counts_a_dst_day_as_the_training_does(day, known):
+    """A day counts with half of *its* slots known, as the training's day means count it (shared.weather.day_means):
+    the 23-hour day of spring has 92 slots (47 known: counted), the 25-hour day of autumn 100 (49: not counted)."""
+    tz = "Europe/Zurich"
+    start = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1e9) - 3 * 86400 * 10**9
+    n = 7 * 96
+    energy = SlotSeries(start, np.ones(n))
+    days = wx.local_day(energy.end_ns, tz)
+    the_day = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()) // 86400
+    temp = np.full(n, 4.0)
+    on_day = np.flatnonzero(days == the_day)
+    temp[on_day[known:]] = np.nan
+    record = SlotSeries(start, temp)
+    def with_mean(series: SlotSeries) -> set[int]:
+        means = wx.day_means(series, int(days.min()), int(days.max()), tz)
+        return {int(days.min()) + i for i in np.flatnonzero(np.isfinite(means))}
+
+    assert (the_day in with_mean(record)) == (known * 2 >= len(on_day)) == (len(on_day) == 92)
+    assert temperature.coverage(energy, record, tz) == (len(with_mean(energy) & with_mean(record)),
+                                                        len(with_mean(energy)))
 
 
 def _train(c, node: dict) -> dict:
