@@ -227,3 +227,26 @@ def _gate_compares_weather_bundles(s, node: dict, job: dict, tmp_path: Path) -> 
     assert not ok and why.code == "no_forecast", why
     ok, why = nodes.gate(s.registry, status, candidate, series, gate_temp)
     assert ok and why.code == "passed", why  # the same network: equal MAE on the 5 unseen days
+
+
+def test_a_pulled_temperature_file_outside_the_data_areas_is_read_by_nothing(app, tmp_path):
+    """The pull's temperature file passes the energy file's check (server.datafiles); one that fails it (here a
+    symlink out of the cache) is dropped with the reason: neither the training nor the push gate gets its path."""
+    from server import jobs
+
+    s = app.extensions["home_energy"]
+    node = add_node(app.test_client(), "http://127.0.0.1:9", "energy")
+    folder = s.config.cache_dir / f"node-{node['id']}"
+    folder.mkdir(parents=True, exist_ok=True)
+    energy = folder / "a-b.csv"
+    energy.write_text("time,value\n2023-01-02T00:15:00Z,1.0\n2023-01-02T00:30:00Z,1.5\n")
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("time,value\n2023-01-02T00:07:30Z,4.0\n")
+    (folder / "a-b.temperature.csv").symlink_to(outside)
+    jid = s.db.add_job(node["id"], "pull", {})
+    s.db.job_update(jid, state="done", result={"file": str(energy), "rows": 2, "temperature": {
+        "file": str(folder / "a-b.temperature.csv"), "slots": 1}})
+    files, pulled = jobs.Worker(s)._data_files(jid, node["id"], {})
+    assert files == [str(energy.resolve())]
+    assert "file" not in pulled["temperature"] and "outside the training data" in pulled["temperature"]["error"]
+    assert temperature.choose(pulled, SlotSeries(T0_NS, np.ones(96)), {}, None).file is None
