@@ -89,11 +89,6 @@ class ServerConfig:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     @property
-    def backups_dir(self) -> Path:
-        """Agent backups pulled by the server (server/backup.py)."""
-        return self.data_dir / "backups"
-
-    @property
     def db_path(self) -> Path:
         return self.data_dir / "server.sqlite"
 

@@ -287,11 +287,12 @@ class Worker:
         for f in files:
             _check_readable(f)
         if pulled and (pulled.get("temperature") or {}).get("file"):  # the same check as the energy file's
+            temp = dict(pulled["temperature"])
             try:
-                checked = {"file": str(datafiles.resolve(self.s.config, pulled["temperature"]["file"]))}
-            except datafiles.DataFileError as exc:
-                checked = {"error": str(exc)}
-            pulled = pulled | {"temperature": pulled["temperature"] | checked}
+                temp["file"] = str(datafiles.resolve(self.s.config, temp["file"]))
+            except datafiles.DataFileError as exc:  # read by nothing: neither the training nor the gate
+                temp = {k: v for k, v in temp.items() if k != "file"} | {"error": str(exc)}
+            pulled = pulled | {"temperature": temp}
         return files, pulled
 
     def _temperature(self, jid: int, pulled: dict | None, series, params: dict,

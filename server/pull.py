@@ -14,12 +14,16 @@ from pathlib import Path
 
 from server.config import ServerConfig
 from server.files import open_private, private_dir
-from shared.schema import SLOT_NS, WEATHER_SLOTS
+from shared.schema import (
+    SLOT_NS,
+    WEATHER_FORECAST,
+    WEATHER_MEASURED,
+    WEATHER_SLOTS,
+    WEATHER_SOURCE_TAG,
+    WEATHER_TEMPERATURE_FIELD,
+)
 
 DEFAULT_SERIES = ("EnergyMeter", "EnergyIn")  # measurement and field pulled when neither node nor job names one
-# The agent's outdoor temperature record (shared.schema.WEATHER_SLOTS; edge_agent/forecast/weather.py writes it)
-TEMPERATURE_FIELD, TEMPERATURE_SOURCE_TAG = "temperature_c", "source"
-TEMPERATURE_MEASURED, TEMPERATURE_FORECAST = "measured", "forecast"
 TEMPERATURE_SUFFIX = ".temperature.csv"
 
 Progress = Callable[[float, str], None]  # (fraction done 0..1, stage)
@@ -140,9 +144,9 @@ def pull_temperature(st, url: str, start: datetime, end: datetime, out: Path) ->
     t = start
     while t < end:
         t2 = min(end, t + timedelta(days=30))
-        for source in (TEMPERATURE_FORECAST, TEMPERATURE_MEASURED):  # measured last: it wins
-            for ns, v in safe_errors(url, st.query_series, WEATHER_SLOTS, TEMPERATURE_FIELD, t, t2,
-                                     {TEMPERATURE_SOURCE_TAG: source}):
+        for source in (WEATHER_FORECAST, WEATHER_MEASURED):  # measured last: it wins
+            for ns, v in safe_errors(url, st.query_series, WEATHER_SLOTS, WEATHER_TEMPERATURE_FIELD, t, t2,
+                                     {WEATHER_SOURCE_TAG: source}):
                 slots[int(ns)] = (v, source)
         t = t2
     if not slots:
@@ -159,7 +163,7 @@ def pull_temperature(st, url: str, start: datetime, end: datetime, out: Path) ->
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    measured = sum(1 for _, s in slots.values() if s == TEMPERATURE_MEASURED)
+    measured = sum(1 for _, s in slots.values() if s == WEATHER_MEASURED)
     return {"file": str(out), "slots": len(slots), "measured": measured,
             "first": _iso(min(slots)), "last": _iso(max(slots))}
 

@@ -19,11 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from shared import weather as wx
-from shared.schema import SLOTS_PER_DAY
 from shared.series import SlotSeries
 
 MIN_COVERAGE = 0.8  # share of the training days with a recorded temperature needed to train with it
-MIN_DAY_SLOTS = int(wx.MIN_DAY_SHARE * SLOTS_PER_DAY)  # a day counts (energy or temperature) with this many slots
 
 
 @dataclass
@@ -49,12 +47,15 @@ def house_timezone(params: dict, status: dict | None) -> str:
 
 
 def _days(series: SlotSeries, timezone: str) -> set[int]:
-    """The local days (shared.weather.local_day) with at least MIN_DAY_SLOTS known slots."""
+    """The local days (shared.weather.local_day) with at least half of their slots known: the rule by which the
+    training's day means count a day (shared.weather.day_means; a DST day has 92 or 100 slots)."""
     ok = np.isfinite(series.values)
     if not ok.any():
         return set()
-    days, counts = np.unique(wx.local_day(series.end_ns[ok], timezone), return_counts=True)
-    return {int(d) for d in days[counts >= MIN_DAY_SLOTS]}
+    days = wx.local_day(series.end_ns[ok], timezone)
+    first = int(days.min())
+    means = wx.day_means(series, first, int(days.max()), timezone)
+    return {first + int(i) for i in np.flatnonzero(np.isfinite(means))}
 
 
 def coverage(energy: SlotSeries, temperature: SlotSeries, timezone: str) -> tuple[int, int]:

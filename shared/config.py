@@ -67,7 +67,10 @@ def build_dataclass(cls, data: Any, where: str, **fixed: Any):
     for name, value in data.items():
         f = known[name]
         expected = f.type if isinstance(f.type, str) else str(f.type)
-        if value is not None:
+        if value is None:  # YAML's null (TOML has none): only where the type admits it or it is the default
+            if "None" not in expected and f.default is not None:
+                raise ConfigError(f"{key_name(where, name)}: expected {expected.split(' ')[0]}, got None")
+        else:
             ok, value = _type_ok(expected, value)
             if not ok:
                 raise ConfigError(f"{key_name(where, name)}: expected {expected.split(' ')[0]}, got {value!r}")

@@ -54,6 +54,8 @@ FORECAST_SKILL = "forecast_skill"
 # The outdoor temperature per slot as the weather bundles were given it (edge_agent/forecast/weather.py): time = slot
 # end, field `temperature_c`, tag `source` (measured | forecast) — the record a restart and the server's trainings read.
 WEATHER_SLOTS = "weather_slots"
+WEATHER_TEMPERATURE_FIELD, WEATHER_SOURCE_TAG = "temperature_c", "source"
+WEATHER_MEASURED, WEATHER_FORECAST = "measured", "forecast"  # the `source` tag's values
 
 # Per-device 15-minute aggregates the agent computes from the raw readings (edge_agent/retention/): time = slot end;
 # tags: the device's own tags plus `measurement` (the raw measurement); fields: a counter's value at the slot end

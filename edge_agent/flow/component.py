@@ -188,10 +188,6 @@ class Flow:
             self._dirty = (lo, hi)
         self.ctx.timer.trigger("flow", self.fc.late_debounce_s)
 
-    def mark_history(self, start_ns: int, end_ns: int) -> None:
-        """Recompute the slots ending in [start_ns, end_ns] soon (e.g. after a bulk import)."""
-        self._mark_late(start_ns + int(self.fc.max_interp_s * 1e9), end_ns - int(self.fc.max_interp_s * 1e9))
-
     # -- reading ------------------------------------------------------------------------------------------
     def _counter(self, i: int, field: str, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """kWh per slot and the boundary spans for one counter field."""

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 DAY_NS = SLOTS_PER_DAY * SLOT_NS
 OPEN_METEO_URL = "https://api.open-meteo.com/v1/forecast"
-MEASURED, FORECAST = "measured", "forecast"
+MEASURED, FORECAST = schema.WEATHER_MEASURED, schema.WEATHER_FORECAST
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_ENTRIES = 2000  # hourly entries: 80 days
 
@@ -373,7 +373,7 @@ class Weather:
 
     def _restore(self, first_ns: int, issue_ns: int) -> None:
         try:
-            rows = self.storage.query_series(schema.WEATHER_SLOTS, "temperature_c", _dt(first_ns), _dt(issue_ns + 1))
+            rows = self.storage.query_series(schema.WEATHER_SLOTS, schema.WEATHER_TEMPERATURE_FIELD, _dt(first_ns), _dt(issue_ns + 1))
             self.record.update((int(t), (float(v), FORECAST)) for t, v in rows if t % SLOT_NS == 0)
             self._written_until = max(self.record, default=0)
             self._restored = True
@@ -405,8 +405,8 @@ class Weather:
         new = sorted(t for t in self.record if self._written_until < t <= issue_ns)
         if not new:
             return
-        points = [Point(schema.WEATHER_SLOTS, {"source": self.record[t][1]},
-                        {"temperature_c": round(float(self.record[t][0]), 3)}, t) for t in new]
+        points = [Point(schema.WEATHER_SLOTS, {schema.WEATHER_SOURCE_TAG: self.record[t][1]},
+                        {schema.WEATHER_TEMPERATURE_FIELD: round(float(self.record[t][0]), 3)}, t) for t in new]
         try:
             self.storage.write(points)
             self._written_until = new[-1]

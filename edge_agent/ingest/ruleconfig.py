@@ -52,8 +52,6 @@ class RuleConfig:
     time_format: str = "auto"  # auto | iso | epoch_s | epoch_ms | epoch_us | epoch_ns | a strptime pattern
 
 
-
-
 def check_rule(rule: RuleConfig, where: str) -> None:
     """Names a rule writes must be storable, only measurements the agent writes may be reserved, and settings
     used on every message (timezone, scale) must work: a bad one would reject every message at run time."""

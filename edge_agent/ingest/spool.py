@@ -27,7 +27,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.runtime.durable import datasync, fsync_dir, make_dirs, replace_file, write_file
+from edge_agent.runtime.durable import datasync, fsync_dir, make_dirs, replace_file
 from shared.points import Point, to_lines
 
 log = logging.getLogger(__name__)
@@ -197,11 +197,7 @@ class Spool:
     def _write_cursor(self, pos: Position) -> None:
         path = self.dir / "cursor"
         if not path.exists() or path.stat().st_size != 2 * CURSOR_SLOT.size:
-            # create (or convert) the file once, at full size, then rename it into place
-            tmp = self.dir / "cursor.tmp"
-            write_file(tmp, bytes(2 * CURSOR_SLOT.size))
-            os.replace(tmp, path)
-            fsync_dir(self.dir)
+            replace_file(path, bytes(2 * CURSOR_SLOT.size))  # created (or converted) once, at full size
         self._cursor_seq += 1
         packed = CURSOR_SLOT.pack(self._cursor_seq, pos.segment, pos.offset, 0)[:-4]
         slot = packed + struct.pack("<I", zlib.crc32(packed))

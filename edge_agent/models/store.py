@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge_agent.runtime.durable import fsync_dir, make_dirs, write_file
+from edge_agent.runtime.durable import fsync_dir, make_dirs, replace_file, write_file
 from shared import manifest as mf
 from shared.signing import SIGNATURE_FILE
 
@@ -111,11 +111,7 @@ class ModelStore:
         return out
 
     def _write_state(self, name: str, state: dict) -> None:
-        d = self.root / name
-        tmp = d / "state.json.tmp"
-        write_file(tmp, (json.dumps(state, indent=2) + "\n").encode())
-        os.replace(tmp, d / "state.json")
-        fsync_dir(d)
+        replace_file(self.root / name / "state.json", (json.dumps(state, indent=2) + "\n").encode())
 
     @staticmethod
     def _holds(path: Path, files: dict[str, bytes]) -> bool:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from server import temperature
+from shared import weather as wx
 from shared.points import Point
 from shared.schema import SLOT_NS, WEATHER_SLOTS
 from shared.series import SlotSeries
@@ -120,6 +121,29 @@ def test_coverage_counts_the_training_days_with_a_days_worth_of_temperature():
     assert temperature.house_timezone({}, None) == "UTC"
 
 
+@pytest.mark.parametrize("day, known", [("2023-03-26", 47), ("2023-10-29", 49)])
+def test_coverage_counts_a_dst_day_as_the_training_does(day, known):
+    """A day counts with half of *its* slots known, as the training's day means count it (shared.weather.day_means):
+    the 23-hour day of spring has 92 slots (47 known: counted), the 25-hour day of autumn 100 (49: not counted)."""
+    tz = "Europe/Zurich"
+    start = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1e9) - 3 * 86400 * 10**9
+    n = 7 * 96
+    energy = SlotSeries(start, np.ones(n))
+    days = wx.local_day(energy.end_ns, tz)
+    the_day = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()) // 86400
+    temp = np.full(n, 4.0)
+    on_day = np.flatnonzero(days == the_day)
+    temp[on_day[known:]] = np.nan
+    record = SlotSeries(start, temp)
+    def with_mean(series: SlotSeries) -> set[int]:
+        means = wx.day_means(series, int(days.min()), int(days.max()), tz)
+        return {int(days.min()) + i for i in np.flatnonzero(np.isfinite(means))}
+
+    assert (the_day in with_mean(record)) == (known * 2 >= len(on_day)) == (len(on_day) == 92)
+    assert temperature.coverage(energy, record, tz) == (len(with_mean(energy) & with_mean(record)),
+                                                        len(with_mean(energy)))
+
+
 def _train(c, node: dict) -> dict:
     job = c.post(f"/api/v1/nodes/{node['id']}/train", headers=AUTH, json={"quick": True, "keep_weather": True}).json
     job = job_finished(c, job, timeout=240, interval=0.5)
@@ -203,3 +227,26 @@ def _gate_compares_weather_bundles(s, node: dict, job: dict, tmp_path: Path) -> 
     assert not ok and why.code == "no_forecast", why
     ok, why = nodes.gate(s.registry, status, candidate, series, gate_temp)
     assert ok and why.code == "passed", why  # the same network: equal MAE on the 5 unseen days
+
+
+def test_a_pulled_temperature_file_outside_the_data_areas_is_read_by_nothing(app, tmp_path):
+    """The pull's temperature file passes the energy file's check (server.datafiles); one that fails it (here a
+    symlink out of the cache) is dropped with the reason: neither the training nor the push gate gets its path."""
+    from server import jobs
+
+    s = app.extensions["home_energy"]
+    node = add_node(app.test_client(), "http://127.0.0.1:9", "energy")
+    folder = s.config.cache_dir / f"node-{node['id']}"
+    folder.mkdir(parents=True, exist_ok=True)
+    energy = folder / "a-b.csv"
+    energy.write_text("time,value\n2023-01-02T00:15:00Z,1.0\n2023-01-02T00:30:00Z,1.5\n")
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("time,value\n2023-01-02T00:07:30Z,4.0\n")
+    (folder / "a-b.temperature.csv").symlink_to(outside)
+    jid = s.db.add_job(node["id"], "pull", {})
+    s.db.job_update(jid, state="done", result={"file": str(energy), "rows": 2, "temperature": {
+        "file": str(folder / "a-b.temperature.csv"), "slots": 1}})
+    files, pulled = jobs.Worker(s)._data_files(jid, node["id"], {})
+    assert files == [str(energy.resolve())]
+    assert "file" not in pulled["temperature"] and "outside the training data" in pulled["temperature"]["error"]
+    assert temperature.choose(pulled, SlotSeries(T0_NS, np.ones(96)), {}, None).file is None

@@ -392,3 +392,22 @@ def test_where_what_lasts_is_written_follows_retention(tmp_path):
     assert keep("[retention]") == "keep"
     assert keep('[retention]\nkeep_policy = "years"') == "years"
     assert keep("[retention]\nenabled = false") is None
+
+
+@pytest.mark.parametrize("section, key", [
+    ("mqtt:\n  qos: null", "[mqtt].qos: expected int, got None"),
+    ("ingest:\n  queue_max_bytes: ~", "[ingest].queue_max_bytes: expected int, got None"),
+    ("spool:\n  commit_interval_s: null", "[spool].commit_interval_s: expected float, got None"),
+])
+def test_a_yaml_null_is_refused_with_the_key_named(tmp_path, section, key):
+    """YAML can say null where TOML cannot: a setting without `| None` in its type refuses it (the range checks on
+    the fields skipped it; `qos: null` passed `edge-agent check` and a null queue bound raised a TypeError)."""
+    path = tmp_path / "agent.yaml"
+    path.write_text(f"agent:\n  state_dir: {tmp_path}\n{section}\n"
+                    "rules:\n  - {topic: a/+x, format: number, measurement: m, field: v}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert key in str(info.value) and str(path) in str(info.value)
+    path.write_text(f"agent:\n  state_dir: {tmp_path}\nmqtt:\n  ca_file: null\n"  # `str | None`: null is its default
+                    "rules:\n  - {topic: a/+x, format: number, measurement: m, field: v}\n")
+    assert load_config(path).mqtt.ca_file is None
