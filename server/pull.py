@@ -133,13 +133,15 @@ def pull_temperature(st, url: str, start: datetime, end: datetime, out: Path) ->
     """The agent's outdoor temperature record (`weather_slots`, field `temperature_c`, one point per slot at its
     end, tag `source` measured | forecast: edge_agent/forecast/weather.py) between start and end into `out`, month
     by month; the measured value where the slot has one, else what the forecast said. None (and no file) when the
-    house has no record. A failed query costs only the temperature: the energy pull stands, and the answer's
-    content is never shown (safe_errors).
+    house has no record. A failed query costs only the temperature: the energy pull stands, the file of an earlier
+    pull of the same range is gone (the push gate finds the file by name), and the answer's content is never shown
+    (safe_errors).
 
     The file is a readings CSV (`time,value`, UTC) as training.weather.load_temperature reads it: each slot's °C at
     the slot's middle (end − 7.5 min), since load_temperature interpolates readings at slot middles — so it gets
     every slot's value back exactly, and slots the agent did not record stay unknown (up to its 3-hour
     interpolation)."""
+    out.unlink(missing_ok=True)  # what lies beside the energy file is this pull's record or nothing
     slots: dict[int, tuple[float, str]] = {}
     t = start
     while t < end:
@@ -150,7 +152,6 @@ def pull_temperature(st, url: str, start: datetime, end: datetime, out: Path) ->
                 slots[int(ns)] = (v, source)
         t = t2
     if not slots:
-        out.unlink(missing_ok=True)
         return None
     tmp = out.with_suffix(".part")
     try:

@@ -96,13 +96,15 @@ def for_gate(energy_file: str | Path | None, timezone: str):
 
 
 def as_forecasts(path: str | Path | None, timezone: str):
-    """A pulled temperature file as training.weather.TemperatureForecasts (the record as its own forecast), or None
-    when there is no readable one."""
-    from training.weather import TemperatureForecasts, load_temperature
+    """A pulled temperature file as training.weather.TemperatureForecasts, or None when there is no readable one.
+    The forecast is the record + the shipping rule's error (N(0, 1.5 °C) per local day, seeded): the edge serves
+    weather bundles a real forecast, and given the record itself the gate would favour a weather bundle over a
+    bundle without the temperature by what no house gets."""
+    from training.weather import RULE_NOISE_C, RULE_NOISE_SEED, TemperatureForecasts, load_temperature
 
     if not path or not Path(path).exists():
         return None
     try:
-        return TemperatureForecasts(load_temperature(str(path), timezone), timezone)
+        return TemperatureForecasts(load_temperature(str(path), timezone), timezone, RULE_NOISE_C, RULE_NOISE_SEED)
     except (ValueError, OSError):
         return None

@@ -250,3 +250,45 @@ def test_a_pulled_temperature_file_outside_the_data_areas_is_read_by_nothing(app
     assert files == [str(energy.resolve())]
     assert "file" not in pulled["temperature"] and "outside the training data" in pulled["temperature"]["error"]
     assert temperature.choose(pulled, SlotSeries(T0_NS, np.ones(96)), {}, None).file is None
+
+
+def test_a_failed_temperature_query_leaves_no_earlier_file_behind(tmp_path):
+    """A pull of a range pulled before whose temperature query fails (here: nothing listens on the database's port)
+    must not leave the earlier pull's temperature file beside the new energy file, where the push gate finds it
+    by name (server.temperature.for_gate)."""
+    from server.pull import pull_temperature, temperature_file
+    from tools.services import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    energy = tmp_path / "20230102T0000-20230112T0000.csv"
+    old = temperature_file(energy)
+    old.write_text("time,value\n2023-01-02T00:07:30.000Z,1.0\n")
+    st = open_storage(StorageConfig(url=url, database="db", timeout_s=2.0))
+    try:
+        with pytest.raises(ValueError):
+            pull_temperature(st, url, T0, T0 + timedelta(days=10), old)
+    finally:
+        st.close()
+    assert not old.exists()
+    assert temperature.for_gate(energy, "UTC") is None
+
+
+def test_the_gate_forecasts_with_the_rules_error(tmp_path):
+    """The gate's temperature forecast is the record + the shipping rule's N(0, 1.5 °C) per local day (the edge gets
+    a forecast, not the record), the same on every call: both versions it compares see the same forecast."""
+    from server.pull import temperature_file
+
+    days = 120
+    ends = T0_NS + SLOT_NS * np.arange(days * 96, dtype=np.int64)
+    record = temperature_file(tmp_path / "a-b.csv")
+    record.write_text("time,value\n" + "".join(
+        f"{datetime.fromtimestamp((t - SLOT_NS // 2) / 1e9, UTC).isoformat().replace('+00:00', 'Z')},5.0\n"
+        for t in ends))
+    fc = temperature.for_gate(tmp_path / "a-b.csv", "Europe/Zurich")
+    err = fc.forecast.values - fc.observed.values
+    assert np.allclose(fc.observed.values[:days * 96], 5.0)
+    per_day = err[:days * 96].reshape(days, 96)[1:-1, 8:-8]  # whole local days, off the day boundaries
+    assert np.allclose(per_day, per_day[:, :1], atol=1e-9)  # one error per local day
+    assert 1.2 < per_day[:, 0].std() < 1.8 and abs(per_day[:, 0].mean()) < 0.4
+    again = temperature.for_gate(tmp_path / "a-b.csv", "Europe/Zurich")
+    np.testing.assert_array_equal(again.forecast.values, fc.forecast.values)
