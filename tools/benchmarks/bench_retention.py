@@ -246,7 +246,7 @@ def _live_under_limit(args, influx: BenchInfluxd, gen_queues, clock: list, parts
     return {"live": {"memory_limit_mb": args.influxd_memory_mb, "minutes": args.live_minutes,
                      "oom_kills": influx.limit.oom_kills(), "influxd_alive": influx.proc.poll() is None,
                      "cgroup_peak_mb": round(peak / 2**20, 1) if peak else None,
-                     "influxd_rss_mb_max": max(rss, default=None), "influxd_anon_mb_max": max(anon, default=None),
+                     "influxd_rss_max_mb": max(rss, default=None), "influxd_anon_max_mb": max(anon, default=None),
                      "component_errors": errors}}
 
 
@@ -357,17 +357,19 @@ def main() -> int:
               "flow_slots": int(agent.health.get("flow_slots_written")),
               "aggregates_written": int(agent.health.get("slot_aggregates_written")),
               "seconds": round(time.monotonic() - t0, 1)}
-    if args.influxd_memory_mb:
-        result.update(_live_under_limit(args, influx, (go, done), clock, (flow, forecast, retention)))
-    go.put(None)
-    gen.join(60)
-    for component in (forecast, flow, retention):
-        component.stop()
-    influx.stop()
-    if getattr(influx, "limit", None) is not None:
-        influx.limit.__exit__(None, None, None)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    try:
+        if args.influxd_memory_mb:
+            result.update(_live_under_limit(args, influx, (go, done), clock, (flow, forecast, retention)))
+    finally:  # a failed live run still stops influxd and removes its memory cgroup
+        go.put(None)
+        gen.join(60)
+        for component in (forecast, flow, retention):
+            component.stop()
+        influx.stop()
+        if getattr(influx, "limit", None) is not None:
+            influx.limit.__exit__(None, None, None)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
     return 0
 
