@@ -280,7 +280,7 @@ def main() -> None:
     if zeros:
         doc["residual_zeros"] = {k: sum(z.get(k, 0) for z in zeros) for k in
                                  ("issues", "zero_residual", "float_within_half_step", "float_outside_int8_range")}
-    print("\nall months (day-ahead served with the guard replayed; worst seed)")
+    print("\nall months (ratios per seed; served: the day-ahead forecast with the guard replayed, worst seed)")
     print(all_months_table(results, served_docs, args.seeds, args.months))
     print(json.dumps(doc))
 
