@@ -5,7 +5,8 @@ docker-compose.yml, the Dockerfiles). A path (`edge_agent/…`,
 `shared/…`, `server/…`, `training/…`, `tools/…`, `tests/…`) must be a file or a folder (a glob must match
 something; after an ellipsis or a placeholder such as `<name>` only the part before it counts). A dotted module
 path in the prose (docs, comments, docstrings), e.g. `edge_agent.publish.hass.availability_topic`, must lead to a
-module, and what follows the last module must be defined in it.
+module, and what follows the last module must be defined in it. And no template marker (a line that is only an
+UPPER_SNAKE name, e.g. a results table a benchmark was meant to fill in) is left in what people read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ PATH = re.compile(r"(?<![\w/.\-~$])((?:" + "|".join(TOPS) + r")/[\w./*<>{}…\-]
 MODULE = re.compile(r"(?<![\w/.\-])((?:edge_agent|shared|server|training|tools)(?:\.[A-Za-z_]\w*)+)")
 # Dotted names that are not modules: files (server.toml, server.sqlite) and the manifest's `training` keys.
 NOT_MODULES = re.compile(r".*\.(toml|txt|sqlite|log|key|py|md|json|conf|j2)|training\.(quick|refit|seconds)(\..*)?")
+PLACEHOLDER = re.compile(r"\s*[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\s*")
 DEFINED = r"(?m)(^\s*(async\s+)?(def|class)\s+{n}\b|^\s*{n}\s*[:=]|\bimport\b[^\n]*\b{n}\b|^\s+{n},?$|\b{n}\s*=)"
 
 
@@ -104,3 +106,10 @@ def test_the_check_sees_a_stale_path_and_a_stale_module():
     assert module_exists("edge_agent.runtime.mqtt_client.make_client") and module_exists("edge_agent.api.SPEC")
     assert not module_exists("edge_agent.runtime.mqtt_client.no_such_name")
     assert path_exists("edge_agent/ingest/formats/…") and path_exists("tests/edge_agent/**/test_*.py")
+
+
+def test_no_placeholder_left_in_the_docs():
+    left = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in sources() if p.suffix == ".md"
+            for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if PLACEHOLDER.fullmatch(line)]
+    assert not left, "a placeholder nobody filled in:\n" + "\n".join(left)
+    assert PLACEHOLDER.fullmatch("ROLLING_RESULTS") and not PLACEHOLDER.fullmatch("| 2022-11 | 0.917 |")
