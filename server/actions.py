@@ -6,6 +6,7 @@ Every action checks its fields first (server.validate): unknown fields and wrong
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -33,6 +34,8 @@ from shared.schema import BUNDLE_NAMES
 __all__ = ["ActionError", "add_node", "cancel", "job_or_404", "node_or_404", "pull", "push", "rollback", "seed",
            "train"]
 MAX_ID = 2**63 - 1
+
+log = logging.getLogger(__name__)
 
 
 def node_or_404(s: State, node_id) -> dict:
@@ -243,7 +246,13 @@ def _recent_series(s: State, node, status: dict | None) -> tuple:
         return None, None
     from training.data import load
 
-    return load([last["file"]]), temperature.for_gate(last["file"], temperature.house_timezone({}, status))
+    try:
+        last = datafiles.checked_pull(s.config, last)  # the files a training of this pull would read, no others
+    except datafiles.DataFileError as exc:
+        log.warning("push gate of node %s: the latest pull is not readable: %s", node["name"], exc)
+        return None, None
+    temp_file = (last.get("temperature") or {}).get("file")
+    return load([last["file"]]), temperature.as_forecasts(temp_file, temperature.house_timezone({}, status))
 
 
 def rollback(s: State, node_id, doc: dict) -> dict:

@@ -37,3 +37,18 @@ def resolve(config: ServerConfig, given: str) -> Path:
     if not real.is_file():
         raise DataFileError(f"{given} is not a file")
     return real
+
+
+def checked_pull(config: ServerConfig, pulled: dict) -> dict:
+    """A pull's record (Database.last_pull) with its files checked as a training's: the energy file resolved (or
+    DataFileError), the outdoor temperature file resolved, or dropped with the reason, so that nothing reads it:
+    neither the training nor either push gate (a job's, a manual push's)."""
+    checked = pulled | {"file": str(resolve(config, pulled["file"]))}
+    temp = dict(pulled.get("temperature") or {})
+    if temp.get("file"):
+        try:
+            temp["file"] = str(resolve(config, temp["file"]))
+        except DataFileError as exc:
+            temp = {k: v for k, v in temp.items() if k != "file"} | {"error": str(exc)}
+        checked["temperature"] = temp
+    return checked

@@ -283,16 +283,11 @@ class Worker:
             if not pulled:
                 raise ValueError("no data: pull history from the node first (or give data files)")
             given = [pulled["file"]]
+        if pulled:
+            pulled = datafiles.checked_pull(self.s.config, pulled)
         files = [str(datafiles.resolve(self.s.config, f)) for f in given]
         for f in files:
             _check_readable(f)
-        if pulled and (pulled.get("temperature") or {}).get("file"):  # the same check as the energy file's
-            temp = dict(pulled["temperature"])
-            try:
-                temp["file"] = str(datafiles.resolve(self.s.config, temp["file"]))
-            except datafiles.DataFileError as exc:  # read by nothing: neither the training nor the gate
-                temp = {k: v for k, v in temp.items() if k != "file"} | {"error": str(exc)}
-            pulled = pulled | {"temperature": temp}
         return files, pulled
 
     def _temperature(self, jid: int, pulled: dict | None, series, params: dict,

@@ -294,8 +294,8 @@ def gate(registry: Registry, node_status: dict | None, new: dict, series: SlotSe
          temperature=None) -> tuple[bool, Reason]:
     """Automatic pushes only: the new version must not be worse than the node's active one on recent data that
     neither of them trained on. A weather bundle and its active version are both given the pulled temperature
-    record (`temperature`: the observed values as the forecast, the same for both: a fair comparison between them,
-    a kind one to either against the agent's real forecasts)."""
+    record as a forecast (`temperature`: server.temperature.as_forecasts, the record + the shipping rule's error,
+    the same for both: a fair comparison between them)."""
     active = ((node_status or {}).get("models") or {}).get(new["name"], {}).get("active")
     if not active:
         return True, Reason("the node has no active model for this name",

@@ -87,14 +87,6 @@ def choose(pulled: dict | None, energy: SlotSeries, params: dict, status: dict |
                                               f"({Path(temp['file']).name}, days in {tz})", have, of)
 
 
-def for_gate(energy_file: str | Path | None, timezone: str):
-    """The temperature the push gate gives weather bundles: the record pulled with `energy_file` (beside it,
-    server.pull.temperature_file), or None when there is none."""
-    from server.pull import temperature_file
-
-    return as_forecasts(temperature_file(Path(energy_file)) if energy_file else None, timezone)
-
-
 def as_forecasts(path: str | Path | None, timezone: str):
     """A pulled temperature file as training.weather.TemperatureForecasts, or None when there is no readable one.
     The forecast is the record + the shipping rule's error (N(0, 1.5 °C) per local day, seeded): the edge serves

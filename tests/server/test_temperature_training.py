@@ -201,7 +201,7 @@ def _gate_compares_weather_bundles(s, node: dict, job: dict, tmp_path: Path) -> 
     new = s.registry.get(owner, name, job["result"]["versions"][name])
     last = s.db.last_pull(node["id"])
     series = load([last["file"]])
-    gate_temp = temperature.for_gate(last["file"], "UTC")
+    gate_temp = temperature.as_forecasts(last["temperature"]["file"], "UTC")
     assert gate_temp is not None
     start = parse_time_ns(new["data"]["end"]) - 6 * 86400 * 10**9
     assert nodes.recent_mae(Path(new["path"]), series, start)[1] == 0  # without the record: nothing complete
@@ -232,7 +232,7 @@ def _gate_compares_weather_bundles(s, node: dict, job: dict, tmp_path: Path) -> 
 def test_a_pulled_temperature_file_outside_the_data_areas_is_read_by_nothing(app, tmp_path):
     """The pull's temperature file passes the energy file's check (server.datafiles); one that fails it (here a
     symlink out of the cache) is dropped with the reason: neither the training nor the push gate gets its path."""
-    from server import jobs
+    from server import actions, jobs
 
     s = app.extensions["home_energy"]
     node = add_node(app.test_client(), "http://127.0.0.1:9", "energy")
@@ -250,12 +250,14 @@ def test_a_pulled_temperature_file_outside_the_data_areas_is_read_by_nothing(app
     assert files == [str(energy.resolve())]
     assert "file" not in pulled["temperature"] and "outside the training data" in pulled["temperature"]["error"]
     assert temperature.choose(pulled, SlotSeries(T0_NS, np.ones(96)), {}, None).file is None
+    series, gate_temp = actions._recent_series(s, node, None)  # a manual push's gate: the same check
+    assert series is not None and gate_temp is None
 
 
 def test_a_failed_temperature_query_leaves_no_earlier_file_behind(tmp_path):
     """A pull of a range pulled before whose temperature query fails (here: nothing listens on the database's port)
-    must not leave the earlier pull's temperature file beside the new energy file, where the push gate finds it
-    by name (server.temperature.for_gate)."""
+    must not leave the earlier pull's temperature file beside the new energy file, where it would pass for this
+    pull's (retention and a reader by name, server.pull.temperature_file)."""
     from server.pull import pull_temperature, temperature_file
     from tools.services import free_port
 
@@ -270,7 +272,7 @@ def test_a_failed_temperature_query_leaves_no_earlier_file_behind(tmp_path):
     finally:
         st.close()
     assert not old.exists()
-    assert temperature.for_gate(energy, "UTC") is None
+    assert temperature.as_forecasts(temperature_file(energy), "UTC") is None
 
 
 def test_the_gate_forecasts_with_the_rules_error(tmp_path):
@@ -284,11 +286,11 @@ def test_the_gate_forecasts_with_the_rules_error(tmp_path):
     record.write_text("time,value\n" + "".join(
         f"{datetime.fromtimestamp((t - SLOT_NS // 2) / 1e9, UTC).isoformat().replace('+00:00', 'Z')},5.0\n"
         for t in ends))
-    fc = temperature.for_gate(tmp_path / "a-b.csv", "Europe/Zurich")
+    fc = temperature.as_forecasts(record, "Europe/Zurich")
     err = fc.forecast.values - fc.observed.values
     assert np.allclose(fc.observed.values[:days * 96], 5.0)
     per_day = err[:days * 96].reshape(days, 96)[1:-1, 8:-8]  # whole local days, off the day boundaries
     assert np.allclose(per_day, per_day[:, :1], atol=1e-9)  # one error per local day
     assert 1.2 < per_day[:, 0].std() < 1.8 and abs(per_day[:, 0].mean()) < 0.4
-    again = temperature.for_gate(tmp_path / "a-b.csv", "Europe/Zurich")
+    again = temperature.as_forecasts(record, "Europe/Zurich")
     np.testing.assert_array_equal(again.forecast.values, fc.forecast.values)
