@@ -110,7 +110,7 @@ class ServerConfig:
         return self.data_dir / "cache"
 
 
-def _secret(doc: dict, key: str, base: Path) -> str | None:
+def _secret(doc: dict, key: str, base: Path, where: str) -> str | None:
     """The shared rule (shared/secrets.py): `<key>_file`, else the variable named by `<key>_env` (default
     `SERVER_<KEY>`), else `<key>`. A relative `<key>_file` is relative to the config file's directory."""
     file = Path(doc[f"{key}_file"]) if doc.get(f"{key}_file") else None
@@ -118,7 +118,7 @@ def _secret(doc: dict, key: str, base: Path) -> str | None:
     try:
         return read_secret(doc.get(key), str(file) if file else None, doc.get(f"{key}_env") or f"SERVER_{key.upper()}")
     except OSError as exc:
-        raise ConfigError(f"{key}_file: cannot read {file}: {exc.strerror}") from None
+        raise ConfigError(f"{where}: {key}_file: cannot read {file}: {exc.strerror}") from None
 
 
 def _read_toml(path: str | Path | None) -> tuple[dict, Path, str]:
@@ -133,27 +133,27 @@ def _read_toml(path: str | Path | None) -> tuple[dict, Path, str]:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _data_dir(doc: dict, base: Path) -> Path:
+def _data_dir(doc: dict, base: Path, where: str) -> Path:
     """`$SERVER_DATA_DIR`, else `data_dir`, else var/server; created 0700."""
     data_dir = Path(os.environ.get("SERVER_DATA_DIR") or doc.get("data_dir") or "var/server")
     data_dir = data_dir if data_dir.is_absolute() else (base / data_dir)
     try:
         private_dir(data_dir)
     except OSError as exc:
-        raise ConfigError(f"data_dir: cannot create {data_dir}: {exc.strerror}") from None
+        raise ConfigError(f"{where}: data_dir: cannot create {data_dir}: {exc.strerror}") from None
     return data_dir.resolve()
 
 
-def _secrets(doc: dict, base: Path, data_dir: Path) -> dict:
+def _secrets(doc: dict, base: Path, data_dir: Path, where: str) -> dict:
     """The three secrets, checked; the session key is generated in data_dir when none is given."""
-    out = {key: _secret(doc, key, base) for key in SECRETS}
+    out = {key: _secret(doc, key, base, where) for key in SECRETS}
     if not out["admin_password_hash"]:
-        raise ConfigError("admin_password_hash is required (python -m server hash-password; put the hash in the "
+        raise ConfigError(f"{where}: admin_password_hash is required (python -m server hash-password; put the hash in the "
                           "config, a file named by admin_password_hash_file, or SERVER_ADMIN_PASSWORD_HASH)")
     if out["api_token"] is not None and len(out["api_token"]) < 16:
-        raise ConfigError("api_token must have at least 16 characters")
+        raise ConfigError(f"{where}: api_token must have at least 16 characters")
     if out["secret_key"] is not None and len(out["secret_key"]) < 16:
-        raise ConfigError("secret_key must have at least 16 characters (or leave it out: one is generated)")
+        raise ConfigError(f"{where}: secret_key must have at least 16 characters (or leave it out: one is generated)")
     out["secret_key"] = out["secret_key"] or _generated_secret(data_dir / "secret_key")
     return out
 
@@ -171,10 +171,10 @@ def load_config(path: str | Path | None = None, **overrides) -> ServerConfig:
             raise ConfigError(f"{where}: {key}: expected str, got {doc[key]!r}")
     secret_refs = {k: doc.pop(k) for k in SECRET_KEYS - set(SECRETS) if k in doc}
     cfg = build_dataclass(ServerConfig, doc, f"{where}:", jobs=jobs, notify=notify)  # every key checked
-    data_dir = _data_dir(doc, base)
+    data_dir = _data_dir(doc, base, where)
     dirs = [(p if p.is_absolute() else base / p).resolve() for p in map(Path, cfg.training_data_dirs)]
     return dataclasses.replace(cfg, data_dir=data_dir, training_data_dirs=dirs,
-                               **_secrets(doc | secret_refs, base, data_dir))
+                               **_secrets(doc | secret_refs, base, data_dir, where))
 
 
 def _notify(table, where: str, base: Path) -> NotifyConfig:

@@ -54,9 +54,27 @@ def test_a_valid_file_loads(tmp_path):
     ("jobs = 1\n", "[jobs] must be a table"),
 ])
 def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, text, key):
+    path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        load_config(write(tmp_path, text))
-    assert key in str(err.value)
+        load_config(path)
+    assert key in str(err.value) and str(path) in str(err.value)  # and the file: there may be several
+
+
+def test_the_other_errors_name_the_file_too(tmp_path):
+    """The secrets' and data_dir's errors named only the key; an installer with several configs needs the file."""
+    (tmp_path / "a-file").write_text("")
+    cases = [(f'data_dir = "{tmp_path / "a-file" / "d"}"\nadmin_password_hash = "{HASH}"\n', "data_dir: cannot create"),
+             (f'data_dir = "{tmp_path / "data"}"\n', "admin_password_hash is required"),
+             (f'data_dir = "{tmp_path / "data"}"\nadmin_password_hash = "{HASH}"\nsecret_key = "short"\n',
+              "secret_key must have at least 16"),
+             (f'data_dir = "{tmp_path / "data"}"\nadmin_password_hash_file = "missing"\n',
+              "admin_password_hash_file: cannot read")]
+    for text, message in cases:
+        path = tmp_path / "server.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert message in str(err.value) and f"server config {path}" in str(err.value), err.value
 
 
 def test_unknown_override_is_refused(tmp_path):
