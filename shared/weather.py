@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from shared.schema import SLOT_NS, SLOTS_PER_DAY
+from shared.schema import DAY_NS, SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries
 
 TEMPERATURES = ("temp_day", "temp_day_1d", "temp_day_7d", "temp_hour")
@@ -43,7 +43,6 @@ DAY_AHEAD_FEATURES = ("temp_day", "temp_day_1d", "temp_day_7d", "hdd_day")
 TEMP_CENTER_C, TEMP_SCALE_C, DEGREE_SCALE = 10.0, 10.0, 10.0
 MIN_DAY_SHARE = 0.5  # a day mean needs at least this share of the day's slots
 MIN_WEEK_DAYS = 4  # temp_day_7d needs at least this many of the 7 day means
-DAY_NS = SLOTS_PER_DAY * SLOT_NS
 
 
 class WeatherError(ValueError):

@@ -11,13 +11,12 @@ import numpy as np
 
 from shared import intervals as iv
 from shared.baselines import BASELINES
-from shared.schema import SLOT_NS, SLOTS_PER_DAY
+from shared.schema import DAY_NS, SLOT_NS
 from shared.series import SlotSeries, iso, parse_time_ns
 from training.scoring import metrics
 
 COLUMNS = ["issued_at", "target_time", "horizon_steps", "value_kwh"]
 BAND_COLUMNS = ["p10_kwh", "p90_kwh"]  # empty for a bundle without intervals; optional when reading
-DAY_NS = SLOTS_PER_DAY * SLOT_NS
 
 
 def issue_times_for(horizon: int, start_ns: int, end_ns: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 
 from shared import manifest as mf
 from shared import weather as wx
-from shared.schema import SLOT_NS, SLOTS_PER_DAY, WEATHER_SUFFIX
+from shared.schema import DAY_NS, SLOT_NS, SLOTS_PER_DAY, WEATHER_SUFFIX
 from shared.series import SlotSeries, iso, parse_time_ns
 from shared.verdict import SEED_REFERENCE
 from shared.window import WindowSpec, scale_target
@@ -35,7 +35,6 @@ QUICK_SAMPLES = (600, 200)  # --quick: the last training and the first validatio
 
 # Where in a bundle's progress span each step starts (the members' fit takes the first FIT_SHARE).
 HELD_OUT_AT, REFIT_AT, EXPORT_AT = FIT_SHARE, 0.77, 0.85
-DAY_NS = SLOTS_PER_DAY * SLOT_NS
 
 
 @dataclass

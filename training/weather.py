@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from shared import weather as wx
-from shared.schema import SLOT_NS, SLOTS_PER_DAY
+from shared.schema import DAY_NS, SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries, read_csv
 
 RULE_NOISE_C = 1.5  # the forecast error the rule assumes for the day's mean temperature (°C, Gaussian)
@@ -29,7 +29,6 @@ MIN_DAILY_GAIN = 0.03  # the weather bundle's daily-energy MAE must be at most 0
 # slots cost MAE then), so the days decide; the slots only must not get clearly worse (the seed house with an unrelated
 # temperature: days 0.989 ×, slots 0.997 × — not shipped; the heat pump before October 2021: days 0.806 ×, slots 1.013 ×)
 MAX_SLOT_LOSS = 0.02
-DAY_NS = SLOTS_PER_DAY * SLOT_NS
 
 
 def load_temperature(path: str | Path, timezone: str = "UTC") -> SlotSeries:

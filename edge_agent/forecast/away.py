@@ -30,7 +30,7 @@ import numpy as np
 from edge_agent.config import AgentConfig
 from edge_agent.publish import hass
 from shared import away as profile
-from shared.schema import SLOT_NS
+from shared.schema import DAY_NS, SLOT_NS
 from shared.series import SlotSeries, iso, parse_time_ns
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ class AwayWindow:
                            "to": None if self.end_ns is None else iso(self.end_ns)})
 
 
-MAX_AHEAD_NS = 366 * 86400 * 10**9  # neither bound more than a year ahead …
-MAX_FROM_PAST_NS = 366 * 86400 * 10**9  # … `from` at most a year ago (away for months is fine) …
-MAX_TO_PAST_NS = 86400 * 10**9  # … and `to` at most a day ago (an old retained window is stale, not "away")
+MAX_AHEAD_NS = 366 * DAY_NS  # neither bound more than a year ahead …
+MAX_FROM_PAST_NS = 366 * DAY_NS  # … `from` at most a year ago (away for months is fine) …
+MAX_TO_PAST_NS = DAY_NS  # … and `to` at most a day ago (an old retained window is stale, not "away")
 
 
 def parse_window(payload: bytes | str, now_ns: int) -> AwayWindow | None:

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge_agent.forecast.scoring import BASELINE, DAY_NS, FAMILY, Key, Stats
+from edge_agent.forecast.scoring import BASELINE, FAMILY, Key, Stats
 from shared import verdict as words
+from shared.schema import DAY_NS
 from shared.series import iso
 
 LEARNING, SERVING, SHADOW = "learning", "serving", "shadow"

@@ -36,10 +36,9 @@ import numpy as np
 from shared import intervals as iv
 from shared import schema
 from shared.baselines import BASELINES
-from shared.schema import SLOT_NS, SLOTS_PER_DAY
+from shared.schema import DAY_NS, SLOT_NS
 from shared.series import SlotSeries
 
-DAY_NS = SLOTS_PER_DAY * SLOT_NS
 WINDOWS = (("1d", 1), ("7d", 7), ("30d", 30))
 KEEP_NS = 30 * DAY_NS  # what is held in memory and read back at a restart
 CATCH_UP_NS = DAY_NS  # how far back a (re)started agent scores slots nobody scored

@@ -51,12 +51,11 @@ from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from shared import schema
 from shared import weather as wx
 from shared.points import Point
-from shared.schema import SLOT_NS, SLOTS_PER_DAY
+from shared.schema import DAY_NS, SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries, iso, parse_time_ns
 
 log = logging.getLogger(__name__)
 
-DAY_NS = SLOTS_PER_DAY * SLOT_NS
 OPEN_METEO_URL = "https://api.open-meteo.com/v1/forecast"
 MEASURED, FORECAST = schema.WEATHER_MEASURED, schema.WEATHER_FORECAST
 MAX_PAYLOAD_BYTES = 256 * 1024

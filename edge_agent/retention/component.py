@@ -23,13 +23,12 @@ from edge_agent.config import AgentConfig
 from edge_agent.retention import aggregate, budget, policies
 from edge_agent.retention.config import RetentionConfig, parse_config
 from edge_agent.runtime.timer import floor_slot
-from shared.schema import DEVICE_SLOTS, ENERGY_FLOW, FORECAST, FORECAST_SKILL, SLOT_NS
+from shared.schema import DAY_NS, DEVICE_SLOTS, ENERGY_FLOW, FORECAST, FORECAST_SKILL, SLOT_NS
 from shared.series import iso, merge_slot_ranges
 from shared.storage import StorageError
 
 log = logging.getLogger(__name__)
 
-DAY_NS = 96 * SLOT_NS
 CHUNK_SLOTS = 96  # slots per query: a day of 1 s readings is ~86,400 rows per series for InfluxDB to reduce
 COPIED = (ENERGY_FLOW, FORECAST, FORECAST_SKILL)
 BUDGET_EVERY_NS = 3600 * 10**9  # the raw policy's size is checked at start and then hourly

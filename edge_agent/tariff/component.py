@@ -29,12 +29,12 @@ from edge_agent.config import AgentConfig, ConfigError, build_dataclass
 from edge_agent.publish import hass
 from edge_agent.runtime.timer import floor_slot
 from edge_agent.tariff.prices import TariffConfig, check, configured_price, parse_dynamic
-from shared.schema import ENERGY_FLOW, SLOT_NS
+from shared.schema import DAY_NS, ENERGY_FLOW, SLOT_NS
 from shared.series import iso
 
 log = logging.getLogger(__name__)
 
-KEEP_NS = 3 * 86400 * 10**9  # dynamic prices older than this are dropped (the slots keep theirs)
+KEEP_NS = 3 * DAY_NS  # dynamic prices older than this are dropped (the slots keep theirs)
 
 
 def parse_config(cfg: AgentConfig) -> TariffConfig | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.schema import DAY_NS
 from tools.benchmarks.bench_ingest import rss_mb
 from tools.services import Influxd, Mosquitto, free_port, spawn_agent, wait_for_api
 
@@ -75,7 +76,7 @@ def main() -> None:
 
             rows = read_csv(CSV)
             issue = parse_time_ns("2023-07-05T12:00:00Z")
-            sel = (rows.times > issue - 10 * 86400 * 10**9) & (rows.times <= issue)
+            sel = (rows.times > issue - 10 * DAY_NS) & (rows.times <= issue)
             open_storage(StorageConfig(url=db.url, database="energy")).write(
                 [Point("EnergyMeter", {"device_id": "meter-1"}, {"EnergyIn": float(v)}, int(t))
                  for t, v in zip(rows.times[sel], rows.values[sel], strict=True)])

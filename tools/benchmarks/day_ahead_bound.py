@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.schema import SLOT_NS, SLOTS_PER_DAY
+from shared.schema import DAY_NS, SLOTS_PER_DAY
 from shared.series import parse_time_ns
 from shared.window import build_raw, is_kwh_feature, target
 from tools.benchmarks.eval_rolling import MONTHS, month_bounds
@@ -32,7 +32,6 @@ from training.plans import PLANS
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = str(ROOT / "data" / "seed_house" / "raw_data.csv")
-DAY_NS = SLOTS_PER_DAY * SLOT_NS
 WALK_FORWARD_DAYS = 28
 BASELINES = ("lag_1d", "lag_7d", "median7")  # yesterday, last week, the 7-day median
 

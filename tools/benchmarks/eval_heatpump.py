@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from shared import weather as wx
-from shared.schema import SLOT_NS, SLOTS_PER_DAY
+from shared.schema import DAY_NS, SLOT_NS, SLOTS_PER_DAY
 from shared.series import SlotSeries, iso, parse_time_ns
 from tools.benchmarks.eval_rolling import month_bounds
 from training.data import read_local_slots
@@ -51,7 +51,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CSV = ROOT / "data" / "heatpump_ch" / "smd_hp_2021_2022.csv"
 TZ = "Europe/Zurich"
 HEATING = (10, 11, 12, 1, 2, 3, 4)
-DAY_NS = SLOTS_PER_DAY * SLOT_NS
 BLIND = ("yesterday", "last_week", "median7", "mean7")
 MODELS = ("no_temp", "temp_observed", "temp_noisy")
 TARGET_VS_BLIND, TARGET_VS_NO_TEMP, TARGET_SLOT = 0.80, 0.90, 1.0

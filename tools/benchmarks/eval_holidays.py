@@ -26,13 +26,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from shared.calendar import holiday_dates
+from shared.schema import DAY_NS
 from shared.series import counter_to_slots, parse_time_ns, read_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = ROOT / "data" / "seed_house" / "raw_data.csv"
 NAMES = ("cnn-1", "lstm-1", "cnn-96", "lstm-96")
 TZ = "Europe/Berlin"
-DAY_NS = 96 * 900 * 10**9
 
 
 def actual_by_slot() -> dict[int, float]:

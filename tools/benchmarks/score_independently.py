@@ -27,6 +27,8 @@ import sys
 import numpy as np
 import pandas as pd
 
+from shared.schema import DAY_NS
+
 
 def actuals(raw_csv: str) -> pd.Series:
     raw = pd.read_csv(raw_csv, comment="#")[["_time", "_value"]].dropna()
@@ -88,7 +90,7 @@ def recalibrated(y: pd.Series, mid: pd.Series, lo: pd.Series, hi: pd.Series, iss
     need = np.where((a == m), 0.0, need)
     target, issue = pd.DatetimeIndex(y.index).asi8, pd.DatetimeIndex(issued).asi8
     factor = np.ones(len(y))
-    week = 7 * 86400 * 10**9
+    week = 7 * DAY_NS
     for t in np.unique(issue):
         rows = issue == t
         known = (target <= t) & (target > t - week) & ~np.isnan(need)
