@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from edge_agent import __version__
 from edge_agent.api.httpserver import BoundedHTTPServer, LimitedHandler, Limits
 from edge_agent.component import AgentContext, ComponentSpec
-from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.config import AgentConfig, ConfigError, build_dataclass, setting
 from edge_agent.forecast import Forecaster
 from edge_agent.models.store import StoredVersion
 from edge_agent.models.verify import verify
@@ -38,15 +38,20 @@ log = logging.getLogger(__name__)
 @dataclass
 class ApiConfig:
     bind: str = "127.0.0.1"
-    port: int = 8750
+    port: int = setting(8750, check=lambda v: 0 <= v <= 65535, wants="between 0 and 65535")
     token: str | None = None
     public_key: str | None = None
-    max_bundle_bytes: int = 2 * 1024 * 1024
+    max_bundle_bytes: int = setting(2 * 1024 * 1024, check=lambda v: 1024 <= v <= 64 * 2**20,
+                                    wants="between 1 KiB and 64 MiB")
     allow_older: bool = False  # accept a version older than the active one without ?allow_older=1
-    max_connections: int = 8  # open connections; beyond, the oldest one still sending its head is dropped
-    timeout_s: float = 10.0  # to finish the TLS handshake and the request head; also for each send
-    body_timeout_s: float = 60.0  # to send the body (a bundle) once the head is in
-    max_header_bytes: int = 8192  # request line + headers
+    # open connections; beyond, the oldest one still sending its head is dropped
+    max_connections: int = setting(8, check=lambda v: 1 <= v <= 1024, wants="between 1 and 1024")
+    # to finish the TLS handshake and the request head; also for each send
+    timeout_s: float = setting(10.0, check=lambda v: 0 < v <= 3600, wants="between 0 and 3600 (seconds)")
+    # to send the body (a bundle) once the head is in
+    body_timeout_s: float = setting(60.0, check=lambda v: 0 < v <= 3600, wants="between 0 and 3600 (seconds)")
+    # request line + headers
+    max_header_bytes: int = setting(8192, check=lambda v: 1024 <= v <= 65536, wants="between 1024 and 65536")
     tls_cert_file: str | None = None  # PEM certificate (chain); with tls_key_file: serve HTTPS
     tls_key_file: str | None = None
 
@@ -108,15 +113,6 @@ def parse_config(cfg: AgentConfig) -> ApiConfig | None:
         public_key_from_text(api.public_key)
     except ValueError as exc:
         raise ConfigError(f"{where}.public_key: {exc}") from None
-    checks = [("port", 0 <= api.port <= 65535, "between 0 and 65535"),
-              ("max_connections", 1 <= api.max_connections <= 1024, "between 1 and 1024"),
-              ("timeout_s", 0 < api.timeout_s <= 3600, "between 0 and 3600 (seconds)"),
-              ("body_timeout_s", 0 < api.body_timeout_s <= 3600, "between 0 and 3600 (seconds)"),
-              ("max_header_bytes", 1024 <= api.max_header_bytes <= 65536, "between 1024 and 65536"),
-              ("max_bundle_bytes", 1024 <= api.max_bundle_bytes <= 64 * 2**20, "between 1 KiB and 64 MiB")]
-    for name, ok, what in checks:
-        if not ok:
-            raise ConfigError(f"{where}.{name}: must be {what}, not {getattr(api, name)!r}")
     tls_context(api, where)
     return api
 

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from edge_agent.component import AgentContext, ComponentSpec
-from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.config import AgentConfig, ConfigError, build_dataclass, setting
 from edge_agent.flow.maths import BatteryState, RoleEnergy, compute
 from edge_agent.flow.power import PowerNow
 from edge_agent.flow.slots import RoleSlots, add_cost, blank_invented, slot_points, wide_boundaries
@@ -50,14 +50,20 @@ from shared.series import Readings, iso, merge_slot_ranges, power_to_slots, slot
 log = logging.getLogger(__name__)
 
 ROLES = ("grid", "pv", "battery", "consumer")
+SECONDS = "0 or more (seconds)"
+
+
+def _not_negative(v: float) -> bool:
+    return v >= 0
 
 
 @dataclass
 class FlowDevice:
-    role: str  # grid | pv | battery | consumer
-    measurement: str
+    role: str = setting(check=lambda v: v in ROLES, wants="grid, pv, battery or consumer")
+    measurement: str = setting()
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
-    input: str = "counter"  # counter (kWh) or power (W)
+    input: str = setting("counter", check=lambda v: v in ("counter", "power"),
+                         wants="counter (kWh) or power (W)")
     import_field: str | None = None  # grid: import counter; pv: production; battery: charge counter
     export_field: str | None = None  # grid: export counter; battery: discharge counter
     # input=power: the power it is computed from; counter: the power it reports, for Home Assistant's power sensors
@@ -69,13 +75,19 @@ class FlowDevice:
 @dataclass
 class FlowConfig:
     enabled: bool = True
-    delay_s: float = 30.0  # after each boundary: time for the devices' first reading after it to arrive
-    lookback_slots: int = 8  # computed at start, and how far back slots still missing a reading are retried
-    late_debounce_s: float = 2.0  # out-of-order data is collected this long before the slots it changes are redone
-    max_interp_s: float = 1800.0  # a counter is interpolated between readings at most this far apart …
-    gap_s: float = 300.0  # … and a slot whose value bridged more than this is flagged `interpolated`
+    # after each boundary: time for the devices' first reading after it to arrive
+    delay_s: float = setting(30.0, check=_not_negative, wants=SECONDS)
+    # computed at start, and how far back slots still missing a reading are retried
+    lookback_slots: int = setting(8, check=lambda v: v >= 1, wants="at least 1")
+    # out-of-order data is collected this long before the slots it changes are redone
+    late_debounce_s: float = setting(2.0, check=_not_negative, wants=SECONDS)
+    # a counter is interpolated between readings at most this far apart …
+    max_interp_s: float = setting(1800.0, check=_not_negative, wants=SECONDS)
+    # … and a slot whose value bridged more than this is flagged `interpolated`
+    gap_s: float = setting(300.0, check=_not_negative, wants=SECONDS)
     publish: bool = True  # retained MQTT: <topic_prefix>/flow/slot and /flow/totals (Home Assistant sensors)
-    power_interval_s: float = 10.0  # the devices' power (power_field) on <topic_prefix>/flow/power at most this often
+    # the devices' power (power_field) on <topic_prefix>/flow/power at most this often
+    power_interval_s: float = setting(10.0, check=_not_negative, wants=SECONDS)
     devices: list = dataclasses.field(default_factory=list)
 
 
@@ -88,10 +100,6 @@ def parse_config(cfg: AgentConfig) -> FlowConfig | None:
     devices = []
     for i, d in enumerate(fc.devices):
         dev = build_dataclass(FlowDevice, d, f"{where}.devices[{i}]")
-        if dev.role not in ROLES:
-            raise ConfigError(f"{where}.devices[{i}].role must be grid, pv, battery or consumer")
-        if dev.input not in ("counter", "power"):
-            raise ConfigError(f"{where}.devices[{i}].input must be counter or power")
         if dev.input == "counter" and not (dev.import_field or dev.export_field):
             raise ConfigError(f"{where}.devices[{i}]: a counter device needs import_field and/or export_field")
         if dev.input == "power" and not dev.power_field:
@@ -99,11 +107,6 @@ def parse_config(cfg: AgentConfig) -> FlowConfig | None:
         devices.append(dev)
     if not any(d.role == "grid" for d in devices):
         raise ConfigError(f"{where}: a device with role = \"grid\" (the grid meter) is required")
-    for key in ("delay_s", "late_debounce_s", "max_interp_s", "gap_s", "power_interval_s"):
-        if getattr(fc, key) < 0:
-            raise ConfigError(f"{where}.{key} must not be negative")
-    if fc.lookback_slots < 1:
-        raise ConfigError(f"{where}.lookback_slots must be at least 1")
     fc.devices = devices
     return fc if fc.enabled else None
 

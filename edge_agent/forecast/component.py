@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from edge_agent.component import AgentContext, ComponentSpec
-from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.config import AgentConfig, ConfigError, build_dataclass, setting
 from edge_agent.forecast import output
 from edge_agent.forecast.away import Away, switch_component
 from edge_agent.forecast.guard import Guard, GuardConfig, skill_payload
@@ -84,10 +84,15 @@ class ForecastConfig:
     preferred_kinds: list[str] = dataclasses.field(default_factory=lambda: ["cnn", "lstm"])
     # the guard (edge_agent/forecast/guard.py): serve the best baseline instead of a model that lost to it
     guard: bool = True
-    guard_days: float = 7.0  # judged on its live figures over this many days
-    guard_min_slots_1: int = 300  # next slot: at least this many slots scored (of 672 a week)
-    guard_min_slots_96: int = 480  # day ahead: at least five days of slots
-    guard_return_skill: float = 0.02  # a model in the shadow serves again from this skill on
+    # judged on its live figures over this many days
+    guard_days: float = setting(7.0, check=lambda v: 0 < v <= 30, wants="between 0 and 30 (days; skill is kept 30 "
+                                                                         "days)")
+    # next slot: at least this many slots scored (of 672 a week)
+    guard_min_slots_1: int = setting(300, check=lambda v: v >= 1, wants="at least 1")
+    # day ahead: at least five days of slots
+    guard_min_slots_96: int = setting(480, check=lambda v: v >= 1, wants="at least 1")
+    # a model in the shadow serves again from this skill on
+    guard_return_skill: float = setting(0.02, check=lambda v: 0 <= v < 1, wants="between 0 and 1 (e.g. 0.02)")
     away: bool = True  # listen for the away input on <topic_prefix>/away (away.py)
     # moved to [publish] (still read from here when [publish] is absent)
     topic_prefix: str | None = None
@@ -121,12 +126,6 @@ def parse_config(cfg: AgentConfig) -> ForecastConfig | None:
             HolidayCalendar.parse(fc.holidays, fc.timezone).check()
         except CalendarError as exc:
             raise ConfigError(f"{where}.holidays {fc.holidays!r}: {exc}") from None
-    for key, ok, what in (("guard_days", 0 < fc.guard_days <= 30, "between 0 and 30 (days; skill is kept 30 days)"),
-                          ("guard_min_slots_1", fc.guard_min_slots_1 >= 1, "at least 1"),
-                          ("guard_min_slots_96", fc.guard_min_slots_96 >= 1, "at least 1"),
-                          ("guard_return_skill", 0 <= fc.guard_return_skill < 1, "between 0 and 1 (e.g. 0.02)")):
-        if not ok:
-            raise ConfigError(f"{where}.{key} must be {what}, not {getattr(fc, key)!r}")
     parse_weather(cfg, fc.timezone)  # [weather]: the temperature input of weather bundles
     return fc if fc.enabled else None
 

@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.config import AgentConfig, ConfigError, build_dataclass, setting
 from shared import schema
 from shared import weather as wx
 from shared.points import Point
@@ -71,12 +71,12 @@ class WeatherConfig:
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     max_interp_s: float = 3 * 3600.0  # measured readings further apart leave the slots between unknown
     forecast_topic: str = ""  # default <prefix>/weather/forecast
-    max_age_h: float = 24.0
+    max_age_h: float = setting(24.0, check=lambda v: 0 < v <= 24 * 7, wants="between 0 and 168 (hours)")
     open_meteo: bool = False
-    latitude: float | None = None
-    longitude: float | None = None
+    latitude: float | None = setting(None, check=lambda v: -90 <= v <= 90, wants="between -90 and 90")
+    longitude: float | None = setting(None, check=lambda v: -180 <= v <= 180, wants="between -180 and 180")
     open_meteo_url: str = OPEN_METEO_URL
-    open_meteo_every_min: float = 60.0
+    open_meteo_every_min: float = setting(60.0, check=lambda v: v >= 5, wants="at least 5 (minutes)")
     open_meteo_timeout_s: float = 20.0
 
 
@@ -91,15 +91,11 @@ def parse_weather(cfg: AgentConfig, default_timezone: str = "UTC") -> WeatherCon
         wx.WeatherSpec(wc.timezone)
     except wx.WeatherError as exc:
         raise ConfigError(f"{where}.timezone: {exc}") from None
-    if not 0 < wc.max_age_h <= 24 * 7:
-        raise ConfigError(f"{where}.max_age_h must be between 0 and 168 hours, not {wc.max_age_h!r}")
     if wc.open_meteo:
-        if wc.latitude is None or wc.longitude is None or not (-90 <= wc.latitude <= 90 and -180 <= wc.longitude <= 180):
+        if wc.latitude is None or wc.longitude is None:
             raise ConfigError(f"{where}: open_meteo needs latitude (-90…90) and longitude (-180…180)")
         if urllib.parse.urlsplit(wc.open_meteo_url).scheme not in ("http", "https"):
             raise ConfigError(f"{where}.open_meteo_url must be an http(s) URL, not {wc.open_meteo_url!r}")
-        if not wc.open_meteo_every_min >= 5:
-            raise ConfigError(f"{where}.open_meteo_every_min must be at least 5 (minutes)")
     if wc.measurement and not wc.field:
         raise ConfigError(f"{where}.field must name the temperature field of {wc.measurement!r}")
     return wc if wc.enabled else None

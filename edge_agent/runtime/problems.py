@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_agent.config import AgentConfig, ConfigError, build_dataclass
+from edge_agent.config import AgentConfig, build_dataclass, setting
 
 WRITE_BUDGET_MIN_SPAN_S = 3600.0  # the write rate is judged once it stands for an hour or more
 
@@ -32,23 +32,19 @@ WRITE_BUDGET_MIN_SPAN_S = 3600.0  # the write rate is judged once it stands for 
 @dataclass
 class AlertsConfig:
     enabled: bool = True
-    quiet_s: float = 900.0  # no message from any device for this long: ingest_stalled (0: off)
-    disk_free_ratio: float = 0.10
+    # no message from any device for this long: ingest_stalled (0: off)
+    quiet_s: float = setting(900.0, check=lambda v: v >= 0, wants="0 (off) or more (seconds)")
+    disk_free_ratio: float = setting(0.10, check=lambda v: 0 <= v < 1, wants="at least 0 and below 1")
     disk_paths: list[str] = field(default_factory=list)  # besides the state directory, e.g. /var/lib/influxdb
-    backup_max_age_h: float = 48.0
-    write_budget_mb_per_day: float = 50.0  # the SD card's budget (docs/pi.md); compared with bytes_written_per_day
-    publish_every_s: float = 900.0  # the problem topic is published on every change and at least this often
+    backup_max_age_h: float = setting(48.0, check=lambda v: v > 0, wants="more than 0 (hours)")
+    # the SD card's budget (docs/pi.md); compared with bytes_written_per_day
+    write_budget_mb_per_day: float = setting(50.0, check=lambda v: v > 0, wants="more than 0 (MB)")
+    # the problem topic is published on every change and at least this often
+    publish_every_s: float = setting(900.0, check=lambda v: v >= 10, wants="at least 10 (seconds)")
 
 
 def parse_config(cfg: AgentConfig) -> AlertsConfig:
-    where = f"{cfg.path}: [alerts]"
-    ac = build_dataclass(AlertsConfig, cfg.section("alerts"), where)
-    for key, ok in (("quiet_s", ac.quiet_s >= 0), ("disk_free_ratio", 0 <= ac.disk_free_ratio < 1),
-                    ("backup_max_age_h", ac.backup_max_age_h > 0), ("write_budget_mb_per_day", ac.write_budget_mb_per_day > 0),
-                    ("publish_every_s", ac.publish_every_s >= 10)):
-        if not ok:
-            raise ConfigError(f"{where}.{key} is out of range: {getattr(ac, key)!r}")
-    return ac
+    return build_dataclass(AlertsConfig, cfg.section("alerts"), f"{cfg.path}: [alerts]")
 
 
 @dataclass

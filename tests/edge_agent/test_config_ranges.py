@@ -1,0 +1,50 @@
+"""Every section's ranges are checked the same way, on the field itself (shared/config.py `setting`): `edge-agent
+check` names the file, the section, the key, what it wants and the value given, whichever component owns it."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent import cli
+from shared.signing import generate_keypair
+from tests.helpers.agent import write_config
+
+API = '[api]\ntoken = "0123456789abcdef0123"\npublic_key = "{key}"\n'
+FLOW = '[flow]\n{line}\n[[flow.devices]]\nrole = "grid"\nmeasurement = "meter"\nimport_field = "in"\n'
+
+
+@pytest.mark.parametrize("section, line, message", [
+    ("[alerts]", "quiet_s = -1", "[alerts].quiet_s must be 0 (off) or more (seconds), not -1.0"),
+    ("[alerts]", "disk_free_ratio = 1", "[alerts].disk_free_ratio must be at least 0 and below 1, not 1.0"),
+    ("[alerts]", "publish_every_s = 5", "[alerts].publish_every_s must be at least 10 (seconds), not 5.0"),
+    ("[retention]", "raw_days = 0", "[retention].raw_days must be between 1 and 36500 (days), not 0.0"),
+    ("[retention]", "lookback_slots = 97", "[retention].lookback_slots must be between 1 and 96, not 97"),
+    ("[retention]", 'counters = ["a", ""]', "[retention].counters must be a list of non-empty strings"),
+    ("[retention]", "raw_days = 30\nkeep_days = 10", "[retention].keep_days must be 0 (forever) or at least raw_days"),
+    ("api", "port = 70000", "[api].port must be between 0 and 65535, not 70000"),
+    ("api", "max_header_bytes = 100", "[api].max_header_bytes must be between 1024 and 65536, not 100"),
+    ("[forecast]", "guard_days = 31", "[forecast].guard_days must be between 0 and 30 (days; skill is kept 30 "
+                                      "days), not 31.0"),
+    ("[weather]", "max_age_h = 200", "[weather].max_age_h must be between 0 and 168 (hours), not 200.0"),
+    ("[weather]", "open_meteo_every_min = 1", "[weather].open_meteo_every_min must be at least 5 (minutes), not 1.0"),
+    ("[weather]", "latitude = 91.0", "[weather].latitude must be between -90 and 90, not 91.0"),
+    ("flow", "gap_s = -1", "[flow].gap_s must be 0 or more (seconds), not -1.0"),
+    ("flow", "lookback_slots = 0", "[flow].lookback_slots must be at least 1, not 0"),
+    ("[backup]", "keep = 0", "[backup].keep must be at least 1, not 0"),
+])
+def test_a_value_out_of_range_is_named_with_what_it_should_be(tmp_path, capsys, section, line, message):
+    extra = (API.format(key=generate_keypair().public_text) + line if section == "api"
+             else FLOW.format(line=line) if section == "flow" else f"{section}\n{line}\n")
+    extra += "\n[forecast]\n" if section == "[weather]" else ""  # [weather] is the forecast's input
+    path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy", extra=extra)
+    assert cli.main(["check", "--config", str(path), "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert f"config error: {path}: {message}" in err, err
+
+
+def test_the_flow_devices_are_checked_on_their_fields(tmp_path, capsys):
+    path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy",
+                        extra='[flow]\n[[flow.devices]]\nrole = "heatpump"\nmeasurement = "m"\nimport_field = "in"\n')
+    assert cli.main(["check", "--config", str(path), "--offline"]) == 2
+    assert (f"{path}: [flow].devices[0].role must be grid, pv, battery or consumer, not 'heatpump'"
+            in capsys.readouterr().err)
