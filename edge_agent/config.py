@@ -117,6 +117,13 @@ class PublishConfig:
         return f"{self.topic_prefix}/status"  # edge_agent.publish.hass.availability_topic
 
 
+CORE_SECTIONS = ("agent", "mqtt", "storage", "spool", "ingest", "health", "logging", "publish")
+# Sections whose owner parses them (this module imports no component): the rules (ingest), the components
+# (edge_agent/agent.py COMPONENTS), the forecast's [weather], [alerts] (runtime/problems.py), [backup] (backup.py).
+OWNED_SECTIONS = ("rules", "retention", "tariff", "flow", "forecast", "weather", "api", "alerts", "backup")
+KNOWN_SECTIONS = frozenset(CORE_SECTIONS + OWNED_SECTIONS)
+
+
 @dataclass
 class AgentConfig:
     path: Path
@@ -175,6 +182,9 @@ def load_config(path: str | Path) -> AgentConfig:
     path = Path(path)
     doc = _read_document(path)
     where = str(path)
+    unknown = sorted(str(k) for k in doc if k not in KNOWN_SECTIONS)
+    if unknown:  # a misspelt section would turn its component off without a word
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SECTIONS))}")
     agent = dict(doc.get("agent") or {})
     state_dir = Path(agent.pop("state_dir", None) or os.environ.get("EDGE_AGENT_STATE_DIR") or "/var/lib/edge-agent")
     if not state_dir.is_absolute():

@@ -1,11 +1,15 @@
-"""Every section's ranges are checked the same way, on the field itself (shared/config.py `setting`): `edge-agent
-check` names the file, the section, the key, what it wants and the value given, whichever component owns it."""
+"""`edge-agent check` refuses what an installer would otherwise never notice. A section name it does not know (a typo
+turned a whole component off, silently); a value out of range, checked the same way for every section, on the field
+itself (shared/config.py `setting`): the error names the file, the section, the key, what it wants and the value."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from edge_agent import cli
+from edge_agent.config import KNOWN_SECTIONS, load_config
 from shared.signing import generate_keypair
 from tests.helpers.agent import write_config
 
@@ -48,3 +52,31 @@ def test_the_flow_devices_are_checked_on_their_fields(tmp_path, capsys):
     assert cli.main(["check", "--config", str(path), "--offline"]) == 2
     assert (f"{path}: [flow].devices[0].role must be grid, pv, battery or consumer, not 'heatpump'"
             in capsys.readouterr().err)
+
+
+def test_a_misspelt_section_is_refused_with_the_known_ones(tmp_path, capsys):
+    """`[forcast]` passed the check as "config OK", and the house ran without a forecast."""
+    path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy", extra="[forcast]\nenabled = true\n")
+    assert cli.main(["check", "--config", str(path), "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert f"config error: {path}: unknown section(s) forcast; known: " in err and "forecast" in err, err
+
+
+def test_every_shipped_config_uses_known_sections_only():
+    """The examples load (each is a whole config), and Ansible's template names known sections only."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    examples = sorted((root / "edge_agent" / "examples").glob("*.toml"))
+    assert len(examples) >= 10
+    for path in examples:
+        load_config(path)
+    template = (root / "ansible" / "roles" / "edge_agent" / "templates" / "agent.toml.j2").read_text()
+    sections = set(re.findall(r"^\[\[?([a-z_]+)", template, flags=re.M))
+    assert len(sections) >= 5 and sections <= KNOWN_SECTIONS, sections - KNOWN_SECTIONS
+
+
+def test_every_component_has_a_known_section():
+    from edge_agent.agent import COMPONENTS
+
+    assert {spec.name for spec in COMPONENTS} <= KNOWN_SECTIONS
