@@ -122,6 +122,7 @@ CORE_SECTIONS = ("agent", "mqtt", "storage", "spool", "ingest", "health", "loggi
 # (edge_agent/agent.py COMPONENTS), the forecast's [weather], [alerts] (runtime/problems.py), [backup] (backup.py).
 OWNED_SECTIONS = ("rules", "retention", "tariff", "flow", "forecast", "weather", "api", "alerts", "backup")
 KNOWN_SECTIONS = frozenset(CORE_SECTIONS + OWNED_SECTIONS)
+READ_BY = {"weather": "forecast"}  # sections only another section's owner reads
 
 
 @dataclass
@@ -185,6 +186,10 @@ def load_config(path: str | Path) -> AgentConfig:
     unknown = sorted(str(k) for k in doc if k not in KNOWN_SECTIONS)
     if unknown:  # a misspelt section would turn its component off without a word
         raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SECTIONS))}")
+    for section, reader in READ_BY.items():
+        if section in doc and reader not in doc:
+            raise ConfigError(f"{where}: [{section}] is read by [{reader}]: add a [{reader}] section (or remove "
+                              f"[{section}])")
     agent = dict(doc.get("agent") or {})
     state_dir = Path(agent.pop("state_dir", None) or os.environ.get("EDGE_AGENT_STATE_DIR") or "/var/lib/edge-agent")
     if not state_dir.is_absolute():

@@ -80,3 +80,10 @@ def test_every_component_has_a_known_section():
     from edge_agent.agent import COMPONENTS
 
     assert {spec.name for spec in COMPONENTS} <= KNOWN_SECTIONS
+
+
+def test_weather_without_a_forecast_is_refused(tmp_path, capsys):
+    """[weather] is read by the forecast only: alone, it recorded nothing and passed the check."""
+    path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy", extra='[weather]\nmeasurement = "t"\n')
+    assert cli.main(["check", "--config", str(path), "--offline"]) == 2
+    assert f"{path}: [weather] is read by [forecast]: add a [forecast] section" in capsys.readouterr().err
