@@ -60,7 +60,7 @@ def _not_negative(v: float) -> bool:
 @dataclass
 class FlowDevice:
     role: str = setting(check=lambda v: v in ROLES, wants="grid, pv, battery or consumer")
-    measurement: str = setting()
+    measurement: str
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     input: str = setting("counter", check=lambda v: v in ("counter", "power"),
                          wants="counter (kWh) or power (W)")
