@@ -186,14 +186,11 @@ def bound(series: SlotSeries, temps: TemperatureForecasts, by_month: dict[str, l
         coef = lad(x[ok], y[ok])
         hindsight = np.abs(np.c_[x[ok], np.ones(ok.sum())] @ coef - y[ok]).mean()
         out["daily_linear_hindsight"] = round(float(hindsight) / blind["overall"], 4)
-    first = min(all_issues) if all_issues else 0
-    history = list(range(int(series.start_ns // DAY_NS * DAY_NS + 8 * DAY_NS), first, DAY_NS))
-    hx, hy = daily_inputs(series, temps, history) if history else (np.zeros((0, 5)), np.zeros(0))
+    first_day = int(series.start_ns // DAY_NS * DAY_NS + 8 * DAY_NS)  # a week of history for the inputs
     errs = []
-    for month, issues in by_month.items():
-        before = [t for t in all_issues if t < min(issues)]
-        px, py = daily_inputs(series, temps, before) if before else (np.zeros((0, 5)), np.zeros(0))
-        fx, fy = np.r_[hx, px], np.r_[hy, py]
+    for month, issues in by_month.items():  # fitted on every day before the month, as a forecaster would be
+        before = list(range(first_day, min(issues), DAY_NS))
+        fx, fy = daily_inputs(series, temps, before) if before else (np.zeros((0, 5)), np.zeros(0))
         fit = np.isfinite(fx).all(axis=1) & np.isfinite(fy)
         mx, my = daily_inputs(series, temps, issues)
         good = np.isfinite(mx).all(axis=1) & np.isfinite(my)
