@@ -24,8 +24,8 @@ Prints a table, then one JSON line:
 "hourly_mae_ratio_vs_best_blind": …, "slot_mae_ratio_vs_median7": …}, "months": {"2021-10": {…}, …},
 "noise_sigma_c": 1.5}` ("overall": the noisy forecast, pooled over every scored day of every month; each month
 also has the observed forecast's ratios, the MAEs and the bound). The report with everything is also written to
---out/report.json. `--resume` reuses months already scored in --out. Two trainings of cnn-96 per month: about
-10-20 minutes a month on a busy 2-core machine.
+--out/report.json. `--resume` reuses months already scored in --out. Two trainings of cnn-96 per month: 7-25
+minutes a month on a 2-core machine (the more history, the longer).
 """
 
 from __future__ import annotations
