@@ -5,7 +5,7 @@ from __future__ import annotations
 SLOT_SECONDS = 900
 SLOT_NS = SLOT_SECONDS * 1_000_000_000
 SLOTS_PER_DAY = 96
-DAY_NS = SLOTS_PER_DAY * SLOT_NS  # a UTC day (a local day is 23-25 h: shared.weather.day_bounds)
+DAY_NS = SLOTS_PER_DAY * SLOT_NS  # a UTC day (a local day is 23-25 h: shared.weather.local_day)
 
 ENERGY_FLOW = "energy_flow"
 ROLE_FIELDS = ("grid_import", "grid_export", "pv", "battery_charge", "battery_discharge")
