@@ -87,3 +87,30 @@ def test_weather_without_a_forecast_is_refused(tmp_path, capsys):
     path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy", extra='[weather]\nmeasurement = "t"\n')
     assert cli.main(["check", "--config", str(path), "--offline"]) == 2
     assert f"{path}: [weather] is read by [forecast]: add a [forecast] section" in capsys.readouterr().err
+
+
+def test_the_reference_table_documents_every_section_and_key_and_no_other():
+    """docs/edge-agent.md "Configuration reference": every section the agent knows is there, every `section.key` it
+    names exists, and every key of the sections it details is named ([alerts] and [backup] were missing)."""
+    import dataclasses
+    import re
+
+    from edge_agent import config as c
+    from edge_agent.backup import BackupConfig
+    from edge_agent.retention.config import RetentionConfig
+    from edge_agent.runtime.problems import AlertsConfig
+    from shared.storage.base import StorageConfig
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "edge-agent.md").read_text()
+    table = text[text.index("## Configuration reference"):text.index("### Rules")]
+    firsts = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    named = {(s, k) for cell in firsts for s, k in re.findall(r"`([a-z_]+)\.([a-z_]+)", cell)}
+    sections = {s for s, _ in named} | {s for cell in firsts for s in re.findall(r"`\[\[?([a-z_]+)\]\]?`", cell)}
+    assert sections == set(c.KNOWN_SECTIONS)
+    detailed = {"mqtt": c.MqttConfig, "storage": StorageConfig, "spool": c.SpoolConfig, "ingest": c.IngestConfig,
+                "health": c.HealthConfig, "logging": c.LoggingConfig, "publish": c.PublishConfig,
+                "retention": RetentionConfig, "alerts": AlertsConfig, "backup": BackupConfig}
+    internal = {("storage", "keep_policy")}  # routed from [retention] (edge_agent.config._keep_policy)
+    fields = {(s, f.name) for s, cls in detailed.items() for f in dataclasses.fields(cls)} - internal
+    assert {(s, k) for s, k in named if s in detailed} - fields == set()  # no key that does not exist
+    assert fields - named == set()  # no key left out
