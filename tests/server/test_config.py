@@ -129,3 +129,27 @@ def test_an_unreadable_secret_file_names_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("SERVER_API_TOKEN", ENV_TOKEN)  # no silent fallback to the next source
     with pytest.raises(ConfigError, match="api_token_file"):
         load_config(write(tmp_path, 'api_token_file = "missing"\n'))
+
+
+def test_the_docs_name_every_key_and_no_other():
+    """docs/server.md "Configuration": the top-level keys' table, the [jobs] table and the [notify] paragraph against
+    the dataclasses (a new setting is documented, a removed one leaves the docs)."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from server.config import JobsConfig, NotifyConfig, ServerConfig
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text()
+    part = text[text.index("## Configuration (TOML"):text.index("## Code layout")]
+    top, jobs, notify = (part[:part.index("`[jobs]`")], part[part.index("`[jobs]`"):part.index("`[notify]`")],
+                         part[part.index("`[notify]`"):])
+
+    def first_cells(s: str) -> set[str]:
+        return {k for line in s.splitlines() if line.startswith("| `")
+                for k in re.findall(r"`([a-z_]+)`", line.split("|")[1])}
+
+    for documented, cls, tables in ((first_cells(top), ServerConfig, {"jobs", "notify"}),
+                                    (first_cells(jobs), JobsConfig, set()),
+                                    (set(re.findall(r"`([a-z_]+)`", notify)), NotifyConfig, set())):
+        assert documented == {f.name for f in dataclasses.fields(cls)} - tables, cls.__name__
