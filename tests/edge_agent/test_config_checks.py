@@ -114,3 +114,25 @@ def test_the_reference_table_documents_every_section_and_key_and_no_other():
     fields = {(s, f.name) for s, cls in detailed.items() for f in dataclasses.fields(cls)} - internal
     assert {(s, k) for s, k in named if s in detailed} - fields == set()  # no key that does not exist
     assert fields - named == set()  # no key left out
+
+
+@pytest.mark.parametrize("start, end, section", [("## Forecast loop", "### Weather bundles", "forecast"),
+                                                 ("### Weather bundles", "## Live skill", "weather"),
+                                                 ("## Model API", "## CLI", "api")])
+def test_the_components_tables_document_every_key_and_no_other(start, end, section):
+    """docs/edge-models.md's tables of [forecast], [weather] and [api] against their dataclasses ([weather]'s
+    Open-Meteo timing and [forecast]'s `away` were missing)."""
+    import dataclasses
+    import re
+
+    from edge_agent.api.component import ApiConfig
+    from edge_agent.forecast.component import ForecastConfig
+    from edge_agent.forecast.weather import WeatherConfig
+
+    cls = {"forecast": ForecastConfig, "weather": WeatherConfig, "api": ApiConfig}[section]
+    text = (Path(__file__).resolve().parents[2] / "docs" / "edge-models.md").read_text()
+    part = text[text.index(start):text.index(end)]
+    documented = {k for line in part.splitlines() if line.startswith("| `")
+                  for k in re.findall(r"`([a-z_0-9]+)`", line.split("|")[1])}
+    secrets = {f"{k}_{v}" for k in ("token", "public_key") for v in ("file", "env")} if section == "api" else set()
+    assert documented - secrets == {f.name for f in dataclasses.fields(cls)}
