@@ -269,23 +269,20 @@ class Worker:
         """The job's CSV files, each checked again to lie in the server's data areas (server.datafiles): the given
         ones, else with `pull_days` the node's last that many days pulled now, else the node's latest pull — and
         that pull's result (None for given files), which names its outdoor temperature file if any."""
-        pulled = None
         if params.get("data"):
-            given = [str(p) for p in params["data"]]
-        elif params.get("pull_days") and node_id:
-            end = datetime.now(UTC).replace(second=0, microsecond=0)
-            start = end - timedelta(days=int(params["pull_days"]))
-            pulled = self.pull(jid, node_id, {"start": start.isoformat(), "end": end.isoformat()}, PULL_SPAN)
-            params["pulled"] = pulled  # the job's result names it: the gate's "latest pull" (Database.last_pull)
-            given = [pulled["file"]]
+            pulled, files = None, [str(datafiles.resolve(self.s.config, str(p))) for p in params["data"]]
         else:
-            pulled = self.s.db.last_pull(node_id) if node_id else None
-            if not pulled:
-                raise ValueError("no data: pull history from the node first (or give data files)")
-            given = [pulled["file"]]
-        if pulled:
-            pulled = datafiles.checked_pull(self.s.config, pulled)
-        files = [str(datafiles.resolve(self.s.config, f)) for f in given]
+            if params.get("pull_days") and node_id:
+                end = datetime.now(UTC).replace(second=0, microsecond=0)
+                start = end - timedelta(days=int(params["pull_days"]))
+                pulled = self.pull(jid, node_id, {"start": start.isoformat(), "end": end.isoformat()}, PULL_SPAN)
+                params["pulled"] = pulled  # the job's result names it: the gate's "latest pull" (Database.last_pull)
+            else:
+                pulled = self.s.db.last_pull(node_id) if node_id else None
+                if not pulled:
+                    raise ValueError("no data: pull history from the node first (or give data files)")
+            pulled = datafiles.checked_pull(self.s.config, pulled)  # its energy and temperature files, checked once
+            files = [pulled["file"]]
         for f in files:
             _check_readable(f)
         return files, pulled
