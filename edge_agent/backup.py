@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge_agent import __version__
-from edge_agent.config import AgentConfig, ConfigError, build_dataclass, load_config, setting
+from edge_agent.config import AgentConfig, ConfigError, at_least_one, build_dataclass, load_config, setting
 from edge_agent.runtime.durable import replace_file
 from shared.backupfolder import MANIFEST, file_hashes, verify_folder
 
@@ -44,7 +44,7 @@ STATE_FILES = ("flow_totals.json",)  # small state beside the model store (missi
 @dataclass
 class BackupConfig:
     dir: str = ""  # destination folder (a USB disk, a NAS mount); the command line may give another
-    keep: int = setting(7, check=lambda v: v >= 1, wants="at least 1")  # good backups kept in the destination
+    keep: int = setting(7, check=at_least_one, wants="at least 1")  # good backups kept in the destination
     rpc: str = "127.0.0.1:8088"  # InfluxDB's backup RPC (bind-address in influxdb.conf; loopback only)
     influxd: str = "influxd"  # the binary that talks to it
     secrets: bool = False  # copy the secret files the config names (keep such a backup safe)

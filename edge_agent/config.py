@@ -26,7 +26,8 @@ KEEP_POLICY = "keep"  # the retention policy what lasts is written to ([retentio
 _POLICY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
-def _positive(v: float) -> bool:
+def at_least_one(v: float) -> bool:
+    """A `setting` check, wants="at least 1" (the components' sections use it too)."""
     return v >= 1
 
 
@@ -66,22 +67,22 @@ class SpoolConfig:
     # message or once it holds `commit_max_messages` — below the broker's in-flight window (Mosquitto's
     # max_inflight_messages, 20 by default; the shipped configurations use 1000), else the broker stops sending.
     commit_interval_s: float = setting(5.0, check=lambda v: 0 <= v <= 300, wants="between 0 and 300 (seconds)")
-    commit_max_messages: int = setting(16, check=_positive, wants="at least 1")
+    commit_max_messages: int = setting(16, check=at_least_one, wants="at least 1")
     # while a backlog drains, the spool's cursor is written at most this often
     cursor_interval_s: float = setting(5.0, check=lambda v: v >= 0, wants="0 or more (seconds)")
 
 
 @dataclass
 class IngestConfig:
-    max_payload_bytes: int = setting(64 * 1024, check=_positive, wants="at least 1")
+    max_payload_bytes: int = setting(64 * 1024, check=at_least_one, wants="at least 1")
     deadletter: str = "deadletter.jsonl"
     # rotate the dead-letter file at this size, keeping this many rotated files (what rotation deletes is counted)
-    deadletter_max_bytes: int = setting(64 * 1024 * 1024, check=_positive, wants="at least 1")
-    deadletter_keep: int = setting(5, check=_positive, wants="at least 1")
+    deadletter_max_bytes: int = setting(64 * 1024 * 1024, check=at_least_one, wants="at least 1")
+    deadletter_keep: int = setting(5, check=at_least_one, wants="at least 1")
     # Messages received but not yet spooled. QoS 1/2 beyond the bound wait (the broker holds them);
     # QoS 0 beyond it are dropped and counted (`dropped_qos0`): at-most-once by definition.
-    queue_max_messages: int = setting(10_000, check=_positive, wants="at least 1")
-    queue_max_bytes: int = setting(32 * 1024 * 1024, check=_positive, wants="at least 1")
+    queue_max_messages: int = setting(10_000, check=at_least_one, wants="at least 1")
+    queue_max_bytes: int = setting(32 * 1024 * 1024, check=at_least_one, wants="at least 1")
     # New series (measurement + tags) a rule may create; beyond it messages are dead-lettered as too_many_series
     # (edge_agent/ingest/series.py). 0: no bound.
     max_series_per_rule: int = setting(2000, check=lambda v: v >= 0, wants="0 (no bound) or more")

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from edge_agent.component import AgentContext, ComponentSpec
-from edge_agent.config import AgentConfig, ConfigError, build_dataclass, setting
+from edge_agent.config import AgentConfig, ConfigError, at_least_one, build_dataclass, setting
 from edge_agent.flow.maths import BatteryState, RoleEnergy, compute
 from edge_agent.flow.power import PowerNow
 from edge_agent.flow.slots import RoleSlots, add_cost, blank_invented, slot_points, wide_boundaries
@@ -78,7 +78,7 @@ class FlowConfig:
     # after each boundary: time for the devices' first reading after it to arrive
     delay_s: float = setting(30.0, check=_not_negative, wants=SECONDS)
     # computed at start, and how far back slots still missing a reading are retried
-    lookback_slots: int = setting(8, check=lambda v: v >= 1, wants="at least 1")
+    lookback_slots: int = setting(8, check=at_least_one, wants="at least 1")
     # out-of-order data is collected this long before the slots it changes are redone
     late_debounce_s: float = setting(2.0, check=_not_negative, wants=SECONDS)
     # a counter is interpolated between readings at most this far apart …

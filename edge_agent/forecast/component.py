@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from edge_agent.component import AgentContext, ComponentSpec
-from edge_agent.config import AgentConfig, ConfigError, build_dataclass, setting
+from edge_agent.config import AgentConfig, ConfigError, at_least_one, build_dataclass, setting
 from edge_agent.forecast import output
 from edge_agent.forecast.away import Away, switch_component
 from edge_agent.forecast.guard import Guard, GuardConfig, skill_payload
@@ -88,9 +88,9 @@ class ForecastConfig:
     guard_days: float = setting(7.0, check=lambda v: 0 < v <= 30, wants="between 0 and 30 (days; skill is kept 30 "
                                                                          "days)")
     # next slot: at least this many slots scored (of 672 a week)
-    guard_min_slots_1: int = setting(300, check=lambda v: v >= 1, wants="at least 1")
+    guard_min_slots_1: int = setting(300, check=at_least_one, wants="at least 1")
     # day ahead: at least five days of slots
-    guard_min_slots_96: int = setting(480, check=lambda v: v >= 1, wants="at least 1")
+    guard_min_slots_96: int = setting(480, check=at_least_one, wants="at least 1")
     # a model in the shadow serves again from this skill on
     guard_return_skill: float = setting(0.02, check=lambda v: 0 <= v < 1, wants="between 0 and 1 (e.g. 0.02)")
     away: bool = True  # listen for the away input on <topic_prefix>/away (away.py)
