@@ -187,10 +187,12 @@ def bound(series: SlotSeries, temps: TemperatureForecasts, by_month: dict[str, l
         hindsight = np.abs(np.c_[x[ok], np.ones(ok.sum())] @ coef - y[ok]).mean()
         out["daily_linear_hindsight"] = round(float(hindsight) / blind["overall"], 4)
     first_day = int(series.start_ns // DAY_NS * DAY_NS + 8 * DAY_NS)  # a week of history for the inputs
+    days = np.arange(first_day, max((min(i) for i in by_month.values()), default=first_day), DAY_NS)
+    hx, hy = daily_inputs(series, temps, days.tolist()) if len(days) else (np.zeros((0, 5)), np.zeros(0))
     errs = []
     for month, issues in by_month.items():  # fitted on every day before the month, as a forecaster would be
-        before = list(range(first_day, min(issues), DAY_NS))
-        fx, fy = daily_inputs(series, temps, before) if before else (np.zeros((0, 5)), np.zeros(0))
+        before = days < min(issues)
+        fx, fy = hx[before], hy[before]
         fit = np.isfinite(fx).all(axis=1) & np.isfinite(fy)
         mx, my = daily_inputs(series, temps, issues)
         good = np.isfinite(mx).all(axis=1) & np.isfinite(my)
