@@ -4,6 +4,8 @@ itself (shared/config.py `setting`): the error names the file, the section, the 
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,13 @@ from tests.helpers.agent import write_config
 
 API = '[api]\ntoken = "0123456789abcdef0123"\npublic_key = "{key}"\n'
 FLOW = '[flow]\n{line}\n[[flow.devices]]\nrole = "grid"\nmeasurement = "meter"\nimport_field = "in"\n'
+
+
+def refused(tmp_path, capsys, extra: str) -> tuple[Path, str]:
+    """`edge-agent check --offline` of the test config plus `extra`: it must refuse it; the file and stderr."""
+    path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy", extra=extra)
+    assert cli.main(["check", "--config", str(path), "--offline"]) == 2
+    return path, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("section, line, message", [
@@ -40,32 +49,24 @@ def test_a_value_out_of_range_is_named_with_what_it_should_be(tmp_path, capsys, 
     extra = (API.format(key=generate_keypair().public_text) + line if section == "api"
              else FLOW.format(line=line) if section == "flow" else f"{section}\n{line}\n")
     extra += "\n[forecast]\n" if section == "[weather]" else ""  # [weather] is the forecast's input
-    path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy", extra=extra)
-    assert cli.main(["check", "--config", str(path), "--offline"]) == 2
-    err = capsys.readouterr().err
+    path, err = refused(tmp_path, capsys, extra)
     assert f"config error: {path}: {message}" in err, err
 
 
 def test_the_flow_devices_are_checked_on_their_fields(tmp_path, capsys):
-    path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy",
-                        extra='[flow]\n[[flow.devices]]\nrole = "heatpump"\nmeasurement = "m"\nimport_field = "in"\n')
-    assert cli.main(["check", "--config", str(path), "--offline"]) == 2
-    assert (f"{path}: [flow].devices[0].role must be grid, pv, battery or consumer, not 'heatpump'"
-            in capsys.readouterr().err)
+    path, err = refused(tmp_path, capsys,
+                        '[flow]\n[[flow.devices]]\nrole = "heatpump"\nmeasurement = "m"\nimport_field = "in"\n')
+    assert f"{path}: [flow].devices[0].role must be grid, pv, battery or consumer, not 'heatpump'" in err
 
 
 def test_a_misspelt_section_is_refused_with_the_known_ones(tmp_path, capsys):
     """`[forcast]` passed the check as "config OK", and the house ran without a forecast."""
-    path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy", extra="[forcast]\nenabled = true\n")
-    assert cli.main(["check", "--config", str(path), "--offline"]) == 2
-    err = capsys.readouterr().err
+    path, err = refused(tmp_path, capsys, "[forcast]\nenabled = true\n")
     assert f"config error: {path}: unknown section(s) forcast; known: " in err and "forecast" in err, err
 
 
 def test_every_shipped_config_uses_known_sections_only():
     """The examples load (each is a whole config), and Ansible's template names known sections only."""
-    import re
-
     root = Path(__file__).resolve().parents[2]
     examples = sorted((root / "edge_agent" / "examples").glob("*.toml"))
     assert len(examples) >= 10
@@ -84,17 +85,13 @@ def test_every_component_has_a_known_section():
 
 def test_weather_without_a_forecast_is_refused(tmp_path, capsys):
     """[weather] is read by the forecast only: alone, it recorded nothing and passed the check."""
-    path = write_config(tmp_path, 1883, "http://127.0.0.1:8086", "energy", extra='[weather]\nmeasurement = "t"\n')
-    assert cli.main(["check", "--config", str(path), "--offline"]) == 2
-    assert f"{path}: [weather] is read by [forecast]: add a [forecast] section" in capsys.readouterr().err
+    path, err = refused(tmp_path, capsys, '[weather]\nmeasurement = "t"\n')
+    assert f"{path}: [weather] is read by [forecast]: add a [forecast] section" in err
 
 
 def test_the_reference_table_documents_every_section_and_key_and_no_other():
     """docs/edge-agent.md "Configuration reference": every section the agent knows is there, every `section.key` it
     names exists, and every key of the sections it details is named ([alerts] and [backup] were missing)."""
-    import dataclasses
-    import re
-
     from edge_agent import config as c
     from edge_agent.backup import BackupConfig
     from edge_agent.retention.config import RetentionConfig
@@ -122,9 +119,6 @@ def test_the_reference_table_documents_every_section_and_key_and_no_other():
 def test_the_components_tables_document_every_key_and_no_other(start, end, section):
     """docs/edge-models.md's tables of [forecast], [weather] and [api] against their dataclasses ([weather]'s
     Open-Meteo timing and [forecast]'s `away` were missing)."""
-    import dataclasses
-    import re
-
     from edge_agent.api.component import ApiConfig
     from edge_agent.forecast.component import ForecastConfig
     from edge_agent.forecast.weather import WeatherConfig
